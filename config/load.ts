@@ -1,0 +1,99 @@
+/**
+ * Load the proxy configuration from YAML or from the quick-start flags: validate everything in one pass,
+ * report every problem with its field path and a fix, and hand back a deeply frozen value or nothing.
+ */
+import { readFile } from 'node:fs/promises'
+import { parseDocument } from 'yaml'
+import { configField } from './schema.ts'
+import type { Issue } from './schema-kit.ts'
+import type { ProxyConfig } from './types.ts'
+
+export type { Issue }
+
+export type LoadResult = { ok: true; config: ProxyConfig } | { ok: false; issues: Issue[] }
+
+const NAME = /^[A-Za-z0-9_-]{1,64}$/
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+
+/** Validate a parsed document (from YAML, JSON or flags). */
+export function validateConfig(raw: unknown): LoadResult {
+  const issues: Issue[] = []
+  const parsed = configField.parse(raw, '', issues) as ProxyConfig | undefined
+  // Cross-field checks need well-formed fields: they run once every field has passed on its own.
+  if (parsed && issues.length === 0) crossCheck(parsed, issues)
+  if (issues.length > 0 || !parsed) return { ok: false, issues }
+  return { ok: true, config: deepFreeze(parsed) }
+}
+
+export async function loadConfigFile(path: string, overrides: Record<string, unknown> = {}): Promise<LoadResult> {
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message
+    return { ok: false, issues: [{ path: '--config', message: `cannot read ${path}: ${reason}` }] }
+  }
+  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: false })
+  if (doc.errors.length > 0) {
+    const e = doc.errors[0]!
+    const where = e.linePos ? ` at line ${e.linePos[0].line}, column ${e.linePos[0].col}` : ''
+    return { ok: false, issues: [{ path: path, message: `is not valid YAML${where}: ${e.code}; fix the syntax` }] }
+  }
+  const raw = doc.toJS() as unknown
+  if (raw !== null && typeof raw === 'object' && !Array.isArray(raw)) Object.assign(raw, overrides)
+  return validateConfig(raw)
+}
+
+export function formatIssue(issue: Issue): string {
+  return `${issue.path || '(top level)'} ${issue.message}`
+}
+
+function crossCheck(config: ProxyConfig, issues: Issue[]): void {
+  if (config.versionHeader !== '' && !TOKEN.test(config.versionHeader)) {
+    issues.push({ path: 'versionHeader', message: 'must be a valid header name such as x-veer-version' })
+  }
+  const seenNames = new Map<string, number>()
+  const seenMatches = new Map<string, number>()
+  config.routes.forEach((route, i) => {
+    const at = `routes[${i}]`
+    if (!NAME.test(route.name)) {
+      issues.push({ path: `${at}.name`, message: `must be 1-64 letters, digits, - or _ (got ${JSON.stringify(route.name)})` })
+    }
+    const sameName = seenNames.get(route.name)
+    if (sameName !== undefined) {
+      issues.push({ path: `${at}.name`, message: `repeats the name of routes[${sameName}]; give each route its own name` })
+    } else seenNames.set(route.name, i)
+    if (!route.match.pathPrefix.startsWith('/')) {
+      issues.push({ path: `${at}.match.pathPrefix`, message: `must start with / (got ${JSON.stringify(route.match.pathPrefix)})` })
+    }
+    const host = route.match.host
+    if (host !== '*' && (host.includes('*', host.startsWith('*.') ? 1 : 0) || host.includes('/') || host.includes(' '))) {
+      issues.push({ path: `${at}.match.host`, message: `must be a host name, *.suffix or * (got ${JSON.stringify(host)})` })
+    }
+    const key = `${host.toLowerCase()} ${route.match.pathPrefix}`
+    const sameMatch = seenMatches.get(key)
+    if (sameMatch !== undefined) {
+      issues.push({ path: `${at}.match`, message: `takes the same host and pathPrefix as routes[${sameMatch}]; one of them would never match` })
+    } else seenMatches.set(key, i)
+    if (route.canaryWeight > 0 && !route.canary) {
+      issues.push({ path: `${at}.canaryWeight`, message: 'is above 0 but the route has no canary; add canary.url or set canaryWeight to 0' })
+    }
+    if (route.shadow) {
+      issues.push({ path: `${at}.shadow`, message: 'mirroring is not available in this build yet; remove shadow (or --shadow)' })
+    }
+    if (route.sticky && (route.sticky.header === undefined) === (route.sticky.cookie === undefined)) {
+      issues.push({ path: `${at}.sticky`, message: 'needs exactly one of header or cookie' })
+    }
+    if (route.sticky?.header !== undefined && !TOKEN.test(route.sticky.header)) {
+      issues.push({ path: `${at}.sticky.header`, message: 'must be a valid header name such as x-user-id' })
+    }
+  })
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    for (const v of Object.values(value)) deepFreeze(v)
+    Object.freeze(value)
+  }
+  return value
+}

@@ -1,0 +1,102 @@
+/**
+ * The proxy's configuration: every key, its type, default and meaning, in one place. `load.ts` validates
+ * with it, `write-schema.ts` publishes it as JSON Schema for editors, README documents it.
+ */
+import { bool, duration, hostPort, int, list, num, obj, oneOf, origin, str } from './schema-kit.ts'
+
+const SECOND = 1000
+const MINUTE = 60 * SECOND
+
+const upstream = obj(
+  'An upstream version of the service',
+  {
+    url: origin('Origin of the upstream, e.g. http://127.0.0.1:3000'),
+    release: str('Release id of this version (image tag, commit): in logs, spans and veer_release_info', {
+      fallback: 'unknown',
+    }),
+  },
+  { required: ['url'], optional: true },
+)
+
+const shadow = obj(
+  'A shadow upstream: receives a copy of live traffic, its answers are never shown to users',
+  {
+    url: origin('Origin of the shadow upstream'),
+    release: str('Release id of the shadow version', { fallback: 'unknown' }),
+    percent: num('Share of requests mirrored, 0..100', 0, 100, 100),
+  },
+  { required: ['url'], optional: true },
+)
+
+export const timeoutsField = obj('Upstream timeouts', {
+  connect: duration('Time to open a TCP connection to the upstream', 1, 5 * MINUTE, 2 * SECOND),
+  headers: duration('Time from sending the request to the upstream answering with headers', 1, 60 * MINUTE, 30 * SECOND),
+  body: duration('Longest gap between two chunks of the upstream answer body', 1, 60 * MINUTE, 30 * SECOND),
+  idle: duration('How long an idle keep-alive connection to the upstream is kept', 1, 60 * MINUTE, 4 * SECOND),
+})
+
+const route = obj(
+  'A route: which requests it takes, and the versions that serve them',
+  {
+    name: str('Route name, used in metrics and the API (letters, digits, - and _)'),
+    match: obj('Which requests this route takes', {
+      host: str('Host to match: exact (api.example.com), wildcard (*.example.com) or * for any', { fallback: '*' }),
+      pathPrefix: str('Path prefix to match, starting with /', { fallback: '/' }),
+    }),
+    stable: upstream,
+    canary: upstream,
+    shadow,
+    canaryWeight: int('Percent of traffic to the canary, 0..100', 0, 100, 0),
+    sticky: obj(
+      'Sticky assignment: the hash of this header or cookie picks the version, so one user keeps one version',
+      {
+        header: str('Request header whose value identifies a user, e.g. x-user-id'),
+        cookie: str('Cookie whose value identifies a user, e.g. session'),
+      },
+      { optional: true },
+    ),
+    allowOverride: bool('Honour the override header (x-veer-version: stable|canary) from testers', false),
+    preserveHost: bool('Send the client Host header to the upstream (false: the upstream host)', true),
+    connections: int('Most connections to each upstream origin of this route', 1, 65535, 128),
+    maxPending: int('Most requests queued per origin beyond its connections before answering 503', 0, 1_000_000, 1024),
+    timeouts: timeoutsField,
+  },
+  { required: ['name', 'stable'] },
+)
+
+export const configField = obj('veer proxy configuration', {
+  listen: hostPort('Address of the traffic listener', { host: '127.0.0.1', port: 8080 }),
+  admin: hostPort('Address of the admin listener (/healthz, /readyz, /metrics, /v1/*)', { host: '127.0.0.1', port: 9901 }),
+  trustedHops: int(
+    'How many proxies in front of veer are trusted to set X-Forwarded-For/Proto/Host and Forwarded (0: none, the client talks to veer directly)',
+    0,
+    16,
+    0,
+  ),
+  versionHeader: str('Request override and response header naming the version; "" to switch the response header off', {
+    minLength: 0,
+    fallback: 'x-veer-version',
+  }),
+  via: bool('Add a Via header (RFC 9110 section 7.6.3) both ways', true),
+  server: obj('Client-side limits of the traffic listener', {
+    headersTimeout: duration('Time a client has to send the request headers (slowloris gets 408)', 100, 10 * MINUTE, 10 * SECOND),
+    requestTimeout: duration('Time a client has to send the whole request, body included', 100, 60 * MINUTE, 5 * MINUTE),
+    keepAliveTimeout: duration('How long an idle client connection is kept open', 100, 10 * MINUTE, 5 * SECOND),
+    maxHeaderBytes: int('Largest request header block in bytes (431 above)', 1024, 1024 * 1024, 16 * 1024),
+    maxHeaders: int('Most request header fields (431 above)', 8, 10_000, 100),
+  }),
+  shutdown: obj('Graceful shutdown on SIGTERM/SIGINT', {
+    grace: duration('After SIGTERM, how long veer keeps accepting new connections while /readyz says 503', 0, 10 * MINUTE, SECOND),
+    deadline: duration('Longest wait for in-flight requests to finish before closing them', 0, 60 * MINUTE, 30 * SECOND),
+  }),
+  health: obj('Passive health: an upstream that fails to connect repeatedly is ejected for a while', {
+    ejectAfter: int('Consecutive connect failures that eject an upstream', 1, 1000, 5),
+    ejectFor: duration('How long an ejected upstream gets no traffic', 100, 60 * MINUTE, 5 * SECOND),
+  }),
+  log: obj('Logging (JSON lines on stdout)', {
+    level: oneOf('Log level', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'info'),
+    access: bool('Write one access line per request', true),
+    accessSample: num('Share of requests that get an access line, 0..1 (errors are always logged)', 0, 1, 1),
+  }),
+  routes: list('Routes, matched by most specific host, then longest path prefix', route, { minItems: 1 }),
+})

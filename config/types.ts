@@ -1,0 +1,54 @@
+/** The validated, frozen proxy configuration (see schema.ts for each key's meaning and default). */
+import type { HostPort } from './schema-kit.ts'
+
+export type { HostPort }
+
+export interface UpstreamConfig {
+  readonly url: string
+  readonly release: string
+}
+
+export interface ShadowConfig extends UpstreamConfig {
+  readonly percent: number
+}
+
+export interface TimeoutsConfig {
+  readonly connect: number
+  readonly headers: number
+  readonly body: number
+  readonly idle: number
+}
+
+export interface RouteConfig {
+  readonly name: string
+  readonly match: { readonly host: string; readonly pathPrefix: string }
+  readonly stable: UpstreamConfig
+  readonly canary?: UpstreamConfig
+  readonly shadow?: ShadowConfig
+  readonly canaryWeight: number
+  readonly sticky?: { readonly header?: string; readonly cookie?: string }
+  readonly allowOverride: boolean
+  readonly preserveHost: boolean
+  readonly connections: number
+  readonly maxPending: number
+  readonly timeouts: TimeoutsConfig
+}
+
+export interface ProxyConfig {
+  readonly listen: HostPort
+  readonly admin: HostPort
+  readonly trustedHops: number
+  readonly versionHeader: string
+  readonly via: boolean
+  readonly server: {
+    readonly headersTimeout: number
+    readonly requestTimeout: number
+    readonly keepAliveTimeout: number
+    readonly maxHeaderBytes: number
+    readonly maxHeaders: number
+  }
+  readonly shutdown: { readonly grace: number; readonly deadline: number }
+  readonly health: { readonly ejectAfter: number; readonly ejectFor: number }
+  readonly log: { readonly level: string; readonly access: boolean; readonly accessSample: number }
+  readonly routes: readonly RouteConfig[]
+}

@@ -1,0 +1,96 @@
+/**
+ * Per-version outcomes over a sliding window of one-second slots: request and error counts and a
+ * log-bucketed latency histogram (4 buckets per doubling, ±9% relative error, from 0.05 ms to ~30 min).
+ * Recording is an array increment; quantiles are read off the merged slots when someone asks.
+ * Buckets of the same layout merge by addition, so windows of many proxies combine exactly.
+ */
+const SUB_BUCKETS = 4
+const MIN_MS = 0.05
+const BUCKETS = 128
+const LOG2_MIN = Math.log2(MIN_MS)
+
+export function bucketOf(ms: number): number {
+  if (ms <= MIN_MS) return 0
+  const b = Math.floor((Math.log2(ms) - LOG2_MIN) * SUB_BUCKETS) + 1
+  return b >= BUCKETS ? BUCKETS - 1 : b
+}
+
+/** The upper bound in ms of bucket `b`. */
+export function bucketUpperMs(b: number): number {
+  return MIN_MS * 2 ** (b / SUB_BUCKETS)
+}
+
+class Slot {
+  second = -1
+  count = 0
+  errors = 0
+  readonly latency = new Uint32Array(BUCKETS)
+
+  reset(second: number): void {
+    this.second = second
+    this.count = 0
+    this.errors = 0
+    this.latency.fill(0)
+  }
+}
+
+export interface WindowSummary {
+  requests: number
+  errors: number
+  errorRate: number
+  p50Ms: number | null
+  p95Ms: number | null
+  p99Ms: number | null
+}
+
+export class OutcomeWindow {
+  readonly seconds: number
+  readonly #slots: Slot[]
+
+  constructor(seconds = 30) {
+    this.seconds = seconds
+    this.#slots = Array.from({ length: seconds }, () => new Slot())
+  }
+
+  /** `nowMs` is any monotonic millisecond clock (performance.now() in the proxy). */
+  record(nowMs: number, latencyMs: number, isError: boolean): void {
+    const second = Math.floor(nowMs / 1000)
+    const slot = this.#slots[second % this.seconds]!
+    if (slot.second !== second) slot.reset(second)
+    slot.count++
+    if (isError) slot.errors++
+    slot.latency[bucketOf(latencyMs)]!++
+  }
+
+  summary(nowMs: number): WindowSummary {
+    const current = Math.floor(nowMs / 1000)
+    const merged = new Float64Array(BUCKETS)
+    let requests = 0
+    let errors = 0
+    for (const slot of this.#slots) {
+      if (slot.second < 0 || current - slot.second >= this.seconds) continue
+      requests += slot.count
+      errors += slot.errors
+      for (let b = 0; b < BUCKETS; b++) merged[b]! += slot.latency[b]!
+    }
+    return {
+      requests,
+      errors,
+      errorRate: requests === 0 ? 0 : errors / requests,
+      p50Ms: quantile(merged, requests, 0.5),
+      p95Ms: quantile(merged, requests, 0.95),
+      p99Ms: quantile(merged, requests, 0.99),
+    }
+  }
+}
+
+function quantile(buckets: Float64Array, total: number, q: number): number | null {
+  if (total === 0) return null
+  const rank = Math.ceil(q * total)
+  let seen = 0
+  for (let b = 0; b < buckets.length; b++) {
+    seen += buckets[b]!
+    if (seen >= rank) return Math.round(bucketUpperMs(b) * 1000) / 1000
+  }
+  return bucketUpperMs(buckets.length - 1)
+}

@@ -1,0 +1,121 @@
+/** `veer proxy` flags: the contract's quick-start flags, or `--config FILE` (with --listen/--admin overrides). */
+import { parseArgs } from 'node:util'
+import { type Issue, type LoadResult, loadConfigFile, validateConfig } from '../config/load.ts'
+
+export const PROXY_HELP = `Usage: veer proxy [--config FILE] [flags]
+
+The data plane: a listener that splits traffic between a stable and a canary upstream, and an admin
+listener (/healthz /readyz /metrics /v1/config /v1/stats).
+
+  --config FILE          YAML configuration (see README); reloaded on SIGHUP and when the file changes
+  --listen HOST:PORT     traffic listener (default 127.0.0.1:8080)
+  --admin HOST:PORT      admin listener (default 127.0.0.1:9901)
+Quick start, one route named "default" (not with --config):
+  --stable URL           stable upstream origin, e.g. http://127.0.0.1:3000 (required)
+  --canary URL           canary upstream origin
+  --canary-weight N      percent of traffic to the canary, 0..100 (default 0)
+  --shadow URL           shadow upstream that gets a copy of the traffic
+  --shadow-percent N     percent of requests mirrored, 0..100 (default 100 with --shadow)
+  --sticky-header NAME   the hash of this header's value picks the version (one user, one version)
+  --allow-override       honour x-veer-version: stable|canary from testers
+  --control URL          follow weights from a veer control process
+  --token-file FILE      token for --control (or VEER_TOKEN)
+  -h, --help             this help
+`
+
+/** Where a quick-start flag lands in the config, so errors name the flag the user typed. */
+const FLAG_PATHS: Record<string, string> = {
+  listen: '--listen',
+  admin: '--admin',
+  'routes[0].stable.url': '--stable',
+  'routes[0].canary.url': '--canary',
+  'routes[0].canaryWeight': '--canary-weight',
+  'routes[0].shadow.url': '--shadow',
+  'routes[0].shadow.percent': '--shadow-percent',
+  'routes[0].sticky.header': '--sticky-header',
+}
+
+const ROUTE_FLAGS = ['stable', 'canary', 'canary-weight', 'shadow', 'shadow-percent', 'sticky-header', 'allow-override'] as const
+
+export interface ProxyArgs {
+  help: boolean
+  configPath: string | null
+  /** Loads (and on reload re-loads) the configuration these flags describe. */
+  load: () => Promise<LoadResult>
+}
+
+export class FlagError extends Error {}
+
+/** A number flag as a number when it is one; otherwise the text, so validation names it. */
+function numeric(text: string | undefined): number | string | undefined {
+  if (text === undefined) return undefined
+  const n = Number(text)
+  return text.trim() !== '' && Number.isFinite(n) ? n : text
+}
+
+export function parseProxyArgs(argv: string[]): ProxyArgs {
+  let values: Record<string, string | boolean | undefined>
+  try {
+    ;({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        config: { type: 'string' },
+        listen: { type: 'string' },
+        admin: { type: 'string' },
+        stable: { type: 'string' },
+        canary: { type: 'string' },
+        'canary-weight': { type: 'string' },
+        shadow: { type: 'string' },
+        'shadow-percent': { type: 'string' },
+        'sticky-header': { type: 'string' },
+        'allow-override': { type: 'boolean' },
+        control: { type: 'string' },
+        'token-file': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }))
+  } catch (err) {
+    throw new FlagError(`${(err as Error).message.split('\n')[0]}; see veer proxy --help`)
+  }
+  const help = values.help === true
+  if (values.control !== undefined || values['token-file'] !== undefined) {
+    throw new FlagError('--control: following a control process is not available in this build yet; set weights with --canary-weight or the config file')
+  }
+  const overrides: Record<string, unknown> = {}
+  if (values.listen !== undefined) overrides.listen = values.listen
+  if (values.admin !== undefined) overrides.admin = values.admin
+  const configPath = typeof values.config === 'string' ? values.config : null
+  if (configPath !== null) {
+    const clash = ROUTE_FLAGS.find((f) => values[f] !== undefined)
+    if (clash) throw new FlagError(`--${clash}: quick-start route flags cannot be combined with --config; put the route in the config file`)
+    return { help, configPath, load: () => loadConfigFile(configPath, overrides) }
+  }
+  if (!help && values.stable === undefined) {
+    throw new FlagError('--stable is required (the stable upstream URL, e.g. --stable http://127.0.0.1:3000), or use --config FILE')
+  }
+  if (values.shadow === undefined && values['shadow-percent'] !== undefined) {
+    throw new FlagError('--shadow-percent needs --shadow URL')
+  }
+  const route: Record<string, unknown> = {
+    name: 'default',
+    stable: { url: values.stable },
+    canaryWeight: numeric(values['canary-weight'] as string | undefined),
+    allowOverride: values['allow-override'] === true,
+  }
+  if (values.canary !== undefined) route.canary = { url: values.canary }
+  if (values.shadow !== undefined) {
+    route.shadow = { url: values.shadow, percent: numeric(values['shadow-percent'] as string | undefined) ?? 100 }
+  }
+  if (values['sticky-header'] !== undefined) route.sticky = { header: values['sticky-header'] }
+  const raw = { ...overrides, routes: [route] }
+  const result = validateConfig(raw)
+  const named: LoadResult = result.ok ? result : { ok: false, issues: result.issues.map(renameFlag) }
+  return { help, configPath: null, load: () => Promise.resolve(named) }
+}
+
+function renameFlag(issue: Issue): Issue {
+  const flag = FLAG_PATHS[issue.path]
+  return flag ? { path: flag, message: issue.message } : issue
+}

@@ -1,0 +1,63 @@
+/**
+ * Every answer the proxy makes itself, one code each: status, `x-veer-error` header and a JSON body
+ * `{"error": code, "message": …}`. README's table of error codes is checked against this one by a test.
+ */
+export const PROXY_ERRORS = {
+  bad_request: { status: 400, message: 'the request is malformed' },
+  bad_request_target: { status: 400, message: 'the request target must be a path (origin-form), not an absolute URI' },
+  duplicate_host: { status: 400, message: 'the request carries more than one Host header' },
+  no_route: { status: 404, message: 'no route matches this host and path' },
+  request_timeout: { status: 408, message: 'the client did not send the request in time' },
+  headers_too_large: { status: 431, message: 'the request header block is larger than the proxy allows' },
+  too_many_headers: { status: 431, message: 'the request has more header fields than the proxy allows' },
+  upstream_connect_failed: { status: 502, message: 'the upstream refused or failed the connection' },
+  upstream_reset: { status: 502, message: 'the upstream closed the connection before answering' },
+  upstream_bad_response: { status: 502, message: 'the upstream sent an invalid response' },
+  no_healthy_upstream: { status: 503, message: 'every upstream of this route is ejected after repeated connect failures' },
+  upstream_overloaded: { status: 503, message: 'too many requests are queued for this upstream' },
+  upstream_timeout: { status: 504, message: 'the upstream did not answer in time' },
+} as const
+
+export type ProxyErrorCode = keyof typeof PROXY_ERRORS
+
+/** Pre-rendered bodies: an error answer serializes nothing per request. */
+const BODIES = new Map<ProxyErrorCode, Buffer>()
+for (const [code, { message }] of Object.entries(PROXY_ERRORS)) {
+  BODIES.set(code as ProxyErrorCode, Buffer.from(`${JSON.stringify({ error: code, message })}\n`))
+}
+
+export function errorBody(code: ProxyErrorCode): Buffer {
+  return BODIES.get(code)!
+}
+
+/** Map an undici (or socket) failure to the proxy's answer. */
+export function classifyUpstreamError(err: unknown): ProxyErrorCode {
+  const code = (err as { code?: string } | null)?.code
+  switch (code) {
+    case 'UND_ERR_CONNECT_TIMEOUT':
+    case 'UND_ERR_HEADERS_TIMEOUT':
+    case 'UND_ERR_BODY_TIMEOUT':
+    case 'ETIMEDOUT':
+      return 'upstream_timeout'
+    case 'ECONNREFUSED':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+    case 'EADDRNOTAVAIL':
+      return 'upstream_connect_failed'
+    case 'UND_ERR_INFO':
+    case 'HPE_INVALID_CONSTANT':
+    case 'HPE_INVALID_STATUS':
+    case 'HPE_INVALID_HEADER_TOKEN':
+    case 'HPE_UNEXPECTED_CONTENT_LENGTH':
+      return 'upstream_bad_response'
+    default:
+      return 'upstream_reset'
+  }
+}
+
+/** Failures that happen before a connection exists: they count towards passive ejection. */
+export function isConnectFailure(code: ProxyErrorCode, err: unknown): boolean {
+  return code === 'upstream_connect_failed' || (err as { code?: string } | null)?.code === 'UND_ERR_CONNECT_TIMEOUT'
+}

@@ -1,0 +1,118 @@
+/**
+ * One proxied request: the undici dispatch handler that streams the upstream's answer to the client
+ * with backpressure, and records the outcome once at the end. All per-request state lives on this one
+ * object; the listeners it needs on the response are module functions, so nothing is allocated per
+ * request beyond the exchange itself.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Dispatcher } from 'undici'
+import { classifyUpstreamError, isConnectFailure } from './errors.ts'
+import { responseHeaders } from './headers.ts'
+import { sendError } from './respond.ts'
+import type { Backend, CompiledRoute } from './route-table.ts'
+
+type Controller = Dispatcher.DispatchController
+
+/** What an exchange needs from the server that started it. */
+export interface ExchangeHost {
+  /** Adds the proxy's own response fields (Via, version header, Connection: close when draining). */
+  decorate(out: string[], backend: Backend): string[]
+  readonly ejectAfter: number
+  readonly ejectForMs: number
+  finished(ex: Exchange): void
+}
+
+const kExchange = Symbol('veer.exchange')
+type Tagged = ServerResponse & { [kExchange]?: Exchange }
+
+function onClientClose(this: Tagged): void {
+  const ex = this[kExchange]
+  if (ex !== undefined && !ex.done) ex.clientGone()
+}
+
+function onClientDrain(this: Tagged): void {
+  this[kExchange]?.controller?.resume()
+}
+
+export class Exchange implements Dispatcher.DispatchHandler {
+  readonly host: ExchangeHost
+  readonly req: IncomingMessage
+  readonly res: ServerResponse
+  readonly route: CompiledRoute
+  readonly backend: Backend
+  readonly start: number
+  controller: Controller | null = null
+  /** Upstream status, 0 until one came back. */
+  status = 0
+  done = false
+  /** Set when the proxy answered (or aborted) instead of the upstream. */
+  error: string | null = null
+  /** Opaque per-request extension slot (a tracing span), owned by whoever set it. */
+  span: unknown = null
+
+  constructor(host: ExchangeHost, req: IncomingMessage, res: ServerResponse, route: CompiledRoute, backend: Backend, start: number) {
+    this.host = host
+    this.req = req
+    this.res = res
+    this.route = route
+    this.backend = backend
+    this.start = start
+    ;(res as Tagged)[kExchange] = this
+    res.on('close', onClientClose)
+  }
+
+  onRequestStart(controller: Controller): void {
+    this.controller = controller
+  }
+
+  onResponseStart(controller: Controller, statusCode: number, _headers: unknown, statusMessage?: string): void {
+    // 1xx informational answers are not forwarded; Node answers a client's 100-continue itself.
+    if (statusCode < 200 || this.done) return
+    this.status = statusCode
+    const upstream = this.backend.upstream
+    if (upstream.failures !== 0) upstream.connectSucceeded()
+    const out = this.host.decorate(responseHeaders((controller.rawHeaders as Buffer[]) ?? [], []), this.backend)
+    this.res.writeHead(statusCode, statusMessage || undefined, out)
+  }
+
+  onResponseData(controller: Controller, chunk: Buffer): void {
+    if (!this.res.write(chunk)) {
+      controller.pause()
+      this.res.once('drain', onClientDrain)
+    }
+  }
+
+  onResponseEnd(_controller: Controller, trailers: Record<string, string | string[] | undefined>): void {
+    if (this.done) return
+    for (const _ in trailers) {
+      this.res.addTrailers(trailers as Record<string, string>)
+      break
+    }
+    this.res.end()
+    this.finish()
+  }
+
+  onResponseError(_controller: Controller, err: Error): void {
+    if (this.done) return
+    const code = classifyUpstreamError(err)
+    const upstream = this.backend.upstream
+    if (isConnectFailure(code, err)) upstream.connectFailed(this.host.ejectAfter, this.host.ejectForMs)
+    this.error = this.error ?? code
+    if (!this.res.destroyed) sendError(this.res, code, this.host.decorate([], this.backend))
+    this.finish()
+  }
+
+  /** The client went away before the answer was complete: stop the upstream request too. */
+  clientGone(): void {
+    this.error = 'client_closed'
+    if (this.controller !== null && !this.controller.aborted) this.controller.abort(new Error('client closed the connection'))
+    this.finish()
+  }
+
+  finish(): void {
+    if (this.done) return
+    this.done = true
+    this.backend.upstream.inflight--
+    this.host.finished(this)
+  }
+}

@@ -1,0 +1,200 @@
+/**
+ * Request and response header rewriting (RFC 9110 section 7.6): hop-by-hop fields and every field named
+ * in Connection are removed both ways; X-Forwarded-For/Proto/Host, Forwarded and Via are set with a
+ * configured count of trusted hops, so a client cannot forge its address.
+ */
+
+/** Hop-by-hop fields (RFC 9110 7.6.1, RFC 9112 9.6) plus Expect, which the proxy answers itself. */
+const HOP_BY_HOP: Record<string, true> = {
+  connection: true,
+  'keep-alive': true,
+  'proxy-connection': true,
+  te: true,
+  'transfer-encoding': true,
+  upgrade: true,
+  expect: true,
+  'http2-settings': true,
+}
+
+/** Fields the proxy itself rewrites on the way to the upstream. */
+const FORWARDING: Record<string, 1 | 2 | 3 | 4 | 5> = {
+  'x-forwarded-for': 1,
+  'x-forwarded-proto': 2,
+  'x-forwarded-host': 3,
+  forwarded: 4,
+  via: 5,
+}
+
+/** Names listed in a Connection header, other than the framing options every proxy handles. */
+export function connectionTokens(value: string): Set<string> | null {
+  let tokens: Set<string> | null = null
+  for (const part of value.split(',')) {
+    const t = part.trim().toLowerCase()
+    if (t === '' || t === 'close' || t === 'keep-alive' || t === 'upgrade') continue
+    if (tokens === null) tokens = new Set()
+    tokens.add(t)
+  }
+  return tokens
+}
+
+export interface ForwardingPolicy {
+  readonly trustedHops: number
+  readonly via: string | null
+  /** Lower-cased override header name, or null. */
+  readonly overrideHeader: string | null
+}
+
+/**
+ * What a request head says, gathered in one pass over `rawHeaders`, and the header list for the
+ * upstream. One instance per request; the caller reads the fields right after `parse()`.
+ */
+export class RequestHead {
+  headers: string[] = []
+  host: string | undefined = undefined
+  hostCount = 0
+  hasBody = false
+  override: string | undefined = undefined
+  cookie: string | undefined = undefined
+  connection: string | undefined = undefined
+  xff: string | undefined = undefined
+  xfp: string | undefined = undefined
+  xfh: string | undefined = undefined
+  forwarded: string | undefined = undefined
+  via: string | undefined = undefined
+  traceparentAt = -1
+  tracestateAt = -1
+
+  parse(raw: string[], policy: ForwardingPolicy): void {
+    const out = this.headers
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i]!.toLowerCase()
+      const value = raw[i + 1]!
+      if (HOP_BY_HOP[name] === true) {
+        if (name === 'connection') this.connection = this.connection === undefined ? value : `${this.connection}, ${value}`
+        else if (name === 'transfer-encoding') this.hasBody = true
+        continue
+      }
+      const fwd = FORWARDING[name]
+      if (fwd !== undefined) {
+        if (fwd === 1) this.xff = join(this.xff, value)
+        else if (fwd === 2) this.xfp ??= value
+        else if (fwd === 3) this.xfh ??= value
+        else if (fwd === 4) this.forwarded = join(this.forwarded, value)
+        else this.via = join(this.via, value)
+        continue
+      }
+      if (name === 'host') {
+        // Added back by `setHost`: the client's, or the upstream's when the route rewrites it.
+        this.hostCount++
+        this.host ??= value
+        continue
+      }
+      if (name === 'content-length') {
+        if (value !== '0') this.hasBody = true
+      } else if (name === 'cookie') {
+        this.cookie = this.cookie === undefined ? value : `${this.cookie}; ${value}`
+      } else if (name === policy.overrideHeader) {
+        this.override = value
+      } else if (name === 'traceparent') {
+        this.traceparentAt = out.length
+      } else if (name === 'tracestate') {
+        this.tracestateAt = out.length
+      }
+      out.push(name, value)
+    }
+    if (this.connection !== undefined) this.dropConnectionNamed(connectionTokens(this.connection))
+  }
+
+  /** The first value of a (lower-cased) field, e.g. the route's sticky header. */
+  get(name: string): string | undefined {
+    const h = this.headers
+    for (let i = 0; i < h.length; i += 2) if (h[i] === name) return h[i + 1]
+    return undefined
+  }
+
+  setHost(host: string | undefined): void {
+    if (host !== undefined) this.headers.push('host', host)
+  }
+
+  /** RFC 9110 7.6.1: a field named in Connection applies to this hop only. */
+  dropConnectionNamed(tokens: Set<string> | null): void {
+    if (tokens === null) return
+    const kept: string[] = []
+    const h = this.headers
+    for (let i = 0; i < h.length; i += 2) if (!tokens.has(h[i]!)) kept.push(h[i]!, h[i + 1]!)
+    this.headers = kept
+    this.traceparentAt = kept.indexOf('traceparent')
+    this.tracestateAt = kept.indexOf('tracestate')
+  }
+
+  /** Append the forwarding fields; `peer` is the client socket's address, `host` the request's Host. */
+  addForwarding(policy: ForwardingPolicy, peer: string, family: string): void {
+    const out = this.headers
+    const hops = policy.trustedHops
+    const proto = (hops > 0 && this.xfp) || 'http'
+    out.push('x-forwarded-for', hops > 0 && this.xff ? `${lastEntries(this.xff, hops)}, ${peer}` : peer)
+    out.push('x-forwarded-proto', proto)
+    const fwdHost = (hops > 0 && this.xfh) || this.host
+    if (fwdHost !== undefined) out.push('x-forwarded-host', fwdHost)
+    const node = family === 'IPv6' ? `"[${peer}]"` : peer
+    let element = `for=${node};proto=${proto}`
+    if (this.host !== undefined) element += `;host=${quoteIfNeeded(this.host)}`
+    out.push('forwarded', hops > 0 && this.forwarded ? `${lastEntries(this.forwarded, hops)}, ${element}` : element)
+    if (policy.via !== null) out.push('via', this.via === undefined ? policy.via : `${this.via}, ${policy.via}`)
+  }
+}
+
+function join(a: string | undefined, b: string): string {
+  return a === undefined ? b : `${a}, ${b}`
+}
+
+/** The last `n` comma-separated entries of a list header (the ones trusted proxies added). */
+export function lastEntries(list: string, n: number): string {
+  const parts = list.split(',')
+  return parts
+    .slice(Math.max(0, parts.length - n))
+    .map((p) => p.trim())
+    .join(', ')
+}
+
+function quoteIfNeeded(host: string): string {
+  return host.includes(':') || host.includes('[') ? `"${host}"` : host
+}
+
+/**
+ * Response fields for the client: upstream raw headers minus hop-by-hop and Connection-named ones,
+ * as the flat [name, value, …] list `writeHead` takes.
+ */
+export function responseHeaders(raw: readonly (Buffer | string)[], out: string[]): string[] {
+  let connection: string | undefined
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toString('latin1')
+    const value = raw[i + 1]!.toString('latin1')
+    const lower = name.toLowerCase()
+    if (HOP_BY_HOP[lower] === true) {
+      if (lower === 'connection') connection = value
+      continue
+    }
+    out.push(name, value)
+  }
+  if (connection !== undefined) {
+    const tokens = connectionTokens(connection)
+    if (tokens !== null) {
+      const kept: string[] = []
+      for (let i = 0; i < out.length; i += 2) if (!tokens.has(out[i]!.toLowerCase())) kept.push(out[i]!, out[i + 1]!)
+      return kept
+    }
+  }
+  return out
+}
+
+/** Append a hop to a response's Via (RFC 9110 7.6.3). */
+export function appendVia(out: string[], via: string): void {
+  for (let i = 0; i < out.length; i += 2) {
+    if (out[i]!.length === 3 && out[i]!.toLowerCase() === 'via') {
+      out[i + 1] = `${out[i + 1]}, ${via}`
+      return
+    }
+  }
+  out.push('via', via)
+}

@@ -1,0 +1,165 @@
+/**
+ * `veer proxy`: read flags and config, start the traffic and admin listeners, reload on SIGHUP or file
+ * change, drain on SIGTERM. Nothing starts unless the whole configuration is valid.
+ */
+import { createHash } from 'node:crypto'
+import { watch } from 'node:fs'
+import { readFile } from 'node:fs/promises'
+import type { Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { basename, dirname, resolve } from 'node:path'
+import { formatIssue, type LoadResult } from '../config/load.ts'
+import type { ProxyConfig } from '../config/types.ts'
+import { createAdminServer } from './admin.ts'
+import { parseProxyArgs, PROXY_HELP } from './args.ts'
+import { createLogger } from './log.ts'
+import { ProxyMetrics } from './metrics.ts'
+import { compileRoutes, RouteStates } from './route-table.ts'
+import { ProxyServer } from './server.ts'
+import { createTracing } from './tracing.ts'
+import { UpstreamPools } from './upstreams.ts'
+
+export class UsageError extends Error {}
+
+export async function runProxy(argv: string[]): Promise<void> {
+  const parsed = parseProxyArgs(argv)
+  if (parsed.help) {
+    process.stdout.write(PROXY_HELP)
+    return
+  }
+  const first = await parsed.load()
+  if (!first.ok) throw new UsageError(first.issues.map(formatIssue).join('\n'))
+  await startProxy(first.config, parsed.load, parsed.configPath)
+}
+
+function hashOf(config: ProxyConfig): string {
+  return createHash('sha256').update(JSON.stringify(config)).digest('hex').slice(0, 12)
+}
+
+function listen(server: Server, host: string, port: number): Promise<AddressInfo> {
+  return new Promise((ok, fail) => {
+    server.once('error', fail)
+    server.listen({ host, port, backlog: 1024 }, () => {
+      server.off('error', fail)
+      ok(server.address() as AddressInfo)
+    })
+  })
+}
+
+export async function startProxy(
+  config: ProxyConfig,
+  reloadSource: () => Promise<LoadResult>,
+  configPath: string | null,
+): Promise<void> {
+  const log = createLogger(config.log.level)
+  const metrics = new ProxyMetrics()
+  const pools = new UpstreamPools()
+  const states = new RouteStates(metrics)
+  let generation = 1
+  const proxy = new ProxyServer(compileRoutes(generation, config, pools, states, metrics), log, await createTracing(log))
+  const admin = {
+    get table() {
+      return proxy.table
+    },
+    get draining() {
+      return proxy.draining
+    },
+    configHash: hashOf(config),
+  }
+  const adminServer = createAdminServer(admin, metrics)
+  let traffic: AddressInfo
+  let adminAddress: AddressInfo
+  try {
+    traffic = await listen(proxy.server, config.listen.host, config.listen.port)
+    adminAddress = await listen(adminServer, config.admin.host, config.admin.port)
+  } catch (err) {
+    proxy.server.close()
+    adminServer.close()
+    pools.destroyAll()
+    const e = err as NodeJS.ErrnoException
+    const which = proxy.server.listening ? '--admin' : '--listen'
+    throw new UsageError(`${which}: cannot listen (${e.code ?? e.message}); pick a free address or stop what holds it`)
+  }
+  log.info(
+    {
+      listen: `${traffic.address}:${traffic.port}`,
+      admin: `${adminAddress.address}:${adminAddress.port}`,
+      routes: config.routes.map((r) => r.name),
+      configVersion: generation,
+    },
+    'veer proxy started',
+  )
+  log.flush()
+
+  // Reload: SIGHUP or a change of the file (or of its directory, as a Kubernetes ConfigMap swaps a link).
+  let reloading = Promise.resolve()
+  const reload = (why: string) => {
+    reloading = reloading.then(async () => {
+      if (proxy.draining) return
+      const next = await reloadSource()
+      if (!next.ok) {
+        for (const issue of next.issues) {
+          log.error({ field: issue.path, reason: issue.message, trigger: why }, 'config rejected, keeping the current one')
+        }
+        log.flush()
+        return
+      }
+      const hash = hashOf(next.config)
+      if (hash === admin.configHash) return
+      if (next.config.listen.port !== config.listen.port || next.config.admin.port !== config.admin.port || next.config.listen.host !== config.listen.host) {
+        log.warn({ trigger: why }, 'listen and admin addresses change only on restart; the rest is applied')
+      }
+      generation++
+      proxy.swap(compileRoutes(generation, next.config, pools, states, metrics))
+      admin.configHash = hash
+      log.info({ configVersion: generation, hash, trigger: why }, 'config applied')
+      log.flush()
+    })
+  }
+  process.on('SIGHUP', () => reload('SIGHUP'))
+  let watcher: ReturnType<typeof watch> | null = null
+  if (configPath !== null) {
+    const file = resolve(configPath)
+    let timer: NodeJS.Timeout | null = null
+    let lastText = await readFile(file, 'utf8').catch(() => '')
+    watcher = watch(dirname(file), (_event, name) => {
+      if (name !== null && name !== basename(file) && !name.startsWith('..')) return
+      if (timer) clearTimeout(timer)
+      timer = setTimeout(async () => {
+        const text = await readFile(file, 'utf8').catch(() => null)
+        if (text === null || text === lastText) return
+        lastText = text
+        reload('file change')
+      }, 150)
+    })
+    watcher.unref()
+  }
+
+  let stopping = false
+  const drain = async (signal: string) => {
+    if (stopping) return
+    stopping = true
+    const { grace, deadline } = proxy.table.config.shutdown
+    proxy.draining = true
+    log.info({ signal, grace, deadline, inflight: proxy.inflight }, 'draining')
+    await new Promise((r) => setTimeout(r, grace))
+    watcher?.close()
+    const closed = new Promise((r) => proxy.server.close(r))
+    proxy.server.closeIdleConnections()
+    const timedOut = await Promise.race([
+      proxy.idle().then(() => false),
+      new Promise<boolean>((r) => setTimeout(() => r(true), deadline).unref()),
+    ])
+    if (timedOut) log.warn({ inflight: proxy.inflight }, 'drain deadline passed, closing the remaining connections')
+    proxy.server.closeAllConnections()
+    await closed
+    adminServer.close()
+    adminServer.closeAllConnections()
+    await pools.closeAll()
+    log.info({ signal }, 'veer proxy stopped')
+    log.flush()
+    process.exit(0)
+  }
+  process.on('SIGTERM', () => void drain('SIGTERM'))
+  process.on('SIGINT', () => void drain('SIGINT'))
+}

@@ -1,0 +1,46 @@
+/** The one place the proxy's own error answers are written (see errors.ts for the codes). */
+import type { ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+import { errorBody, PROXY_ERRORS, type ProxyErrorCode } from './errors.ts'
+
+export const ERROR_HEADER = 'x-veer-error'
+
+/**
+ * Answer with the proxy's JSON error. When the response has already started, the only honest thing
+ * left is to abort the client connection, so the client cannot take a cut-short body for a whole one.
+ */
+export function sendError(res: ServerResponse, code: ProxyErrorCode, extra?: readonly string[]): void {
+  if (res.headersSent) {
+    res.destroy()
+    return
+  }
+  const body = errorBody(code)
+  const headers = ['content-type', 'application/json', ERROR_HEADER, code, 'content-length', String(body.length)]
+  if (extra) headers.push(...extra)
+  res.writeHead(PROXY_ERRORS[code].status, headers)
+  res.end(body)
+}
+
+/** The same answer on a bare socket (parser errors, refused upgrades), then close it. */
+export function sendErrorOnSocket(socket: Socket, code: ProxyErrorCode): void {
+  if (!socket.writable) {
+    socket.destroy()
+    return
+  }
+  const { status } = PROXY_ERRORS[code]
+  const body = errorBody(code)
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\ncontent-type: application/json\r\n${ERROR_HEADER}: ${code}\r\n` +
+      `content-length: ${body.length}\r\nconnection: close\r\n\r\n${body.toString()}`,
+  )
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  400: 'Bad Request',
+  404: 'Not Found',
+  408: 'Request Timeout',
+  431: 'Request Header Fields Too Large',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+}

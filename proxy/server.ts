@@ -1,0 +1,228 @@
+/**
+ * The traffic listener: node:http → route → pick a version → forward through undici. Requests read one
+ * frozen route table; `swap()` replaces it whole. Errors become answers in one place (respond.ts).
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+import { performance } from 'node:perf_hooks'
+import type { Logger } from 'pino'
+import type { ProxyConfig } from '../config/types.ts'
+import type { ProxyErrorCode } from './errors.ts'
+import { Exchange, type ExchangeHost } from './forward.ts'
+import { appendVia, type ForwardingPolicy, RequestHead } from './headers.ts'
+import { sendError, sendErrorOnSocket } from './respond.ts'
+import type { Backend, RouteTable } from './route-table.ts'
+import { pickBackend } from './split/pick.ts'
+import { cookieValue } from './split/sticky.ts'
+import type { Tracing } from './tracing.ts'
+import { tunnel } from './upgrade.ts'
+
+const VIA = '1.1 veer'
+
+export class ProxyServer implements ExchangeHost {
+  readonly server: Server
+  table: RouteTable
+  draining = false
+  ejectAfter = 5
+  ejectForMs = 5000
+  readonly #log: Logger
+  readonly #tracing: Tracing | null
+  #policy: ForwardingPolicy = { trustedHops: 0, via: VIA, overrideHeader: 'x-veer-version' }
+  #versionHeader = 'x-veer-version'
+  #maxHeaderFields = 100
+  #accessLog = true
+  #accessSample = 1
+  #inflight = 0
+  #idle: (() => void) | null = null
+
+  constructor(table: RouteTable, log: Logger, tracing: Tracing | null) {
+    this.table = table
+    this.#log = log
+    this.#tracing = tracing
+    const s = table.config.server
+    this.server = createServer(
+      {
+        headersTimeout: s.headersTimeout,
+        requestTimeout: s.requestTimeout,
+        keepAliveTimeout: s.keepAliveTimeout,
+        maxHeaderSize: s.maxHeaderBytes,
+        // Checks for the two timeouts above run on this period (Node's default is 30 s, too coarse).
+        connectionsCheckingInterval: Math.min(1000, Math.max(100, Math.floor(s.headersTimeout / 4))),
+        insecureHTTPParser: false,
+        requireHostHeader: true,
+        joinDuplicateHeaders: false,
+        // Only WebSocket upgrades are tunnelled; anything else (h2c) is served as a plain request.
+        shouldUpgradeCallback: isWebSocketUpgrade,
+      } as Parameters<typeof createServer>[0],
+      this.#onRequest,
+    )
+    this.server.on('upgrade', this.#onUpgrade)
+    this.server.on('clientError', onClientError)
+    this.#apply(table.config)
+  }
+
+  /** Install a new snapshot; requests in flight finish on the table they started with. */
+  swap(table: RouteTable): void {
+    this.table = table
+    this.#apply(table.config)
+  }
+
+  #apply(config: ProxyConfig): void {
+    this.#policy = {
+      trustedHops: config.trustedHops,
+      via: config.via ? VIA : null,
+      overrideHeader: config.versionHeader === '' ? 'x-veer-version' : config.versionHeader.toLowerCase(),
+    }
+    this.#versionHeader = config.versionHeader
+    this.#maxHeaderFields = config.server.maxHeaders
+    // Node stops parsing fields past maxHeadersCount without an error; one more than the limit lets
+    // the handler see that the limit was crossed and answer 431.
+    this.server.maxHeadersCount = config.server.maxHeaders + 1
+    this.#accessLog = config.log.access
+    this.#accessSample = config.log.accessSample
+    this.ejectAfter = config.health.ejectAfter
+    this.ejectForMs = config.health.ejectFor
+  }
+
+  get inflight(): number {
+    return this.#inflight
+  }
+
+  #onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    const start = performance.now()
+    const url = req.url!
+    if (url.charCodeAt(0) !== 47 /* / */) return this.#reject(res, 'bad_request_target')
+    const raw = req.rawHeaders
+    if (raw.length > this.#maxHeaderFields * 2) return this.#reject(res, 'too_many_headers')
+    const head = new RequestHead()
+    const policy = this.#policy
+    head.parse(raw, policy)
+    if (head.hostCount > 1) return this.#reject(res, 'duplicate_host')
+    const route = this.table.match(head.host, url)
+    if (route === null) return this.#reject(res, 'no_route')
+    const sticky =
+      route.stickyHeader !== null
+        ? head.get(route.stickyHeader)
+        : route.stickyCookie !== null && head.cookie !== undefined
+          ? cookieValue(head.cookie, route.stickyCookie)
+          : undefined
+    const backend = pickBackend(route, head.override, sticky)
+    if (backend === null) return this.#reject(res, 'no_healthy_upstream')
+    const upstream = backend.upstream
+    if (upstream.inflight >= upstream.limit) return this.#reject(res, 'upstream_overloaded', backend)
+    const socket = req.socket
+    head.addForwarding(policy, socket.remoteAddress ?? '', socket.remoteFamily ?? 'IPv4')
+    head.setHost(route.preserveHost ? head.host : upstream.host)
+    const ex = new Exchange(this, req, res, route, backend, start)
+    if (this.#tracing !== null) this.#tracing.start(ex, head)
+    upstream.inflight++
+    this.#inflight++
+    upstream.pool.dispatch(
+      { path: url, method: req.method!, headers: head.headers, body: head.hasBody ? req : null },
+      ex,
+    )
+  }
+
+  #onUpgrade = (req: IncomingMessage, socket: Socket, first: Buffer): void => {
+    const start = performance.now()
+    const url = req.url!
+    if (url.charCodeAt(0) !== 47) return sendErrorOnSocket(socket, 'bad_request_target')
+    const head = new RequestHead()
+    head.parse(req.rawHeaders, this.#policy)
+    if (head.hostCount > 1) return sendErrorOnSocket(socket, 'duplicate_host')
+    const route = this.table.match(head.host, url)
+    if (route === null) return sendErrorOnSocket(socket, 'no_route')
+    const sticky = route.stickyHeader !== null ? head.get(route.stickyHeader) : undefined
+    const backend = pickBackend(route, head.override, sticky)
+    if (backend === null) return sendErrorOnSocket(socket, 'no_healthy_upstream')
+    head.addForwarding(this.#policy, socket.remoteAddress ?? '', socket.remoteFamily ?? 'IPv4')
+    head.setHost(route.preserveHost ? head.host : backend.upstream.host)
+    tunnel(this, req, socket, first, head.headers, route.name, backend, start)
+  }
+
+  #reject(res: ServerResponse, code: ProxyErrorCode, backend?: Backend): void {
+    sendError(res, code, this.draining ? ['connection', 'close'] : undefined)
+    if (backend !== undefined) backend.state.metrics.record(0, 0)
+    this.#log.debug({ error: code, method: res.req.method, path: pathOf(res.req.url ?? '') }, 'rejected')
+  }
+
+  decorate(out: string[], backend: Backend): string[] {
+    if (this.#policy.via !== null) appendVia(out, this.#policy.via)
+    if (this.#versionHeader !== '') out.push(this.#versionHeader, backend.version)
+    if (this.draining) out.push('connection', 'close')
+    return out
+  }
+
+  finished(ex: Exchange): void {
+    this.#inflight--
+    const seconds = (performance.now() - ex.start) / 1000
+    const status = ex.error === null || (ex.error === 'client_closed' && ex.status !== 0) ? ex.status : 0
+    const state = ex.backend.state
+    state.metrics.record(status, seconds)
+    state.window.record(ex.start, seconds * 1000, status === 0 || status >= 500)
+    if (this.#tracing !== null) this.#tracing.end(ex, status)
+    if (this.#accessLog && (ex.error !== null || this.#accessSample >= 1 || Math.random() < this.#accessSample)) {
+      this.#access(ex, status, seconds)
+    }
+    if (this.#inflight === 0 && this.#idle !== null) this.#idle()
+  }
+
+  #access(ex: Exchange, status: number, seconds: number): void {
+    const req = ex.req
+    this.#log.info(
+      {
+        route: ex.route.name,
+        version: ex.backend.version,
+        release: ex.backend.release,
+        method: req.method,
+        path: pathOf(req.url!),
+        status: status === 0 ? null : status,
+        error: ex.error ?? undefined,
+        duration_ms: Math.round(seconds * 1e6) / 1000,
+        upstream: ex.backend.upstream.origin,
+      },
+      'access',
+    )
+  }
+
+  /** Resolves once no request is in flight. */
+  idle(): Promise<void> {
+    if (this.#inflight === 0) return Promise.resolve()
+    return new Promise((resolve) => {
+      this.#idle = () => {
+        this.#idle = null
+        resolve()
+      }
+    })
+  }
+}
+
+/** Query strings may carry secrets: logs get the path only. */
+function pathOf(url: string): string {
+  const q = url.indexOf('?')
+  return q === -1 ? url : url.slice(0, q)
+}
+
+function isWebSocketUpgrade(req: IncomingMessage): boolean {
+  const upgrade = req.headers.upgrade
+  return typeof upgrade === 'string' && upgrade.toLowerCase() === 'websocket'
+}
+
+function onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy()
+    return
+  }
+  // A response already under way on this socket cannot be replaced by an error answer.
+  if ((socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent) {
+    socket.destroy()
+    return
+  }
+  const code: ProxyErrorCode =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? 'headers_too_large'
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'HPE_HEADERS_TIMEOUT'
+        ? 'request_timeout'
+        : 'bad_request'
+  sendErrorOnSocket(socket, code)
+}
