@@ -1,4 +1,10 @@
-/** OpenTelemetry tracing: off unless OTEL_TRACES_EXPORTER asks for it (see below). */
+/**
+ * OpenTelemetry tracing, on only when the standard environment asks for it (OTEL_TRACES_EXPORTER=otlp or
+ * console). Off, nothing is loaded and the request path takes one `null` check. On, each proxied request
+ * gets a SERVER span (child of the client's `traceparent`, if any) carrying veer.route, veer.version and
+ * veer.release, and the upstream receives that span's W3C `traceparent`/`tracestate`.
+ */
+import { context, propagation, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, type Tracer, trace } from '@opentelemetry/api'
 import type { Logger } from 'pino'
 import type { Exchange } from './forward.ts'
 import type { RequestHead } from './headers.ts'
@@ -6,8 +12,119 @@ import type { RequestHead } from './headers.ts'
 export interface Tracing {
   start(ex: Exchange, head: RequestHead): void
   end(ex: Exchange, status: number): void
+  shutdown(): Promise<void>
 }
 
-export async function createTracing(_log: Logger): Promise<Tracing | null> {
-  return null
+type Carrier = { traceparent?: string; tracestate?: string }
+const getter = {
+  keys: (c: Carrier) => Object.keys(c),
+  get: (c: Carrier, key: string) => c[key as keyof Carrier],
+}
+const setter = {
+  set: (c: Carrier, key: string, value: string) => {
+    c[key as keyof Carrier] = value
+  },
+}
+
+export async function createTracing(log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<Tracing | null> {
+  const exporterName = (env.OTEL_TRACES_EXPORTER ?? '').trim().toLowerCase()
+  if (exporterName === '' || exporterName === 'none' || env.OTEL_SDK_DISABLED === 'true') return null
+  if (exporterName !== 'otlp' && exporterName !== 'console') {
+    log.warn({ OTEL_TRACES_EXPORTER: exporterName }, 'unsupported trace exporter (use otlp or console); tracing stays off')
+    return null
+  }
+  const sdk = await import('@opentelemetry/sdk-trace')
+  const { resourceFromAttributes } = await import('@opentelemetry/resources')
+  const { W3CTraceContextPropagator } = await import('@opentelemetry/core')
+  const exporter =
+    exporterName === 'console'
+      ? new sdk.ConsoleSpanExporter()
+      : new (await import('@opentelemetry/exporter-trace-otlp-http')).OTLPTraceExporter()
+  const delay = Number(env.OTEL_BSP_SCHEDULE_DELAY ?? 5000)
+  const provider = new sdk.TracerProvider({
+    resource: resourceFromAttributes({ 'service.name': env.OTEL_SERVICE_NAME ?? 'veer' }),
+    sampler: samplerFromEnv(sdk, env),
+    spanProcessors: [new sdk.BatchSpanProcessor({ exporter, scheduledDelayMillis: Number.isFinite(delay) ? delay : 5000 })],
+  })
+  trace.setGlobalTracerProvider(provider)
+  propagation.setGlobalPropagator(new W3CTraceContextPropagator())
+  log.info({ exporter: exporterName, sampler: env.OTEL_TRACES_SAMPLER ?? 'parentbased_always_on' }, 'tracing on')
+  return new OtelTracing(provider.getTracer('veer'), () => provider.shutdown())
+}
+
+type Sdk = typeof import('@opentelemetry/sdk-trace')
+
+function samplerFromEnv(sdk: Sdk, env: NodeJS.ProcessEnv) {
+  const ratio = Number(env.OTEL_TRACES_SAMPLER_ARG ?? 1)
+  const r = Number.isFinite(ratio) && ratio >= 0 && ratio <= 1 ? ratio : 1
+  switch ((env.OTEL_TRACES_SAMPLER ?? 'parentbased_always_on').toLowerCase()) {
+    case 'always_on':
+      return new sdk.AlwaysOnSampler()
+    case 'always_off':
+      return new sdk.AlwaysOffSampler()
+    case 'traceidratio':
+      return new sdk.TraceIdRatioBasedSampler(r)
+    case 'parentbased_always_off':
+      return new sdk.ParentBasedSampler({ root: new sdk.AlwaysOffSampler() })
+    case 'parentbased_traceidratio':
+      return new sdk.ParentBasedSampler({ root: new sdk.TraceIdRatioBasedSampler(r) })
+    default:
+      return new sdk.ParentBasedSampler({ root: new sdk.AlwaysOnSampler() })
+  }
+}
+
+class OtelTracing implements Tracing {
+  readonly #tracer: Tracer
+  readonly shutdown: () => Promise<void>
+
+  constructor(tracer: Tracer, shutdown: () => Promise<void>) {
+    this.#tracer = tracer
+    this.shutdown = shutdown
+  }
+
+  start(ex: Exchange, head: RequestHead): void {
+    const incoming: Carrier = {}
+    if (head.traceparentAt !== -1) incoming.traceparent = head.headers[head.traceparentAt + 1]
+    if (head.tracestateAt !== -1) incoming.tracestate = head.headers[head.tracestateAt + 1]
+    const parent = propagation.extract(ROOT_CONTEXT, incoming, getter)
+    const b = ex.backend
+    const span = this.#tracer.startSpan(
+      `${ex.req.method} ${ex.route.name}`,
+      {
+        kind: SpanKind.SERVER,
+        attributes: {
+          'veer.route': ex.route.name,
+          'veer.version': b.version,
+          'veer.release': b.release,
+          'http.request.method': ex.req.method ?? '',
+          'url.path': ex.req.url ?? '',
+          'server.address': b.upstream.host,
+        },
+      },
+      parent,
+    )
+    const outgoing: Carrier = {}
+    propagation.inject(trace.setSpan(context.active(), span), outgoing, setter)
+    replace(head, 'traceparent', head.traceparentAt, outgoing.traceparent)
+    replace(head, 'tracestate', head.tracestateAt, outgoing.tracestate)
+    ex.span = span
+  }
+
+  end(ex: Exchange, status: number): void {
+    const span = ex.span as Span | null
+    if (span === null) return
+    if (status !== 0) span.setAttribute('http.response.status_code', status)
+    if (ex.error !== null) span.setAttribute('veer.error', ex.error)
+    if (status === 0 || status >= 500) span.setStatus({ code: SpanStatusCode.ERROR, message: ex.error ?? String(status) })
+    span.end()
+  }
+}
+
+function replace(head: RequestHead, name: string, at: number, value: string | undefined): void {
+  if (value === undefined) {
+    if (at !== -1) head.headers[at + 1] = ''
+    return
+  }
+  if (at !== -1) head.headers[at + 1] = value
+  else head.headers.push(name, value)
 }
