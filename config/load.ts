@@ -33,11 +33,11 @@ export async function loadConfigFile(path: string, overrides: Record<string, unk
     const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message
     return { ok: false, issues: [{ path: '--config', message: `cannot read ${path}: ${reason}` }] }
   }
-  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: false })
+  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true })
   if (doc.errors.length > 0) {
     const e = doc.errors[0]!
     const where = e.linePos ? ` at line ${e.linePos[0].line}, column ${e.linePos[0].col}` : ''
-    return { ok: false, issues: [{ path: path, message: `is not valid YAML${where}: ${e.code}; fix the syntax` }] }
+    return { ok: false, issues: [{ path: path, message: `is not valid YAML${where}: ${e.message.split("\n")[0]!.replace(/ at line \d+, column \d+:?$/, "")}` }] }
   }
   const raw = doc.toJS() as unknown
   if (raw !== null && typeof raw === 'object' && !Array.isArray(raw)) Object.assign(raw, overrides)

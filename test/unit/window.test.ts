@@ -1,0 +1,36 @@
+import { describe, expect, it } from 'vitest'
+import { bucketOf, bucketUpperMs, OutcomeWindow } from '../../proxy/analysis/window.ts'
+
+describe('outcome window', () => {
+  it('buckets latencies with under 19% relative error across 0.05 ms … 10 s', () => {
+    for (let ms = 0.06; ms < 10_000; ms *= 1.37) {
+      const upper = bucketUpperMs(bucketOf(ms))
+      expect(upper).toBeGreaterThanOrEqual(ms * 0.999)
+      expect(upper / ms).toBeLessThan(1.19)
+    }
+  })
+
+  it('reads quantiles of a known distribution (uniform 1..1000 ms)', () => {
+    const w = new OutcomeWindow(10)
+    for (let i = 1; i <= 1000; i++) w.record(5000, i, i % 100 === 0)
+    const s = w.summary(5000)
+    expect(s.requests).toBe(1000)
+    expect(s.errors).toBe(10)
+    expect(s.errorRate).toBeCloseTo(0.01)
+    expect(s.p50Ms! / 500).toBeGreaterThan(0.99)
+    expect(s.p50Ms! / 500).toBeLessThan(1.19)
+    expect(s.p99Ms! / 990).toBeGreaterThan(0.99)
+    expect(s.p99Ms! / 990).toBeLessThan(1.19)
+  })
+
+  it('forgets slots older than the window', () => {
+    const w = new OutcomeWindow(5)
+    w.record(1_000, 10, true)
+    w.record(3_000, 10, false)
+    expect(w.summary(4_500).requests).toBe(2)
+    expect(w.summary(6_500).requests).toBe(1) // the slot of second 1 is out of the 5 s window
+    w.record(8_000, 10, false) // reuses the ring slot of second 3
+    expect(w.summary(8_000).requests).toBe(1)
+    expect(w.summary(20_000)).toMatchObject({ requests: 0, p99Ms: null })
+  })
+})
