@@ -1,7 +1,13 @@
-/** Writes config/veer.schema.json from schema.ts: `npm run schema`. A test keeps the file in step. */
-import { writeFileSync } from 'node:fs'
+/**
+ * `npm run schema`: writes config/veer.schema.json and README's config table from schema.ts.
+ * A unit test fails when either is out of step.
+ */
+import { readFileSync, writeFileSync } from 'node:fs'
+import { withConfigTable } from './docs.ts'
 import { configJsonSchema } from './json-schema.ts'
 
-const out = new URL('./veer.schema.json', import.meta.url)
-writeFileSync(out, `${JSON.stringify(configJsonSchema(), null, 2)}\n`)
-console.log(`wrote ${out.pathname}`)
+const schemaFile = new URL('./veer.schema.json', import.meta.url)
+writeFileSync(schemaFile, `${JSON.stringify(configJsonSchema(), null, 2)}\n`)
+const readmeFile = new URL('../README.md', import.meta.url)
+writeFileSync(readmeFile, withConfigTable(readFileSync(readmeFile, 'utf8')))
+console.log(`wrote ${schemaFile.pathname} and the config table in ${readmeFile.pathname}`)
