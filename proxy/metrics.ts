@@ -1,41 +1,96 @@
 /**
- * The contract's Prometheus metrics on a registry of our own. Children are bound once per route and
- * version (and per status code on first use), so a request never looks up labels.
+ * The contract's Prometheus metrics. prom-client's registry formats them and adds Node's process
+ * metrics, but the two per-request metrics are plain typed arrays behind custom collectors: a bound
+ * prom-client child still validates and hashes its labels on every `inc`/`observe`, while a request
+ * here only increments two array slots and adds to a sum. The text is built when /metrics is scraped.
  */
-import client, { type Counter, type Gauge, type Histogram } from 'prom-client'
+import client, { type Counter, type Gauge } from 'prom-client'
 
 export type VersionName = 'stable' | 'canary' | 'shadow'
 
 /** ~1 ms to 30 s, roughly ×2.5 per step: fine where SLOs live (10–500 ms), coarse in the tail. */
 export const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 
-type CounterChild = Counter.Internal
+/** One route and version's counts: by status code (slot 0 = no response) and latency buckets. */
+export class VersionMetrics {
+  readonly route: string
+  readonly version: VersionName
+  readonly byCode = new Float64Array(600)
+  /** Per-bucket (not cumulative) counts; the last slot is above the largest bound. */
+  readonly buckets = new Float64Array(LATENCY_BUCKETS.length + 1)
+  sum = 0
+  count = 0
+
+  constructor(route: string, version: VersionName) {
+    this.route = route
+    this.version = version
+  }
+
+  /** `status` 0 means no response came back. */
+  record(status: number, seconds: number): void {
+    this.byCode[status > 0 && status < 600 ? status : 0]!++
+    let b = 0
+    while (b < LATENCY_BUCKETS.length && seconds > LATENCY_BUCKETS[b]!) b++
+    this.buckets[b]!++
+    this.sum += seconds
+    this.count++
+  }
+}
+
+type Value = { labels: Record<string, string | number>; value: number; metricName?: string }
+
+const REQUESTS_HELP = 'Requests proxied, by route, version and status code (code="error" when no response came back)'
+const DURATION_HELP = 'Time from request start to response end, seconds'
 
 export class ProxyMetrics {
   readonly registry = new client.Registry()
-  readonly requests: Counter<'route' | 'version' | 'code'>
-  readonly duration: Histogram<'route' | 'version'>
   readonly weight: Gauge<'route' | 'version'>
   readonly releaseInfo: Gauge<'route' | 'version' | 'release'>
   readonly shadow: Counter<'route' | 'outcome'>
   readonly rollbacks: Counter<'route' | 'reason'>
+  readonly #versions: VersionMetrics[] = []
 
   constructor() {
     const registers = [this.registry]
     client.collectDefaultMetrics({ register: this.registry })
-    this.requests = new client.Counter({
+    const versions = this.#versions
+    this.registry.registerMetric({
       name: 'veer_requests_total',
-      help: 'Requests proxied, by route, version and status code (code="error" when no response came back)',
-      labelNames: ['route', 'version', 'code'],
-      registers,
-    })
-    this.duration = new client.Histogram({
+      help: REQUESTS_HELP,
+      type: 'counter',
+      aggregator: 'sum',
+      get: () => {
+        const values: Value[] = []
+        for (const v of versions) {
+          for (let code = 0; code < 600; code++) {
+            const n = v.byCode[code]!
+            if (n > 0) values.push({ labels: { route: v.route, version: v.version, code: code === 0 ? 'error' : code }, value: n })
+          }
+        }
+        return { name: 'veer_requests_total', help: REQUESTS_HELP, type: 'counter', values, aggregator: 'sum' }
+      },
+    } as unknown as client.Metric)
+    this.registry.registerMetric({
       name: 'veer_request_duration_seconds',
-      help: 'Time from request start to response end, seconds',
-      labelNames: ['route', 'version'],
-      buckets: LATENCY_BUCKETS,
-      registers,
-    })
+      help: DURATION_HELP,
+      type: 'histogram',
+      aggregator: 'sum',
+      get: () => {
+        const values: Value[] = []
+        for (const v of versions) {
+          const labels = { route: v.route, version: v.version }
+          let cumulative = 0
+          for (let b = 0; b < LATENCY_BUCKETS.length; b++) {
+            cumulative += v.buckets[b]!
+            values.push({ metricName: 'veer_request_duration_seconds_bucket', labels: { le: LATENCY_BUCKETS[b]!, ...labels }, value: cumulative })
+          }
+          values.push({ metricName: 'veer_request_duration_seconds_bucket', labels: { le: '+Inf', ...labels }, value: v.count })
+          values.push({ metricName: 'veer_request_duration_seconds_sum', labels, value: v.sum })
+          values.push({ metricName: 'veer_request_duration_seconds_count', labels, value: v.count })
+        }
+        return { name: 'veer_request_duration_seconds', help: DURATION_HELP, type: 'histogram', values, aggregator: 'sum' }
+      },
+    } as unknown as client.Metric)
     this.weight = new client.Gauge({
       name: 'veer_route_weight',
       help: 'Share of traffic each version gets, percent',
@@ -62,40 +117,10 @@ export class ProxyMetrics {
     })
   }
 
+  /** Called once per route and version (route-table.ts keeps the result across snapshots). */
   bind(route: string, version: VersionName): VersionMetrics {
-    return new VersionMetrics(this, route, version)
-  }
-}
-
-/** One route and version's bound children. */
-export class VersionMetrics {
-  readonly #metrics: ProxyMetrics
-  readonly #route: string
-  readonly #version: VersionName
-  readonly #byCode: (CounterChild | undefined)[] = new Array(600)
-  readonly #error: CounterChild
-  readonly #duration: Histogram.Internal<string>
-
-  constructor(metrics: ProxyMetrics, route: string, version: VersionName) {
-    this.#metrics = metrics
-    this.#route = route
-    this.#version = version
-    this.#error = metrics.requests.labels(route, version, 'error')
-    this.#duration = metrics.duration.labels(route, version)
-  }
-
-  /** `status` 0 means no response came back. */
-  record(status: number, seconds: number): void {
-    this.#duration.observe(seconds)
-    if (status === 0 || status >= 600) {
-      this.#error.inc()
-      return
-    }
-    let child = this.#byCode[status]
-    if (child === undefined) {
-      child = this.#metrics.requests.labels(this.#route, this.#version, String(status))
-      this.#byCode[status] = child
-    }
-    child.inc()
+    const v = new VersionMetrics(route, version)
+    this.#versions.push(v)
+    return v
   }
 }
