@@ -35,7 +35,15 @@ const FLAG_PATHS: Record<string, string> = {
   'routes[0].sticky.header': '--sticky-header',
 }
 
-const ROUTE_FLAGS = ['stable', 'canary', 'canary-weight', 'shadow', 'shadow-percent', 'sticky-header', 'allow-override'] as const
+const ROUTE_FLAGS = [
+  'stable',
+  'canary',
+  'canary-weight',
+  'shadow',
+  'shadow-percent',
+  'sticky-header',
+  'allow-override',
+] as const
 
 export interface ProxyArgs {
   help: boolean
@@ -81,7 +89,9 @@ export function parseProxyArgs(argv: string[]): ProxyArgs {
   }
   const help = values.help === true
   if (values.control !== undefined || values['token-file'] !== undefined) {
-    throw new FlagError('--control: following a control process is not available in this build yet; set weights with --canary-weight or the config file')
+    throw new FlagError(
+      '--control: following a control process is not available in this build yet; set weights with --canary-weight or the config file',
+    )
   }
   const overrides: Record<string, unknown> = {}
   if (values.listen !== undefined) overrides.listen = values.listen
@@ -89,11 +99,16 @@ export function parseProxyArgs(argv: string[]): ProxyArgs {
   const configPath = typeof values.config === 'string' ? values.config : null
   if (configPath !== null) {
     const clash = ROUTE_FLAGS.find((f) => values[f] !== undefined)
-    if (clash) throw new FlagError(`--${clash}: quick-start route flags cannot be combined with --config; put the route in the config file`)
+    if (clash)
+      throw new FlagError(
+        `--${clash}: quick-start route flags cannot be combined with --config; put the route in the config file`,
+      )
     return { help, configPath, load: () => loadConfigFile(configPath, overrides) }
   }
   if (!help && values.stable === undefined) {
-    throw new FlagError('--stable is required (the stable upstream URL, e.g. --stable http://127.0.0.1:3000), or use --config FILE')
+    throw new FlagError(
+      '--stable is required (the stable upstream URL, e.g. --stable http://127.0.0.1:3000), or use --config FILE',
+    )
   }
   if (values.shadow === undefined && values['shadow-percent'] !== undefined) {
     throw new FlagError('--shadow-percent needs --shadow URL')
@@ -106,7 +121,10 @@ export function parseProxyArgs(argv: string[]): ProxyArgs {
   }
   if (values.canary !== undefined) route.canary = { url: values.canary }
   if (values.shadow !== undefined) {
-    route.shadow = { url: values.shadow, percent: numeric(values['shadow-percent'] as string | undefined) ?? 100 }
+    route.shadow = {
+      url: values.shadow,
+      percent: numeric(values['shadow-percent'] as string | undefined) ?? 100,
+    }
   }
   if (values['sticky-header'] !== undefined) route.sticky = { header: values['sticky-header'] }
   const raw = { ...overrides, routes: [route] }
@@ -117,5 +135,12 @@ export function parseProxyArgs(argv: string[]): ProxyArgs {
 
 function renameFlag(issue: Issue): Issue {
   const flag = FLAG_PATHS[issue.path]
+  if (flag === '--canary-weight' && issue.message.startsWith('is above 0 but the route has no canary')) {
+    // The config-file wording ("add canary.url") would send a flag user looking for a key.
+    return {
+      path: flag,
+      message: 'is above 0 but there is no canary; add --canary URL or drop --canary-weight',
+    }
+  }
   return flag ? { path: flag, message: issue.message } : issue
 }

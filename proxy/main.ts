@@ -6,12 +6,12 @@ import { createHash } from 'node:crypto'
 import { watch } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import type { Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { type AddressInfo, Server as NetServer, type Socket } from 'node:net'
 import { basename, dirname, resolve } from 'node:path'
 import { formatIssue, type LoadResult } from '../config/load.ts'
 import type { ProxyConfig } from '../config/types.ts'
 import { createAdminServer } from './admin.ts'
-import { parseProxyArgs, PROXY_HELP } from './args.ts'
+import { PROXY_HELP, parseProxyArgs } from './args.ts'
 import { createLogger } from './log.ts'
 import { ProxyMetrics } from './metrics.ts'
 import { compileRoutes, RouteStates } from './route-table.ts'
@@ -30,6 +30,11 @@ export async function runProxy(argv: string[]): Promise<void> {
   const first = await parsed.load()
   if (!first.ok) throw new UsageError(first.issues.map(formatIssue).join('\n'))
   await startProxy(first.config, parsed.load, parsed.configPath)
+}
+
+function some<T>(items: Iterable<T>, test: (item: T) => boolean): boolean {
+  for (const item of items) if (test(item)) return true
+  return false
 }
 
 function hashOf(config: ProxyConfig): string {
@@ -56,7 +61,11 @@ export async function startProxy(
   const pools = new UpstreamPools()
   const states = new RouteStates(metrics)
   let generation = 1
-  const proxy = new ProxyServer(compileRoutes(generation, config, pools, states, metrics), log, await createTracing(log))
+  const proxy = new ProxyServer(
+    compileRoutes(generation, config, pools, states, metrics),
+    log,
+    await createTracing(log),
+  )
   const admin = {
     get table() {
       return proxy.table
@@ -67,29 +76,29 @@ export async function startProxy(
     configHash: hashOf(config),
   }
   const adminServer = createAdminServer(admin, metrics)
+  // The traffic listener's connections, for the drain: one that has not sent a byte yet carries a request
+  // on its way (it was opened during the grace), it is not an idle keep-alive connection to close.
+  const connections = new Set<Socket>()
+  proxy.server.on('connection', (socket: Socket) => {
+    connections.add(socket)
+    socket.once('close', () => connections.delete(socket))
+  })
   let traffic: AddressInfo
   let adminAddress: AddressInfo
   try {
     traffic = await listen(proxy.server, config.listen.host, config.listen.port)
     adminAddress = await listen(adminServer, config.admin.host, config.admin.port)
   } catch (err) {
+    // Which listener failed is known only before they are closed (close() clears `listening`).
+    const which = proxy.server.listening ? '--admin' : '--listen'
     proxy.server.close()
     adminServer.close()
     pools.destroyAll()
     const e = err as NodeJS.ErrnoException
-    const which = proxy.server.listening ? '--admin' : '--listen'
-    throw new UsageError(`${which}: cannot listen (${e.code ?? e.message}); pick a free address or stop what holds it`)
+    throw new UsageError(
+      `${which}: cannot listen (${e.code ?? e.message}); pick a free address or stop what holds it`,
+    )
   }
-  log.info(
-    {
-      listen: `${traffic.address}:${traffic.port}`,
-      admin: `${adminAddress.address}:${adminAddress.port}`,
-      routes: config.routes.map((r) => r.name),
-      configVersion: generation,
-    },
-    'veer proxy started',
-  )
-  log.flush()
 
   // Reload: SIGHUP or a change of the file (or of its directory, as a Kubernetes ConfigMap swaps a link).
   let reloading = Promise.resolve()
@@ -99,14 +108,21 @@ export async function startProxy(
       const next = await reloadSource()
       if (!next.ok) {
         for (const issue of next.issues) {
-          log.error({ field: issue.path, reason: issue.message, trigger: why }, 'config rejected, keeping the current one')
+          log.error(
+            { field: issue.path, reason: issue.message, trigger: why },
+            'config rejected, keeping the current one',
+          )
         }
         log.flush()
         return
       }
       const hash = hashOf(next.config)
       if (hash === admin.configHash) return
-      if (next.config.listen.port !== config.listen.port || next.config.admin.port !== config.admin.port || next.config.listen.host !== config.listen.host) {
+      if (
+        next.config.listen.port !== config.listen.port ||
+        next.config.admin.port !== config.admin.port ||
+        next.config.listen.host !== config.listen.host
+      ) {
         log.warn({ trigger: why }, 'listen and admin addresses change only on restart; the rest is applied')
       }
       generation++
@@ -144,14 +160,30 @@ export async function startProxy(
     log.info({ signal, grace, deadline, inflight: proxy.inflight }, 'draining')
     await new Promise((r) => setTimeout(r, grace))
     watcher?.close()
-    const closed = new Promise((r) => proxy.server.close(r))
+    // Stop accepting and close idle keep-alive connections (not those yet to send a first request: Node
+    // counts them as active). net's close rather than http's, which would also stop the checks that
+    // answer a silent connection 408 after server.headersTimeout, so one could hold the drain to the deadline.
+    const closed = new Promise((r) => NetServer.prototype.close.call(proxy.server, r))
     proxy.server.closeIdleConnections()
+    // Every answer now carries Connection: close, so a connection ends with its request. Wait, up to the
+    // deadline, until no request is in flight and no connection is yet to send its first.
+    const settled = async () => {
+      for (;;) {
+        await proxy.idle()
+        if (!some(connections, (s) => s.bytesRead === 0)) return false
+        await new Promise((r) => setTimeout(r, 20))
+      }
+    }
     const timedOut = await Promise.race([
-      proxy.idle().then(() => false),
+      settled(),
       new Promise<boolean>((r) => setTimeout(() => r(true), deadline).unref()),
     ])
-    if (timedOut) log.warn({ inflight: proxy.inflight }, 'drain deadline passed, closing the remaining connections')
+    if (timedOut)
+      log.warn({ inflight: proxy.inflight }, 'drain deadline passed, closing the remaining connections')
     proxy.server.closeAllConnections()
+    // What is left was handed over by the HTTP server (WebSocket tunnels): without this, an open tunnel
+    // would keep the process alive for as long as it lasts.
+    for (const socket of connections) socket.destroy()
     await closed
     adminServer.close()
     adminServer.closeAllConnections()
@@ -162,4 +194,15 @@ export async function startProxy(
   }
   process.on('SIGTERM', () => void drain('SIGTERM'))
   process.on('SIGINT', () => void drain('SIGINT'))
+  // Only now, with every signal handled: a SIGTERM right after this line drains rather than kills.
+  log.info(
+    {
+      listen: `${traffic.address}:${traffic.port}`,
+      admin: `${adminAddress.address}:${adminAddress.port}`,
+      routes: config.routes.map((r) => r.name),
+      configVersion: generation,
+    },
+    'veer proxy started',
+  )
+  log.flush()
 }
