@@ -1,0 +1,244 @@
+// veer benchmark harness:  node bench/run.ts [--quick] [--install] [--no-wrk] [--only a,b]
+// Every subject is measured against the same upstream in one run, round after round (interleaved), and
+// the medians are compared with `direct` and `http-proxy-3`. It prints figures and never asserts.
+// Env: BENCH_ROUNDS (default 3), BENCH_SECONDS (seconds per measuring phase; default 4 s max throughput
+// per body size and 5 s fixed-rate latency).
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { fixedRate, maxThroughput, type Target } from './load.ts'
+import { describeMachine } from './machine.ts'
+import { checkAnswers, observeCanary } from './probe.ts'
+import {
+  cpuMicros,
+  freePort,
+  installCleanup,
+  LOAD_CORE,
+  logTail,
+  type Managed,
+  machineMicros,
+  pinning,
+  pinSelf,
+  rssKiB,
+  selfAndReapedMicros,
+  startProcess,
+  stopAll,
+  stopProcess,
+  waitReady,
+} from './proc.ts'
+import { renderMarkdown } from './report.ts'
+import { medians, type Report, type RoundResult, type Settings, type SubjectResult } from './results.ts'
+import { type Context, STICKY_HEADER, type Subject, subjects, Unavailable } from './subjects.ts'
+import { findWrk } from './tools.ts'
+
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    install: { type: 'boolean', default: false },
+    'no-wrk': { type: 'boolean', default: false },
+    only: { type: 'string' },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+})
+if (args.help) {
+  console.log(`usage: node bench/run.ts [--quick] [--install] [--no-wrk] [--only direct,veer,...]
+  --quick     one short round (2 s phases) for smoke testing
+  --install   apt-get install wrk if it is not on PATH (otherwise a Node load generator is used)
+  --no-wrk    use the Node load generator even when wrk is there
+  --only      comma-separated subjects: ${subjects.map((s) => s.name).join(', ')}
+  env BENCH_ROUNDS (default 3), BENCH_SECONDS (per measuring phase; default 4 s per body size, 5 s latency)`)
+  process.exit(0)
+}
+
+function positiveInt(text: string | undefined, fallback: number, max: number): number {
+  const n = Number.parseInt(text ?? '', 10)
+  return Number.isInteger(n) && n > 0 ? Math.min(n, max) : fallback
+}
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
+const resultsDir = join(root, 'bench/results')
+const tmpDir = mkdtempSync(join(tmpdir(), 'veer-bench-'))
+const startedAt = performance.now()
+const log = (line: string) => process.stderr.write(`${line}\n`)
+
+let interrupted = false
+installCleanup(() => {
+  interrupted = true
+  log('\ninterrupted: stopping every process the harness started')
+})
+process.on('exit', () => rmSync(tmpDir, { recursive: true, force: true }))
+// Bounded: whatever happens, the harness gives up after 20 minutes.
+setTimeout(() => {
+  log('watchdog: the harness ran for 20 minutes, giving up')
+  stopAll().finally(() => process.exit(1))
+}, 20 * 60_000).unref()
+
+const quick = args.quick
+// Whole seconds (wrk). Defaults keep 3 rounds of 5 subjects at about 4 minutes on 2 cores.
+const phaseSeconds = quick ? 2 : positiveInt(process.env.BENCH_SECONDS, 0, 60)
+const settingsBase = {
+  rounds: quick ? 1 : positiveInt(process.env.BENCH_ROUNDS, 3, 20),
+  quick,
+  throughputSeconds: phaseSeconds || 4,
+  latencySeconds: phaseSeconds || 5,
+  warmupSeconds: 1,
+  connections: 50,
+  rate: 2000,
+}
+
+const wanted = args.only === undefined ? null : new Set(args.only.split(',').map((s) => s.trim()))
+const chosen = subjects.filter((s) => wanted === null || wanted.has(s.name))
+for (const name of wanted ?? []) {
+  if (!subjects.some((s) => s.name === name)) log(`--only: no subject named ${name}, ignored`)
+}
+
+const machine = describeMachine() // before pinning: availableParallelism() follows this process's affinity
+const wrk = args['no-wrk']
+  ? { available: false, version: null, note: '--no-wrk given' }
+  : await findWrk(args.install)
+const pinnedSelf = pinSelf(LOAD_CORE)
+const settings: Settings = {
+  ...settingsBase,
+  loadTool: wrk.available ? 'wrk -t1' : 'Node closed-loop generator (undici Pool)',
+  pinning:
+    pinning && pinnedSelf
+      ? 'taskset — proxy on core 1; upstream(s), load generator and harness on core 0'
+      : 'none (taskset missing or fewer than 2 cores)',
+}
+log(`load: ${settings.loadTool} (wrk: ${wrk.note}); pinning: ${settings.pinning}`)
+
+const node = process.execPath
+async function startUpstream(name: string): Promise<{ port: number; proc: Managed }> {
+  const port = await freePort()
+  const proc = startProcess(`upstream-${name}`, node, [join(root, 'bench/upstream.ts'), String(port), name], {
+    core: LOAD_CORE,
+    logPath: join(tmpDir, `upstream-${name}.log`),
+  })
+  await waitReady(proc, port, 10_000)
+  return { port, proc }
+}
+const stable = await startUpstream('stable')
+const canary = await startUpstream('canary')
+const ctx: Context = { root, tmpDir, stablePort: stable.port, canaryPort: canary.port }
+const upstreamCpu = () => cpuMicros(stable.proc.pid) + cpuMicros(canary.proc.pid)
+
+const results: SubjectResult[] = chosen.map((s) => {
+  const reason = s.unavailable(ctx)
+  return reason === null
+    ? { name: s.name, about: s.about, status: 'ok', rounds: [], medians: null }
+    : { name: s.name, about: s.about, status: 'unavailable', reason, rounds: [], medians: null }
+})
+
+async function measure(subject: Subject, round: number): Promise<RoundResult> {
+  const running = await subject.start(ctx)
+  try {
+    const origin = `http://127.0.0.1:${running.port}`
+    const problem = await checkAnswers(origin, subject.sticky ? STICKY_HEADER : null)
+    if (problem !== null) throw new Unavailable(`preflight: ${problem}`)
+    const canaryObs = subject.sticky ? await observeCanary(origin, STICKY_HEADER, 200) : undefined
+
+    const target = (path: string): Target => ({
+      origin,
+      path,
+      sticky: subject.sticky ? { header: STICKY_HEADER, users: 1000 } : undefined,
+    })
+    const tp = { connections: settings.connections, useWrk: wrk.available, tmpDir }
+    // Everything the benchmark itself runs, to tell it apart from other load on the machine.
+    const ours = () =>
+      selfAndReapedMicros() + upstreamCpu() + (running.proc === null ? 0 : cpuMicros(running.proc.pid))
+    const wall0 = performance.now()
+    const machine0 = machineMicros()
+    const ours0 = ours()
+    await maxThroughput(target('/'), { ...tp, seconds: settings.warmupSeconds })
+
+    // `direct` has no proxy: its CPU/RSS columns show the upstream's own figures.
+    const measured = running.proc ?? stable.proc
+    const cpu0 = cpuMicros(measured.pid)
+    const up0 = upstreamCpu()
+    const small = await maxThroughput(target('/'), { ...tp, seconds: settings.throughputSeconds })
+    const cpu1 = cpuMicros(measured.pid)
+    const up1 = upstreamCpu()
+    const big = await maxThroughput(target('/16k'), { ...tp, seconds: settings.throughputSeconds })
+    const latency = await fixedRate(target('/'), { rate: settings.rate, seconds: settings.latencySeconds })
+    const rssMiB = rssKiB(measured.pid) / 1024
+    const machine1 = machineMicros()
+    const wallUs = (performance.now() - wall0) * 1000
+    const otherCpuPct = (100 * Math.max(0, machine1.busy - machine0.busy - (ours() - ours0))) / wallUs
+    const stealPct = (100 * (machine1.steal - machine0.steal)) / wallUs
+
+    if (running.proc !== null && running.proc.exitedWith !== null) {
+      throw new Unavailable(`exited (${running.proc.exitedWith}) during the round: ${logTail(running.proc)}`)
+    }
+    const served = Math.max(1, small.requests)
+    return {
+      round,
+      small,
+      big,
+      latency,
+      cpuUsPerReq: (cpu1 - cpu0) / served,
+      upstreamCpuUsPerReq: (up1 - up0) / served,
+      rssMiB,
+      otherCpuPct,
+      stealPct,
+      ...(canaryObs === undefined ? {} : { canary: canaryObs }),
+    }
+  } finally {
+    if (running.proc !== null) await stopProcess(running.proc)
+  }
+}
+
+for (const s of results) if (s.status === 'unavailable') log(`${s.name}: unavailable (${s.reason})`)
+
+for (let round = 1; round <= settings.rounds; round++) {
+  for (const subject of chosen) {
+    const res = results.find((r) => r.name === subject.name)!
+    if (res.status === 'unavailable') continue
+    const t = performance.now()
+    try {
+      const r = await measure(subject, round)
+      res.rounds.push(r)
+      log(
+        `[round ${round}/${settings.rounds}] ${subject.name.padEnd(18)} ` +
+          `~100 B ${Math.round(r.small.rps)} req/s · 16 KiB ${Math.round(r.big.rps)} req/s · ` +
+          `p50 ${r.latency.p50Ms.toFixed(2)} ms p99 ${r.latency.p99Ms.toFixed(2)} ms · ` +
+          `${r.cpuUsPerReq.toFixed(1)} µs/req · ${r.rssMiB.toFixed(0)} MiB · ` +
+          `other CPU ${r.otherCpuPct.toFixed(0)}% · ` +
+          `${((performance.now() - t) / 1000).toFixed(1)} s`,
+      )
+    } catch (err) {
+      if (interrupted) break
+      const message = (err as Error).message
+      res.status = 'unavailable'
+      res.reason = err instanceof Unavailable ? message : `error: ${message}`
+      log(`[round ${round}/${settings.rounds}] ${subject.name}: unavailable (${res.reason})`)
+    }
+  }
+}
+await stopAll()
+
+for (const r of results) {
+  // A subject that failed in a later round still reports the rounds it completed.
+  r.medians = medians(r.rounds)
+  if (r.rounds.length > 0 && r.status === 'unavailable') {
+    r.reason = `${r.reason ?? ''} (after ${r.rounds.length} completed round(s))`
+  }
+}
+
+const report: Report = {
+  date: new Date().toISOString(),
+  machine,
+  wrk: { used: wrk.available, version: wrk.version, note: wrk.note },
+  taskset: pinning && pinnedSelf,
+  settings,
+  subjects: results,
+  wallSeconds: (performance.now() - startedAt) / 1000,
+}
+const markdown = renderMarkdown(report)
+mkdirSync(resultsDir, { recursive: true })
+writeFileSync(join(resultsDir, 'latest.md'), markdown)
+writeFileSync(join(resultsDir, 'latest.json'), `${JSON.stringify(report, null, 2)}\n`)
+process.stdout.write(`\n${markdown}\n`)
+log(`wrote bench/results/latest.md and bench/results/latest.json (${report.wallSeconds.toFixed(0)} s)`)
+process.exit(0)

@@ -1,0 +1,52 @@
+// A fast fixed-answer HTTP/1.1 upstream for the benchmark, run as its own process:
+//   node bench/upstream.ts PORT [NAME]        (or env PORT / UPSTREAM_NAME)
+// GET /16k answers 16 KiB, anything else ~100 B. Every answer carries `x-upstream: NAME` so the
+// harness can see which upstream a proxied request reached.
+import { createServer } from 'node:http'
+
+const port = Number(process.argv[2] ?? process.env.PORT ?? 0)
+const name = process.argv[3] ?? process.env.UPSTREAM_NAME ?? 'stable'
+if (!Number.isInteger(port) || port <= 0 || port > 65535) {
+  console.error('usage: node bench/upstream.ts PORT [NAME]')
+  process.exit(2)
+}
+
+const prefix = `{"upstream":${JSON.stringify(name)},"ok":true,"pad":"`
+const small = Buffer.from(`${prefix.padEnd(98, '.')}"}`) // 100 bytes
+const big = Buffer.alloc(16 * 1024, 'x')
+const head = (body: Buffer): string[] => [
+  'content-type',
+  'application/octet-stream',
+  'content-length',
+  String(body.length),
+  'x-upstream',
+  name,
+]
+const smallHead = head(small)
+const bigHead = head(big)
+
+const server = createServer((req, res) => {
+  if (req.method !== 'GET' && req.method !== 'HEAD') req.resume() // drain any request body
+  if (req.url === '/16k') {
+    res.writeHead(200, bigHead)
+    res.end(big)
+  } else {
+    res.writeHead(200, smallHead)
+    res.end(small)
+  }
+})
+// Longer than any proxy's idle pool timeout, so the upstream never closes a pooled connection first.
+server.keepAliveTimeout = 65_000
+server.headersTimeout = 66_000
+
+server.listen(port, '127.0.0.1', () => {
+  console.log(`upstream ${name} listening on 127.0.0.1:${port}`)
+})
+
+const shutdown = () => {
+  server.close()
+  server.closeAllConnections()
+  process.exit(0)
+}
+process.on('SIGTERM', shutdown)
+process.on('SIGINT', shutdown)
