@@ -47,13 +47,18 @@ export function classifyUpstreamError(err: unknown): ProxyErrorCode {
     case 'EADDRNOTAVAIL':
       return 'upstream_connect_failed'
     case 'UND_ERR_INFO':
+    case 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH':
     case 'HPE_INVALID_CONSTANT':
     case 'HPE_INVALID_STATUS':
     case 'HPE_INVALID_HEADER_TOKEN':
     case 'HPE_UNEXPECTED_CONTENT_LENGTH':
       return 'upstream_bad_response'
     default:
-      return 'upstream_reset'
+      // undici's HTTPParserError often has no code (it looks the llhttp error number up in a table keyed
+      // by name), so its name is what tells an unparsable answer from a dropped connection.
+      return (err as { name?: string } | null)?.name === 'HTTPParserError'
+        ? 'upstream_bad_response'
+        : 'upstream_reset'
   }
 }
 

@@ -72,7 +72,16 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const upstream = this.backend.upstream
     if (upstream.failures !== 0) upstream.connectSucceeded()
     const out = this.host.decorate(responseHeaders((controller.rawHeaders as Buffer[]) ?? [], []), this.backend)
-    this.res.writeHead(statusCode, statusMessage || undefined, out)
+    const res = this.res
+    try {
+      res.writeHead(statusCode, statusMessage || undefined, out)
+    } catch {
+      // Node refuses reason phrases undici accepts (text beyond Latin-1) and keeps the refused one, which
+      // would make every later writeHead throw too: the standard phrase will do. If a field is what Node
+      // refuses, this throws again and undici aborts the exchange (onResponseError answers 502).
+      res.statusMessage = ''
+      res.writeHead(statusCode, out)
+    }
   }
 
   onResponseData(controller: Controller, chunk: Buffer): void {

@@ -77,8 +77,8 @@ export class RequestHead {
       const fwd = FORWARDING[name]
       if (fwd !== undefined) {
         if (fwd === 1) this.xff = join(this.xff, value)
-        else if (fwd === 2) this.xfp ??= value
-        else if (fwd === 3) this.xfh ??= value
+        else if (fwd === 2) this.xfp = join(this.xfp, value)
+        else if (fwd === 3) this.xfh = join(this.xfh, value)
         else if (fwd === 4) this.forwarded = join(this.forwarded, value)
         else this.via = join(this.via, value)
         continue
@@ -131,10 +131,11 @@ export class RequestHead {
   addForwarding(policy: ForwardingPolicy, peer: string, family: string): void {
     const out = this.headers
     const hops = policy.trustedHops
-    const proto = (hops > 0 && this.xfp) || 'http'
+    // Proto and host are single values: the nearest trusted proxy's is the last entry of the list.
+    const proto = (hops > 0 && this.xfp !== undefined && lastEntry(this.xfp)) || 'http'
     out.push('x-forwarded-for', hops > 0 && this.xff ? `${lastEntries(this.xff, hops)}, ${peer}` : peer)
     out.push('x-forwarded-proto', proto)
-    const fwdHost = (hops > 0 && this.xfh) || this.host
+    const fwdHost = (hops > 0 && this.xfh !== undefined && lastEntry(this.xfh)) || this.host
     if (fwdHost !== undefined) out.push('x-forwarded-host', fwdHost)
     const node = family === 'IPv6' ? `"[${peer}]"` : peer
     let element = `for=${node};proto=${proto}`
@@ -146,6 +147,11 @@ export class RequestHead {
 
 function join(a: string | undefined, b: string): string {
   return a === undefined ? b : `${a}, ${b}`
+}
+
+/** The last comma-separated entry of a list header, trimmed. */
+function lastEntry(list: string): string {
+  return list.slice(list.lastIndexOf(',') + 1).trim()
 }
 
 /** The last `n` comma-separated entries of a list header (the ones trusted proxies added). */

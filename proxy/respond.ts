@@ -29,10 +29,31 @@ export function sendErrorOnSocket(socket: Socket, code: ProxyErrorCode): void {
   }
   const { status } = PROXY_ERRORS[code]
   const body = errorBody(code)
-  socket.end(
+  endSocket(
+    socket,
     `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\ncontent-type: application/json\r\n${ERROR_HEADER}: ${code}\r\n` +
       `content-length: ${body.length}\r\nconnection: close\r\n\r\n${body.toString()}`,
   )
+}
+
+/** How long a connection the proxy has ended waits for the client to close its side before it is destroyed. */
+const LINGER_MS = 2000
+
+function destroySocket(socket: Socket): void {
+  socket.destroy()
+}
+
+/**
+ * End a connection the proxy is done with. A socket handed over by an 'upgrade' event is read by no one,
+ * so the client's close would never be seen and the socket never released: read on, discarding, until
+ * the client closes (sending FIN and then destroying at once could reset the answer away), and destroy
+ * it after a short linger if the client keeps its side open.
+ */
+export function endSocket(socket: Socket, last?: string): void {
+  if (last === undefined) socket.end()
+  else socket.end(last)
+  socket.resume()
+  setTimeout(destroySocket, LINGER_MS, socket).unref()
 }
 
 const STATUS_TEXT: Record<number, string> = {

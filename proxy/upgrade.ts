@@ -11,7 +11,7 @@ import type { Dispatcher } from 'undici'
 import { classifyUpstreamError, isConnectFailure } from './errors.ts'
 import type { ExchangeHost } from './forward.ts'
 import { responseHeaders } from './headers.ts'
-import { sendErrorOnSocket } from './respond.ts'
+import { endSocket, sendErrorOnSocket } from './respond.ts'
 import type { Backend } from './route-table.ts'
 
 type Controller = Dispatcher.DispatchController
@@ -30,6 +30,8 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
   readonly #start: number
   #controller: Controller | null = null
   #recorded = false
+  /** A (refused) answer's head went to the client: an error now can only cut the connection. */
+  #answered = false
 
   constructor(host: ExchangeHost, client: Socket, first: Buffer, backend: Backend, start: number) {
     this.#host = host
@@ -53,6 +55,10 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
   onRequestUpgrade(controller: Controller, statusCode: number, _headers: unknown, upstream: Duplex): void {
     this.#record(statusCode)
     const client = this.#client
+    if (client.destroyed) {
+      upstream.destroy()
+      return
+    }
     const raw = (controller.rawHeaders as Buffer[]) ?? []
     // Upgrade and Connection are the point of a 101, so they pass here; Via and the version are added.
     const fields: string[] = []
@@ -73,6 +79,7 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
     this.#record(statusCode)
     const fields = this.#host.decorate(responseHeaders((controller.rawHeaders as Buffer[]) ?? [], []), this.#backend)
     fields.push('connection', 'close')
+    this.#answered = true
     this.#client.write(head(statusCode, statusMessage || 'Upgrade Refused', fields))
   }
 
@@ -84,14 +91,15 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
   }
 
   onResponseEnd(): void {
-    this.#client.end()
+    endSocket(this.#client)
   }
 
   onResponseError(_controller: Controller, err: Error): void {
     this.#record(0)
     const code = classifyUpstreamError(err)
     if (isConnectFailure(code, err)) this.#backend.upstream.connectFailed(this.#host.ejectAfter, this.#host.ejectForMs)
-    sendErrorOnSocket(this.#client, code)
+    if (this.#answered) this.#client.destroy()
+    else sendErrorOnSocket(this.#client, code)
   }
 }
 

@@ -1,0 +1,261 @@
+/**
+ * Upgrade passthrough through a real proxy process: `Upgrade: websocket` is tunnelled only once the
+ * upstream answers 101; a refused upgrade is relayed and closed; `Upgrade: h2c` is served as a plain
+ * request with the upgrade fields removed.
+ */
+import { createServer, type IncomingMessage, type Server } from 'node:http'
+import type { AddressInfo, Socket } from 'node:net'
+import { afterEach, describe, expect, it } from 'vitest'
+import { deadPort, startUpstream, type Upstream } from '../helpers/upstream.ts'
+import { startVeer, type VeerProcess, writeConfig } from '../helpers/veer.ts'
+import { closeRawClients, errorOf, RawClient, serverSocketInode, socketReleased, within } from './raw-http.ts'
+
+let veer: VeerProcess | undefined
+let servers: Server[] = []
+/** Upgraded upstream sockets: http.Server no longer tracks them, so closing it would wait on them. */
+let upgraded: Socket[] = []
+let upstreams: Upstream[] = []
+
+afterEach(async () => {
+  closeRawClients()
+  for (const s of upgraded) s.destroy()
+  upgraded = []
+  await veer?.stop()
+  veer = undefined
+  await Promise.all(
+    servers.map(
+      (s) =>
+        new Promise<void>((resolve) => {
+          s.closeAllConnections()
+          s.close(() => resolve())
+        }),
+    ),
+  )
+  servers = []
+  await Promise.all(upstreams.map((u) => u.close()))
+  upstreams = []
+})
+
+/** A proxy process on ephemeral ports with one route `default`; no shutdown grace, so tests stop fast. */
+async function startProxy(
+  route: Record<string, unknown>,
+  top: Record<string, unknown> = {},
+): Promise<VeerProcess> {
+  veer = await startVeer([
+    '--config',
+    writeConfig({ shutdown: { grace: 0 }, ...top, routes: [{ name: 'default', ...route }] }),
+  ])
+  return veer
+}
+
+interface WsUpstream {
+  readonly url: string
+  /** Upgrade requests the upstream received, with the bytes that came in the same packet. */
+  readonly upgrades: { req: IncomingMessage; head: Buffer }[]
+  /** Plain (non-upgrade) requests. */
+  readonly plain: IncomingMessage[]
+  /** Sockets of upgrade requests (closed sockets included). */
+  readonly sockets: Socket[]
+}
+
+/**
+ * An upstream that answers an upgrade with a hand-written 101 and then echoes every byte back, or with
+ * `refuse` (a raw HTTP answer) instead of the 101; 'hold' answers nothing until the test writes to the
+ * socket itself.
+ */
+async function wsUpstream(refuse?: string | 'hold'): Promise<WsUpstream> {
+  const upgrades: { req: IncomingMessage; head: Buffer }[] = []
+  const plain: IncomingMessage[] = []
+  const sockets: Socket[] = []
+  const server = createServer((req, res) => {
+    plain.push(req)
+    req.resume()
+    res.writeHead(200, { 'content-type': 'application/json' })
+    res.end(JSON.stringify({ headers: req.headers }))
+  })
+  server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+    upgrades.push({ req, head })
+    sockets.push(socket)
+    upgraded.push(socket)
+    socket.on('error', () => {})
+    socket.on('end', () => socket.end())
+    if (refuse === 'hold') return
+    if (refuse !== undefined) {
+      socket.end(refuse)
+      return
+    }
+    socket.write(
+      'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+        'Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n',
+    )
+    if (head.length > 0) socket.write(head)
+    socket.on('data', (d: Buffer) => socket.write(d))
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  servers.push(server)
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, upgrades, plain, sockets }
+}
+
+/** Wait (bounded) for a condition another event source makes true. */
+async function waitUntil(test: () => boolean, ms = 5000): Promise<void> {
+  const until = Date.now() + ms
+  while (!test()) {
+    if (Date.now() > until) throw new Error('condition not met in time')
+    await new Promise((r) => setTimeout(r, 10))
+  }
+}
+
+const UPGRADE =
+  'GET /chat HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+  'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nx-user: u1\r\n\r\n'
+
+describe('WebSocket upgrade', () => {
+  it('tunnels bytes both ways after the upstream answers 101', async () => {
+    const ws = await wsUpstream()
+    veer = await startProxy({ stable: { url: ws.url } })
+    const client = await RawClient.open(veer.port)
+    await client.write(UPGRADE)
+    const res = await client.readResponse()
+    expect(res.status).toBe(101)
+    expect(res.headers.upgrade?.toLowerCase()).toBe('websocket')
+    expect(res.headers.connection?.toLowerCase()).toContain('upgrade')
+    expect(res.headers['sec-websocket-accept']).toBe('s3pPLMBiTxaQ9kYGzzhZRbK+xOo=')
+    expect(res.headers['x-veer-version']).toBe('stable')
+
+    // The upstream got a proper upgrade request with the client's fields and the forwarding fields.
+    expect(ws.upgrades).toHaveLength(1)
+    const seen = ws.upgrades[0]!.req
+    expect(seen.url).toBe('/chat')
+    expect(seen.headers.upgrade).toBe('websocket')
+    expect(seen.headers['sec-websocket-key']).toBe('dGhlIHNhbXBsZSBub25jZQ==')
+    expect(seen.headers['x-user']).toBe('u1')
+    expect(seen.headers['x-forwarded-for']).toBe('127.0.0.1')
+
+    for (const msg of ['ping-1', 'ping-2', 'x'.repeat(64 * 1024)]) {
+      const before = client.pending.length
+      await client.write(msg)
+      expect(await client.waitFor((b) => b.length - before >= msg.length)).toBe(true)
+      expect(client.pending.subarray(before).toString()).toBe(msg)
+    }
+    // Closing one side closes the other.
+    client.socket.end()
+    await client.closed
+  })
+
+  it('upstream-initiated bytes and close reach the client', async () => {
+    const ws = await wsUpstream()
+    veer = await startProxy({ stable: { url: ws.url } })
+    const client = await RawClient.open(veer.port)
+    await client.write(UPGRADE)
+    expect((await client.readResponse()).status).toBe(101)
+    const up = ws.sockets[0]!
+    up.write('hello from upstream')
+    expect(await client.waitFor((b) => b.toString().includes('hello from upstream'))).toBe(true)
+    up.destroy()
+    await client.closed
+    expect(client.isClosed).toBe(true)
+  })
+
+  it('bytes sent right behind the upgrade request reach the upstream only after its 101', async () => {
+    const ws = await wsUpstream()
+    veer = await startProxy({ stable: { url: ws.url } })
+    const client = await RawClient.open(veer.port)
+    await client.write(`${UPGRADE}early`)
+    expect((await client.readResponse()).status).toBe(101)
+    expect(await client.waitFor((b) => b.toString() === 'early')).toBe(true)
+    // Nothing came with the upgrade request itself: the proxy held the bytes until the upstream agreed.
+    expect(ws.upgrades[0]!.head.length).toBe(0)
+  })
+
+  it('an upstream that refuses (403 instead of 101): the client gets the 403, the connection closes, no tunnel', async () => {
+    const ws = await wsUpstream(
+      'HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nno way',
+    )
+    veer = await startProxy({ stable: { url: ws.url } })
+    const client = await RawClient.open(veer.port)
+    const inode = await serverSocketInode(veer.port, client)
+    await client.write(UPGRADE)
+    const res = await client.readResponse()
+    expect(res.status).toBe(403)
+    expect(res.body.toString()).toBe('no way')
+    expect(res.headers.upgrade).toBeUndefined()
+    // Bytes written now must go nowhere: the connection closes.
+    client.socket.write('not tunnelled')
+    await client.closed
+    expect(client.pending.length).toBe(0)
+    expect(ws.upgrades).toHaveLength(1)
+    // ...and the proxy lets go of it (it must read on to see the client's close, not leave it half-open).
+    expect(await socketReleased(veer.child.pid!, inode)).toBe(true)
+  })
+
+  it('a client that leaves before the upstream answers 101: the upstream connection is closed, not left open', async () => {
+    const ws = await wsUpstream('hold')
+    veer = await startProxy({ stable: { url: ws.url } })
+    const client = await RawClient.open(veer.port)
+    await client.write(UPGRADE)
+    await waitUntil(() => ws.sockets.length === 1)
+    const up = ws.sockets[0]!
+    const upClosed = new Promise<void>((resolve) => up.once('close', () => resolve()))
+    client.close()
+    await client.closed
+    up.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n')
+    await within(upClosed, 5000, 'the upstream connection closing')
+  })
+
+  it('an upstream without upgrade support answers as plain HTTP: relayed, then closed', async () => {
+    const plain = await startUpstream('plain', (req, res) => {
+      req.resume()
+      res.writeHead(426, { 'content-type': 'text/plain', 'content-length': '8' })
+      res.end('upgrade?')
+    })
+    upstreams.push(plain)
+    // A server with no 'upgrade' listener hands the request to its request handler.
+    veer = await startProxy({ stable: { url: plain.url } })
+    const client = await RawClient.open(veer.port)
+    await client.write(UPGRADE)
+    const res = await client.readResponse()
+    expect(res.status).toBe(426)
+    expect(res.body.toString()).toBe('upgrade?')
+    await client.closed
+  })
+
+  it('an unreachable upstream: 502 upstream_connect_failed on the socket, then closed', async () => {
+    const port = await deadPort()
+    veer = await startProxy({ stable: { url: `http://127.0.0.1:${port}` } })
+    const client = await RawClient.open(veer.port)
+    const inode = await serverSocketInode(veer.port, client)
+    await client.write(UPGRADE)
+    const res = await client.readResponse()
+    expect(res.status).toBe(502)
+    expect(res.headers['x-veer-error']).toBe('upstream_connect_failed')
+    expect(errorOf(res).error).toBe('upstream_connect_failed')
+    client.socket.write('more bytes')
+    await client.closed
+    expect(await socketReleased(veer.child.pid!, inode)).toBe(true)
+  })
+})
+
+describe('Upgrade: h2c', () => {
+  it('is not tunnelled: the upstream sees a plain request without Upgrade or HTTP2-Settings', async () => {
+    const ws = await wsUpstream()
+    veer = await startProxy({ stable: { url: ws.url } })
+    const client = await RawClient.open(veer.port)
+    await client.write(
+      'GET /h2 HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n' +
+        'HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n',
+    )
+    const res = await client.readResponse()
+    expect(res.status).toBe(200)
+    expect(res.headers.upgrade).toBeUndefined()
+    expect(ws.upgrades).toHaveLength(0)
+    expect(ws.plain).toHaveLength(1)
+    const headers = ws.plain[0]!.headers
+    expect(headers.upgrade).toBeUndefined()
+    expect(headers['http2-settings']).toBeUndefined()
+    expect(headers.connection ?? 'keep-alive').toBe('keep-alive')
+    // The connection is still plain HTTP/1.1: a second request on it is answered normally.
+    await client.write('GET /again HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n')
+    expect((await client.readResponse()).status).toBe(200)
+    expect(ws.plain.map((r) => r.url)).toEqual(['/h2', '/again'])
+  })
+})
