@@ -6,6 +6,7 @@ export const PROXY_ERRORS = {
   bad_request: { status: 400, message: 'the request is malformed' },
   bad_request_target: { status: 400, message: 'the request target must be a path (origin-form), not an absolute URI' },
   duplicate_host: { status: 400, message: 'the request carries more than one Host header' },
+  missing_host: { status: 400, message: 'an HTTP/1.1 request must carry a Host header' },
   no_route: { status: 404, message: 'no route matches this host and path' },
   request_timeout: { status: 408, message: 'the client did not send the request in time' },
   headers_too_large: { status: 431, message: 'the request header block is larger than the proxy allows' },
@@ -15,6 +16,10 @@ export const PROXY_ERRORS = {
   upstream_bad_response: { status: 502, message: 'the upstream sent an invalid response' },
   no_healthy_upstream: { status: 503, message: 'every upstream of this route is ejected after repeated connect failures' },
   upstream_overloaded: { status: 503, message: 'too many requests are queued for this upstream' },
+  unsupported_transfer_coding: {
+    status: 501,
+    message: 'the request uses a transfer coding other than chunked, which the proxy does not decode',
+  },
   upstream_timeout: { status: 504, message: 'the upstream did not answer in time' },
 } as const
 

@@ -16,7 +16,7 @@ type Controller = Dispatcher.DispatchController
 /** What an exchange needs from the server that started it. */
 export interface ExchangeHost {
   /** Adds the proxy's own response fields (Via, version header, Connection: close when draining). */
-  decorate(out: string[], backend: Backend): string[]
+  decorate(out: string[], backend: Backend, switching?: boolean): string[]
   readonly ejectAfter: number
   readonly ejectForMs: number
   finished(ex: Exchange): void

@@ -53,6 +53,8 @@ export class RequestHead {
   host: string | undefined = undefined
   hostCount = 0
   hasBody = false
+  /** A transfer coding other than chunked was sent (answered 501). */
+  otherCoding = false
   override: string | undefined = undefined
   cookie: string | undefined = undefined
   connection: string | undefined = undefined
@@ -71,7 +73,12 @@ export class RequestHead {
       const value = raw[i + 1]!
       if (HOP_BY_HOP[name] === true) {
         if (name === 'connection') this.connection = this.connection === undefined ? value : `${this.connection}, ${value}`
-        else if (name === 'transfer-encoding') this.hasBody = true
+        else if (name === 'transfer-encoding') {
+          this.hasBody = true
+          // Node's parser undoes only the chunking (RFC 9112 6.1); any other coding would reach the
+          // upstream as if it were the body.
+          if (value.trim().toLowerCase() !== 'chunked') this.otherCoding = true
+        }
         continue
       }
       const fwd = FORWARDING[name]

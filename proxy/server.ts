@@ -49,7 +49,8 @@ export class ProxyServer implements ExchangeHost {
         // Checks for the two timeouts above run on this period (Node's default is 30 s, too coarse).
         connectionsCheckingInterval: Math.min(1000, Math.max(100, Math.floor(s.headersTimeout / 4))),
         insecureHTTPParser: false,
-        requireHostHeader: true,
+        // A missing Host is answered by the handler with the proxy's own JSON 400, not Node's bare one.
+        requireHostHeader: false,
         joinDuplicateHeaders: false,
         // Only WebSocket upgrades are tunnelled; anything else (h2c) is served as a plain request.
         shouldUpgradeCallback: isWebSocketUpgrade,
@@ -75,9 +76,9 @@ export class ProxyServer implements ExchangeHost {
     }
     this.#versionHeader = config.versionHeader
     this.#maxHeaderFields = config.server.maxHeaders
-    // Node stops parsing fields past maxHeadersCount without an error; one more than the limit lets
-    // the handler see that the limit was crossed and answer 431.
-    this.server.maxHeadersCount = config.server.maxHeaders + 1
+    // No parser count limit (Node's answers a bare error): the head is bounded by maxHeaderBytes, and the
+    // handler counts the fields to answer too_many_headers itself.
+    this.server.maxHeadersCount = 0
     this.#accessLog = config.log.access
     this.#accessSample = config.log.accessSample
     this.ejectAfter = config.health.ejectAfter
@@ -91,13 +92,10 @@ export class ProxyServer implements ExchangeHost {
   #onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     const start = performance.now()
     const url = req.url!
-    if (url.charCodeAt(0) !== 47 /* / */) return this.#reject(res, 'bad_request_target')
-    const raw = req.rawHeaders
-    if (raw.length > this.#maxHeaderFields * 2) return this.#reject(res, 'too_many_headers')
     const head = new RequestHead()
     const policy = this.#policy
-    head.parse(raw, policy)
-    if (head.hostCount > 1) return this.#reject(res, 'duplicate_host')
+    const refused = this.#check(req, head)
+    if (refused !== null) return this.#reject(res, refused)
     const route = this.table.match(head.host, url)
     if (route === null) return this.#reject(res, 'no_route')
     const sticky =
@@ -126,10 +124,9 @@ export class ProxyServer implements ExchangeHost {
   #onUpgrade = (req: IncomingMessage, socket: Socket, first: Buffer): void => {
     const start = performance.now()
     const url = req.url!
-    if (url.charCodeAt(0) !== 47) return sendErrorOnSocket(socket, 'bad_request_target')
     const head = new RequestHead()
-    head.parse(req.rawHeaders, this.#policy)
-    if (head.hostCount > 1) return sendErrorOnSocket(socket, 'duplicate_host')
+    const refused = this.#check(req, head)
+    if (refused !== null) return sendErrorOnSocket(socket, refused)
     const route = this.table.match(head.host, url)
     if (route === null) return sendErrorOnSocket(socket, 'no_route')
     const sticky = route.stickyHeader !== null ? head.get(route.stickyHeader) : undefined
@@ -140,16 +137,29 @@ export class ProxyServer implements ExchangeHost {
     tunnel(this, req, socket, first, head.headers, route.name, backend, start)
   }
 
+  /** Parse the head into `head` and refuse what no upstream should see; null when the request may pass. */
+  #check(req: IncomingMessage, head: RequestHead): ProxyErrorCode | null {
+    if (req.url!.charCodeAt(0) !== 47 /* / */) return 'bad_request_target'
+    const raw = req.rawHeaders
+    if (raw.length > this.#maxHeaderFields * 2) return 'too_many_headers'
+    head.parse(raw, this.#policy)
+    if (head.hostCount > 1) return 'duplicate_host'
+    if (head.hostCount === 0 && req.httpVersionMinor === 1) return 'missing_host'
+    if (head.otherCoding) return 'unsupported_transfer_coding'
+    return null
+  }
+
   #reject(res: ServerResponse, code: ProxyErrorCode, backend?: Backend): void {
     sendError(res, code, this.draining ? ['connection', 'close'] : undefined)
     if (backend !== undefined) backend.state.metrics.record(0, 0)
     this.#log.debug({ error: code, method: res.req.method, path: pathOf(res.req.url ?? '') }, 'rejected')
   }
 
-  decorate(out: string[], backend: Backend): string[] {
+  /** `switching`: a 101 answer, whose Connection: upgrade must stand alone even while draining. */
+  decorate(out: string[], backend: Backend, switching = false): string[] {
     if (this.#policy.via !== null) appendVia(out, this.#policy.via)
     if (this.#versionHeader !== '') out.push(this.#versionHeader, backend.version)
-    if (this.draining) out.push('connection', 'close')
+    if (this.draining && !switching) out.push('connection', 'close')
     return out
   }
 

@@ -63,7 +63,7 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
     // Upgrade and Connection are the point of a 101, so they pass here; Via and the version are added.
     const fields: string[] = []
     for (let i = 0; i < raw.length; i += 2) fields.push(raw[i]!.toString('latin1'), raw[i + 1]!.toString('latin1'))
-    this.#host.decorate(fields, this.#backend)
+    this.#host.decorate(fields, this.#backend, true)
     client.write(head(101, 'Switching Protocols', fields))
     if (this.#first.length > 0) upstream.write(this.#first)
     upstream.on('error', () => client.destroy())
