@@ -59,10 +59,10 @@ export async function startProxy(
   const log = createLogger(config.log.level)
   const metrics = new ProxyMetrics()
   const pools = new UpstreamPools()
-  const states = new RouteStates(metrics)
+  const states = new RouteStates(metrics, pools, log)
   let generation = 1
   const proxy = new ProxyServer(
-    compileRoutes(generation, config, pools, states, metrics),
+    compileRoutes(generation, config, states),
     log,
     await createTracing(log),
   )
@@ -126,7 +126,7 @@ export async function startProxy(
         log.warn({ trigger: why }, 'listen and admin addresses change only on restart; the rest is applied')
       }
       generation++
-      proxy.swap(compileRoutes(generation, next.config, pools, states, metrics))
+      proxy.swap(compileRoutes(generation, next.config, states))
       admin.configHash = hash
       log.info({ configVersion: generation, hash, trigger: why }, 'config applied')
       log.flush()

@@ -3,6 +3,7 @@
  * config change: host buckets, prefix order, weight thresholds, lower-cased header names, bound metric
  * children. A change builds a new table and swaps one reference; requests in flight keep the old one.
  */
+import type { Logger } from 'pino'
 import type { ProxyConfig, RouteConfig } from '../config/types.ts'
 import { OutcomeWindow } from './analysis/window.ts'
 import type { ProxyMetrics, VersionMetrics, VersionName } from './metrics.ts'
@@ -20,6 +21,8 @@ export interface Backend {
   readonly release: string
   readonly upstream: Upstream
   readonly state: VersionState
+  /** Access-log child: route, version, release and upstream are serialized once, not per line. */
+  readonly log: Logger
 }
 
 export interface CompiledRoute {
@@ -39,21 +42,28 @@ export interface CompiledRoute {
   readonly bodyTimeout: number
 }
 
-/** State kept across snapshots, keyed by route name (and version). */
+/**
+ * What outlives snapshots: upstream pools (by origin), metrics and per route and version state, and
+ * the logger. Each compile reads from it; requests never touch it.
+ */
 export class RouteStates {
   readonly #versions = new Map<string, VersionState>()
   readonly #sequences = new Map<string, WeylSequence>()
-  readonly #metrics: ProxyMetrics
+  readonly metrics: ProxyMetrics
+  readonly pools: UpstreamPools
+  readonly log: Logger
 
-  constructor(metrics: ProxyMetrics) {
-    this.#metrics = metrics
+  constructor(metrics: ProxyMetrics, pools: UpstreamPools, log: Logger) {
+    this.metrics = metrics
+    this.pools = pools
+    this.log = log
   }
 
   version(route: string, version: VersionName): VersionState {
     const key = `${route}\u0000${version}`
     let state = this.#versions.get(key)
     if (!state) {
-      state = { metrics: this.#metrics.bind(route, version), window: new OutcomeWindow() }
+      state = { metrics: this.metrics.bind(route, version), window: new OutcomeWindow() }
       this.#versions.set(key, state)
     }
     return state
@@ -144,13 +154,8 @@ export function hostName(host: string): string {
 }
 
 /** Build a snapshot from a validated config, reusing pools and per-version state. */
-export function compileRoutes(
-  generation: number,
-  config: ProxyConfig,
-  pools: UpstreamPools,
-  states: RouteStates,
-  metrics: ProxyMetrics,
-): RouteTable {
+export function compileRoutes(generation: number, config: ProxyConfig, states: RouteStates): RouteTable {
+  const { pools, metrics } = states
   const routes = config.routes.map((rc): CompiledRoute => {
     const settings = { connections: rc.connections, maxPending: rc.maxPending, timeouts: rc.timeouts }
     const backend = (version: VersionName, url: string, release: string): Backend => ({
@@ -158,6 +163,7 @@ export function compileRoutes(
       release,
       upstream: pools.get(url, settings),
       state: states.version(rc.name, version),
+      log: states.log.child({ route: rc.name, version, release, upstream: url }),
     })
     const canary = rc.canary ? backend('canary', rc.canary.url, rc.canary.release) : null
     const weight = canary ? rc.canaryWeight : 0

@@ -179,17 +179,13 @@ export class ProxyServer implements ExchangeHost {
 
   #access(ex: Exchange, status: number, seconds: number): void {
     const req = ex.req
-    this.#log.info(
+    ex.backend.log.info(
       {
-        route: ex.route.name,
-        version: ex.backend.version,
-        release: ex.backend.release,
         method: req.method,
         path: pathOf(req.url!),
         status: status === 0 ? null : status,
         error: ex.error ?? undefined,
         duration_ms: Math.round(seconds * 1e6) / 1000,
-        upstream: ex.backend.upstream.origin,
       },
       'access',
     )

@@ -1,3 +1,4 @@
+import pino from 'pino'
 import { afterAll, describe, expect, it } from 'vitest'
 import { validateConfig } from '../../config/load.ts'
 import type { ProxyConfig } from '../../config/types.ts'
@@ -13,7 +14,7 @@ function table(routes: Record<string, unknown>[]) {
   const result = validateConfig({ routes })
   if (!result.ok) throw new Error(JSON.stringify(result.issues))
   const metrics = new ProxyMetrics()
-  return compileRoutes(1, result.config as ProxyConfig, pools, new RouteStates(metrics), metrics)
+  return compileRoutes(1, result.config as ProxyConfig, new RouteStates(metrics, pools, pino({ level: 'silent' })))
 }
 
 const up = (port: number) => ({ url: `http://127.0.0.1:${port}` })
