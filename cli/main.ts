@@ -23,7 +23,8 @@ export async function main(argv: string[]): Promise<void> {
       return
     }
     if (command === 'proxy') return await runProxy(rest)
-    if (PLANNED.has(command)) throw new UsageError(`${command}: not available in this build yet; only "veer proxy" is`)
+    if (PLANNED.has(command))
+      throw new UsageError(`${command}: not available in this build yet; only "veer proxy" is`)
     throw new UsageError(`unknown command ${JSON.stringify(command)}; see veer --help`)
   } catch (err) {
     if (err instanceof UsageError || err instanceof FlagError) {

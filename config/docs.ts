@@ -6,7 +6,8 @@ type Json = Record<string, unknown>
 function typeOf(node: Json): string {
   if (node.format === 'duration') return 'duration'
   if (Array.isArray(node.enum)) return (node.enum as string[]).join(' \\| ')
-  if (node.type === 'integer' || node.type === 'number') return `${node.type} ${node.minimum}..${node.maximum}`
+  if (node.type === 'integer' || node.type === 'number')
+    return `${node.type} ${node.minimum}..${node.maximum}`
   if (node.type === 'array') return 'list'
   return String(node.type)
 }
@@ -25,7 +26,11 @@ function rows(node: Json, path: string, out: string[]): void {
       rows(child, p, out)
       continue
     }
-    const dflt = required.has(key) ? 'required' : child.default === undefined ? '—' : `\`${JSON.stringify(child.default)}\``
+    const dflt = required.has(key)
+      ? 'required'
+      : child.default === undefined
+        ? '—'
+        : `\`${JSON.stringify(child.default)}\``
     out.push(`| \`${p}\` | ${typeOf(child)} | ${dflt} | ${String(child.description).replace(/\|/g, '\\|')} |`)
   }
 }

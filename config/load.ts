@@ -25,7 +25,10 @@ export function validateConfig(raw: unknown): LoadResult {
   return { ok: true, config: deepFreeze(parsed) }
 }
 
-export async function loadConfigFile(path: string, overrides: Record<string, unknown> = {}): Promise<LoadResult> {
+export async function loadConfigFile(
+  path: string,
+  overrides: Record<string, unknown> = {},
+): Promise<LoadResult> {
   let text: string
   try {
     text = await readFile(path, 'utf8')
@@ -37,7 +40,15 @@ export async function loadConfigFile(path: string, overrides: Record<string, unk
   if (doc.errors.length > 0) {
     const e = doc.errors[0]!
     const where = e.linePos ? ` at line ${e.linePos[0].line}, column ${e.linePos[0].col}` : ''
-    return { ok: false, issues: [{ path: path, message: `is not valid YAML${where}: ${e.message.split("\n")[0]!.replace(/ at line \d+, column \d+:?$/, "")}` }] }
+    return {
+      ok: false,
+      issues: [
+        {
+          path: path,
+          message: `is not valid YAML${where}: ${e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')}`,
+        },
+      ],
+    }
   }
   const raw = doc.toJS() as unknown
   if (raw !== null && typeof raw === 'object' && !Array.isArray(raw)) Object.assign(raw, overrides)
@@ -57,29 +68,53 @@ function crossCheck(config: ProxyConfig, issues: Issue[]): void {
   config.routes.forEach((route, i) => {
     const at = `routes[${i}]`
     if (!NAME.test(route.name)) {
-      issues.push({ path: `${at}.name`, message: `must be 1-64 letters, digits, - or _ (got ${JSON.stringify(route.name)})` })
+      issues.push({
+        path: `${at}.name`,
+        message: `must be 1-64 letters, digits, - or _ (got ${JSON.stringify(route.name)})`,
+      })
     }
     const sameName = seenNames.get(route.name)
     if (sameName !== undefined) {
-      issues.push({ path: `${at}.name`, message: `repeats the name of routes[${sameName}]; give each route its own name` })
+      issues.push({
+        path: `${at}.name`,
+        message: `repeats the name of routes[${sameName}]; give each route its own name`,
+      })
     } else seenNames.set(route.name, i)
     if (!route.match.pathPrefix.startsWith('/')) {
-      issues.push({ path: `${at}.match.pathPrefix`, message: `must start with / (got ${JSON.stringify(route.match.pathPrefix)})` })
+      issues.push({
+        path: `${at}.match.pathPrefix`,
+        message: `must start with / (got ${JSON.stringify(route.match.pathPrefix)})`,
+      })
     }
     const host = route.match.host
-    if (host !== '*' && (host.includes('*', host.startsWith('*.') ? 1 : 0) || host.includes('/') || host.includes(' '))) {
-      issues.push({ path: `${at}.match.host`, message: `must be a host name, *.suffix or * (got ${JSON.stringify(host)})` })
+    if (
+      host !== '*' &&
+      (host.includes('*', host.startsWith('*.') ? 1 : 0) || host.includes('/') || host.includes(' '))
+    ) {
+      issues.push({
+        path: `${at}.match.host`,
+        message: `must be a host name, *.suffix or * (got ${JSON.stringify(host)})`,
+      })
     }
     const key = `${host.toLowerCase()} ${route.match.pathPrefix}`
     const sameMatch = seenMatches.get(key)
     if (sameMatch !== undefined) {
-      issues.push({ path: `${at}.match`, message: `takes the same host and pathPrefix as routes[${sameMatch}]; one of them would never match` })
+      issues.push({
+        path: `${at}.match`,
+        message: `takes the same host and pathPrefix as routes[${sameMatch}]; one of them would never match`,
+      })
     } else seenMatches.set(key, i)
     if (route.canaryWeight > 0 && !route.canary) {
-      issues.push({ path: `${at}.canaryWeight`, message: 'is above 0 but the route has no canary; add canary.url or set canaryWeight to 0' })
+      issues.push({
+        path: `${at}.canaryWeight`,
+        message: 'is above 0 but the route has no canary; add canary.url or set canaryWeight to 0',
+      })
     }
     if (route.shadow) {
-      issues.push({ path: `${at}.shadow`, message: 'mirroring is not available in this build yet; remove shadow (or --shadow)' })
+      issues.push({
+        path: `${at}.shadow`,
+        message: 'mirroring is not available in this build yet; remove shadow (or --shadow)',
+      })
     }
     if (route.sticky && (route.sticky.header === undefined) === (route.sticky.cookie === undefined)) {
       issues.push({ path: `${at}.sticky`, message: 'needs exactly one of header or cookie' })

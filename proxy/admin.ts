@@ -60,7 +60,10 @@ function configView(source: AdminSource): unknown {
     routes: table.routes.map((r) => ({
       name: r.name,
       match: r.config.match,
-      weights: { stable: 100 - (r.canary ? r.config.canaryWeight : 0), canary: r.canary ? r.config.canaryWeight : 0 },
+      weights: {
+        stable: 100 - (r.canary ? r.config.canaryWeight : 0),
+        canary: r.canary ? r.config.canaryWeight : 0,
+      },
       stable: r.config.stable,
       canary: r.config.canary ?? null,
       shadow: r.config.shadow ?? null,

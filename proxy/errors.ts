@@ -4,7 +4,10 @@
  */
 export const PROXY_ERRORS = {
   bad_request: { status: 400, message: 'the request is malformed' },
-  bad_request_target: { status: 400, message: 'the request target must be a path (origin-form), not an absolute URI' },
+  bad_request_target: {
+    status: 400,
+    message: 'the request target must be a path (origin-form), not an absolute URI',
+  },
   duplicate_host: { status: 400, message: 'the request carries more than one Host header' },
   missing_host: { status: 400, message: 'an HTTP/1.1 request must carry a Host header' },
   no_route: { status: 404, message: 'no route matches this host and path' },
@@ -14,7 +17,10 @@ export const PROXY_ERRORS = {
   upstream_connect_failed: { status: 502, message: 'the upstream refused or failed the connection' },
   upstream_reset: { status: 502, message: 'the upstream closed the connection before answering' },
   upstream_bad_response: { status: 502, message: 'the upstream sent an invalid response' },
-  no_healthy_upstream: { status: 503, message: 'every upstream of this route is ejected after repeated connect failures' },
+  no_healthy_upstream: {
+    status: 503,
+    message: 'every upstream of this route is ejected after repeated connect failures',
+  },
   upstream_overloaded: { status: 503, message: 'too many requests are queued for this upstream' },
   unsupported_transfer_coding: {
     status: 501,
@@ -69,5 +75,8 @@ export function classifyUpstreamError(err: unknown): ProxyErrorCode {
 
 /** Failures that happen before a connection exists: they count towards passive ejection. */
 export function isConnectFailure(code: ProxyErrorCode, err: unknown): boolean {
-  return code === 'upstream_connect_failed' || (err as { code?: string } | null)?.code === 'UND_ERR_CONNECT_TIMEOUT'
+  return (
+    code === 'upstream_connect_failed' ||
+    (err as { code?: string } | null)?.code === 'UND_ERR_CONNECT_TIMEOUT'
+  )
 }

@@ -50,7 +50,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
   /** Opaque per-request extension slot (a tracing span), owned by whoever set it. */
   span: unknown = null
 
-  constructor(host: ExchangeHost, req: IncomingMessage, res: ServerResponse, route: CompiledRoute, backend: Backend, start: number) {
+  constructor(
+    host: ExchangeHost,
+    req: IncomingMessage,
+    res: ServerResponse,
+    route: CompiledRoute,
+    backend: Backend,
+    start: number,
+  ) {
     this.host = host
     this.req = req
     this.res = res
@@ -65,13 +72,21 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.controller = controller
   }
 
-  onResponseStart(controller: Controller, statusCode: number, _headers: unknown, statusMessage?: string): void {
+  onResponseStart(
+    controller: Controller,
+    statusCode: number,
+    _headers: unknown,
+    statusMessage?: string,
+  ): void {
     // 1xx informational answers are not forwarded; Node answers a client's 100-continue itself.
     if (statusCode < 200 || this.done) return
     this.status = statusCode
     const upstream = this.backend.upstream
     if (upstream.failures !== 0) upstream.connectSucceeded()
-    const out = this.host.decorate(responseHeaders((controller.rawHeaders as Buffer[]) ?? [], []), this.backend)
+    const out = this.host.decorate(
+      responseHeaders((controller.rawHeaders as Buffer[]) ?? [], []),
+      this.backend,
+    )
     const res = this.res
     try {
       res.writeHead(statusCode, statusMessage || undefined, out)
@@ -114,7 +129,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
   /** The client went away before the answer was complete: stop the upstream request too. */
   clientGone(): void {
     this.error = 'client_closed'
-    if (this.controller !== null && !this.controller.aborted) this.controller.abort(new Error('client closed the connection'))
+    if (this.controller !== null && !this.controller.aborted)
+      this.controller.abort(new Error('client closed the connection'))
     this.finish()
   }
 

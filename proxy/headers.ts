@@ -72,7 +72,8 @@ export class RequestHead {
       const name = raw[i]!.toLowerCase()
       const value = raw[i + 1]!
       if (HOP_BY_HOP[name] === true) {
-        if (name === 'connection') this.connection = this.connection === undefined ? value : `${this.connection}, ${value}`
+        if (name === 'connection')
+          this.connection = this.connection === undefined ? value : `${this.connection}, ${value}`
         else if (name === 'transfer-encoding') {
           this.hasBody = true
           // Node's parser undoes only the chunking (RFC 9112 6.1); any other coding would reach the
@@ -147,8 +148,12 @@ export class RequestHead {
     const node = family === 'IPv6' ? `"[${peer}]"` : peer
     let element = `for=${node};proto=${proto}`
     if (this.host !== undefined) element += `;host=${quoteIfNeeded(this.host)}`
-    out.push('forwarded', hops > 0 && this.forwarded ? `${lastEntries(this.forwarded, hops)}, ${element}` : element)
-    if (policy.via !== null) out.push('via', this.via === undefined ? policy.via : `${this.via}, ${policy.via}`)
+    out.push(
+      'forwarded',
+      hops > 0 && this.forwarded ? `${lastEntries(this.forwarded, hops)}, ${element}` : element,
+    )
+    if (policy.via !== null)
+      out.push('via', this.via === undefined ? policy.via : `${this.via}, ${policy.via}`)
   }
 }
 
@@ -194,7 +199,8 @@ export function responseHeaders(raw: readonly (Buffer | string)[], out: string[]
     const tokens = connectionTokens(connection)
     if (tokens !== null) {
       const kept: string[] = []
-      for (let i = 0; i < out.length; i += 2) if (!tokens.has(out[i]!.toLowerCase())) kept.push(out[i]!, out[i + 1]!)
+      for (let i = 0; i < out.length; i += 2)
+        if (!tokens.has(out[i]!.toLowerCase())) kept.push(out[i]!, out[i + 1]!)
       return kept
     }
   }

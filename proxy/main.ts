@@ -61,11 +61,7 @@ export async function startProxy(
   const pools = new UpstreamPools()
   const states = new RouteStates(metrics, pools, log)
   let generation = 1
-  const proxy = new ProxyServer(
-    compileRoutes(generation, config, states),
-    log,
-    await createTracing(log),
-  )
+  const proxy = new ProxyServer(compileRoutes(generation, config, states), log, await createTracing(log))
   const admin = {
     get table() {
       return proxy.table

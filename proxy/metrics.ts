@@ -39,7 +39,8 @@ export class VersionMetrics {
 
 type Value = { labels: Record<string, string | number>; value: number; metricName?: string }
 
-const REQUESTS_HELP = 'Requests proxied, by route, version and status code (code="error" when no response came back)'
+const REQUESTS_HELP =
+  'Requests proxied, by route, version and status code (code="error" when no response came back)'
 const DURATION_HELP = 'Time from request start to response end, seconds'
 
 export class ProxyMetrics {
@@ -64,10 +65,20 @@ export class ProxyMetrics {
         for (const v of versions) {
           for (let code = 0; code < 600; code++) {
             const n = v.byCode[code]!
-            if (n > 0) values.push({ labels: { route: v.route, version: v.version, code: code === 0 ? 'error' : code }, value: n })
+            if (n > 0)
+              values.push({
+                labels: { route: v.route, version: v.version, code: code === 0 ? 'error' : code },
+                value: n,
+              })
           }
         }
-        return { name: 'veer_requests_total', help: REQUESTS_HELP, type: 'counter', values, aggregator: 'sum' }
+        return {
+          name: 'veer_requests_total',
+          help: REQUESTS_HELP,
+          type: 'counter',
+          values,
+          aggregator: 'sum',
+        }
       },
     } as unknown as client.Metric)
     this.registry.registerMetric({
@@ -82,13 +93,27 @@ export class ProxyMetrics {
           let cumulative = 0
           for (let b = 0; b < LATENCY_BUCKETS.length; b++) {
             cumulative += v.buckets[b]!
-            values.push({ metricName: 'veer_request_duration_seconds_bucket', labels: { le: LATENCY_BUCKETS[b]!, ...labels }, value: cumulative })
+            values.push({
+              metricName: 'veer_request_duration_seconds_bucket',
+              labels: { le: LATENCY_BUCKETS[b]!, ...labels },
+              value: cumulative,
+            })
           }
-          values.push({ metricName: 'veer_request_duration_seconds_bucket', labels: { le: '+Inf', ...labels }, value: v.count })
+          values.push({
+            metricName: 'veer_request_duration_seconds_bucket',
+            labels: { le: '+Inf', ...labels },
+            value: v.count,
+          })
           values.push({ metricName: 'veer_request_duration_seconds_sum', labels, value: v.sum })
           values.push({ metricName: 'veer_request_duration_seconds_count', labels, value: v.count })
         }
-        return { name: 'veer_request_duration_seconds', help: DURATION_HELP, type: 'histogram', values, aggregator: 'sum' }
+        return {
+          name: 'veer_request_duration_seconds',
+          help: DURATION_HELP,
+          type: 'histogram',
+          values,
+          aggregator: 'sum',
+        }
       },
     } as unknown as client.Metric)
     this.weight = new client.Gauge({

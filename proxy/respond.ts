@@ -15,7 +15,14 @@ export function sendError(res: ServerResponse, code: ProxyErrorCode, extra?: rea
     return
   }
   const body = errorBody(code)
-  const headers = ['content-type', 'application/json', ERROR_HEADER, code, 'content-length', String(body.length)]
+  const headers = [
+    'content-type',
+    'application/json',
+    ERROR_HEADER,
+    code,
+    'content-length',
+    String(body.length),
+  ]
   if (extra) headers.push(...extra)
   res.writeHead(PROXY_ERRORS[code].status, headers)
   res.end(body)

@@ -191,6 +191,8 @@ export function compileRoutes(generation: number, config: ProxyConfig, states: R
     if (r.canary) metrics.releaseInfo.labels(r.name, 'canary', r.canary.release).set(1)
     if (r.config.shadow) metrics.releaseInfo.labels(r.name, 'shadow', r.config.shadow.release).set(1)
   }
-  pools.retainOnly(new Set(routes.flatMap((r) => (r.canary ? [r.stable.upstream, r.canary.upstream] : [r.stable.upstream]))))
+  pools.retainOnly(
+    new Set(routes.flatMap((r) => (r.canary ? [r.stable.upstream, r.canary.upstream] : [r.stable.upstream]))),
+  )
   return new RouteTable(generation, config, routes)
 }

@@ -171,7 +171,10 @@ export class ProxyServer implements ExchangeHost {
     state.metrics.record(status, seconds)
     state.window.record(ex.start, seconds * 1000, status === 0 || status >= 500)
     if (this.#tracing !== null) this.#tracing.end(ex, status)
-    if (this.#accessLog && (ex.error !== null || this.#accessSample >= 1 || Math.random() < this.#accessSample)) {
+    if (
+      this.#accessLog &&
+      (ex.error !== null || this.#accessSample >= 1 || Math.random() < this.#accessSample)
+    ) {
       this.#access(ex, status, seconds)
     }
     if (this.#inflight === 0 && this.#idle !== null) this.#idle()

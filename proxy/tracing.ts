@@ -4,7 +4,16 @@
  * gets a SERVER span (child of the client's `traceparent`, if any) carrying veer.route, veer.version and
  * veer.release, and the upstream receives that span's W3C `traceparent`/`tracestate`.
  */
-import { context, propagation, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, type Tracer, trace } from '@opentelemetry/api'
+import {
+  context,
+  propagation,
+  ROOT_CONTEXT,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  type Tracer,
+  trace,
+} from '@opentelemetry/api'
 import type { Logger } from 'pino'
 import type { Exchange } from './forward.ts'
 import type { RequestHead } from './headers.ts'
@@ -26,11 +35,17 @@ const setter = {
   },
 }
 
-export async function createTracing(log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<Tracing | null> {
+export async function createTracing(
+  log: Logger,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<Tracing | null> {
   const exporterName = (env.OTEL_TRACES_EXPORTER ?? '').trim().toLowerCase()
   if (exporterName === '' || exporterName === 'none' || env.OTEL_SDK_DISABLED === 'true') return null
   if (exporterName !== 'otlp' && exporterName !== 'console') {
-    log.warn({ OTEL_TRACES_EXPORTER: exporterName }, 'unsupported trace exporter (use otlp or console); tracing stays off')
+    log.warn(
+      { OTEL_TRACES_EXPORTER: exporterName },
+      'unsupported trace exporter (use otlp or console); tracing stays off',
+    )
     return null
   }
   const sdk = await import('@opentelemetry/sdk-trace')
@@ -44,11 +59,16 @@ export async function createTracing(log: Logger, env: NodeJS.ProcessEnv = proces
   const provider = new sdk.TracerProvider({
     resource: resourceFromAttributes({ 'service.name': env.OTEL_SERVICE_NAME ?? 'veer' }),
     sampler: samplerFromEnv(sdk, env),
-    spanProcessors: [new sdk.BatchSpanProcessor({ exporter, scheduledDelayMillis: Number.isFinite(delay) ? delay : 5000 })],
+    spanProcessors: [
+      new sdk.BatchSpanProcessor({ exporter, scheduledDelayMillis: Number.isFinite(delay) ? delay : 5000 }),
+    ],
   })
   trace.setGlobalTracerProvider(provider)
   propagation.setGlobalPropagator(new W3CTraceContextPropagator())
-  log.info({ exporter: exporterName, sampler: env.OTEL_TRACES_SAMPLER ?? 'parentbased_always_on' }, 'tracing on')
+  log.info(
+    { exporter: exporterName, sampler: env.OTEL_TRACES_SAMPLER ?? 'parentbased_always_on' },
+    'tracing on',
+  )
   return new OtelTracing(provider.getTracer('veer'), () => provider.shutdown())
 }
 
@@ -115,7 +135,8 @@ class OtelTracing implements Tracing {
     if (span === null) return
     if (status !== 0) span.setAttribute('http.response.status_code', status)
     if (ex.error !== null) span.setAttribute('veer.error', ex.error)
-    if (status === 0 || status >= 500) span.setStatus({ code: SpanStatusCode.ERROR, message: ex.error ?? String(status) })
+    if (status === 0 || status >= 500)
+      span.setStatus({ code: SpanStatusCode.ERROR, message: ex.error ?? String(status) })
     span.end()
   }
 }

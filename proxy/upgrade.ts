@@ -18,7 +18,8 @@ type Controller = Dispatcher.DispatchController
 
 function head(status: number, text: string, fields: readonly (string | Buffer)[]): string {
   let out = `HTTP/1.1 ${status} ${text}\r\n`
-  for (let i = 0; i < fields.length; i += 2) out += `${fields[i]!.toString()}: ${fields[i + 1]!.toString()}\r\n`
+  for (let i = 0; i < fields.length; i += 2)
+    out += `${fields[i]!.toString()}: ${fields[i + 1]!.toString()}\r\n`
   return `${out}\r\n`
 }
 
@@ -62,7 +63,8 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
     const raw = (controller.rawHeaders as Buffer[]) ?? []
     // Upgrade and Connection are the point of a 101, so they pass here; Via and the version are added.
     const fields: string[] = []
-    for (let i = 0; i < raw.length; i += 2) fields.push(raw[i]!.toString('latin1'), raw[i + 1]!.toString('latin1'))
+    for (let i = 0; i < raw.length; i += 2)
+      fields.push(raw[i]!.toString('latin1'), raw[i + 1]!.toString('latin1'))
     this.#host.decorate(fields, this.#backend, true)
     client.write(head(101, 'Switching Protocols', fields))
     if (this.#first.length > 0) upstream.write(this.#first)
@@ -74,10 +76,18 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
     client.pipe(upstream)
   }
 
-  onResponseStart(controller: Controller, statusCode: number, _headers: unknown, statusMessage?: string): void {
+  onResponseStart(
+    controller: Controller,
+    statusCode: number,
+    _headers: unknown,
+    statusMessage?: string,
+  ): void {
     if (statusCode < 200) return
     this.#record(statusCode)
-    const fields = this.#host.decorate(responseHeaders((controller.rawHeaders as Buffer[]) ?? [], []), this.#backend)
+    const fields = this.#host.decorate(
+      responseHeaders((controller.rawHeaders as Buffer[]) ?? [], []),
+      this.#backend,
+    )
     fields.push('connection', 'close')
     this.#answered = true
     this.#client.write(head(statusCode, statusMessage || 'Upgrade Refused', fields))
@@ -97,7 +107,8 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
   onResponseError(_controller: Controller, err: Error): void {
     this.#record(0)
     const code = classifyUpstreamError(err)
-    if (isConnectFailure(code, err)) this.#backend.upstream.connectFailed(this.#host.ejectAfter, this.#host.ejectForMs)
+    if (isConnectFailure(code, err))
+      this.#backend.upstream.connectFailed(this.#host.ejectAfter, this.#host.ejectForMs)
     if (this.#answered) this.#client.destroy()
     else sendErrorOnSocket(this.#client, code)
   }

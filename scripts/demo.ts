@@ -20,7 +20,8 @@ function fail(message: string): never {
 }
 
 const loaded = await loadConfigFile(CONFIG)
-if (!loaded.ok) fail(`config/default.yaml is invalid: ${loaded.issues.map((i) => `${i.path} ${i.message}`).join('; ')}`)
+if (!loaded.ok)
+  fail(`config/default.yaml is invalid: ${loaded.issues.map((i) => `${i.path} ${i.message}`).join('; ')}`)
 const config = loaded.config
 const route = config.routes[0]!
 const portOf = (url: string) => Number(new URL(url).port)
@@ -32,7 +33,9 @@ try {
   servers.push(await startSampleApp(route.stable.release, portOf(route.stable.url), 0))
   servers.push(await startSampleApp(route.canary!.release, portOf(route.canary!.url), 8))
 } catch (err) {
-  fail(`cannot start the sample app: ${(err as Error).message}; free ports ${portOf(route.stable.url)} and ${portOf(route.canary!.url)}`)
+  fail(
+    `cannot start the sample app: ${(err as Error).message}; free ports ${portOf(route.stable.url)} and ${portOf(route.canary!.url)}`,
+  )
 }
 
 const proxy = spawn(process.execPath, [`${ROOT}bin/veer.js`, 'proxy', '--config', CONFIG], {
@@ -61,7 +64,10 @@ proxy.on('exit', (code) => {
 // Wait for readiness (bounded: 10 s).
 for (let i = 0; ; i++) {
   const ready = await request(`${adminUrl}/readyz`).then(
-    async (r) => (await r.body.dump(), r.statusCode === 200),
+    async (r) => {
+      await r.body.dump()
+      return r.statusCode === 200
+    },
     () => false,
   )
   if (ready) break
@@ -73,7 +79,9 @@ for (let i = 0; ; i++) {
 }
 
 console.log(`veer proxy on ${proxyUrl}  (admin ${adminUrl})`)
-console.log(`route "${route.name}": stable ${route.stable.release} ${route.stable.url}, canary ${route.canary!.release} ${route.canary!.url} at ${route.canaryWeight}%`)
+console.log(
+  `route "${route.name}": stable ${route.stable.release} ${route.stable.url}, canary ${route.canary!.release} ${route.canary!.url} at ${route.canaryWeight}%`,
+)
 console.log(`sending ${REQUESTS} requests from 200 users (sticky on ${route.sticky?.header}) …\n`)
 
 const pool = new Pool(proxyUrl, { connections: 16 })
@@ -84,7 +92,11 @@ for (let i = 0; i < REQUESTS; i += 50) {
   await Promise.all(
     Array.from({ length: 50 }, async (_, k) => {
       const user = `user-${(i + k) % 200}`
-      const res = await pool.request({ path: `/items/${i + k}`, method: 'GET', headers: { 'x-user-id': user } })
+      const res = await pool.request({
+        path: `/items/${i + k}`,
+        method: 'GET',
+        headers: { 'x-user-id': user },
+      })
       await res.body.dump()
       const version = String(res.headers['x-veer-version'])
       servedBy[version] = (servedBy[version] ?? 0) + 1
@@ -98,14 +110,20 @@ await pool.close()
 
 const usersOnCanary = [...userVersion.values()].filter((v) => v === 'canary').length
 console.log('split')
-console.log(`  requests: stable ${servedBy.stable}, canary ${servedBy.canary}  (${((100 * (servedBy.canary ?? 0)) / REQUESTS).toFixed(1)}% canary)`)
-console.log(`  users:    ${usersOnCanary} of ${userVersion.size} on canary; ${flips} version changes for the same user\n`)
+console.log(
+  `  requests: stable ${servedBy.stable}, canary ${servedBy.canary}  (${((100 * (servedBy.canary ?? 0)) / REQUESTS).toFixed(1)}% canary)`,
+)
+console.log(
+  `  users:    ${usersOnCanary} of ${userVersion.size} on canary; ${flips} version changes for the same user\n`,
+)
 
 interface VersionStats {
   release: string
   window: { requests: number; errors: number; p50Ms: number | null; p99Ms: number | null }
 }
-const stats = (await (await request(`${adminUrl}/v1/stats`)).body.json()) as { routes: { name: string; stable: VersionStats; canary: VersionStats | null }[] }
+const stats = (await (await request(`${adminUrl}/v1/stats`)).body.json()) as {
+  routes: { name: string; stable: VersionStats; canary: VersionStats | null }[]
+}
 const metrics = await (await request(`${adminUrl}/metrics`)).body.text()
 const counted = (version: string) =>
   metrics
@@ -116,10 +134,15 @@ const counted = (version: string) =>
 console.log('per version (from /v1/stats and /metrics)')
 console.log('  version  release  requests  errors  p50 ms  p99 ms  veer_requests_total by code')
 for (const r of stats.routes) {
-  for (const [name, v] of [['stable', r.stable], ['canary', r.canary]] as const) {
+  for (const [name, v] of [
+    ['stable', r.stable],
+    ['canary', r.canary],
+  ] as const) {
     if (!v) continue
     const w = v.window
-    console.log(`  ${name.padEnd(8)} ${v.release.padEnd(8)} ${String(w.requests).padStart(8)} ${String(w.errors).padStart(7)} ${String(w.p50Ms).padStart(7)} ${String(w.p99Ms).padStart(7)}  ${counted(name)}`)
+    console.log(
+      `  ${name.padEnd(8)} ${v.release.padEnd(8)} ${String(w.requests).padStart(8)} ${String(w.errors).padStart(7)} ${String(w.p50Ms).padStart(7)} ${String(w.p99Ms).padStart(7)}  ${counted(name)}`,
+    )
   }
 }
 console.log(`

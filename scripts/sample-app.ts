@@ -9,7 +9,12 @@ export function startSampleApp(release: string, port: number, extraDelayMs: numb
     req.resume()
     const delay = 1 + Math.random() * 4 + extraDelayMs
     setTimeout(() => {
-      const body = JSON.stringify({ service: 'shop', release, path: req.url, user: req.headers['x-user-id'] ?? null })
+      const body = JSON.stringify({
+        service: 'shop',
+        release,
+        path: req.url,
+        user: req.headers['x-user-id'] ?? null,
+      })
       res.writeHead(200, { 'content-type': 'application/json', 'x-release': release })
       res.end(`${body}\n`)
     }, delay)

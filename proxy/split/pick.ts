@@ -8,7 +8,11 @@ const ALL = 2 ** 32
  * `override` is the tester's header value (honoured only when the route allows it), `stickyKey` the
  * user's key, if any. Returns null when every candidate is ejected.
  */
-export function pickBackend(route: CompiledRoute, override: string | undefined, stickyKey: string | undefined): Backend | null {
+export function pickBackend(
+  route: CompiledRoute,
+  override: string | undefined,
+  stickyKey: string | undefined,
+): Backend | null {
   const canary = route.canary
   if (canary === null) return route.stable.upstream.isEjected() ? null : route.stable
   let chosen: Backend
@@ -19,7 +23,8 @@ export function pickBackend(route: CompiledRoute, override: string | undefined, 
     return chosen.upstream.isEjected() ? null : chosen
   }
   const t = route.threshold
-  const point = t === 0 ? ALL : t === ALL ? 0 : stickyKey !== undefined ? stickyHash(stickyKey) : route.sequence.next()
+  const point =
+    t === 0 ? ALL : t === ALL ? 0 : stickyKey !== undefined ? stickyHash(stickyKey) : route.sequence.next()
   if (point < t) {
     chosen = canary
     other = route.stable

@@ -22,7 +22,13 @@ export async function startUpstream(name: string, handler?: Handler): Promise<Up
     if (handler) return handler(req, res)
     req.resume()
     req.on('end', () => {
-      const body = JSON.stringify({ name, method: req.method, url: req.url, headers: req.headers, rawHeaders: req.rawHeaders })
+      const body = JSON.stringify({
+        name,
+        method: req.method,
+        url: req.url,
+        headers: req.headers,
+        rawHeaders: req.rawHeaders,
+      })
       res.writeHead(200, { 'content-type': 'application/json', 'x-upstream': name })
       res.end(body)
     })

@@ -67,7 +67,10 @@ export function startVeer(args: string[], env: NodeJS.ProcessEnv = {}): Promise<
     env: { ...process.env, ...env },
   })
   const logs: Record<string, unknown>[] = []
-  const waiters: { test: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = []
+  const waiters: {
+    test: (l: Record<string, unknown>) => boolean
+    resolve: (l: Record<string, unknown>) => void
+  }[] = []
   let stderr = ''
   let buffered = ''
   child.stderr!.on('data', (d) => (stderr += d))
@@ -95,7 +98,10 @@ export function startVeer(args: string[], env: NodeJS.ProcessEnv = {}): Promise<
     const hit = logs.find(test)
     if (hit) return Promise.resolve(hit)
     return new Promise<Record<string, unknown>>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no matching log line within ${ms} ms; stderr: ${stderr}`)), ms)
+      const timer = setTimeout(
+        () => reject(new Error(`no matching log line within ${ms} ms; stderr: ${stderr}`)),
+        ms,
+      )
       waiters.push({
         test,
         resolve: (l) => {

@@ -5,7 +5,9 @@ const ROOT = new URL('../../', import.meta.url).pathname
 
 describe('npm run demo', () => {
   it('runs the sample versions behind veer at 20% canary, reports the split and per-version figures, and stops', async () => {
-    const child = spawn(process.execPath, [`${ROOT}scripts/demo.ts`, '--once'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, [`${ROOT}scripts/demo.ts`, '--once'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
     let out = ''
     let err = ''
     child.stdout.on('data', (d) => (out += d))

@@ -15,7 +15,12 @@ interface OtlpSpan {
 }
 
 /** A real OTLP/HTTP (JSON) receiver on loopback that keeps every span it is sent. */
-async function startCollector(): Promise<{ url: string; spans: OtlpSpan[]; server: Server; waitFor: (n: number) => Promise<void> }> {
+async function startCollector(): Promise<{
+  url: string
+  spans: OtlpSpan[]
+  server: Server
+  waitFor: (n: number) => Promise<void>
+}> {
   const spans: OtlpSpan[] = []
   let wake: (() => void) | null = null
   const server = createServer((req, res) => {

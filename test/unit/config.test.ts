@@ -4,7 +4,11 @@ import { parseDuration } from '../../config/duration.ts'
 import { configJsonSchema } from '../../config/json-schema.ts'
 import { formatIssue, loadConfigFile, validateConfig } from '../../config/load.ts'
 
-const route = (extra: Record<string, unknown> = {}) => ({ name: 'web', stable: { url: 'http://127.0.0.1:3000' }, ...extra })
+const route = (extra: Record<string, unknown> = {}) => ({
+  name: 'web',
+  stable: { url: 'http://127.0.0.1:3000' },
+  ...extra,
+})
 
 function issuesOf(raw: unknown): string[] {
   const result = validateConfig(raw)
@@ -42,16 +46,31 @@ describe('config validation', () => {
   })
 
   it.each([
-    [{ routes: [route({ canaryWeight: 150, canary: { url: 'http://127.0.0.1:1' } })] }, 'routes[0].canaryWeight must be a whole number from 0 to 100 (got 150)'],
-    [{ routes: [route({ canaryWeight: 10 })] }, 'routes[0].canaryWeight is above 0 but the route has no canary'],
-    [{ routes: [route({ stable: { url: 'ftp://x' } })] }, 'routes[0].stable.url must start with http:// or https://'],
-    [{ routes: [route({ stable: { url: 'http://h:1/path' } })] }, 'routes[0].stable.url must be an origin only'],
+    [
+      { routes: [route({ canaryWeight: 150, canary: { url: 'http://127.0.0.1:1' } })] },
+      'routes[0].canaryWeight must be a whole number from 0 to 100 (got 150)',
+    ],
+    [
+      { routes: [route({ canaryWeight: 10 })] },
+      'routes[0].canaryWeight is above 0 but the route has no canary',
+    ],
+    [
+      { routes: [route({ stable: { url: 'ftp://x' } })] },
+      'routes[0].stable.url must start with http:// or https://',
+    ],
+    [
+      { routes: [route({ stable: { url: 'http://h:1/path' } })] },
+      'routes[0].stable.url must be an origin only',
+    ],
     [{ routes: [route({ stable: {} })] }, 'routes[0].stable.url is required'],
     [{ routes: [route({ wieght: 5 })] }, 'routes[0].wieght is not a known setting'],
     [{ routes: [route(), route()] }, 'routes[1].name repeats the name of routes[0]'],
     [{ routes: [route({ name: 'a b' })] }, 'routes[0].name must be 1-64 letters'],
     [{ routes: [route({ match: { pathPrefix: 'api' } })] }, 'routes[0].match.pathPrefix must start with /'],
-    [{ routes: [route({ sticky: { header: 'x', cookie: 'y' } })] }, 'routes[0].sticky needs exactly one of header or cookie'],
+    [
+      { routes: [route({ sticky: { header: 'x', cookie: 'y' } })] },
+      'routes[0].sticky needs exactly one of header or cookie',
+    ],
     [{ routes: [route({ timeouts: { connect: 'soon' } })] }, 'routes[0].timeouts.connect must be a duration'],
     [{ routes: [] }, 'routes must have at least 1 item(s)'],
     [{}, 'routes is required'],
@@ -62,12 +81,24 @@ describe('config validation', () => {
     [[1, 2], '(top level) must be an object'],
   ])('rejects %j: %s', (raw, expected) => {
     const issues = issuesOf(raw)
-    expect(issues.some((i) => i.startsWith(expected)), issues.join('\n')).toBe(true)
+    expect(
+      issues.some((i) => i.startsWith(expected)),
+      issues.join('\n'),
+    ).toBe(true)
   })
 
   it('reports every problem at once, each with its path', () => {
-    const issues = issuesOf({ listen: 'x', trustedHops: -1, routes: [route({ canaryWeight: 'lots', stable: { url: 1 } })] })
-    expect(issues.map((i) => i.split(' ')[0])).toEqual(['listen', 'trustedHops', 'routes[0].stable.url', 'routes[0].canaryWeight'])
+    const issues = issuesOf({
+      listen: 'x',
+      trustedHops: -1,
+      routes: [route({ canaryWeight: 'lots', stable: { url: 1 } })],
+    })
+    expect(issues.map((i) => i.split(' ')[0])).toEqual([
+      'listen',
+      'trustedHops',
+      'routes[0].stable.url',
+      'routes[0].canaryWeight',
+    ])
   })
 
   it('loads the shipped default.yaml', async () => {
@@ -77,10 +108,14 @@ describe('config validation', () => {
 
   it('names the line of a YAML syntax error and refuses duplicate keys', async () => {
     const { writeConfigText } = await import('../helpers/files.ts')
-    const broken = await loadConfigFile(writeConfigText('routes:\n  - name: a\n    stable: {url: http://127.0.0.1:1\n'))
+    const broken = await loadConfigFile(
+      writeConfigText('routes:\n  - name: a\n    stable: {url: http://127.0.0.1:1\n'),
+    )
     expect(broken.ok).toBe(false)
     if (!broken.ok) expect(formatIssue(broken.issues[0]!)).toMatch(/is not valid YAML at line \d+/)
-    const dup = await loadConfigFile(writeConfigText('listen: 127.0.0.1:1\nlisten: 127.0.0.1:2\nroutes: []\n'))
+    const dup = await loadConfigFile(
+      writeConfigText('listen: 127.0.0.1:1\nlisten: 127.0.0.1:2\nroutes: []\n'),
+    )
     expect(dup.ok).toBe(false)
   })
 })

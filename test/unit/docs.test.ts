@@ -20,7 +20,9 @@ describe('README', () => {
 
   it('documents every metric the proxy registers', async () => {
     const { ProxyMetrics } = await import('../../proxy/metrics.ts')
-    const names = (await new ProxyMetrics().registry.getMetricsAsJSON()).map((m) => m.name).filter((n) => n.startsWith('veer_'))
+    const names = (await new ProxyMetrics().registry.getMetricsAsJSON())
+      .map((m) => m.name)
+      .filter((n) => n.startsWith('veer_'))
     expect(names.length).toBeGreaterThanOrEqual(6)
     for (const name of names) expect(readme).toContain(`| \`${name}\` |`)
   })

@@ -25,7 +25,8 @@ describe('proxy metrics', () => {
     expect(s.get('veer_requests_total{route="shop",version="canary",code="200"}')).toBe(2)
     expect(s.get('veer_requests_total{route="shop",version="canary",code="error"}')).toBe(1)
     expect(s.get('veer_requests_total{route="shop",version="canary",code="503"}')).toBe(1)
-    const bucket = (le: string) => s.get(`veer_request_duration_seconds_bucket{le="${le}",route="shop",version="canary"}`)
+    const bucket = (le: string) =>
+      s.get(`veer_request_duration_seconds_bucket{le="${le}",route="shop",version="canary"}`)
     expect(bucket('0.0025')).toBe(0)
     expect(bucket('0.005')).toBe(1)
     expect(bucket('0.25')).toBe(2)

@@ -14,7 +14,11 @@ function table(routes: Record<string, unknown>[]) {
   const result = validateConfig({ routes })
   if (!result.ok) throw new Error(JSON.stringify(result.issues))
   const metrics = new ProxyMetrics()
-  return compileRoutes(1, result.config as ProxyConfig, new RouteStates(metrics, pools, pino({ level: 'silent' })))
+  return compileRoutes(
+    1,
+    result.config as ProxyConfig,
+    new RouteStates(metrics, pools, pino({ level: 'silent' })),
+  )
 }
 
 const up = (port: number) => ({ url: `http://127.0.0.1:${port}` })

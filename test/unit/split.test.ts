@@ -13,15 +13,18 @@ function rng(seed: number): () => number {
 }
 
 describe('weighted sequence', () => {
-  it.each([0, 1, 5, 20, 33, 50, 75, 99, 100])('gives weight %i within 0.1 point over 5,000 picks, from any start', (w) => {
-    const t = weightThreshold(w)
-    for (const seed of [0, 12345, 0xdeadbeef]) {
-      const seq = new WeylSequence(seed)
-      let hits = 0
-      for (let i = 0; i < 5000; i++) if (seq.next() < t) hits++
-      expect(Math.abs((hits / 5000) * 100 - w)).toBeLessThanOrEqual(0.1)
-    }
-  })
+  it.each([0, 1, 5, 20, 33, 50, 75, 99, 100])(
+    'gives weight %i within 0.1 point over 5,000 picks, from any start',
+    (w) => {
+      const t = weightThreshold(w)
+      for (const seed of [0, 12345, 0xdeadbeef]) {
+        const seq = new WeylSequence(seed)
+        let hits = 0
+        for (let i = 0; i < 5000; i++) if (seq.next() < t) hits++
+        expect(Math.abs((hits / 5000) * 100 - w)).toBeLessThanOrEqual(0.1)
+      }
+    },
+  )
 
   it('stays accurate over every window of 1,000 consecutive picks', () => {
     const t = weightThreshold(20)
