@@ -110,10 +110,26 @@ function crossCheck(config: ProxyConfig, issues: Issue[]): void {
         message: 'is above 0 but the route has no canary; add canary.url or set canaryWeight to 0',
       })
     }
-    if (route.shadow) {
+    route.shadow?.paths.forEach((p, k) => {
+      if (!p.startsWith('/')) {
+        issues.push({
+          path: `${at}.shadow.paths[${k}]`,
+          message: `must start with / (got ${JSON.stringify(p)})`,
+        })
+      }
+    })
+    route.shadow?.methods.forEach((m, k) => {
+      if (!TOKEN.test(m)) {
+        issues.push({
+          path: `${at}.shadow.methods[${k}]`,
+          message: `must be an HTTP method such as GET (got ${JSON.stringify(m)})`,
+        })
+      }
+    })
+    if (route.shadow && route.shadow.header !== '' && !TOKEN.test(route.shadow.header)) {
       issues.push({
-        path: `${at}.shadow`,
-        message: 'mirroring is not available in this build yet; remove shadow (or --shadow)',
+        path: `${at}.shadow.header`,
+        message: 'must be a valid header name such as x-veer-shadow, or "" for none',
       })
     }
     if (route.sticky && (route.sticky.header === undefined) === (route.sticky.cookie === undefined)) {

@@ -26,7 +26,10 @@ function describe(value: unknown): string {
 
 function field<T>(json: Record<string, unknown>, check: (v: unknown) => T | string, fallback?: T): Field<T> {
   return {
-    json: fallback === undefined ? json : { ...json, default: json.format === 'duration' ? formatDuration(fallback as number) : fallback },
+    json:
+      fallback === undefined
+        ? json
+        : { ...json, default: json.format === 'duration' ? formatDuration(fallback as number) : fallback },
     fallback,
     parse(value, path, issues) {
       if (value === undefined || value === null) return fallback
@@ -44,47 +47,73 @@ const PROBLEM = '\u0000'
 const isProblem = (s: string): boolean => s.startsWith(PROBLEM)
 const problem = (message: string): string => PROBLEM + message
 
-export function str(description: string, opts: { minLength?: number; fallback?: string } = {}): Field<string> {
+export function str(
+  description: string,
+  opts: { minLength?: number; fallback?: string } = {},
+): Field<string> {
   const min = opts.minLength ?? 1
-  return field({ type: 'string', minLength: min, description }, (v) =>
-    typeof v === 'string' && v.length >= min ? v : problem(`must be a string of at least ${min} character(s)`),
-  opts.fallback)
+  return field(
+    { type: 'string', minLength: min, description },
+    (v) =>
+      typeof v === 'string' && v.length >= min
+        ? v
+        : problem(`must be a string of at least ${min} character(s)`),
+    opts.fallback,
+  )
 }
 
 export function bool(description: string, fallback?: boolean): Field<boolean> {
-  return field({ type: 'boolean', description }, (v) => (typeof v === 'boolean' ? v : problem('must be true or false')), fallback)
+  return field(
+    { type: 'boolean', description },
+    (v) => (typeof v === 'boolean' ? v : problem('must be true or false')),
+    fallback,
+  )
 }
 
 export function int(description: string, min: number, max: number, fallback?: number): Field<number> {
-  return field({ type: 'integer', minimum: min, maximum: max, description }, (v) =>
-    typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max
-      ? v
-      : problem(`must be a whole number from ${min} to ${max}`),
-  fallback)
+  return field(
+    { type: 'integer', minimum: min, maximum: max, description },
+    (v) =>
+      typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max
+        ? v
+        : problem(`must be a whole number from ${min} to ${max}`),
+    fallback,
+  )
 }
 
 export function num(description: string, min: number, max: number, fallback?: number): Field<number> {
-  return field({ type: 'number', minimum: min, maximum: max, description }, (v) =>
-    typeof v === 'number' && v >= min && v <= max ? v : problem(`must be a number from ${min} to ${max}`),
-  fallback)
+  return field(
+    { type: 'number', minimum: min, maximum: max, description },
+    (v) =>
+      typeof v === 'number' && v >= min && v <= max ? v : problem(`must be a number from ${min} to ${max}`),
+    fallback,
+  )
 }
 
 export function oneOf<T extends string>(description: string, values: readonly T[], fallback?: T): Field<T> {
-  return field({ type: 'string', enum: values, description }, (v) =>
-    typeof v === 'string' && (values as readonly string[]).includes(v)
-      ? (v as T)
-      : problem(`must be one of ${values.join(', ')}`),
-  fallback)
+  return field(
+    { type: 'string', enum: values, description },
+    (v) =>
+      typeof v === 'string' && (values as readonly string[]).includes(v)
+        ? (v as T)
+        : problem(`must be one of ${values.join(', ')}`),
+    fallback,
+  )
 }
 
 /** A duration such as `500ms`, `5s`, `2m`; parsed to milliseconds. */
 export function duration(description: string, min: number, max: number, fallback?: number): Field<number> {
-  return field({ type: ['string', 'number'], format: 'duration', pattern: '^[0-9.]+(ms|s|m|h)$', description }, (v) => {
-    const ms = parseDuration(v)
-    if (ms === undefined) return problem('must be a duration such as 500ms, 5s or 2m')
-    if (ms < min || ms > max) return problem(`must be between ${formatDuration(min)} and ${formatDuration(max)}`)
-    return ms
-  }, fallback)
+  return field(
+    { type: ['string', 'number'], format: 'duration', pattern: '^[0-9.]+(ms|s|m|h)$', description },
+    (v) => {
+      const ms = parseDuration(v)
+      if (ms === undefined) return problem('must be a duration such as 500ms, 5s or 2m')
+      if (ms < min || ms > max)
+        return problem(`must be between ${formatDuration(min)} and ${formatDuration(max)}`)
+      return ms
+    },
+    fallback,
+  )
 }
 
 /** `HOST:PORT`, e.g. `127.0.0.1:8080` or `[::1]:8080`; port 0 picks a free one. */
@@ -106,10 +135,14 @@ export function parseHostPort(v: unknown): HostPort | undefined {
 }
 
 export function hostPort(description: string, fallback?: HostPort): Field<HostPort> {
-  const f = field<HostPort>({ type: 'string', pattern: '^.+:[0-9]{1,5}$', description }, (v) =>
-    parseHostPort(v) ?? problem('must be HOST:PORT, e.g. 127.0.0.1:8080'),
-  fallback)
-  return fallback === undefined ? f : { ...f, json: { ...f.json, default: `${fallback.host}:${fallback.port}` } }
+  const f = field<HostPort>(
+    { type: 'string', pattern: '^.+:[0-9]{1,5}$', description },
+    (v) => parseHostPort(v) ?? problem('must be HOST:PORT, e.g. 127.0.0.1:8080'),
+    fallback,
+  )
+  return fallback === undefined
+    ? f
+    : { ...f, json: { ...f.json, default: `${fallback.host}:${fallback.port}` } }
 }
 
 /** An http:// URL with no path, query or credentials: an upstream origin. */
@@ -122,7 +155,8 @@ export function origin(description: string): Field<string> {
     } catch {
       return problem('must be a URL such as http://127.0.0.1:3000')
     }
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') return problem('must start with http:// or https://')
+    if (url.protocol !== 'http:' && url.protocol !== 'https:')
+      return problem('must start with http:// or https://')
     if (url.username || url.password) return problem('must not carry credentials')
     if ((url.pathname !== '/' && url.pathname !== '') || url.search || url.hash)
       return problem('must be an origin only (scheme, host, port), without a path or query')
@@ -130,14 +164,20 @@ export function origin(description: string): Field<string> {
   })
 }
 
-export function list<T>(description: string, item: Field<T>, opts: { minItems?: number } = {}): Field<T[]> {
+export function list<T>(
+  description: string,
+  item: Field<T>,
+  opts: { minItems?: number; fallback?: T[] } = {},
+): Field<T[]> {
   const min = opts.minItems ?? 0
+  const json: Record<string, unknown> = { type: 'array', items: item.json, minItems: min, description }
+  if (opts.fallback !== undefined) json.default = opts.fallback
   return {
-    json: { type: 'array', items: item.json, minItems: min, description },
+    json,
     parse(value, path, issues) {
       if (value === undefined || value === null) {
         if (min > 0) issues.push({ path, message: `is required: a list of at least ${min} item(s)` })
-        return min > 0 ? undefined : []
+        return min > 0 ? undefined : [...(opts.fallback ?? [])]
       }
       if (!Array.isArray(value)) {
         issues.push({ path, message: `must be a list (got ${describe(value)})` })
@@ -178,7 +218,10 @@ export function obj<S extends Shape>(
       const prefix = path ? `${path}.` : ''
       for (const key of Object.keys(input)) {
         if (!(key in shape)) {
-          issues.push({ path: prefix + key, message: `is not a known setting; allowed here: ${Object.keys(shape).join(', ')}` })
+          issues.push({
+            path: prefix + key,
+            message: `is not a known setting; allowed here: ${Object.keys(shape).join(', ')}`,
+          })
         }
       }
       const out: Record<string, unknown> = {}

@@ -23,16 +23,77 @@ const shadow = obj(
   {
     url: origin('Origin of the shadow upstream'),
     release: str('Release id of the shadow version', { fallback: 'unknown' }),
-    percent: num('Share of requests mirrored, 0..100', 0, 100, 100),
+    percent: num(
+      'Share of requests mirrored, 0..100 (deterministic: 10 means exactly every tenth)',
+      0,
+      100,
+      100,
+    ),
+    methods: list(
+      'Methods mirrored (empty: all). Mirroring writes duplicates them: list GET, HEAD to stay read-only',
+      str('An HTTP method such as GET'),
+    ),
+    paths: list('Path prefixes mirrored (empty: all)', str('A path prefix starting with /')),
+    header: str('Header (value 1) added to shadow requests so the shadow can tell them apart; "" for none', {
+      minLength: 0,
+      fallback: 'x-veer-shadow',
+    }),
+    hostSuffix: str('Appended to the host name of shadow requests (Istio adds -shadow); "" keeps the Host', {
+      minLength: 0,
+      fallback: '',
+    }),
+    maxBodyBytes: int(
+      'Largest request body copied to the shadow, and largest answer body compared; larger is dropped',
+      0,
+      64 * 1024 * 1024,
+      1024 * 1024,
+    ),
+    connections: int('Most connections to the shadow upstream', 1, 1024, 16),
+    maxInflight: int('Most shadow requests in flight; more are dropped, never queued', 1, 100_000, 64),
+    timeouts: obj('Shadow timeouts (short: a slow shadow only loses its own requests)', {
+      connect: duration('Time to connect to the shadow', 1, 60 * SECOND, 500),
+      headers: duration('Time for the shadow to answer with headers', 1, 10 * MINUTE, 5 * SECOND),
+      body: duration('Longest gap between two chunks of the shadow answer', 1, 10 * MINUTE, 5 * SECOND),
+    }),
+    compare: obj('Comparing the shadow answer with the primary answer', {
+      enabled: bool('Compare answers (status, headers, body)', true),
+      headers: list('Response headers compared (lower case)', str('A header name'), {
+        fallback: ['content-type'],
+      }),
+      ignore: list(
+        'JSON fields never compared: `ts`, `meta.*` (subtree), `items[*].updatedAt`',
+        str('A field path'),
+      ),
+      noiseSample: num(
+        'Share of compared GET/HEAD requests also sent a second time to the primary version to learn noisy fields, 0..1',
+        0,
+        1,
+        0.05,
+      ),
+      maxDiffs: int('Recent mismatches kept for GET /v1/shadow/diffs', 0, 10_000, 100),
+      redact: list('Headers redacted in diff samples', str('A header name'), {
+        fallback: ['authorization', 'cookie', 'set-cookie', 'proxy-authorization', 'x-api-key'],
+      }),
+    }),
   },
   { required: ['url'], optional: true },
 )
 
 export const timeoutsField = obj('Upstream timeouts', {
   connect: duration('Time to open a TCP connection to the upstream', 1, 5 * MINUTE, 2 * SECOND),
-  headers: duration('Time from sending the request to the upstream answering with headers', 1, 60 * MINUTE, 30 * SECOND),
+  headers: duration(
+    'Time from sending the request to the upstream answering with headers',
+    1,
+    60 * MINUTE,
+    30 * SECOND,
+  ),
   body: duration('Longest gap between two chunks of the upstream answer body', 1, 60 * MINUTE, 30 * SECOND),
-  idle: duration('How long an idle keep-alive connection to the upstream is kept', 1, 60 * MINUTE, 4 * SECOND),
+  idle: duration(
+    'How long an idle keep-alive connection to the upstream is kept',
+    1,
+    60 * MINUTE,
+    4 * SECOND,
+  ),
 })
 
 const route = obj(
@@ -40,7 +101,9 @@ const route = obj(
   {
     name: str('Route name, used in metrics and the API (letters, digits, - and _)'),
     match: obj('Which requests this route takes', {
-      host: str('Host to match: exact (api.example.com), wildcard (*.example.com) or * for any', { fallback: '*' }),
+      host: str('Host to match: exact (api.example.com), wildcard (*.example.com) or * for any', {
+        fallback: '*',
+      }),
       pathPrefix: str('Path prefix to match, starting with /', { fallback: '/' }),
     }),
     stable: upstream,
@@ -58,7 +121,12 @@ const route = obj(
     allowOverride: bool('Honour the override header (x-veer-version: stable|canary) from testers', false),
     preserveHost: bool('Send the client Host header to the upstream (false: the upstream host)', true),
     connections: int('Most connections to each upstream origin of this route', 1, 65535, 128),
-    maxPending: int('Most requests queued per origin beyond its connections before answering 503', 0, 1_000_000, 1024),
+    maxPending: int(
+      'Most requests queued per origin beyond its connections before answering 503',
+      0,
+      1_000_000,
+      1024,
+    ),
     timeouts: timeoutsField,
   },
   { required: ['name', 'stable'] },
@@ -66,28 +134,59 @@ const route = obj(
 
 export const configField = obj('veer proxy configuration', {
   listen: hostPort('Address of the traffic listener', { host: '127.0.0.1', port: 8080 }),
-  admin: hostPort('Address of the admin listener (/healthz, /readyz, /metrics, /v1/*)', { host: '127.0.0.1', port: 9901 }),
+  admin: hostPort('Address of the admin listener (/healthz, /readyz, /metrics, /v1/*)', {
+    host: '127.0.0.1',
+    port: 9901,
+  }),
   trustedHops: int(
     'How many proxies in front of veer are trusted to set X-Forwarded-For/Proto/Host and Forwarded (0: none, the client talks to veer directly)',
     0,
     16,
     0,
   ),
-  versionHeader: str('Request override and response header naming the version; "" to switch the response header off', {
-    minLength: 0,
-    fallback: 'x-veer-version',
-  }),
+  versionHeader: str(
+    'Request override and response header naming the version; "" to switch the response header off',
+    {
+      minLength: 0,
+      fallback: 'x-veer-version',
+    },
+  ),
   via: bool('Add a Via header (RFC 9110 section 7.6.3) both ways', true),
   server: obj('Client-side limits of the traffic listener', {
-    headersTimeout: duration('Time a client has to send the request headers (slowloris gets 408)', 100, 10 * MINUTE, 10 * SECOND),
-    requestTimeout: duration('Time a client has to send the whole request, body included', 100, 60 * MINUTE, 5 * MINUTE),
-    keepAliveTimeout: duration('How long an idle client connection is kept open', 100, 10 * MINUTE, 5 * SECOND),
+    headersTimeout: duration(
+      'Time a client has to send the request headers (slowloris gets 408)',
+      100,
+      10 * MINUTE,
+      10 * SECOND,
+    ),
+    requestTimeout: duration(
+      'Time a client has to send the whole request, body included',
+      100,
+      60 * MINUTE,
+      5 * MINUTE,
+    ),
+    keepAliveTimeout: duration(
+      'How long an idle client connection is kept open',
+      100,
+      10 * MINUTE,
+      5 * SECOND,
+    ),
     maxHeaderBytes: int('Largest request header block in bytes (431 above)', 1024, 1024 * 1024, 16 * 1024),
     maxHeaders: int('Most request header fields (431 above)', 8, 10_000, 100),
   }),
   shutdown: obj('Graceful shutdown on SIGTERM/SIGINT', {
-    grace: duration('After SIGTERM, how long veer keeps accepting new connections while /readyz says 503', 0, 10 * MINUTE, SECOND),
-    deadline: duration('Longest wait for in-flight requests to finish before closing them', 0, 60 * MINUTE, 30 * SECOND),
+    grace: duration(
+      'After SIGTERM, how long veer keeps accepting new connections while /readyz says 503',
+      0,
+      10 * MINUTE,
+      SECOND,
+    ),
+    deadline: duration(
+      'Longest wait for in-flight requests to finish before closing them',
+      0,
+      60 * MINUTE,
+      30 * SECOND,
+    ),
   }),
   health: obj('Passive health: an upstream that fails to connect repeatedly is ejected for a while', {
     ejectAfter: int('Consecutive connect failures that eject an upstream', 1, 1000, 5),

@@ -10,6 +10,22 @@ export interface UpstreamConfig {
 
 export interface ShadowConfig extends UpstreamConfig {
   readonly percent: number
+  readonly methods: readonly string[]
+  readonly paths: readonly string[]
+  readonly header: string
+  readonly hostSuffix: string
+  readonly maxBodyBytes: number
+  readonly connections: number
+  readonly maxInflight: number
+  readonly timeouts: { readonly connect: number; readonly headers: number; readonly body: number }
+  readonly compare: {
+    readonly enabled: boolean
+    readonly headers: readonly string[]
+    readonly ignore: readonly string[]
+    readonly noiseSample: number
+    readonly maxDiffs: number
+    readonly redact: readonly string[]
+  }
 }
 
 export interface TimeoutsConfig {

@@ -43,10 +43,16 @@ export function createAdminServer(source: AdminSource, metrics: ProxyMetrics): S
         return json(res, 200, configView(source))
       case '/v1/stats':
         return json(res, 200, statsView(source.table))
+      case '/v1/shadow/diffs':
+        return json(
+          res,
+          200,
+          diffsView(source.table, new URLSearchParams((req.url ?? '').split('?')[1] ?? '')),
+        )
       default:
         return json(res, 404, {
           error: 'not_found',
-          message: `no admin endpoint ${path}; try /healthz, /readyz, /metrics, /v1/config or /v1/stats`,
+          message: `no admin endpoint ${path}; try /healthz, /readyz, /metrics, /v1/config, /v1/stats or /v1/shadow/diffs`,
         })
     }
   })
@@ -76,6 +82,17 @@ function configView(source: AdminSource): unknown {
   }
 }
 
+/** Recent mismatches per route (sensitive headers redacted); `?route=NAME` for one route. */
+function diffsView(table: RouteTable, query: URLSearchParams): unknown {
+  const only = query.get('route')
+  const routes: Record<string, unknown> = {}
+  for (const r of table.routes) {
+    if (r.shadow === null || (only !== null && r.name !== only)) continue
+    routes[r.name] = r.shadow.stats.diffs()
+  }
+  return { routes }
+}
+
 function statsView(table: RouteTable): unknown {
   const now = performance.now()
   const version = (b: Backend) => ({
@@ -91,6 +108,16 @@ function statsView(table: RouteTable): unknown {
       name: r.name,
       stable: version(r.stable),
       canary: r.canary ? version(r.canary) : null,
+      shadow: r.shadow
+        ? {
+            release: r.shadow.config.release,
+            upstream: r.shadow.upstream.origin,
+            percent: r.shadow.config.percent,
+            inflight: r.shadow.upstream.inflight,
+            window: { seconds: r.shadow.state.window.seconds, ...r.shadow.state.window.summary(now) },
+            ...r.shadow.stats.summary(),
+          }
+        : null,
       // The judge (in-proxy analysis) is not part of this build yet: no verdict is ever made up.
       verdict: 'none',
     })),

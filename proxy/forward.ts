@@ -10,6 +10,7 @@ import { classifyUpstreamError, isConnectFailure } from './errors.ts'
 import { responseHeaders } from './headers.ts'
 import { sendError } from './respond.ts'
 import type { Backend, CompiledRoute } from './route-table.ts'
+import type { Mirror } from './shadow/mirror.ts'
 
 type Controller = Dispatcher.DispatchController
 
@@ -49,6 +50,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
   error: string | null = null
   /** Opaque per-request extension slot (a tracing span), owned by whoever set it. */
   span: unknown = null
+  /** The shadow copy of this request, fed the primary's answer for comparison; null when not mirrored. */
+  mirror: Mirror | null = null
 
   constructor(
     host: ExchangeHost,
@@ -97,9 +100,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
       res.statusMessage = ''
       res.writeHead(statusCode, out)
     }
+    if (this.mirror !== null) this.mirror.primaryStart(statusCode, controller.rawHeaders as Buffer[] | null)
   }
 
   onResponseData(controller: Controller, chunk: Buffer): void {
+    if (this.mirror !== null) this.mirror.primaryData(chunk)
     if (!this.res.write(chunk)) {
       controller.pause()
       this.res.once('drain', onClientDrain)
@@ -138,6 +143,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.done) return
     this.done = true
     this.backend.upstream.inflight--
+    if (this.mirror !== null) this.mirror.primaryEnd(this.error === null)
     this.host.finished(this)
   }
 }

@@ -7,8 +7,47 @@ import type { Logger } from 'pino'
 import type { ProxyConfig, RouteConfig } from '../config/types.ts'
 import { OutcomeWindow } from './analysis/window.ts'
 import type { ProxyMetrics, VersionMetrics, VersionName } from './metrics.ts'
+import { FieldFilter } from './shadow/compare.ts'
+import type { ShadowTarget } from './shadow/mirror.ts'
+import { ShadowStats } from './shadow/stats.ts'
 import { WeylSequence, weightThreshold } from './split/weighted.ts'
 import type { Upstream, UpstreamPools } from './upstreams.ts'
+
+function compileShadow(rc: RouteConfig, states: RouteStates): ShadowTarget {
+  const sh = rc.shadow!
+  const counter = states.metrics.shadow
+  const bound = (outcome: string) => {
+    const child = counter.labels(rc.name, outcome)
+    return () => child.inc()
+  }
+  return Object.freeze({
+    route: rc.name,
+    config: sh,
+    // Its own small pool (distinct settings make a distinct pool even for a shared origin): a slow or
+    // dead shadow fills only this one, and nothing queues behind it (maxPending 0; maxInflight drops).
+    upstream: states.pools.get(sh.url, {
+      connections: sh.connections,
+      maxPending: 0,
+      timeouts: { ...sh.timeouts, idle: 4000 },
+    }),
+    threshold: weightThreshold(sh.percent),
+    sequence: states.sequence(`${rc.name} shadow`),
+    methods: sh.methods.length > 0 ? new Set(sh.methods.map((m) => m.toUpperCase())) : null,
+    paths: sh.paths.length > 0 ? [...sh.paths] : null,
+    header: sh.header === '' ? null : sh.header.toLowerCase(),
+    state: states.version(rc.name, 'shadow'),
+    stats: states.shadowStats(rc.name),
+    ignore: new FieldFilter(sh.compare.ignore),
+    redact: new Set(sh.compare.redact.map((h) => h.toLowerCase())),
+    outcomes: {
+      sent: bound('sent'),
+      dropped: bound('dropped'),
+      error: bound('error'),
+      match: bound('match'),
+      mismatch: bound('mismatch'),
+    },
+  })
+}
 
 /** State of one route and version that outlives snapshots: metric children and the outcome window. */
 export interface VersionState {
@@ -40,6 +79,8 @@ export interface CompiledRoute {
   readonly preserveHost: boolean
   readonly headersTimeout: number
   readonly bodyTimeout: number
+  /** Shadow mirroring, or null: a route without one takes no mirroring branch beyond this check. */
+  readonly shadow: ShadowTarget | null
 }
 
 /**
@@ -49,6 +90,7 @@ export interface CompiledRoute {
 export class RouteStates {
   readonly #versions = new Map<string, VersionState>()
   readonly #sequences = new Map<string, WeylSequence>()
+  readonly #shadowStats = new Map<string, ShadowStats>()
   readonly metrics: ProxyMetrics
   readonly pools: UpstreamPools
   readonly log: Logger
@@ -69,13 +111,23 @@ export class RouteStates {
     return state
   }
 
-  sequence(route: string): WeylSequence {
-    let seq = this.#sequences.get(route)
+  /** `key` is a route name, or a route name and a purpose (`shop shadow`). */
+  sequence(key: string): WeylSequence {
+    let seq = this.#sequences.get(key)
     if (!seq) {
       seq = new WeylSequence()
-      this.#sequences.set(route, seq)
+      this.#sequences.set(key, seq)
     }
     return seq
+  }
+
+  shadowStats(route: string): ShadowStats {
+    let stats = this.#shadowStats.get(route)
+    if (!stats) {
+      stats = new ShadowStats()
+      this.#shadowStats.set(route, stats)
+    }
+    return stats
   }
 }
 
@@ -183,6 +235,7 @@ export function compileRoutes(generation: number, config: ProxyConfig, states: R
       preserveHost: rc.preserveHost,
       headersTimeout: rc.timeouts.headers,
       bodyTimeout: rc.timeouts.body,
+      shadow: rc.shadow ? compileShadow(rc, states) : null,
     })
   })
   metrics.releaseInfo.reset()
@@ -191,8 +244,12 @@ export function compileRoutes(generation: number, config: ProxyConfig, states: R
     if (r.canary) metrics.releaseInfo.labels(r.name, 'canary', r.canary.release).set(1)
     if (r.config.shadow) metrics.releaseInfo.labels(r.name, 'shadow', r.config.shadow.release).set(1)
   }
-  pools.retainOnly(
-    new Set(routes.flatMap((r) => (r.canary ? [r.stable.upstream, r.canary.upstream] : [r.stable.upstream]))),
-  )
+  const inUse = new Set<Upstream>()
+  for (const r of routes) {
+    inUse.add(r.stable.upstream)
+    if (r.canary) inUse.add(r.canary.upstream)
+    if (r.shadow) inUse.add(r.shadow.upstream)
+  }
+  pools.retainOnly(inUse)
   return new RouteTable(generation, config, routes)
 }

@@ -12,6 +12,7 @@ import { Exchange, type ExchangeHost } from './forward.ts'
 import { appendVia, type ForwardingPolicy, RequestHead } from './headers.ts'
 import { sendError, sendErrorOnSocket } from './respond.ts'
 import type { Backend, RouteTable } from './route-table.ts'
+import { type Mirror, type MirrorHost, startMirror } from './shadow/mirror.ts'
 import { pickBackend } from './split/pick.ts'
 import { cookieValue } from './split/sticky.ts'
 import type { Tracing } from './tracing.ts'
@@ -19,7 +20,7 @@ import { tunnel } from './upgrade.ts'
 
 const VIA = '1.1 veer'
 
-export class ProxyServer implements ExchangeHost {
+export class ProxyServer implements ExchangeHost, MirrorHost {
   readonly server: Server
   table: RouteTable
   draining = false
@@ -113,12 +114,21 @@ export class ProxyServer implements ExchangeHost {
     head.setHost(route.preserveHost ? head.host : upstream.host)
     const ex = new Exchange(this, req, res, route, backend, start)
     if (this.#tracing !== null) this.#tracing.start(ex, head)
+    let body: IncomingMessage | Mirror['primaryBody'] = head.hasBody ? req : null
+    let secondary: string[] | null = null
+    if (route.shadow !== null) {
+      const m = startMirror(this, route.shadow, req, head.headers, head.hasBody, backend)
+      if (m !== null) {
+        ex.mirror = m.mirror
+        secondary = m.secondary
+        if (m.mirror.primaryBody !== null) body = m.mirror.primaryBody
+      }
+    }
     upstream.inflight++
     this.#inflight++
-    upstream.pool.dispatch(
-      { path: url, method: req.method!, headers: head.headers, body: head.hasBody ? req : null },
-      ex,
-    )
+    upstream.pool.dispatch({ path: url, method: req.method!, headers: head.headers, body }, ex)
+    // The shadow is sent after the primary, so the primary is never second in line.
+    if (ex.mirror !== null) ex.mirror.send(secondary)
   }
 
   #onUpgrade = (req: IncomingMessage, socket: Socket, first: Buffer): void => {
@@ -191,6 +201,28 @@ export class ProxyServer implements ExchangeHost {
         duration_ms: Math.round(seconds * 1e6) / 1000,
       },
       'access',
+    )
+  }
+
+  shadowFinished(m: Mirror, status: number, outcome: string, seconds: number): void {
+    if (
+      !this.#accessLog ||
+      (this.#accessSample < 1 && outcome !== 'error' && Math.random() >= this.#accessSample)
+    )
+      return
+    this.#log.info(
+      {
+        route: m.route,
+        version: 'shadow',
+        release: m.target.config.release,
+        method: m.method,
+        path: pathOf(m.path),
+        status: status === 0 ? null : status,
+        outcome,
+        duration_ms: Math.round(seconds * 1e6) / 1000,
+        upstream: m.target.upstream.origin,
+      },
+      'shadow',
     )
   }
 

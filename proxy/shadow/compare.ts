@@ -1,0 +1,170 @@
+/**
+ * Comparing a shadow's answer with the primary's, as Diffy does but inside the proxy: status, a chosen
+ * set of headers, and the body — JSON field by field (paths like `items[*].price`), anything else by
+ * hash. Pure functions: no I/O, no clocks.
+ */
+import { createHash } from 'node:crypto'
+
+export interface Answer {
+  readonly status: number
+  /** Lower-cased header name → value (repeated fields joined with ", "). */
+  readonly headers: Readonly<Record<string, string>>
+  /** The whole body, or null when it was larger than the comparison limit. */
+  readonly body: Buffer | null
+}
+
+export interface Difference {
+  /** `status`, `header:NAME`, `body` (non-JSON), or a normalised JSON path such as `items[*].price`. */
+  readonly field: string
+  readonly primary: unknown
+  readonly shadow: unknown
+}
+
+export interface Comparison {
+  readonly differences: Difference[]
+  /** Differences left out because the field is ignored by config or learned to be noisy. */
+  readonly ignored: string[]
+  /** False when a body was too large to compare: only status and headers were. */
+  readonly bodyCompared: boolean
+}
+
+/** Field patterns: exact normalised paths, a trailing `.*`/`[*]` for a whole subtree, `*` for one segment. */
+export class FieldFilter {
+  readonly #exact = new Set<string>()
+  readonly #patterns: RegExp[] = []
+
+  constructor(patterns: readonly string[]) {
+    for (const p of patterns) {
+      if (!p.includes('*')) this.#exact.add(p)
+      else this.#patterns.push(patternToRegExp(p))
+    }
+  }
+
+  has(field: string): boolean {
+    if (this.#exact.has(field)) return true
+    for (const re of this.#patterns) if (re.test(field)) return true
+    // An ignored object or list also ignores everything below it.
+    for (const prefix of this.#exact)
+      if (field.startsWith(`${prefix}.`) || field.startsWith(`${prefix}[`)) return true
+    return false
+  }
+
+  add(field: string): void {
+    this.#exact.add(field)
+  }
+
+  get size(): number {
+    return this.#exact.size + this.#patterns.length
+  }
+
+  list(): string[] {
+    return [...this.#exact]
+  }
+}
+
+function patternToRegExp(pattern: string): RegExp {
+  const escaped = pattern.replace(/[.+?^${}()|\\]/g, '\\$&').replace(/\[\*\]/g, '\\[\\*\\]')
+  // `*` alone is one name segment; a trailing `.*` covers the whole subtree.
+  const body = escaped.replace(/\\\.\*$/, '(\\..*|\\[.*)?').replace(/(^|\\\.)\*(?=\\\.|$)/g, '$1[^.\\[]+')
+  return new RegExp(`^${body}$`)
+}
+
+export function isJson(headers: Readonly<Record<string, string>>): boolean {
+  const type = headers['content-type']
+  return type !== undefined && (type.includes('/json') || type.includes('+json'))
+}
+
+/** Compare two answers. `ignore` holds configured and learned-noisy fields alike. */
+export function compareAnswers(
+  primary: Answer,
+  shadow: Answer,
+  headerNames: readonly string[],
+  ignore: FieldFilter,
+): Comparison {
+  const all: Difference[] = []
+  if (primary.status !== shadow.status)
+    all.push({ field: 'status', primary: primary.status, shadow: shadow.status })
+  for (const name of headerNames) {
+    const a = primary.headers[name]
+    const b = shadow.headers[name]
+    if (a !== b) all.push({ field: `header:${name}`, primary: a ?? null, shadow: b ?? null })
+  }
+  const bodyCompared = primary.body !== null && shadow.body !== null
+  if (bodyCompared) compareBodies(primary, shadow, all)
+  const differences: Difference[] = []
+  const ignored: string[] = []
+  for (const d of all) {
+    if (ignore.has(d.field)) ignored.push(d.field)
+    else differences.push(d)
+  }
+  return { differences, ignored, bodyCompared }
+}
+
+function compareBodies(primary: Answer, shadow: Answer, out: Difference[]): void {
+  const a = primary.body!
+  const b = shadow.body!
+  if (a.equals(b)) return
+  if (isJson(primary.headers) && isJson(shadow.headers)) {
+    const pa = parseJson(a)
+    const pb = parseJson(b)
+    if (pa.ok && pb.ok) {
+      diffJson(pa.value, pb.value, '', out)
+      return
+    }
+  }
+  out.push({ field: 'body', primary: digest(a), shadow: digest(b) })
+}
+
+function parseJson(buf: Buffer): { ok: true; value: unknown } | { ok: false } {
+  try {
+    return { ok: true, value: JSON.parse(buf.toString('utf8')) }
+  } catch {
+    return { ok: false }
+  }
+}
+
+function digest(buf: Buffer): string {
+  return `sha256:${createHash('sha256').update(buf).digest('hex').slice(0, 16)} (${buf.length} bytes)`
+}
+
+const kindOf = (v: unknown) => (v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v)
+
+/** Field-by-field JSON difference; list indices are normalised to `[*]` so paths group across items. */
+export function diffJson(a: unknown, b: unknown, path: string, out: Difference[]): void {
+  const ka = kindOf(a)
+  const kb = kindOf(b)
+  if (ka !== kb) {
+    out.push({ field: path || '$', primary: a, shadow: b })
+    return
+  }
+  if (ka === 'array') {
+    const la = a as unknown[]
+    const lb = b as unknown[]
+    if (la.length !== lb.length)
+      out.push({ field: `${path}.length`.replace(/^\./, ''), primary: la.length, shadow: lb.length })
+    const n = Math.min(la.length, lb.length)
+    for (let i = 0; i < n; i++) diffJson(la[i], lb[i], `${path}[*]`, out)
+    return
+  }
+  if (ka === 'object') {
+    const oa = a as Record<string, unknown>
+    const ob = b as Record<string, unknown>
+    for (const key of new Set([...Object.keys(oa), ...Object.keys(ob)])) {
+      const child = path === '' ? key : `${path}.${key}`
+      if (!(key in oa) || !(key in ob)) out.push({ field: child, primary: oa[key], shadow: ob[key] })
+      else diffJson(oa[key], ob[key], child, out)
+    }
+    return
+  }
+  if (a !== b) out.push({ field: path || '$', primary: a, shadow: b })
+}
+
+/** `/orders/123/items/9f1c…` → `/orders/:id/items/:id`: groups mismatch rates by path pattern. */
+export function pathPattern(path: string): string {
+  const q = path.indexOf('?')
+  const p = q === -1 ? path : path.slice(0, q)
+  return p
+    .split('/')
+    .map((seg) => (seg !== '' && (/^\d+$/.test(seg) || /^[0-9a-f-]{16,}$/i.test(seg)) ? ':id' : seg))
+    .join('/')
+}

@@ -1,0 +1,400 @@
+/**
+ * Shadow mirroring: a sampled copy of a request goes to the route's shadow upstream, its answer is
+ * compared with the primary's and thrown away. The shadow never delays the primary: its body copy is
+ * fed from the primary's stream without ever pausing it (and dropped past `maxBodyBytes`), it has its
+ * own small pool, and when that pool is busy the copy is dropped and counted, never queued.
+ */
+import type { IncomingMessage } from 'node:http'
+import { performance } from 'node:perf_hooks'
+import { PassThrough, pipeline, Transform, type TransformCallback } from 'node:stream'
+import type { Dispatcher } from 'undici'
+import type { ShadowConfig } from '../../config/types.ts'
+import type { VersionMetrics } from '../metrics.ts'
+import type { Backend, VersionState } from '../route-table.ts'
+import type { WeylSequence } from '../split/weighted.ts'
+import type { Upstream } from '../upstreams.ts'
+import { type Answer, compareAnswers, type FieldFilter, pathPattern } from './compare.ts'
+import type { ShadowStats } from './stats.ts'
+
+type Controller = Dispatcher.DispatchController
+
+/** A route's compiled shadow settings (built with the route table). */
+export interface ShadowTarget {
+  readonly route: string
+  readonly config: ShadowConfig
+  readonly upstream: Upstream
+  readonly threshold: number
+  readonly sequence: WeylSequence
+  readonly methods: ReadonlySet<string> | null
+  readonly paths: readonly string[] | null
+  readonly header: string | null
+  readonly state: VersionState
+  readonly stats: ShadowStats
+  readonly ignore: FieldFilter
+  readonly redact: ReadonlySet<string>
+  /** Counter children of veer_shadow_requests_total for this route. */
+  readonly outcomes: {
+    sent: () => void
+    dropped: () => void
+    error: () => void
+    match: () => void
+    mismatch: () => void
+  }
+}
+
+/** What a mirror needs from the proxy. */
+export interface MirrorHost {
+  shadowFinished(m: Mirror, status: number, outcome: string, seconds: number): void
+}
+
+class Capture {
+  status = 0
+  headers: Record<string, string> = {}
+  chunks: Buffer[] = []
+  size = 0
+  overflow = false
+  done = false
+  ok = false
+
+  start(status: number, raw: readonly (Buffer | string)[] | null): void {
+    this.status = status
+    const h: Record<string, string> = {}
+    if (raw) {
+      for (let i = 0; i < raw.length; i += 2) {
+        const name = raw[i]!.toString('latin1').toLowerCase()
+        const value = raw[i + 1]!.toString('latin1')
+        h[name] = h[name] === undefined ? value : `${h[name]}, ${value}`
+      }
+    }
+    this.headers = h
+  }
+
+  data(chunk: Buffer, limit: number): void {
+    if (this.overflow) return
+    this.size += chunk.length
+    if (this.size > limit) {
+      this.overflow = true
+      this.chunks = []
+    } else this.chunks.push(chunk)
+  }
+
+  answer(): Answer {
+    return {
+      status: this.status,
+      headers: this.headers,
+      body: this.overflow ? null : Buffer.concat(this.chunks),
+    }
+  }
+}
+
+/** Feeds the shadow's body copy from the primary's stream; never waits for the shadow. */
+class BodyTee extends Transform {
+  readonly #mirror: Mirror
+  #copy: PassThrough | null
+  #seen = 0
+
+  constructor(mirror: Mirror, copy: PassThrough) {
+    super()
+    this.#mirror = mirror
+    this.#copy = copy
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    const copy = this.#copy
+    if (copy !== null) {
+      this.#seen += chunk.length
+      const limit = this.#mirror.target.config.maxBodyBytes
+      if (this.#seen > limit || copy.writableLength > limit) this.dropCopy()
+      else copy.write(chunk)
+    }
+    cb(null, chunk)
+  }
+
+  override _flush(cb: TransformCallback): void {
+    this.#copy?.end()
+    cb()
+  }
+
+  dropCopy(): void {
+    const copy = this.#copy
+    if (copy === null) return
+    this.#copy = null
+    this.#mirror.drop()
+    copy.destroy()
+  }
+}
+
+class ShadowHandler implements Dispatcher.DispatchHandler {
+  readonly #mirror: Mirror
+  readonly #capture: Capture
+  readonly #onEnd: (ok: boolean) => void
+
+  constructor(mirror: Mirror, capture: Capture, onEnd: (ok: boolean) => void) {
+    this.#mirror = mirror
+    this.#capture = capture
+    this.#onEnd = onEnd
+  }
+
+  onRequestStart(): void {}
+
+  onResponseStart(controller: Controller, status: number): void {
+    if (status >= 200) this.#capture.start(status, controller.rawHeaders as Buffer[] | null)
+  }
+
+  onResponseData(_c: Controller, chunk: Buffer): void {
+    this.#capture.data(chunk, this.#mirror.target.config.maxBodyBytes)
+  }
+
+  onResponseEnd(): void {
+    this.#capture.done = true
+    this.#capture.ok = true
+    this.#onEnd(true)
+  }
+
+  onResponseError(): void {
+    this.#capture.done = true
+    this.#onEnd(false)
+  }
+}
+
+export class Mirror {
+  readonly host: MirrorHost
+  readonly target: ShadowTarget
+  readonly route: string
+  readonly method: string
+  readonly path: string
+  readonly primaryBackend: Backend
+  readonly headers: string[]
+  readonly primary = new Capture()
+  readonly shadow = new Capture()
+  secondary: Capture | null = null
+  /** The primary's body when the request has one: a tee that also feeds the shadow's copy. */
+  primaryBody: Transform | null = null
+  #shadowBody: PassThrough | null = null
+  #shadowStart = 0
+  #shadowSeconds = 0
+  #dropped = false
+  #settled = false
+
+  constructor(
+    host: MirrorHost,
+    target: ShadowTarget,
+    route: string,
+    method: string,
+    path: string,
+    backend: Backend,
+    headers: string[],
+  ) {
+    this.host = host
+    this.target = target
+    this.route = route
+    this.method = method
+    this.path = path
+    this.primaryBackend = backend
+    this.headers = headers
+  }
+
+  drop(): void {
+    this.#dropped = true
+  }
+
+  get dropped(): boolean {
+    return this.#dropped
+  }
+
+  teeBody(req: IncomingMessage): Transform {
+    const copy = new PassThrough()
+    const tee = new BodyTee(this, copy)
+    pipeline(req, tee, (err) => {
+      if (err) tee.dropCopy()
+    })
+    this.#shadowBody = copy
+    this.primaryBody = tee
+    return tee
+  }
+
+  /** Dispatch the shadow request (after the primary's, so the primary goes first). */
+  send(secondaryHeaders: string[] | null): void {
+    const t = this.target
+    t.upstream.inflight++
+    t.stats.sent++
+    t.outcomes.sent()
+    this.#shadowStart = performance.now()
+    t.upstream.pool.dispatch(
+      { path: this.path, method: this.method, headers: this.headers, body: this.#shadowBody },
+      new ShadowHandler(this, this.shadow, (ok) => this.#shadowEnded(ok)),
+    )
+    if (secondaryHeaders !== null) {
+      this.secondary = new Capture()
+      t.stats.noiseChecks.sent++
+      this.primaryBackend.upstream.pool.dispatch(
+        { path: this.path, method: this.method, headers: secondaryHeaders, body: null },
+        new ShadowHandler(this, this.secondary, () => this.#settle()),
+      )
+    }
+  }
+
+  #shadowEnded(ok: boolean): void {
+    this.target.upstream.inflight--
+    const seconds = (performance.now() - this.#shadowStart) / 1000
+    this.#shadowSeconds = seconds
+    if (!ok) {
+      const outcome = this.#dropped ? 'dropped' : 'error'
+      if (this.#dropped) {
+        this.target.stats.dropped++
+        this.target.outcomes.dropped()
+      } else {
+        this.target.stats.errors++
+        this.target.outcomes.error()
+      }
+      this.#record(0, seconds)
+      this.host.shadowFinished(this, 0, outcome, seconds)
+    } else {
+      this.#record(this.shadow.status, seconds)
+    }
+    this.#settle()
+  }
+
+  #record(status: number, seconds: number): void {
+    const metrics: VersionMetrics = this.target.state.metrics
+    metrics.record(status, seconds)
+    this.target.state.window.record(this.#shadowStart, seconds * 1000, status === 0 || status >= 500)
+  }
+
+  // The primary's answer, fed by the exchange that serves the user.
+  primaryStart(status: number, raw: readonly (Buffer | string)[] | null): void {
+    this.primary.start(status, raw)
+  }
+
+  primaryData(chunk: Buffer): void {
+    this.primary.data(chunk, this.target.config.maxBodyBytes)
+  }
+
+  primaryEnd(ok: boolean): void {
+    this.primary.done = true
+    this.primary.ok = ok
+    this.#settle()
+  }
+
+  /** Once every answer is in: learn noise from the secondary, then judge the shadow. */
+  #settle(): void {
+    if (
+      this.#settled ||
+      !this.primary.done ||
+      !this.shadow.done ||
+      (this.secondary !== null && !this.secondary.done)
+    )
+      return
+    this.#settled = true
+    const t = this.target
+    const stats = t.stats
+    const compare = t.config.compare
+    const primary = this.primary.ok ? this.primary.answer() : null
+    if (primary !== null && this.secondary?.ok) {
+      stats.noiseChecks.compared++
+      const same = compareAnswers(primary, this.secondary.answer(), compare.headers, t.ignore)
+      for (const d of same.differences) stats.noise.add(d.field)
+    }
+    if (!this.shadow.ok) return // its failure was counted and logged when it ended
+    if (primary === null || !compare.enabled) {
+      this.host.shadowFinished(this, this.shadow.status, 'answered', this.#shadowSeconds)
+      return
+    }
+    const result = compareAnswers(primary, this.shadow.answer(), compare.headers, {
+      has: (field: string) => t.ignore.has(field) || stats.noise.has(field),
+    } as FieldFilter)
+    const mismatch = result.differences.length > 0
+    stats.countComparison(pathPattern(this.path), mismatch)
+    if (mismatch) {
+      t.outcomes.mismatch()
+      stats.keepDiff(
+        {
+          time: new Date().toISOString(),
+          route: this.route,
+          method: this.method,
+          path: this.path.split('?')[0]!,
+          request: this.#redacted(pairs(this.headers)),
+          primary: {
+            version: this.primaryBackend.version,
+            status: this.primary.status,
+            headers: this.#redacted(this.primary.headers),
+          },
+          shadow: {
+            release: t.config.release,
+            status: this.shadow.status,
+            headers: this.#redacted(this.shadow.headers),
+          },
+          differences: result.differences.slice(0, 50),
+          ignored: result.ignored,
+        },
+        compare.maxDiffs,
+      )
+    } else t.outcomes.match()
+    this.host.shadowFinished(this, this.shadow.status, mismatch ? 'mismatch' : 'match', this.#shadowSeconds)
+  }
+
+  #redacted(headers: Record<string, string>): Record<string, string> {
+    const out: Record<string, string> = {}
+    for (const [k, v] of Object.entries(headers)) out[k] = this.target.redact.has(k) ? '[redacted]' : v
+    return out
+  }
+}
+
+function pairs(flat: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (let i = 0; i < flat.length; i += 2)
+    out[flat[i]!] = out[flat[i]!] === undefined ? flat[i + 1]! : `${out[flat[i]!]}, ${flat[i + 1]}`
+  return out
+}
+
+/**
+ * Decide whether this request is mirrored and, if so, prepare the mirror (the caller dispatches the
+ * primary with `mirror.primaryBody ?? req`, then calls `mirror.send()`). Returns null when not mirrored.
+ */
+export function startMirror(
+  host: MirrorHost,
+  t: ShadowTarget,
+  req: IncomingMessage,
+  upstreamHeaders: readonly string[],
+  hasBody: boolean,
+  backend: Backend,
+): { mirror: Mirror; secondary: string[] | null } | null {
+  if (t.threshold === 0 || t.sequence.next() >= t.threshold) return null
+  const method = req.method!
+  const path = req.url!
+  if (t.methods !== null && !t.methods.has(method)) return null
+  if (t.paths !== null && !t.paths.some((p) => path.startsWith(p))) return null
+  const cfg = t.config
+  if (
+    t.upstream.inflight >= cfg.maxInflight ||
+    (hasBody && contentLength(upstreamHeaders) > cfg.maxBodyBytes)
+  ) {
+    t.stats.dropped++
+    t.outcomes.dropped()
+    return null
+  }
+  const headers = upstreamHeaders.slice()
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i] === 'host' && cfg.hostSuffix !== '')
+      headers[i + 1] = withHostSuffix(headers[i + 1]!, cfg.hostSuffix)
+  }
+  if (t.header !== null) headers.push(t.header, '1')
+  const mirror = new Mirror(host, t, t.route, method, path, backend, headers)
+  if (hasBody) mirror.teeBody(req)
+  const safe = !hasBody && (method === 'GET' || method === 'HEAD')
+  const secondary =
+    safe && cfg.compare.enabled && Math.random() < cfg.compare.noiseSample ? upstreamHeaders.slice() : null
+  return { mirror, secondary }
+}
+
+function contentLength(headers: readonly string[]): number {
+  for (let i = 0; i < headers.length; i += 2)
+    if (headers[i] === 'content-length') return Number(headers[i + 1])
+  return 0
+}
+
+/** `shop.example.com:8080` + `-shadow` → `shop.example.com-shadow:8080` (as Istio and Envoy do). */
+export function withHostSuffix(host: string, suffix: string): string {
+  const colon = host.startsWith('[') ? host.indexOf(']:') + 1 : host.lastIndexOf(':')
+  return colon > 0 ? `${host.slice(0, colon)}${suffix}${host.slice(colon)}` : `${host}${suffix}`
+}
