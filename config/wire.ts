@@ -1,0 +1,62 @@
+/**
+ * The wire protocol between `veer proxy` and `veer control` (JSON over HTTP, bearer token with the
+ * `proxy` role). The two processes meet only here: proxy/ never imports control/, and both import this.
+ *
+ * Flow (proxy side, proxy/control-link.ts):
+ *   1. POST /v1/proxies/register   RegisterRequest  → RegisterResponse   (on start and after every reconnect)
+ *   2. GET  /v1/proxies/{id}/watch?revision=N       → WatchResponse (200) as soon as control's revision > N,
+ *      or 204 after ~20 s with nothing new (long-poll; the proxy asks again at once)
+ *   3. POST /v1/proxies/{id}/ack   AckRequest       → 204   (after applying, or failing to apply, a revision)
+ *   4. POST /v1/proxies/{id}/report ReportRequest   → 204   (every second: per route and version outcomes)
+ * A proxy that has not reported for 10 s is no longer "live" and does not hold up a rollout step.
+ */
+
+/** Weights and identity of one route as control holds it. `version` is the route's config version (ETag). */
+export interface RouteWeights {
+  readonly version: number
+  /** Canary share in percent, 0..100; stable gets the rest. */
+  readonly canary: number
+}
+
+export interface AnnouncedRoute {
+  readonly name: string
+  readonly stable: { readonly url: string; readonly release: string }
+  readonly canary: { readonly url: string; readonly release: string } | null
+  /** The weight in the proxy's own config: control adopts it only for a route it does not know yet. */
+  readonly canaryWeight: number
+}
+
+export interface RegisterRequest {
+  /** Stable for the life of the proxy process: host name, pid and start time. */
+  readonly id: string
+  readonly routes: readonly AnnouncedRoute[]
+  /** The control revision the proxy last applied (from its last-known-good file), or 0. */
+  readonly appliedRevision: number
+}
+
+export interface RegisterResponse {
+  readonly revision: number
+  readonly routes: Readonly<Record<string, RouteWeights>>
+}
+
+export type WatchResponse = RegisterResponse
+
+export interface AckRequest {
+  readonly revision: number
+  /** Null when applied; else why the proxy refused it (as Envoy's xDS NACK carries error_detail). */
+  readonly error: string | null
+}
+
+/** Mergeable outcome counts of one version over the last report interval (bucket layout of proxy/analysis/window.ts). */
+export interface VersionReport {
+  readonly requests: number
+  readonly errors: number
+  /** Latency histogram counts, index = bucket of proxy/analysis/window.ts `bucketOf(ms)`; trailing zeros may be cut. */
+  readonly latency: readonly number[]
+}
+
+export interface ReportRequest {
+  readonly revision: number
+  readonly intervalMs: number
+  readonly routes: Readonly<Record<string, { readonly stable: VersionReport; readonly canary: VersionReport | null }>>
+}
