@@ -78,7 +78,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   onResponseStart(
     controller: Controller,
     statusCode: number,
-    _headers: unknown,
+    headers: Record<string, string | string[] | undefined>,
     statusMessage?: string,
   ): void {
     // 1xx informational answers are not forwarded; Node answers a client's 100-continue itself.
@@ -86,10 +86,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.status = statusCode
     const upstream = this.backend.upstream
     if (upstream.failures !== 0) upstream.connectSucceeded()
-    const out = this.host.decorate(
-      responseHeaders((controller.rawHeaders as Buffer[]) ?? [], []),
-      this.backend,
-    )
+    const out = this.host.decorate(responseHeaders(headers, []), this.backend)
     const res = this.res
     try {
       res.writeHead(statusCode, statusMessage || undefined, out)

@@ -179,28 +179,39 @@ function quoteIfNeeded(host: string): string {
   return host.includes(':') || host.includes('[') ? `"${host}"` : host
 }
 
+/** Connection values that name no field: the common case needs no token parsing. */
+const PLAIN_CONNECTION: Record<string, true> = {
+  'keep-alive': true,
+  close: true,
+  'Keep-Alive': true,
+  Close: true,
+}
+
 /**
- * Response fields for the client: upstream raw headers minus hop-by-hop and Connection-named ones,
- * as the flat [name, value, …] list `writeHead` takes.
+ * Response fields for the client: the upstream's fields (undici's parsed object: lower-case names, a
+ * list for a repeated field) minus hop-by-hop and Connection-named ones, as the flat [name, value, …]
+ * list `writeHead` takes. Reading the parsed object avoids a second Buffer → string pass over the raw
+ * head; names go out in lower case, as Envoy sends them.
  */
-export function responseHeaders(raw: readonly (Buffer | string)[], out: string[]): string[] {
-  let connection: string | undefined
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!.toString('latin1')
-    const value = raw[i + 1]!.toString('latin1')
-    const lower = name.toLowerCase()
-    if (HOP_BY_HOP[lower] === true) {
-      if (lower === 'connection') connection = value
+export function responseHeaders(
+  fields: Record<string, string | string[] | undefined>,
+  out: string[],
+): string[] {
+  let connection: string | string[] | undefined
+  for (const name in fields) {
+    const value = fields[name]
+    if (value === undefined) continue
+    if (HOP_BY_HOP[name] === true) {
+      if (name === 'connection') connection = value
       continue
     }
-    out.push(name, value)
+    out.push(name, value as string)
   }
-  if (connection !== undefined) {
-    const tokens = connectionTokens(connection)
+  if (connection !== undefined && (typeof connection !== 'string' || PLAIN_CONNECTION[connection] !== true)) {
+    const tokens = connectionTokens(typeof connection === 'string' ? connection : connection.join(','))
     if (tokens !== null) {
       const kept: string[] = []
-      for (let i = 0; i < out.length; i += 2)
-        if (!tokens.has(out[i]!.toLowerCase())) kept.push(out[i]!, out[i + 1]!)
+      for (let i = 0; i < out.length; i += 2) if (!tokens.has(out[i]!)) kept.push(out[i]!, out[i + 1]!)
       return kept
     }
   }
@@ -211,7 +222,8 @@ export function responseHeaders(raw: readonly (Buffer | string)[], out: string[]
 export function appendVia(out: string[], via: string): void {
   for (let i = 0; i < out.length; i += 2) {
     if (out[i]!.length === 3 && out[i]!.toLowerCase() === 'via') {
-      out[i + 1] = `${out[i + 1]}, ${via}`
+      const prior = out[i + 1] as string | string[]
+      out[i + 1] = `${typeof prior === 'string' ? prior : prior.join(', ')}, ${via}`
       return
     }
   }

@@ -77,17 +77,14 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
   }
 
   onResponseStart(
-    controller: Controller,
+    _controller: Controller,
     statusCode: number,
-    _headers: unknown,
+    headers: Record<string, string | string[] | undefined>,
     statusMessage?: string,
   ): void {
     if (statusCode < 200) return
     this.#record(statusCode)
-    const fields = this.#host.decorate(
-      responseHeaders((controller.rawHeaders as Buffer[]) ?? [], []),
-      this.#backend,
-    )
+    const fields = this.#host.decorate(responseHeaders(headers, []), this.#backend)
     fields.push('connection', 'close')
     this.#answered = true
     this.#client.write(head(statusCode, statusMessage || 'Upgrade Refused', fields))
