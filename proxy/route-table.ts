@@ -35,6 +35,7 @@ function compileShadow(rc: RouteConfig, states: RouteStates): ShadowTarget {
     methods: sh.methods.length > 0 ? new Set(sh.methods.map((m) => m.toUpperCase())) : null,
     paths: sh.paths.length > 0 ? [...sh.paths] : null,
     header: sh.header === '' ? null : sh.header.toLowerCase(),
+    preserveHost: rc.preserveHost,
     state: states.version(rc.name, 'shadow'),
     stats: states.shadowStats(rc.name),
     ignore: new FieldFilter(sh.compare.ignore),

@@ -28,6 +28,8 @@ export interface ShadowTarget {
   readonly methods: ReadonlySet<string> | null
   readonly paths: readonly string[] | null
   readonly header: string | null
+  /** The route's preserveHost: false sends the shadow its own upstream's host, as the primary gets its. */
+  readonly preserveHost: boolean
   readonly state: VersionState
   readonly stats: ShadowStats
   readonly ignore: FieldFilter
@@ -92,6 +94,8 @@ class BodyTee extends Transform {
   readonly #mirror: Mirror
   #copy: PassThrough | null
   #seen = 0
+  /** The whole request body has passed (and the copy, if still kept, was ended). */
+  passed = false
 
   constructor(mirror: Mirror, copy: PassThrough) {
     super()
@@ -111,6 +115,7 @@ class BodyTee extends Transform {
   }
 
   override _flush(cb: TransformCallback): void {
+    this.passed = true
     this.#copy?.end()
     cb()
   }
@@ -121,6 +126,19 @@ class BodyTee extends Transform {
     this.#copy = null
     this.#mirror.drop()
     copy.destroy()
+  }
+
+  /**
+   * The primary ended before reading the whole body (it failed to connect, or answered early): nothing
+   * reads this tee any more, so `req` would stay paused behind it, the shadow copy would wait for the
+   * rest forever (holding an in-flight slot and the drain), and the client's connection would stall.
+   * Drop the copy and let `req` go as Node lets an unread body go without a mirror: discarded.
+   */
+  abandon(req: IncomingMessage): void {
+    if (this.passed) return
+    this.dropCopy()
+    req.unpipe(this)
+    req.resume()
   }
 }
 
@@ -142,7 +160,8 @@ class ShadowHandler implements Dispatcher.DispatchHandler {
   }
 
   onResponseData(_c: Controller, chunk: Buffer): void {
-    this.#capture.data(chunk, this.#mirror.target.config.maxBodyBytes)
+    const cfg = this.#mirror.target.config
+    if (cfg.compare.enabled) this.#capture.data(chunk, cfg.maxBodyBytes)
   }
 
   onResponseEnd(): void {
@@ -170,6 +189,8 @@ export class Mirror {
   secondary: Capture | null = null
   /** The primary's body when the request has one: a tee that also feeds the shadow's copy. */
   primaryBody: Transform | null = null
+  #tee: BodyTee | null = null
+  #req: IncomingMessage | null = null
   #shadowBody: PassThrough | null = null
   #shadowStart = 0
   #shadowSeconds = 0
@@ -209,6 +230,8 @@ export class Mirror {
       if (err) tee.dropCopy()
     })
     this.#shadowBody = copy
+    this.#tee = tee
+    this.#req = req
     this.primaryBody = tee
     return tee
   }
@@ -241,13 +264,15 @@ export class Mirror {
     if (!ok) {
       const outcome = this.#dropped ? 'dropped' : 'error'
       if (this.#dropped) {
+        // The proxy cut it (its body copy went past maxBodyBytes, or the primary stopped reading it): not
+        // the shadow's failure, so it stays out of the shadow's error counts and analysis window.
         this.target.stats.dropped++
         this.target.outcomes.dropped()
       } else {
         this.target.stats.errors++
         this.target.outcomes.error()
+        this.#record(0, seconds)
       }
-      this.#record(0, seconds)
       this.host.shadowFinished(this, 0, outcome, seconds)
     } else {
       this.#record(this.shadow.status, seconds)
@@ -258,7 +283,7 @@ export class Mirror {
   #record(status: number, seconds: number): void {
     const metrics: VersionMetrics = this.target.state.metrics
     metrics.record(status, seconds)
-    this.target.state.window.record(this.#shadowStart, seconds * 1000, status === 0 || status >= 500)
+    this.target.state.window.record(performance.now(), seconds * 1000, status === 0 || status >= 500)
   }
 
   // The primary's answer, fed by the exchange that serves the user.
@@ -267,12 +292,14 @@ export class Mirror {
   }
 
   primaryData(chunk: Buffer): void {
-    this.primary.data(chunk, this.target.config.maxBodyBytes)
+    // Bodies are kept only to be compared.
+    if (this.target.config.compare.enabled) this.primary.data(chunk, this.target.config.maxBodyBytes)
   }
 
   primaryEnd(ok: boolean): void {
     this.primary.done = true
     this.primary.ok = ok
+    if (this.#tee !== null) this.#tee.abandon(this.#req!)
     this.#settle()
   }
 
@@ -374,9 +401,12 @@ export function startMirror(
     return null
   }
   const headers = upstreamHeaders.slice()
-  for (let i = 0; i < headers.length; i += 2) {
-    if (headers[i] === 'host' && cfg.hostSuffix !== '')
-      headers[i + 1] = withHostSuffix(headers[i + 1]!, cfg.hostSuffix)
+  if (!t.preserveHost || cfg.hostSuffix !== '') {
+    for (let i = 0; i < headers.length; i += 2) {
+      if (headers[i] !== 'host') continue
+      const host = t.preserveHost ? headers[i + 1]! : t.upstream.host
+      headers[i + 1] = cfg.hostSuffix === '' ? host : withHostSuffix(host, cfg.hostSuffix)
+    }
   }
   if (t.header !== null) headers.push(t.header, '1')
   const mirror = new Mirror(host, t, t.route, method, path, backend, headers)
