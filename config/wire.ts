@@ -58,5 +58,7 @@ export interface VersionReport {
 export interface ReportRequest {
   readonly revision: number
   readonly intervalMs: number
-  readonly routes: Readonly<Record<string, { readonly stable: VersionReport; readonly canary: VersionReport | null }>>
+  readonly routes: Readonly<
+    Record<string, { readonly stable: VersionReport; readonly canary: VersionReport | null }>
+  >
 }

@@ -1,6 +1,7 @@
 /** The admin listener: /healthz, /readyz, /metrics, /v1/config, /v1/stats. */
 import { createServer, type Server, type ServerResponse } from 'node:http'
 import { performance } from 'node:perf_hooks'
+import type { ControlStatus } from './control-link.ts'
 import type { ProxyMetrics } from './metrics.ts'
 import type { Backend, RouteTable } from './route-table.ts'
 
@@ -8,6 +9,8 @@ export interface AdminSource {
   readonly table: RouteTable
   readonly draining: boolean
   readonly configHash: string
+  /** The link to veer control; null when the proxy runs on its file alone. */
+  readonly control: ControlStatus | null
 }
 
 function json(res: ServerResponse, status: number, body: unknown): void {
@@ -63,6 +66,7 @@ function configView(source: AdminSource): unknown {
   return {
     version: table.generation,
     hash: source.configHash,
+    ...(source.control === null ? {} : { control: source.control }),
     routes: table.routes.map((r) => ({
       name: r.name,
       match: r.config.match,

@@ -1,4 +1,5 @@
 /** `veer proxy` flags: the contract's quick-start flags, or `--config FILE` (with --listen/--admin overrides). */
+import { readFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { type Issue, type LoadResult, loadConfigFile, validateConfig } from '../config/load.ts'
 
@@ -18,8 +19,9 @@ Quick start, one route named "default" (not with --config):
   --shadow-percent N     percent of requests mirrored, 0..100 (default 100 with --shadow)
   --sticky-header NAME   the hash of this header's value picks the version (one user, one version)
   --allow-override       honour x-veer-version: stable|canary from testers
-  --control URL          follow weights from a veer control process
-  --token-file FILE      token for --control (or VEER_TOKEN)
+  --control URL          follow the weights of a veer control process (their source of truth then)
+  --token-file FILE      file holding the token for --control (or set VEER_TOKEN)
+  --state-dir DIR        keeps control's last weights across restarts (default ./.veer-proxy)
   -h, --help             this help
 `
 
@@ -45,11 +47,20 @@ const ROUTE_FLAGS = [
   'allow-override',
 ] as const
 
+export interface ControlArgs {
+  url: string
+  stateDir: string
+  /** Reads the token (from --token-file or VEER_TOKEN); a FlagError when it cannot. */
+  token: () => Promise<string>
+}
+
 export interface ProxyArgs {
   help: boolean
   configPath: string | null
   /** Loads (and on reload re-loads) the configuration these flags describe. */
   load: () => Promise<LoadResult>
+  /** `--control` and its token and state dir; null without --control. */
+  control: ControlArgs | null
 }
 
 export class FlagError extends Error {}
@@ -61,7 +72,7 @@ function numeric(text: string | undefined): number | string | undefined {
   return text.trim() !== '' && Number.isFinite(n) ? n : text
 }
 
-export function parseProxyArgs(argv: string[]): ProxyArgs {
+export function parseProxyArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): ProxyArgs {
   let values: Record<string, string | boolean | undefined>
   try {
     ;({ values } = parseArgs({
@@ -81,6 +92,7 @@ export function parseProxyArgs(argv: string[]): ProxyArgs {
         'allow-override': { type: 'boolean' },
         control: { type: 'string' },
         'token-file': { type: 'string' },
+        'state-dir': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }))
@@ -88,11 +100,7 @@ export function parseProxyArgs(argv: string[]): ProxyArgs {
     throw new FlagError(`${(err as Error).message.split('\n')[0]}; see veer proxy --help`)
   }
   const help = values.help === true
-  if (values.control !== undefined || values['token-file'] !== undefined) {
-    throw new FlagError(
-      '--control: following a control process is not available in this build yet; set weights with --canary-weight or the config file',
-    )
-  }
+  const control = help ? null : controlArgs(values, env)
   const overrides: Record<string, unknown> = {}
   if (values.listen !== undefined) overrides.listen = values.listen
   if (values.admin !== undefined) overrides.admin = values.admin
@@ -103,7 +111,7 @@ export function parseProxyArgs(argv: string[]): ProxyArgs {
       throw new FlagError(
         `--${clash}: quick-start route flags cannot be combined with --config; put the route in the config file`,
       )
-    return { help, configPath, load: () => loadConfigFile(configPath, overrides) }
+    return { help, configPath, load: () => loadConfigFile(configPath, overrides), control }
   }
   if (!help && values.stable === undefined) {
     throw new FlagError(
@@ -130,7 +138,52 @@ export function parseProxyArgs(argv: string[]): ProxyArgs {
   const raw = { ...overrides, routes: [route] }
   const result = validateConfig(raw)
   const named: LoadResult = result.ok ? result : { ok: false, issues: result.issues.map(renameFlag) }
-  return { help, configPath: null, load: () => Promise.resolve(named) }
+  return { help, configPath: null, load: () => Promise.resolve(named), control }
+}
+
+function controlArgs(
+  values: Record<string, string | boolean | undefined>,
+  env: NodeJS.ProcessEnv,
+): ControlArgs | null {
+  const url = values.control as string | undefined
+  const tokenFile = values['token-file'] as string | undefined
+  if (url === undefined) {
+    if (tokenFile !== undefined) throw new FlagError('--token-file needs --control URL')
+    return null
+  }
+  let parsed: URL | null = null
+  try {
+    parsed = new URL(url)
+  } catch {}
+  if (parsed === null || !/^https?:$/.test(parsed.protocol) || parsed.search !== '' || parsed.hash !== '') {
+    throw new FlagError(
+      `--control must be the http:// or https:// URL of veer control, e.g. http://127.0.0.1:9900 (got ${JSON.stringify(url)})`,
+    )
+  }
+  const envToken = env.VEER_TOKEN?.trim() ?? ''
+  if (tokenFile === undefined && envToken === '') {
+    throw new FlagError('--control needs a token: pass --token-file FILE or set VEER_TOKEN')
+  }
+  if (tokenFile === undefined && /\s/.test(envToken))
+    throw new FlagError('VEER_TOKEN must hold just the token')
+  const token = async () => {
+    if (tokenFile === undefined) return envToken
+    let text: string
+    try {
+      text = await readFile(tokenFile, 'utf8')
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException
+      throw new FlagError(
+        `--token-file: cannot read ${tokenFile} (${e.code === 'ENOENT' ? 'no such file' : (e.code ?? e.message)})`,
+      )
+    }
+    const value = text.trim()
+    if (value === '') throw new FlagError(`--token-file: ${tokenFile} is empty; put the proxy's token in it`)
+    if (/\s/.test(value))
+      throw new FlagError(`--token-file: ${tokenFile} must hold just the token, on one line`)
+    return value
+  }
+  return { url, stateDir: (values['state-dir'] as string | undefined) ?? '.veer-proxy', token }
 }
 
 function renameFlag(issue: Issue): Issue {

@@ -12,6 +12,9 @@ import { formatIssue, type LoadResult } from '../config/load.ts'
 import type { ProxyConfig } from '../config/types.ts'
 import { createAdminServer } from './admin.ts'
 import { PROXY_HELP, parseProxyArgs } from './args.ts'
+import { openKnownGood } from './control-cache.ts'
+import { ControlLink } from './control-link.ts'
+import { announcedRoutes, sameWeights, withWeights } from './control-weights.ts'
 import { createLogger } from './log.ts'
 import { ProxyMetrics } from './metrics.ts'
 import { compileRoutes, RouteStates } from './route-table.ts'
@@ -27,9 +30,20 @@ export async function runProxy(argv: string[]): Promise<void> {
     process.stdout.write(PROXY_HELP)
     return
   }
+  const control = parsed.control && {
+    url: parsed.control.url,
+    stateDir: parsed.control.stateDir,
+    token: await parsed.control.token(),
+  }
   const first = await parsed.load()
   if (!first.ok) throw new UsageError(first.issues.map(formatIssue).join('\n'))
-  await startProxy(first.config, parsed.load, parsed.configPath)
+  await startProxy(first.config, parsed.load, parsed.configPath, control)
+}
+
+export interface ControlOptions {
+  readonly url: string
+  readonly token: string
+  readonly stateDir: string
 }
 
 function some<T>(items: Iterable<T>, test: (item: T) => boolean): boolean {
@@ -55,19 +69,55 @@ export async function startProxy(
   config: ProxyConfig,
   reloadSource: () => Promise<LoadResult>,
   configPath: string | null,
+  control: ControlOptions | null = null,
 ): Promise<void> {
   const log = createLogger(config.log.level)
+  // With --control, the weights last applied from control (the last-known-good file) serve from the
+  // first request: a proxy restarted while control is away comes up on them, not on its file's.
+  const lastKnown = control && (await openKnownGood(control.stateDir, config, log))
+  if (typeof lastKnown === 'string') throw new UsageError(`--state-dir: ${lastKnown}`)
+  // The file's config; the table's is this with control's weights on top.
+  let fileConfig = config
   const metrics = new ProxyMetrics()
   const pools = new UpstreamPools()
   const states = new RouteStates(metrics, pools, log)
   let generation = 1
-  const proxy = new ProxyServer(compileRoutes(generation, config, states), log, await createTracing(log))
+  const first = compileRoutes(generation, lastKnown?.config ?? config, states)
+  const proxy = new ProxyServer(first, log, await createTracing(log))
+  const link =
+    control &&
+    new ControlLink({
+      url: control.url,
+      token: control.token,
+      cache: lastKnown!.cache,
+      log,
+      known: lastKnown!.known,
+      host: {
+        get table() {
+          return proxy.table
+        },
+        announce: () => announcedRoutes(fileConfig),
+        apply: (revision, weights) => {
+          const next = withWeights(fileConfig, weights)
+          if (!next.ok) return next.issues.map(formatIssue).join('; ')
+          if (sameWeights(next.config, proxy.table.config)) return null
+          generation++
+          proxy.swap(compileRoutes(generation, next.config, states))
+          log.info({ configVersion: generation, revision, trigger: 'control' }, 'config applied')
+          log.flush()
+          return null
+        },
+      },
+    })
   const admin = {
     get table() {
       return proxy.table
     },
     get draining() {
       return proxy.draining
+    },
+    get control() {
+      return link?.status() ?? null
     },
     configHash: hashOf(config),
   }
@@ -114,6 +164,18 @@ export async function startProxy(
       }
       const hash = hashOf(next.config)
       if (hash === admin.configHash) return
+      // Control stays the source of truth: its weights go on top of the new file too.
+      const weighted = withWeights(next.config, link?.weights ?? null)
+      if (!weighted.ok) {
+        for (const issue of weighted.issues) {
+          log.error(
+            { field: issue.path, reason: issue.message, trigger: why },
+            'config rejected, keeping the current one',
+          )
+        }
+        log.flush()
+        return
+      }
       if (
         next.config.listen.port !== config.listen.port ||
         next.config.admin.port !== config.admin.port ||
@@ -122,8 +184,10 @@ export async function startProxy(
         log.warn({ trigger: why }, 'listen and admin addresses change only on restart; the rest is applied')
       }
       generation++
-      proxy.swap(compileRoutes(generation, next.config, states))
+      proxy.swap(compileRoutes(generation, weighted.config, states))
+      fileConfig = next.config
       admin.configHash = hash
+      link?.reannounce()
       log.info({ configVersion: generation, hash, trigger: why }, 'config applied')
       log.flush()
     })
@@ -183,11 +247,13 @@ export async function startProxy(
     await closed
     adminServer.close()
     adminServer.closeAllConnections()
+    await link?.stop()
     await pools.closeAll()
     log.info({ signal }, 'veer proxy stopped')
     log.flush()
     process.exit(0)
   }
+  link?.start()
   process.on('SIGTERM', () => void drain('SIGTERM'))
   process.on('SIGINT', () => void drain('SIGINT'))
   // Only now, with every signal handled: a SIGTERM right after this line drains rather than kills.
@@ -197,6 +263,7 @@ export async function startProxy(
       admin: `${adminAddress.address}:${adminAddress.port}`,
       routes: config.routes.map((r) => r.name),
       configVersion: generation,
+      control: link ? { url: link.url, id: link.id, revision: link.revision } : undefined,
     },
     'veer proxy started',
   )

@@ -175,11 +175,13 @@ export class ProxyServer implements ExchangeHost, MirrorHost {
 
   finished(ex: Exchange): void {
     this.#inflight--
-    const seconds = (performance.now() - ex.start) / 1000
+    const end = performance.now()
+    const seconds = (end - ex.start) / 1000
     const status = ex.error === null || (ex.error === 'client_closed' && ex.status !== 0) ? ex.status : 0
     const state = ex.backend.state
     state.metrics.record(status, seconds)
-    state.window.record(ex.start, seconds * 1000, status === 0 || status >= 500)
+    // Counted in the second it ends, so a second that has passed is final when control-link.ts reports it.
+    state.window.record(end, seconds * 1000, status === 0 || status >= 500)
     if (this.#tracing !== null) this.#tracing.end(ex, status)
     if (
       this.#accessLog &&

@@ -34,6 +34,14 @@ class Slot {
   }
 }
 
+/** The outcomes of one second; merge by adding (see config/wire.ts VersionReport). */
+export interface SecondCounts {
+  requests: number
+  errors: number
+  /** Counts by bucket of `bucketOf(ms)`, trailing zeros cut. */
+  latency: number[]
+}
+
 export interface WindowSummary {
   requests: number
   errors: number
@@ -60,6 +68,18 @@ export class OutcomeWindow {
     slot.count++
     if (isError) slot.errors++
     slot.latency[bucketOf(latencyMs)]!++
+  }
+
+  /**
+   * What was recorded in `second` (`Math.floor(nowMs / 1000)` of the record clock): final once that
+   * second has passed; zeros when nothing was, or when the window has since reused its slot.
+   */
+  countsAt(second: number): SecondCounts {
+    const slot = second < 0 ? undefined : this.#slots[second % this.seconds]!
+    if (slot === undefined || slot.second !== second) return { requests: 0, errors: 0, latency: [] }
+    let end = BUCKETS
+    while (end > 0 && slot.latency[end - 1] === 0) end--
+    return { requests: slot.count, errors: slot.errors, latency: Array.from(slot.latency.subarray(0, end)) }
   }
 
   summary(nowMs: number): WindowSummary {

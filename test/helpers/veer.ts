@@ -33,9 +33,12 @@ export interface RunResult {
 }
 
 /** Run `veer ARGS` to completion (for commands expected to fail fast). */
-export function runVeer(args: string[], timeoutMs = 10_000): Promise<RunResult> {
+export function runVeer(args: string[], timeoutMs = 10_000, env: NodeJS.ProcessEnv = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [VEER_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, [VEER_BIN, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...env },
+    })
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (d) => (stdout += d))

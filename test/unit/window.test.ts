@@ -33,4 +33,25 @@ describe('outcome window', () => {
     expect(w.summary(8_000).requests).toBe(1)
     expect(w.summary(20_000)).toMatchObject({ requests: 0, p99Ms: null })
   })
+
+  it('gives the counts of one past second, and zeros once its slot is reused', () => {
+    const w = new OutcomeWindow(5)
+    w.record(5_000, 1, false)
+    w.record(5_999, 30, true)
+    w.record(6_000, 2, false)
+    const five = w.countsAt(5)
+    expect(five).toMatchObject({ requests: 2, errors: 1 })
+    expect(five.latency).toHaveLength(bucketOf(30) + 1) // trailing zeros cut
+    expect(five.latency[bucketOf(1)]).toBe(1)
+    expect(five.latency[bucketOf(30)]).toBe(1)
+    expect(five.latency.reduce((a, b) => a + b, 0)).toBe(2)
+    expect(w.countsAt(6)).toMatchObject({ requests: 1, errors: 0 })
+    expect(w.countsAt(4)).toEqual({ requests: 0, errors: 0, latency: [] })
+    expect(w.countsAt(-1)).toEqual({ requests: 0, errors: 0, latency: [] })
+    five.latency[0] = 99 // a copy: the window is not changed through it
+    expect(w.countsAt(5).latency[0]).toBe(0)
+    w.record(10_500, 1, false) // second 10 reuses the ring slot of second 5
+    expect(w.countsAt(5)).toEqual({ requests: 0, errors: 0, latency: [] })
+    expect(w.countsAt(10).requests).toBe(1)
+  })
 })
