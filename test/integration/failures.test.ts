@@ -5,34 +5,25 @@
  */
 import { createServer, type Server, type Socket } from 'node:net'
 import { request } from 'undici'
-import { afterEach, describe, expect, it } from 'vitest'
-import { deadPort, type Handler, startUpstream, type Upstream } from '../helpers/upstream.ts'
-import { startVeer, type VeerProcess, writeConfig } from '../helpers/veer.ts'
+import { describe, expect, it } from 'vitest'
+import { testBed, waitUntil } from '../helpers/bed.ts'
+import { deadPort, type Handler } from '../helpers/upstream.ts'
+import type { VeerProcess } from '../helpers/veer.ts'
 import { closeRawClients, RawClient, rawRequest, within } from './raw-http.ts'
 
-let upstreams: Upstream[] = []
 let veer: VeerProcess | undefined
 /** Raw TCP upstreams (for answers an HTTP server cannot be made to send) and their connections. */
 let tcpServers: Server[] = []
 const tcpSockets = new Set<Socket>()
 
-afterEach(async () => {
+const bed = testBed(async () => {
   closeRawClients()
   for (const s of tcpSockets) s.destroy()
   tcpSockets.clear()
   await Promise.all(tcpServers.map((s) => new Promise((resolve) => s.close(resolve))))
   tcpServers = []
-  await veer?.stop()
-  veer = undefined
-  await Promise.all(upstreams.map((u) => u.close()))
-  upstreams = []
 })
-
-async function upstream(name: string, handler?: Handler): Promise<Upstream> {
-  const u = await startUpstream(name, handler)
-  upstreams.push(u)
-  return u
-}
+const upstream = bed.upstream
 
 interface Answer {
   status: number
@@ -65,15 +56,11 @@ async function requestsTotal(adminUrl: string, version: string, code: string): P
   return line === undefined ? 0 : Number(line.split(' ').pop())
 }
 
-/** A proxy process on ephemeral ports with one route `default`; no shutdown grace, so tests stop fast. */
 async function startProxy(
   route: Record<string, unknown>,
   top: Record<string, unknown> = {},
 ): Promise<VeerProcess> {
-  veer = await startVeer([
-    '--config',
-    writeConfig({ shutdown: { grace: 0 }, ...top, routes: [{ name: 'default', ...route }] }),
-  ])
+  veer = await bed.proxy(route, top)
   return veer
 }
 
@@ -177,15 +164,6 @@ describe('more failure answers', () => {
     expect(stable.seen).toHaveLength(1)
   })
 })
-
-/** Wait (bounded) for a condition another event source makes true. */
-async function waitUntil(test: () => boolean, ms = 5000): Promise<void> {
-  const until = Date.now() + ms
-  while (!test()) {
-    if (Date.now() > until) throw new Error('condition not met in time')
-    await new Promise((r) => setTimeout(r, 10))
-  }
-}
 
 describe('passive ejection', () => {
   it('a stable-only route to a dead port answers 503 no_healthy_upstream after ejectAfter failures', async () => {

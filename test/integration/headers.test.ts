@@ -4,27 +4,14 @@
  * upstream comes only from the config.
  */
 import { request } from 'undici'
-import { afterEach, describe, expect, it } from 'vitest'
-import { type Handler, startUpstream, type Upstream } from '../helpers/upstream.ts'
-import { startVeer, type VeerProcess, writeConfig } from '../helpers/veer.ts'
+import { describe, expect, it } from 'vitest'
+import { testBed } from '../helpers/bed.ts'
+import type { VeerProcess } from '../helpers/veer.ts'
 import { closeRawClients, errorOf, RawClient, rawRequest } from './raw-http.ts'
 
-let upstreams: Upstream[] = []
+const bed = testBed(closeRawClients)
 let veer: VeerProcess | undefined
-
-afterEach(async () => {
-  closeRawClients()
-  await veer?.stop()
-  veer = undefined
-  await Promise.all(upstreams.map((u) => u.close()))
-  upstreams = []
-})
-
-async function upstream(name: string, handler?: Handler): Promise<Upstream> {
-  const u = await startUpstream(name, handler)
-  upstreams.push(u)
-  return u
-}
+const upstream = bed.upstream
 
 interface Echo {
   name: string
@@ -34,15 +21,11 @@ interface Echo {
   rawHeaders: string[]
 }
 
-/** A proxy process on ephemeral ports with one route `default`; no shutdown grace, so tests stop fast. */
 async function startProxy(
   route: Record<string, unknown>,
   top: Record<string, unknown> = {},
 ): Promise<VeerProcess> {
-  veer = await startVeer([
-    '--config',
-    writeConfig({ shutdown: { grace: 0 }, ...top, routes: [{ name: 'default', ...route }] }),
-  ])
+  veer = await bed.proxy(route, top)
   return veer
 }
 

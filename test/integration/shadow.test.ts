@@ -12,40 +12,18 @@ import { readFileSync } from 'node:fs'
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import { Readable } from 'node:stream'
 import { request } from 'undici'
-import { afterEach, describe, expect, it } from 'vitest'
-import { deadPort, type Handler, startUpstream, type Upstream } from '../helpers/upstream.ts'
-import { startVeer, type VeerProcess, writeConfig } from '../helpers/veer.ts'
+import { describe, expect, it } from 'vitest'
+import { testBed, waitUntil } from '../helpers/bed.ts'
+import { deadPort, type Handler } from '../helpers/upstream.ts'
+import type { VeerProcess } from '../helpers/veer.ts'
 import { closeRawClients, RawClient, type RawResponse } from './raw-http.ts'
 
 const KiB = 1024
 const MiB = 1024 * KiB
 
-let upstreams: Upstream[] = []
-let veers: VeerProcess[] = []
-
-afterEach(async () => {
-  closeRawClients()
-  await Promise.all(veers.map((v) => v.stop()))
-  veers = []
-  await Promise.all(upstreams.map((u) => u.close()))
-  upstreams = []
-})
-
-async function upstream(name: string, handler?: Handler): Promise<Upstream> {
-  const u = await startUpstream(name, handler)
-  upstreams.push(u)
-  return u
-}
-
-/** A proxy with one route `default`; no shutdown grace, so tests stop fast. */
-async function startProxy(route: Record<string, unknown>): Promise<VeerProcess> {
-  const v = await startVeer([
-    '--config',
-    writeConfig({ shutdown: { grace: 0 }, routes: [{ name: 'default', ...route }] }),
-  ])
-  veers.push(v)
-  return v
-}
+const bed = testBed(closeRawClients)
+const upstream = bed.upstream
+const startProxy = (route: Record<string, unknown>): Promise<VeerProcess> => bed.proxy(route)
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex')
 
@@ -88,16 +66,6 @@ function recording(
   }
 }
 
-/** Polls `test` every 25 ms until it holds; fails naming `what` after `ms`. */
-async function until(test: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    if (await test()) return
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 25))
-  }
-}
-
 interface ShadowSummary {
   sent: number
   dropped: number
@@ -124,7 +92,7 @@ async function shadowStats(v: VeerProcess): Promise<ShadowSummary> {
 /** Waits until every shadow request sent has ended (answered, failed or dropped), and returns the stats. */
 async function settled(v: VeerProcess, ms = 10_000): Promise<ShadowSummary> {
   let last: ShadowSummary | undefined
-  await until(
+  await waitUntil(
     async () => {
       last = await shadowStats(v)
       return last.inflight === 0
@@ -200,7 +168,7 @@ describe('shadow mirroring', () => {
     const get = await request(`${v.url}/get?q=1`, { headers: { host } })
     expect(((await get.body.json()) as { name: string }).name).toBe('stable')
 
-    await until(() => atShadow.length === 4, 'the shadow to receive 4 complete requests')
+    await waitUntil(() => atShadow.length === 4, 'the shadow to receive 4 complete requests')
     const byUrl = new Map(atShadow.map((r) => [r.url, r]))
     for (const [path, body] of Object.entries(bodies)) {
       const r = byUrl.get(path)!
@@ -227,7 +195,7 @@ describe('shadow mirroring', () => {
     expect(stats).toMatchObject({ sent: 4, dropped: 0, errors: 0, compared: 4 })
     expect(await metric(v, 'veer_shadow_requests_total', { route: 'default', outcome: 'sent' })).toBe(4)
     // Access lines are the users' only; each shadow request has its own line, labelled shadow.
-    await until(() => v.logs.filter((l) => l.msg === 'shadow').length === 4, '4 shadow log lines')
+    await waitUntil(() => v.logs.filter((l) => l.msg === 'shadow').length === 4, '4 shadow log lines')
     const access = v.logs.filter((l) => l.msg === 'access')
     expect(access.map((l) => l.version)).toEqual(['stable', 'stable', 'stable', 'stable'])
     for (const l of v.logs.filter((l) => l.msg === 'shadow'))
@@ -245,7 +213,7 @@ describe('shadow mirroring', () => {
     })
     const res = await request(`${v.url}/h`, { headers: { host: 'app.test' } })
     await res.body.dump()
-    await until(() => atShadow.length === 1, 'the shadow to get the request')
+    await waitUntil(() => atShadow.length === 1, 'the shadow to get the request')
     expect(stable.seen[0]!.headers.host).toBe(`127.0.0.1:${stable.port}`)
     expect(atShadow[0]!.headers.host).toBe(`127.0.0.1-shadow:${shadow.port}`)
   })
@@ -340,7 +308,7 @@ describe('shadow mirroring', () => {
       expect(fromMirrored.headers['x-shadow']).toBeUndefined()
     }
     // The shadow really did get (and answer) every one of them.
-    await until(
+    await waitUntil(
       async () => (await shadowStats(mirrored)).compared === requests.length,
       'every answer to be compared',
     )
@@ -465,7 +433,7 @@ describe('shadow mirroring', () => {
     const stats = await settled(v)
     expect(stats.dropped).toBe(0)
     expect(Math.abs(stats.sent - 100)).toBeLessThanOrEqual(1)
-    await until(() => shadow.seen.length === stats.sent, 'the shadow to see every mirrored request')
+    await waitUntil(() => shadow.seen.length === stats.sent, 'the shadow to see every mirrored request')
     expect(stable.seen).toHaveLength(N)
   })
 
@@ -507,7 +475,7 @@ describe('shadow mirroring', () => {
       await res.body.dump()
     }
     const comparedReach = async (n: number) => {
-      await until(async () => (await shadowStats(v)).compared === n, `${n} comparisons`)
+      await waitUntil(async () => (await shadowStats(v)).compared === n, `${n} comparisons`)
       return shadowStats(v)
     }
 
@@ -650,9 +618,9 @@ describe('shadow mirroring', () => {
     const c = await RawClient.open(live.port)
     await c.write('POST /partial HTTP/1.1\r\nHost: app.test\r\nContent-Length: 100000\r\n\r\n')
     await c.write(Buffer.alloc(20 * KiB, 'x'))
-    await until(() => shadow.seen.some((r) => r.url === '/partial'), 'the shadow to get the head')
+    await waitUntil(() => shadow.seen.some((r) => r.url === '/partial'), 'the shadow to get the head')
     c.close()
-    await until(async () => (await shadowStats(live)).dropped === 1, 'the copy to be dropped')
+    await waitUntil(async () => (await shadowStats(live)).dropped === 1, 'the copy to be dropped')
     stats = await settled(live)
     expect(stats).toMatchObject({ sent: 1, dropped: 1, errors: 0 })
     // Nothing holds the drain: both stop at once and cleanly.
@@ -684,7 +652,7 @@ describe('shadow mirroring', () => {
     }
     const stats = await settled(v)
     expect(stats).toMatchObject({ sent: 5, dropped: 0, errors: 0 })
-    await until(() => shadow.seen.length === 5, 'the shadow to see the 5 GETs')
+    await waitUntil(() => shadow.seen.length === 5, 'the shadow to see the 5 GETs')
     expect(shadow.seen.map((r) => `${r.method} ${r.url}`)).toEqual(
       [0, 1, 2, 3, 4].map((i) => `GET /api/${i}`),
     )

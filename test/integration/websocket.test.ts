@@ -5,23 +5,21 @@
  */
 import { createServer, type IncomingMessage, type Server } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
-import { afterEach, describe, expect, it } from 'vitest'
-import { deadPort, startUpstream, type Upstream } from '../helpers/upstream.ts'
-import { startVeer, type VeerProcess, writeConfig } from '../helpers/veer.ts'
+import { describe, expect, it } from 'vitest'
+import { testBed, waitUntil } from '../helpers/bed.ts'
+import { deadPort } from '../helpers/upstream.ts'
+import type { VeerProcess } from '../helpers/veer.ts'
 import { closeRawClients, errorOf, RawClient, serverSocketInode, socketReleased, within } from './raw-http.ts'
 
 let veer: VeerProcess | undefined
 let servers: Server[] = []
 /** Upgraded upstream sockets: http.Server no longer tracks them, so closing it would wait on them. */
 let upgraded: Socket[] = []
-let upstreams: Upstream[] = []
 
-afterEach(async () => {
+const bed = testBed(async () => {
   closeRawClients()
   for (const s of upgraded) s.destroy()
   upgraded = []
-  await veer?.stop()
-  veer = undefined
   await Promise.all(
     servers.map(
       (s) =>
@@ -32,19 +30,13 @@ afterEach(async () => {
     ),
   )
   servers = []
-  await Promise.all(upstreams.map((u) => u.close()))
-  upstreams = []
 })
 
-/** A proxy process on ephemeral ports with one route `default`; no shutdown grace, so tests stop fast. */
 async function startProxy(
   route: Record<string, unknown>,
   top: Record<string, unknown> = {},
 ): Promise<VeerProcess> {
-  veer = await startVeer([
-    '--config',
-    writeConfig({ shutdown: { grace: 0 }, ...top, routes: [{ name: 'default', ...route }] }),
-  ])
+  veer = await bed.proxy(route, top)
   return veer
 }
 
@@ -94,15 +86,6 @@ async function wsUpstream(refuse?: string | 'hold'): Promise<WsUpstream> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   servers.push(server)
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, upgrades, plain, sockets }
-}
-
-/** Wait (bounded) for a condition another event source makes true. */
-async function waitUntil(test: () => boolean, ms = 5000): Promise<void> {
-  const until = Date.now() + ms
-  while (!test()) {
-    if (Date.now() > until) throw new Error('condition not met in time')
-    await new Promise((r) => setTimeout(r, 10))
-  }
 }
 
 const UPGRADE =
@@ -203,12 +186,11 @@ describe('WebSocket upgrade', () => {
   })
 
   it('an upstream without upgrade support answers as plain HTTP: relayed, then closed', async () => {
-    const plain = await startUpstream('plain', (req, res) => {
+    const plain = await bed.upstream('plain', (req, res) => {
       req.resume()
       res.writeHead(426, { 'content-type': 'text/plain', 'content-length': '8' })
       res.end('upgrade?')
     })
-    upstreams.push(plain)
     // A server with no 'upgrade' listener hands the request to its request handler.
     veer = await startProxy({ stable: { url: plain.url } })
     const client = await RawClient.open(veer.port)
