@@ -1,9 +1,17 @@
-/** The admin listener: /healthz, /readyz, /metrics, /v1/config, /v1/stats. */
+/**
+ * The admin listener: /healthz, /readyz, /metrics, /v1/config, /v1/stats, /v1/shadow/diffs. What it
+ * shows comes through `AdminViews`: from this process (`localViews`), or gathered from the workers of a
+ * `--workers` cluster (cluster.ts). Stats travel as mergeable counts and are summed before they are
+ * summarised, so one process and many give the same kind of answer.
+ */
 import { createServer, type Server, type ServerResponse } from 'node:http'
 import { performance } from 'node:perf_hooks'
+import { addCounts, type SecondCounts, summarize } from './analysis/window.ts'
 import type { ControlStatus } from './control-link.ts'
 import type { ProxyMetrics } from './metrics.ts'
 import type { Backend, RouteTable } from './route-table.ts'
+import type { DiffSample } from './shadow/stats.ts'
+import { type ShadowCounts, shadowSummary } from './shadow/stats.ts'
 
 export interface AdminSource {
   readonly table: RouteTable
@@ -13,55 +21,74 @@ export interface AdminSource {
   readonly control: ControlStatus | null
 }
 
-function json(res: ServerResponse, status: number, body: unknown): void {
-  const text = `${JSON.stringify(body, null, 2)}\n`
-  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' })
-  res.end(text)
+/** One process's outcome counts per route and version: what a worker sends the primary. */
+export interface RawStats {
+  version: number
+  windowSeconds: number
+  routes: {
+    name: string
+    stable: RawVersion
+    canary: RawVersion | null
+    shadow: (RawVersion & { percent: number; counts: ShadowCounts }) | null
+  }[]
 }
 
-export function createAdminServer(source: AdminSource, metrics: ProxyMetrics): Server {
-  return createServer({ requestTimeout: 10_000, headersTimeout: 5_000 }, (req, res) => {
-    const path = (req.url ?? '/').split('?')[0]
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
-      res.setHeader('allow', 'GET, HEAD')
-      return json(res, 405, { error: 'method_not_allowed', message: 'the admin API is read-only: use GET' })
-    }
-    switch (path) {
-      case '/healthz':
-        return json(res, 200, { status: 'ok' })
-      case '/readyz':
-        return source.draining
-          ? json(res, 503, { status: 'draining' })
-          : json(res, 200, { status: 'ready', configVersion: source.table.generation })
-      case '/metrics':
-        metrics.registry.metrics().then(
-          (text) => {
-            res.writeHead(200, { 'content-type': metrics.registry.contentType })
-            res.end(text)
-          },
-          (err: Error) => json(res, 500, { error: 'metrics_failed', message: err.message }),
-        )
-        return
-      case '/v1/config':
-        return json(res, 200, configView(source))
-      case '/v1/stats':
-        return json(res, 200, statsView(source.table))
-      case '/v1/shadow/diffs':
-        return json(
-          res,
-          200,
-          diffsView(source.table, new URLSearchParams((req.url ?? '').split('?')[1] ?? '')),
-        )
-      default:
-        return json(res, 404, {
-          error: 'not_found',
-          message: `no admin endpoint ${path}; try /healthz, /readyz, /metrics, /v1/config, /v1/stats or /v1/shadow/diffs`,
-        })
-    }
+interface RawVersion {
+  release: string
+  upstream: string
+  ejected: boolean
+  inflight: number
+  totals: SecondCounts
+}
+
+export interface AdminViews {
+  readonly draining: boolean
+  /** 0 until the config is loaded and every listener is up. */
+  configVersion(): number
+  metrics(): Promise<{ contentType: string; text: string }>
+  config(): Promise<unknown>
+  stats(): Promise<RawStats[]>
+  diffs(): Promise<Record<string, DiffSample[]>[]>
+}
+
+export function rawStats(table: RouteTable): RawStats {
+  const now = performance.now()
+  const version = (b: Backend): RawVersion => ({
+    release: b.release,
+    upstream: b.upstream.origin,
+    ejected: b.upstream.isEjected(),
+    inflight: b.upstream.inflight,
+    totals: b.state.window.totals(now),
   })
+  return {
+    version: table.generation,
+    windowSeconds: table.routes[0]?.stable.state.window.seconds ?? 30,
+    routes: table.routes.map((r) => ({
+      name: r.name,
+      stable: version(r.stable),
+      canary: r.canary ? version(r.canary) : null,
+      shadow: r.shadow
+        ? {
+            release: r.shadow.config.release,
+            upstream: r.shadow.upstream.origin,
+            ejected: false,
+            inflight: r.shadow.upstream.inflight,
+            totals: r.shadow.state.window.totals(now),
+            percent: r.shadow.config.percent,
+            counts: r.shadow.stats.counts(),
+          }
+        : null,
+    })),
+  }
 }
 
-function configView(source: AdminSource): unknown {
+export function rawDiffs(table: RouteTable): Record<string, DiffSample[]> {
+  const out: Record<string, DiffSample[]> = {}
+  for (const r of table.routes) if (r.shadow !== null) out[r.name] = r.shadow.stats.diffs()
+  return out
+}
+
+export function configView(source: AdminSource): unknown {
   const table = source.table
   return {
     version: table.generation,
@@ -86,44 +113,123 @@ function configView(source: AdminSource): unknown {
   }
 }
 
-/** Recent mismatches per route (sensitive headers redacted); `?route=NAME` for one route. */
-function diffsView(table: RouteTable, query: URLSearchParams): unknown {
-  const only = query.get('route')
-  const routes: Record<string, unknown> = {}
-  for (const r of table.routes) {
-    if (r.shadow === null || (only !== null && r.name !== only)) continue
-    routes[r.name] = r.shadow.stats.diffs()
+/** This process's own views. */
+export function localViews(source: AdminSource, metrics: ProxyMetrics): AdminViews {
+  return {
+    get draining() {
+      return source.draining
+    },
+    configVersion: () => source.table.generation,
+    metrics: async () => ({
+      contentType: metrics.registry.contentType,
+      text: await metrics.registry.metrics(),
+    }),
+    config: async () => configView(source),
+    stats: async () => [rawStats(source.table)],
+    diffs: async () => [rawDiffs(source.table)],
   }
+}
+
+/** Sum the counts of every process, then summarise. */
+export function statsView(parts: readonly RawStats[]): unknown {
+  const first = parts[0]
+  if (first === undefined) return { version: 0, routes: [] }
+  const version = (list: RawVersion[]) => {
+    const totals = list.map((v) => v.totals).reduce(addCounts)
+    return {
+      release: list[0]!.release,
+      upstream: list[0]!.upstream,
+      ejected: list.some((v) => v.ejected),
+      inflight: list.reduce((n, v) => n + v.inflight, 0),
+      window: { seconds: first.windowSeconds, ...summarize(totals) },
+    }
+  }
+  return {
+    version: first.version,
+    routes: first.routes.map((r, i) => {
+      const same = parts.map((p) => p.routes[i]!).filter((x) => x?.name === r.name)
+      const shadows = same.flatMap((x) => (x.shadow ? [x.shadow] : []))
+      return {
+        name: r.name,
+        stable: version(same.map((x) => x.stable)),
+        canary: r.canary ? version(same.flatMap((x) => (x.canary ? [x.canary] : []))) : null,
+        shadow:
+          shadows.length > 0
+            ? {
+                ...version(shadows),
+                percent: shadows[0]!.percent,
+                ...shadowSummary(shadows.map((s) => s.counts)),
+              }
+            : null,
+        // The judge (in-proxy analysis) is not part of this build yet: no verdict is ever made up.
+        verdict: 'none',
+      }
+    }),
+  }
+}
+
+function diffsView(parts: readonly Record<string, DiffSample[]>[], only: string | null): unknown {
+  const routes: Record<string, DiffSample[]> = {}
+  for (const part of parts) {
+    for (const [name, list] of Object.entries(part)) {
+      if (only !== null && name !== only) continue
+      routes[name] = [...(routes[name] ?? []), ...list]
+    }
+  }
+  for (const list of Object.values(routes)) list.sort((a, b) => a.time.localeCompare(b.time))
   return { routes }
 }
 
-function statsView(table: RouteTable): unknown {
-  const now = performance.now()
-  const version = (b: Backend) => ({
-    release: b.release,
-    upstream: b.upstream.origin,
-    ejected: b.upstream.isEjected(),
-    inflight: b.upstream.inflight,
-    window: { seconds: b.state.window.seconds, ...b.state.window.summary(now) },
+function json(res: ServerResponse, status: number, body: unknown): void {
+  const text = `${JSON.stringify(body, null, 2)}\n`
+  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' })
+  res.end(text)
+}
+
+export function createAdminServer(views: AdminViews): Server {
+  return createServer({ requestTimeout: 10_000, headersTimeout: 5_000 }, (req, res) => {
+    const [path, query] = (req.url ?? '/').split('?')
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.setHeader('allow', 'GET, HEAD')
+      return json(res, 405, { error: 'method_not_allowed', message: 'the admin API is read-only: use GET' })
+    }
+    const answer = (work: Promise<unknown>) =>
+      work.then(
+        (body) => json(res, 200, body),
+        (err: Error) => json(res, 500, { error: 'admin_failed', message: err.message }),
+      )
+    switch (path) {
+      case '/healthz':
+        return json(res, 200, { status: 'ok' })
+      case '/readyz': {
+        if (views.draining) return json(res, 503, { status: 'draining' })
+        const configVersion = views.configVersion()
+        return configVersion === 0
+          ? json(res, 503, { status: 'starting' })
+          : json(res, 200, { status: 'ready', configVersion })
+      }
+      case '/metrics':
+        views.metrics().then(
+          ({ contentType, text }) => {
+            res.writeHead(200, { 'content-type': contentType })
+            res.end(text)
+          },
+          (err: Error) => json(res, 500, { error: 'metrics_failed', message: err.message }),
+        )
+        return
+      case '/v1/config':
+        return void answer(views.config())
+      case '/v1/stats':
+        return void answer(views.stats().then(statsView))
+      case '/v1/shadow/diffs':
+        return void answer(
+          views.diffs().then((d) => diffsView(d, new URLSearchParams(query ?? '').get('route'))),
+        )
+      default:
+        return json(res, 404, {
+          error: 'not_found',
+          message: `no admin endpoint ${path}; try /healthz, /readyz, /metrics, /v1/config, /v1/stats or /v1/shadow/diffs`,
+        })
+    }
   })
-  return {
-    version: table.generation,
-    routes: table.routes.map((r) => ({
-      name: r.name,
-      stable: version(r.stable),
-      canary: r.canary ? version(r.canary) : null,
-      shadow: r.shadow
-        ? {
-            release: r.shadow.config.release,
-            upstream: r.shadow.upstream.origin,
-            percent: r.shadow.config.percent,
-            inflight: r.shadow.upstream.inflight,
-            window: { seconds: r.shadow.state.window.seconds, ...r.shadow.state.window.summary(now) },
-            ...r.shadow.stats.summary(),
-          }
-        : null,
-      // The judge (in-proxy analysis) is not part of this build yet: no verdict is ever made up.
-      verdict: 'none',
-    })),
-  }
 }

@@ -10,7 +10,7 @@ import { type AddressInfo, Server as NetServer, type Socket } from 'node:net'
 import { basename, dirname, resolve } from 'node:path'
 import { formatIssue, type LoadResult } from '../config/load.ts'
 import type { ProxyConfig } from '../config/types.ts'
-import { createAdminServer } from './admin.ts'
+import { createAdminServer, localViews } from './admin.ts'
 import { PROXY_HELP, parseProxyArgs } from './args.ts'
 import { openKnownGood } from './control-cache.ts'
 import { ControlLink } from './control-link.ts'
@@ -121,7 +121,7 @@ export async function startProxy(
     },
     configHash: hashOf(config),
   }
-  const adminServer = createAdminServer(admin, metrics)
+  const adminServer = createAdminServer(localViews(admin, metrics))
   // The traffic listener's connections, for the drain: one that has not sent a byte yet carries a request
   // on its way (it was opened during the grace), it is not an idle keep-alive connection to close.
   const connections = new Set<Socket>()

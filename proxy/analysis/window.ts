@@ -82,9 +82,10 @@ export class OutcomeWindow {
     return { requests: slot.count, errors: slot.errors, latency: Array.from(slot.latency.subarray(0, end)) }
   }
 
-  summary(nowMs: number): WindowSummary {
+  /** Everything recorded over the window, as mergeable counts (add them to combine processes). */
+  totals(nowMs: number): SecondCounts {
     const current = Math.floor(nowMs / 1000)
-    const merged = new Float64Array(BUCKETS)
+    const merged = new Array<number>(BUCKETS).fill(0)
     let requests = 0
     let errors = 0
     for (const slot of this.#slots) {
@@ -93,18 +94,37 @@ export class OutcomeWindow {
       errors += slot.errors
       for (let b = 0; b < BUCKETS; b++) merged[b]! += slot.latency[b]!
     }
-    return {
-      requests,
-      errors,
-      errorRate: requests === 0 ? 0 : errors / requests,
-      p50Ms: quantile(merged, requests, 0.5),
-      p95Ms: quantile(merged, requests, 0.95),
-      p99Ms: quantile(merged, requests, 0.99),
-    }
+    let end = BUCKETS
+    while (end > 0 && merged[end - 1] === 0) end--
+    merged.length = end
+    return { requests, errors, latency: merged }
+  }
+
+  summary(nowMs: number): WindowSummary {
+    return summarize(this.totals(nowMs))
   }
 }
 
-function quantile(buckets: Float64Array, total: number, q: number): number | null {
+/** The sum of two sets of counts (of the same bucket layout). */
+export function addCounts(a: SecondCounts, b: SecondCounts): SecondCounts {
+  const latency = a.latency.length >= b.latency.length ? [...a.latency] : [...b.latency]
+  const other = a.latency.length >= b.latency.length ? b.latency : a.latency
+  for (let i = 0; i < other.length; i++) latency[i]! += other[i]!
+  return { requests: a.requests + b.requests, errors: a.errors + b.errors, latency }
+}
+
+export function summarize(c: SecondCounts): WindowSummary {
+  return {
+    requests: c.requests,
+    errors: c.errors,
+    errorRate: c.requests === 0 ? 0 : c.errors / c.requests,
+    p50Ms: quantile(c.latency, c.requests, 0.5),
+    p95Ms: quantile(c.latency, c.requests, 0.95),
+    p99Ms: quantile(c.latency, c.requests, 0.99),
+  }
+}
+
+function quantile(buckets: readonly number[], total: number, q: number): number | null {
   if (total === 0) return null
   const rank = Math.ceil(q * total)
   let seen = 0
@@ -112,5 +132,5 @@ function quantile(buckets: Float64Array, total: number, q: number): number | nul
     seen += buckets[b]!
     if (seen >= rank) return Math.round(bucketUpperMs(b) * 1000) / 1000
   }
-  return bucketUpperMs(buckets.length - 1)
+  return Math.round(bucketUpperMs(Math.max(0, buckets.length - 1)) * 1000) / 1000
 }

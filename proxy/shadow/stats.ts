@@ -63,20 +63,71 @@ export class ShadowStats {
     return [...d.slice(at), ...d.slice(0, at)]
   }
 
-  summary(): Record<string, unknown> {
-    const rate = (m: number, c: number) => (c === 0 ? 0 : Math.round((m / c) * 1e4) / 1e4)
+  /** Raw, mergeable counts (one process's share; see `shadowSummary`). */
+  counts(): ShadowCounts {
     return {
       sent: this.sent,
       dropped: this.dropped,
       errors: this.errors,
       compared: this.compared,
       mismatches: this.mismatches,
-      mismatchRate: rate(this.mismatches, this.compared),
-      byPath: Object.fromEntries(
-        [...this.byPath].map(([k, v]) => [k, { ...v, mismatchRate: rate(v.mismatches, v.compared) }]),
-      ),
+      byPath: Object.fromEntries([...this.byPath].map(([k, v]) => [k, { ...v }])),
       noisyFields: this.noise.list(),
       noiseChecks: { ...this.noiseChecks },
     }
+  }
+}
+
+export interface ShadowCounts {
+  sent: number
+  dropped: number
+  errors: number
+  compared: number
+  mismatches: number
+  byPath: Record<string, { compared: number; mismatches: number }>
+  noisyFields: string[]
+  noiseChecks: { sent: number; compared: number }
+}
+
+const rate = (m: number, c: number) => (c === 0 ? 0 : Math.round((m / c) * 1e4) / 1e4)
+
+/** The counts of one or more processes, summed, with mismatch rates. */
+export function shadowSummary(parts: readonly ShadowCounts[]): Record<string, unknown> {
+  const total: ShadowCounts = {
+    sent: 0,
+    dropped: 0,
+    errors: 0,
+    compared: 0,
+    mismatches: 0,
+    byPath: {},
+    noisyFields: [],
+    noiseChecks: { sent: 0, compared: 0 },
+  }
+  const noisy = new Set<string>()
+  for (const p of parts) {
+    total.sent += p.sent
+    total.dropped += p.dropped
+    total.errors += p.errors
+    total.compared += p.compared
+    total.mismatches += p.mismatches
+    total.noiseChecks.sent += p.noiseChecks.sent
+    total.noiseChecks.compared += p.noiseChecks.compared
+    for (const f of p.noisyFields) noisy.add(f)
+    for (const [k, v] of Object.entries(p.byPath)) {
+      const t = (total.byPath[k] ??= { compared: 0, mismatches: 0 })
+      t.compared += v.compared
+      t.mismatches += v.mismatches
+    }
+  }
+  return {
+    ...total,
+    mismatchRate: rate(total.mismatches, total.compared),
+    byPath: Object.fromEntries(
+      Object.entries(total.byPath).map(([k, v]) => [
+        k,
+        { ...v, mismatchRate: rate(v.mismatches, v.compared) },
+      ]),
+    ),
+    noisyFields: [...noisy],
   }
 }
