@@ -1,5 +1,7 @@
-// Markdown rendering of a benchmark report: the medians table with ratios, per-round spread, notes.
+// Markdown rendering of a benchmark report: the medians table with ratios, the issue's targets,
+// per-round spread, notes.
 import type { Report, RoundResult, SubjectResult } from './results.ts'
+import type { TargetCheck } from './targets.ts'
 
 const int = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '—')
 const ms = (n: number) => (Number.isNaN(n) ? '—' : Number.isFinite(n) ? n.toFixed(2) : '∞')
@@ -86,6 +88,33 @@ function spreadTable(report: Report): string[] {
   return lines
 }
 
+function targetsTable(targets: readonly TargetCheck[]): string[] {
+  const head = ['target', 'goal', 'measured', 'result', 'note']
+  const lines = [row(head), row(['---', '---', '---:', '---', '---'])]
+  for (const t of targets) {
+    const result =
+      t.pass === null ? (t.goal === '(info)' ? 'info' : 'not measured') : t.pass ? 'pass' : 'miss'
+    lines.push(row([t.target, t.goal, t.measured, result, t.note]))
+  }
+  return lines
+}
+
+function observedNotes(subjects: readonly SubjectResult[]): string[] {
+  const out: string[] = []
+  for (const s of subjects) {
+    const rounds = s.rounds.filter((r) => r.observed !== undefined)
+    if (rounds.length === 0) continue
+    const perRound = rounds.map(
+      (r) =>
+        `round ${r.round}: ${Object.entries(r.observed!)
+          .map(([k, v]) => `${k} ${int(v)}`)
+          .join(', ')}`,
+    )
+    out.push(`- ${s.name} (over the warm-up and measured phases) — ${perRound.join('; ')}.`)
+  }
+  return out
+}
+
 function noiseNote(subjects: readonly SubjectResult[]): string {
   const rounds = subjects.flatMap((s) => s.rounds)
   if (rounds.length === 0) return ''
@@ -130,7 +159,8 @@ export function renderMarkdown(report: Report): string {
       '(after an unrecorded 0.5 s lead-in), measured from each request\u2019s scheduled send time ' +
       '(no coordinated omission).',
     '',
-    `Pinning: ${settings.pinning}. wrk: ${report.wrk.used ? `used (${report.wrk.version ?? 'version unknown'})` : `not used — ${report.wrk.note}`}.`,
+    `Pinning: ${settings.pinning}. wrk: ${report.wrk.used ? `used (${report.wrk.version ?? 'version unknown'})` : `not used — ${report.wrk.note}`}. ` +
+      `nginx: ${report.nginx.used ? `${report.nginx.version ?? 'version unknown'} (${report.nginx.note})` : report.nginx.note}.`,
     '',
     ...(report.wrk.used
       ? []
@@ -146,11 +176,28 @@ export function renderMarkdown(report: Report): string {
       'errors: socket errors, timeouts and non-2xx answers over all phases and rounds. ' +
       'The `direct` p50/p99 is the floor of the load generator itself.',
     '',
+    'Subjects:',
+    '',
+    ...report.subjects.map((s) => `- \`${s.name}\`: ${s.about}`),
+    '',
   ]
+  if (report.targets.length > 0) {
+    lines.push(
+      '## Targets',
+      '',
+      'The issue\u2019s targets against this run\u2019s medians (~100 B answers; costs are 1 − subject/veer in ' +
+        'req/s). Printed, never asserted; single rounds swing ±30% on this machine, CPU µs/req much less.',
+      '',
+      ...targetsTable(report.targets),
+      '',
+    )
+  }
   const noise = noiseNote(report.subjects)
   if (noise !== '') lines.push(noise, '')
   const notes = canaryNotes(report.subjects)
   if (notes.length > 0) lines.push('Canary routing seen by the probe:', '', ...notes, '')
+  const observed = observedNotes(report.subjects)
+  if (observed.length > 0) lines.push('Counters read from the subjects:', '', ...observed, '')
   const unavailable = report.subjects.filter((s) => s.status === 'unavailable')
   for (const s of unavailable) lines.push(`- ${s.name} unavailable: ${s.reason ?? ''}`)
   if (unavailable.length > 0) lines.push('')

@@ -3,6 +3,7 @@ import type { LatencyResult, ThroughputResult } from './load.ts'
 import type { Machine } from './machine.ts'
 import type { CanaryObservation } from './probe.ts'
 import { median } from './stats.ts'
+import type { TargetCheck } from './targets.ts'
 
 export interface RoundResult {
   round: number
@@ -20,6 +21,8 @@ export interface RoundResult {
   /** hypervisor steal during the round, in % of one core */
   stealPct: number
   canary?: CanaryObservation
+  /** subject-specific counters over the measured phases (shadow requests sent, trace exports, …) */
+  observed?: Record<string, number>
 }
 
 export interface Medians {
@@ -57,9 +60,12 @@ export interface Report {
   date: string
   machine: Machine
   wrk: { used: boolean; version: string | null; note: string }
+  nginx: { used: boolean; version: string | null; note: string }
   taskset: boolean
   settings: Settings
   subjects: SubjectResult[]
+  /** the targets checked against the medians (see targets.ts) */
+  targets: TargetCheck[]
   wallSeconds: number
 }
 

@@ -1,8 +1,8 @@
 // veer benchmark harness:  node bench/run.ts [--quick] [--install] [--no-wrk] [--only a,b]
 // Every subject is measured against the same upstream in one run, round after round (interleaved), and
 // the medians are compared with `direct` and `http-proxy-3`. It prints figures and never asserts.
-// Env: BENCH_ROUNDS (default 3), BENCH_SECONDS (seconds per measuring phase; default 4 s max throughput
-// per body size and 5 s fixed-rate latency).
+// Env: BENCH_ROUNDS (default 3), BENCH_SECONDS (seconds per measuring phase; default 3 s max throughput
+// per body size and 3 s fixed-rate latency, which keeps 10 subjects × 3 rounds at about 6 minutes).
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { fixedRate, maxThroughput, type Target } from './load.ts'
 import { describeMachine } from './machine.ts'
+import { type OtlpSink, startOtlpSink } from './otlp-sink.ts'
 import { checkAnswers, observeCanary } from './probe.ts'
 import {
   cpuMicros,
@@ -30,8 +31,9 @@ import {
 } from './proc.ts'
 import { renderMarkdown } from './report.ts'
 import { medians, type Report, type RoundResult, type Settings, type SubjectResult } from './results.ts'
-import { type Context, STICKY_HEADER, type Subject, subjects, Unavailable } from './subjects.ts'
-import { findWrk } from './tools.ts'
+import { type Context, type Need, STICKY_HEADER, type Subject, subjects, Unavailable } from './subjects.ts'
+import { checkTargets } from './targets.ts'
+import { findNginx, findWrk } from './tools.ts'
 
 const { values: args } = parseArgs({
   options: {
@@ -45,10 +47,11 @@ const { values: args } = parseArgs({
 if (args.help) {
   console.log(`usage: node bench/run.ts [--quick] [--install] [--no-wrk] [--only direct,veer,...]
   --quick     one short round (2 s phases) for smoke testing
-  --install   apt-get install wrk if it is not on PATH (otherwise a Node load generator is used)
+  --install   apt-get install wrk and nginx when missing (otherwise a Node load generator is used,
+              and the nginx subject is reported unavailable)
   --no-wrk    use the Node load generator even when wrk is there
   --only      comma-separated subjects: ${subjects.map((s) => s.name).join(', ')}
-  env BENCH_ROUNDS (default 3), BENCH_SECONDS (per measuring phase; default 4 s per body size, 5 s latency)`)
+  env BENCH_ROUNDS (default 3), BENCH_SECONDS (per measuring phase; default 3 s per body size, 3 s latency)`)
   process.exit(0)
 }
 
@@ -76,13 +79,14 @@ setTimeout(() => {
 }, 20 * 60_000).unref()
 
 const quick = args.quick
-// Whole seconds (wrk). Defaults keep 3 rounds of 5 subjects at about 4 minutes on 2 cores.
+// Whole seconds (wrk). A subject's round is warm-up + 2 throughput phases + latency (+0.5 s lead-in) and
+// about a second to start, probe and stop: ~11.5 s at the defaults, so 10 subjects × 3 rounds ≈ 6 min.
 const phaseSeconds = quick ? 2 : positiveInt(process.env.BENCH_SECONDS, 0, 60)
 const settingsBase = {
   rounds: quick ? 1 : positiveInt(process.env.BENCH_ROUNDS, 3, 20),
   quick,
-  throughputSeconds: phaseSeconds || 4,
-  latencySeconds: phaseSeconds || 5,
+  throughputSeconds: phaseSeconds || 3,
+  latencySeconds: phaseSeconds || 3,
   warmupSeconds: 1,
   connections: 50,
   rate: 2000,
@@ -94,10 +98,14 @@ for (const name of wanted ?? []) {
   if (!subjects.some((s) => s.name === name)) log(`--only: no subject named ${name}, ignored`)
 }
 
+const needs = new Set<Need>(chosen.flatMap((s) => s.needs ?? []))
 const machine = describeMachine() // before pinning: availableParallelism() follows this process's affinity
 const wrk = args['no-wrk']
   ? { available: false, version: null, note: '--no-wrk given' }
   : await findWrk(args.install)
+const nginx = needs.has('nginx')
+  ? await findNginx(args.install)
+  : { available: false, path: null, version: null, note: 'not chosen' }
 const pinnedSelf = pinSelf(LOAD_CORE)
 const settings: Settings = {
   ...settingsBase,
@@ -110,9 +118,10 @@ const settings: Settings = {
 log(`load: ${settings.loadTool} (wrk: ${wrk.note}); pinning: ${settings.pinning}`)
 
 const node = process.execPath
-async function startUpstream(name: string): Promise<{ port: number; proc: Managed }> {
+async function startUpstream(name: string, bodyName = name): Promise<{ port: number; proc: Managed }> {
   const port = await freePort()
-  const proc = startProcess(`upstream-${name}`, node, [join(root, 'bench/upstream.ts'), String(port), name], {
+  const script = join(root, 'bench/upstream.ts')
+  const proc = startProcess(`upstream-${name}`, node, [script, String(port), name, bodyName], {
     core: LOAD_CORE,
     logPath: join(tmpDir, `upstream-${name}.log`),
   })
@@ -121,8 +130,20 @@ async function startUpstream(name: string): Promise<{ port: number; proc: Manage
 }
 const stable = await startUpstream('stable')
 const canary = await startUpstream('canary')
-const ctx: Context = { root, tmpDir, stablePort: stable.port, canaryPort: canary.port }
-const upstreamCpu = () => cpuMicros(stable.proc.pid) + cpuMicros(canary.proc.pid)
+// The shadow upstream answers what stable answers (bodies included), so comparisons match.
+const shadow = needs.has('shadow-upstream') ? await startUpstream('shadow', 'stable') : null
+const sink: OtlpSink | null = needs.has('otlp-sink') ? await startOtlpSink() : null
+const upstreams = [stable, canary, ...(shadow === null ? [] : [shadow])]
+const ctx: Context = {
+  root,
+  tmpDir,
+  stablePort: stable.port,
+  canaryPort: canary.port,
+  shadowPort: shadow?.port ?? null,
+  otlp: sink,
+  nginx: nginx.path,
+}
+const upstreamCpu = () => upstreams.reduce((sum, u) => sum + cpuMicros(u.proc.pid), 0)
 
 const results: SubjectResult[] = chosen.map((s) => {
   const reason = s.unavailable(ctx)
@@ -138,6 +159,16 @@ async function measure(subject: Subject, round: number): Promise<RoundResult> {
     const problem = await checkAnswers(origin, subject.sticky ? STICKY_HEADER : null)
     if (problem !== null) throw new Unavailable(`preflight: ${problem}`)
     const canaryObs = subject.sticky ? await observeCanary(origin, STICKY_HEADER, 200) : undefined
+    const observe = async (): Promise<Record<string, number> | null> => {
+      if (subject.observe === undefined) return null
+      try {
+        return await subject.observe(running, ctx)
+      } catch (err) {
+        log(`${subject.name}: observe failed (${(err as Error).message}); its counters are left out`)
+        return null
+      }
+    }
+    const observed0 = await observe()
 
     const target = (path: string): Target => ({
       origin,
@@ -163,6 +194,7 @@ async function measure(subject: Subject, round: number): Promise<RoundResult> {
     const big = await maxThroughput(target('/16k'), { ...tp, seconds: settings.throughputSeconds })
     const latency = await fixedRate(target('/'), { rate: settings.rate, seconds: settings.latencySeconds })
     const rssMiB = rssKiB(measured.pid) / 1024
+    const observed1 = await observe()
     const machine1 = machineMicros()
     const wallUs = (performance.now() - wall0) * 1000
     const otherCpuPct = (100 * Math.max(0, machine1.busy - machine0.busy - (ours() - ours0))) / wallUs
@@ -183,10 +215,17 @@ async function measure(subject: Subject, round: number): Promise<RoundResult> {
       otherCpuPct,
       stealPct,
       ...(canaryObs === undefined ? {} : { canary: canaryObs }),
+      ...(observed0 === null || observed1 === null ? {} : { observed: difference(observed1, observed0) }),
     }
   } finally {
     if (running.proc !== null) await stopProcess(running.proc)
   }
+}
+
+function difference(after: Record<string, number>, before: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {}
+  for (const [k, v] of Object.entries(after)) out[k] = v - (before[k] ?? 0)
+  return out
 }
 
 for (const s of results) if (s.status === 'unavailable') log(`${s.name}: unavailable (${s.reason})`)
@@ -204,6 +243,11 @@ for (let round = 1; round <= settings.rounds; round++) {
           `~100 B ${Math.round(r.small.rps)} req/s · 16 KiB ${Math.round(r.big.rps)} req/s · ` +
           `p50 ${r.latency.p50Ms.toFixed(2)} ms p99 ${r.latency.p99Ms.toFixed(2)} ms · ` +
           `${r.cpuUsPerReq.toFixed(1)} µs/req · ${r.rssMiB.toFixed(0)} MiB · ` +
+          (r.observed === undefined
+            ? ''
+            : `${Object.entries(r.observed)
+                .map(([k, v]) => `${k} ${Math.round(v)}`)
+                .join(', ')} · `) +
           `other CPU ${r.otherCpuPct.toFixed(0)}% · ` +
           `${((performance.now() - t) / 1000).toFixed(1)} s`,
       )
@@ -217,6 +261,7 @@ for (let round = 1; round <= settings.rounds; round++) {
   }
 }
 await stopAll()
+await sink?.close()
 
 for (const r of results) {
   // A subject that failed in a later round still reports the rounds it completed.
@@ -230,9 +275,11 @@ const report: Report = {
   date: new Date().toISOString(),
   machine,
   wrk: { used: wrk.available, version: wrk.version, note: wrk.note },
+  nginx: { used: nginx.available, version: nginx.version, note: nginx.note },
   taskset: pinning && pinnedSelf,
   settings,
   subjects: results,
+  targets: checkTargets(results, settings.rate),
   wallSeconds: (performance.now() - startedAt) / 1000,
 }
 const markdown = renderMarkdown(report)

@@ -1,16 +1,28 @@
 // The things being measured. Each one is put in front of the same upstream (or, for `direct`, is
 // the upstream) and started fresh for every round, pinned to the proxy core.
-import { existsSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import { request } from 'node:http'
 import { join } from 'node:path'
+import { writeNginxConfig } from './nginx.ts'
+import type { SinkCounts } from './otlp-sink.ts'
 import { freePort, type Managed, PROXY_CORE, startProcess, stopProcess, waitReady } from './proc.ts'
 
 export const STICKY_HEADER = 'x-user-id'
+
+/** What a subject needs the harness to start once for the whole run. */
+export type Need = 'shadow-upstream' | 'otlp-sink' | 'nginx'
 
 export interface Context {
   root: string
   tmpDir: string
   stablePort: number
   canaryPort: number
+  /** a third upstream process answering as stable does; null unless a subject needs it */
+  shadowPort: number | null
+  /** the in-harness OTLP/HTTP trace sink; null unless a subject needs it */
+  otlp: { port: number; counts: Readonly<SinkCounts> } | null
+  /** the nginx command, when nginx is installed */
+  nginx: string | null
 }
 
 export interface Running {
@@ -18,6 +30,8 @@ export interface Running {
   port: number
   /** the proxy process whose CPU and RSS are measured; null for `direct` */
   proc: Managed | null
+  /** veer's admin port, when the subject is veer */
+  admin?: number
 }
 
 export interface Subject {
@@ -25,9 +39,15 @@ export interface Subject {
   about: string
   /** load sends a rotating sticky header */
   sticky: boolean
+  needs?: readonly Need[]
   /** why it cannot run at all (checked once, before the first round); null when it can */
   unavailable(ctx: Context): string | null
   start(ctx: Context): Promise<Running>
+  /**
+   * Counters read after the preflight and again after the last phase; the round records the
+   * differences (e.g. shadow requests sent, trace exports received). Never fails the round.
+   */
+  observe?(running: Running, ctx: Context): Promise<Record<string, number>>
 }
 
 /** Thrown when a subject cannot be started; the harness marks it unavailable and goes on. */
@@ -36,6 +56,15 @@ export class Unavailable extends Error {}
 const node = process.execPath
 const loopback = (port: number) => `http://127.0.0.1:${port}`
 
+async function started(proc: Managed, port: number, timeoutMs: number, health?: string): Promise<void> {
+  try {
+    await waitReady(proc, port, timeoutMs, health)
+  } catch (err) {
+    await stopProcess(proc)
+    throw new Unavailable((err as Error).message)
+  }
+}
+
 async function startNodeProxy(name: string, ctx: Context, script: string): Promise<Running> {
   const port = await freePort()
   const proc = startProcess(name, node, [join(ctx.root, script), loopback(ctx.stablePort), String(port)], {
@@ -43,58 +72,94 @@ async function startNodeProxy(name: string, ctx: Context, script: string): Promi
     logPath: join(ctx.tmpDir, `${name}.log`),
     cwd: ctx.root,
   })
-  try {
-    await waitReady(proc, port, 10_000)
-  } catch (err) {
-    await stopProcess(proc)
-    throw new Unavailable((err as Error).message)
-  }
+  await started(proc, port, 10_000)
   return { port, proc }
 }
 
-function veerSubject(name: string, about: string, canary: boolean): Subject {
+interface VeerOptions {
+  /** quick-start flags after --listen/--admin (ports are added by the harness) */
+  flags?: (ctx: Context) => string[]
+  /** a YAML config instead of flags: written to its own directory (veer watches that directory) */
+  config?: (ctx: Context, port: number, admin: number) => string
+  env?: (ctx: Context) => NodeJS.ProcessEnv
+}
+
+async function startVeer(name: string, ctx: Context, opts: VeerOptions): Promise<Running> {
+  const port = await freePort()
+  const admin = await freePort()
+  const args = [join(ctx.root, 'bin/veer.js'), 'proxy']
+  if (opts.config !== undefined) {
+    const dir = join(ctx.tmpDir, `${name}-config`)
+    mkdirSync(dir, { recursive: true })
+    const file = join(dir, 'veer.yaml')
+    writeFileSync(file, opts.config(ctx, port, admin))
+    args.push('--config', file)
+  } else {
+    args.push('--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${admin}`)
+    args.push(...(opts.flags?.(ctx) ?? ['--stable', loopback(ctx.stablePort)]))
+  }
+  const proc = startProcess(name, node, args, {
+    core: PROXY_CORE,
+    logPath: join(ctx.tmpDir, `${name}.log`),
+    cwd: ctx.root,
+    ...(opts.env === undefined ? {} : { env: { ...process.env, ...opts.env(ctx) } }),
+  })
+  await started(proc, port, 15_000, `http://127.0.0.1:${admin}/healthz`)
+  return { port, proc, admin }
+}
+
+const veerFound = (ctx: Context) =>
+  existsSync(join(ctx.root, 'bin/veer.js')) ? null : 'bin/veer.js not found'
+
+function veerSubject(
+  name: string,
+  about: string,
+  opts: VeerOptions & Pick<Subject, 'needs' | 'observe'> & { sticky?: boolean },
+): Subject {
   return {
     name,
     about,
-    sticky: canary,
-    unavailable: (ctx) => (existsSync(join(ctx.root, 'bin/veer.js')) ? null : 'bin/veer.js not found'),
-    async start(ctx) {
-      const port = await freePort()
-      const admin = await freePort()
-      const args = [
-        join(ctx.root, 'bin/veer.js'),
-        'proxy',
-        '--listen',
-        `127.0.0.1:${port}`,
-        '--admin',
-        `127.0.0.1:${admin}`,
-        '--stable',
-        loopback(ctx.stablePort),
-      ]
-      if (canary) {
-        args.push(
-          '--canary',
-          loopback(ctx.canaryPort),
-          '--canary-weight',
-          '20',
-          '--sticky-header',
-          STICKY_HEADER,
-        )
-      }
-      const proc = startProcess(name, node, args, {
-        core: PROXY_CORE,
-        logPath: join(ctx.tmpDir, `${name}.log`),
-        cwd: ctx.root,
-      })
-      try {
-        await waitReady(proc, port, 15_000, `http://127.0.0.1:${admin}/healthz`)
-      } catch (err) {
-        await stopProcess(proc)
-        throw new Unavailable((err as Error).message)
-      }
-      return { port, proc }
-    },
+    sticky: opts.sticky ?? false,
+    ...(opts.needs === undefined ? {} : { needs: opts.needs }),
+    ...(opts.observe === undefined ? {} : { observe: opts.observe }),
+    unavailable: veerFound,
+    start: (ctx) => startVeer(name, ctx, opts),
   }
+}
+
+function getJson(url: string): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: 'GET', timeout: 2000 }, (res) => {
+      let text = ''
+      res.setEncoding('utf8')
+      res.on('data', (d: string) => (text += d))
+      res.on('end', () => {
+        try {
+          resolve(JSON.parse(text))
+        } catch (err) {
+          reject(err)
+        }
+      })
+    })
+    req.once('timeout', () => req.destroy(new Error(`GET ${url}: timeout`)))
+    req.once('error', reject)
+    req.end()
+  })
+}
+
+/** veer's shadow counters from GET /v1/stats (route `default`). */
+async function shadowCounters(running: Running): Promise<Record<string, number>> {
+  const stats = (await getJson(`http://127.0.0.1:${running.admin}/v1/stats`)) as {
+    routes?: Array<{ shadow?: Record<string, unknown> | null }>
+  }
+  const shadow = stats.routes?.[0]?.shadow ?? null
+  if (shadow === null) return {}
+  const out: Record<string, number> = {}
+  for (const key of ['sent', 'dropped', 'errors', 'compared', 'mismatches']) {
+    const v = shadow[key]
+    if (typeof v === 'number') out[`shadow ${key}`] = v
+  }
+  return out
 }
 
 export const subjects: readonly Subject[] = [
@@ -105,8 +170,50 @@ export const subjects: readonly Subject[] = [
     unavailable: () => null,
     start: async (ctx) => ({ port: ctx.stablePort, proc: null }),
   },
-  veerSubject('veer', 'veer proxy, plain forward to stable', false),
-  veerSubject('veer-canary-sticky', 'veer, 20% canary to a 2nd upstream, sticky on x-user-id', true),
+  veerSubject('veer', 'veer proxy, plain forward to stable (metrics, analysis window, access log on)', {}),
+  veerSubject('veer-canary-sticky', 'veer, 20% canary to a 2nd upstream, sticky on x-user-id', {
+    sticky: true,
+    flags: (ctx) => [
+      '--stable',
+      loopback(ctx.stablePort),
+      '--canary',
+      loopback(ctx.canaryPort),
+      '--canary-weight',
+      '20',
+      '--sticky-header',
+      STICKY_HEADER,
+    ],
+  }),
+  veerSubject('veer-shadow', 'veer, every request mirrored (--shadow, 100%) to a 3rd upstream, compared', {
+    needs: ['shadow-upstream'],
+    flags: (ctx) => ['--stable', loopback(ctx.stablePort), '--shadow', loopback(ctx.shadowPort!)],
+    observe: shadowCounters,
+  }),
+  veerSubject('veer-tracing', 'veer, OpenTelemetry tracing on, 1% traceidratio, OTLP/HTTP to a local sink', {
+    needs: ['otlp-sink'],
+    env: (ctx) => ({
+      OTEL_TRACES_EXPORTER: 'otlp',
+      OTEL_EXPORTER_OTLP_ENDPOINT: loopback(ctx.otlp!.port),
+      OTEL_TRACES_SAMPLER: 'traceidratio',
+      OTEL_TRACES_SAMPLER_ARG: '0.01',
+    }),
+    observe: async (_running, ctx) => ({
+      'trace exports': ctx.otlp!.counts.exports,
+      'trace KiB': ctx.otlp!.counts.bytes / 1024,
+    }),
+  }),
+  veerSubject('veer-nolog', 'veer, plain forward, access log off (YAML config `log: { access: false }`)', {
+    config: (ctx, port, admin) =>
+      [
+        `listen: 127.0.0.1:${port}`,
+        `admin: 127.0.0.1:${admin}`,
+        'log: { access: false }',
+        'routes:',
+        '  - name: default',
+        `    stable: { url: "${loopback(ctx.stablePort)}" }`,
+        '',
+      ].join('\n'),
+  }),
   {
     name: 'http-proxy-3',
     about: 'http-proxy-3 v2 with a keep-alive http.Agent',
@@ -115,10 +222,42 @@ export const subjects: readonly Subject[] = [
     start: (ctx) => startNodeProxy('http-proxy-3', ctx, 'bench/baselines/http-proxy-3.ts'),
   },
   {
+    name: 'fastify-http-proxy',
+    about: '@fastify/http-proxy v11 (reply-from, default undici pool), logger off',
+    sticky: false,
+    unavailable: (ctx) =>
+      existsSync(join(ctx.root, 'node_modules/@fastify/http-proxy')) &&
+      existsSync(join(ctx.root, 'node_modules/fastify'))
+        ? null
+        : 'fastify / @fastify/http-proxy not installed (npm install)',
+    start: (ctx) => startNodeProxy('fastify-http-proxy', ctx, 'bench/baselines/fastify-http-proxy.ts'),
+  },
+  {
     name: 'undici-minimal',
     about: 'node:http + undici Pool.dispatch, minimal (the Node ceiling)',
     sticky: false,
     unavailable: () => null,
     start: (ctx) => startNodeProxy('undici-minimal', ctx, 'bench/baselines/undici-minimal.ts'),
+  },
+  {
+    name: 'nginx',
+    about: 'nginx reverse proxy, 1 worker, upstream keepalive 64, access log off (the C reference)',
+    sticky: false,
+    needs: ['nginx'],
+    unavailable: (ctx) =>
+      ctx.nginx === null ? 'nginx not installed (run with --install to apt-get it)' : null,
+    async start(ctx) {
+      const port = await freePort()
+      const files = writeNginxConfig(join(ctx.tmpDir, 'nginx'), port, ctx.stablePort)
+      // nginx started by root runs its worker as `nobody`, which must be able to walk into its prefix.
+      if (process.getuid?.() === 0) chmodSync(ctx.tmpDir, 0o711)
+      // Its error log is stderr, so it lands in the round's log file (and in the reason if it fails).
+      const proc = startProcess('nginx', ctx.nginx!, ['-p', files.prefix, '-c', files.conf, '-e', 'stderr'], {
+        core: PROXY_CORE,
+        logPath: join(ctx.tmpDir, 'nginx.log'),
+      })
+      await started(proc, port, 10_000)
+      return { port, proc }
+    },
   },
 ]

@@ -1,17 +1,20 @@
 // A fast fixed-answer HTTP/1.1 upstream for the benchmark, run as its own process:
-//   node bench/upstream.ts PORT [NAME]        (or env PORT / UPSTREAM_NAME)
+//   node bench/upstream.ts PORT [NAME [BODY_NAME]]        (or env PORT / UPSTREAM_NAME)
 // GET /16k answers 16 KiB, anything else ~100 B. Every answer carries `x-upstream: NAME` so the
-// harness can see which upstream a proxied request reached.
+// harness can see which upstream a proxied request reached. The ~100 B JSON body names BODY_NAME
+// (default NAME): a shadow upstream started as `shadow stable` answers byte for byte what stable does,
+// so veer's shadow comparison sees matches, the common case, rather than a diff on every request.
 import { createServer } from 'node:http'
 
 const port = Number(process.argv[2] ?? process.env.PORT ?? 0)
 const name = process.argv[3] ?? process.env.UPSTREAM_NAME ?? 'stable'
+const bodyName = process.argv[4] ?? name
 if (!Number.isInteger(port) || port <= 0 || port > 65535) {
-  console.error('usage: node bench/upstream.ts PORT [NAME]')
+  console.error('usage: node bench/upstream.ts PORT [NAME [BODY_NAME]]')
   process.exit(2)
 }
 
-const prefix = `{"upstream":${JSON.stringify(name)},"ok":true,"pad":"`
+const prefix = `{"upstream":${JSON.stringify(bodyName)},"ok":true,"pad":"`
 const small = Buffer.from(`${prefix.padEnd(98, '.')}"}`) // 100 bytes
 const big = Buffer.alloc(16 * 1024, 'x')
 const head = (body: Buffer): string[] => [
