@@ -1,5 +1,6 @@
 /** `veer proxy` flags: the contract's quick-start flags, or `--config FILE` (with --listen/--admin overrides). */
 import { readFile } from 'node:fs/promises'
+import { availableParallelism } from 'node:os'
 import { parseArgs } from 'node:util'
 import { type Issue, type LoadResult, loadConfigFile, validateConfig } from '../config/load.ts'
 
@@ -22,6 +23,7 @@ Quick start, one route named "default" (not with --config):
   --control URL          follow the weights of a veer control process (their source of truth then)
   --token-file FILE      file holding the token for --control (or set VEER_TOKEN)
   --state-dir DIR        keeps control's last weights across restarts (default ./.veer-proxy)
+  --workers N|auto       traffic worker processes sharing the listener (default 1; auto: one per core)
   -h, --help             this help
 `
 
@@ -61,9 +63,24 @@ export interface ProxyArgs {
   load: () => Promise<LoadResult>
   /** `--control` and its token and state dir; null without --control. */
   control: ControlArgs | null
+  /** Traffic worker processes (`--workers`); 1 runs everything in this process. */
+  workers: number
 }
 
 export class FlagError extends Error {}
+
+/** `--workers N` (1..64) or `auto` (one per core this process may use). */
+function workerCount(text: string | undefined): number {
+  if (text === undefined) return 1
+  if (text === 'auto') return availableParallelism()
+  const n = Number(text)
+  if (!Number.isInteger(n) || n < 1 || n > 64) {
+    throw new FlagError(
+      `--workers must be a whole number from 1 to 64, or auto (got ${JSON.stringify(text)})`,
+    )
+  }
+  return n
+}
 
 /** A number flag as a number when it is one; otherwise the text, so validation names it. */
 function numeric(text: string | undefined): number | string | undefined {
@@ -93,6 +110,7 @@ export function parseProxyArgs(argv: string[], env: NodeJS.ProcessEnv = process.
         control: { type: 'string' },
         'token-file': { type: 'string' },
         'state-dir': { type: 'string' },
+        workers: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }))
@@ -101,6 +119,7 @@ export function parseProxyArgs(argv: string[], env: NodeJS.ProcessEnv = process.
   }
   const help = values.help === true
   const control = help ? null : controlArgs(values, env)
+  const workers = workerCount(values.workers as string | undefined)
   const overrides: Record<string, unknown> = {}
   if (values.listen !== undefined) overrides.listen = values.listen
   if (values.admin !== undefined) overrides.admin = values.admin
@@ -111,7 +130,7 @@ export function parseProxyArgs(argv: string[], env: NodeJS.ProcessEnv = process.
       throw new FlagError(
         `--${clash}: quick-start route flags cannot be combined with --config; put the route in the config file`,
       )
-    return { help, configPath, load: () => loadConfigFile(configPath, overrides), control }
+    return { help, configPath, load: () => loadConfigFile(configPath, overrides), control, workers }
   }
   if (!help && values.stable === undefined) {
     throw new FlagError(
@@ -138,7 +157,7 @@ export function parseProxyArgs(argv: string[], env: NodeJS.ProcessEnv = process.
   const raw = { ...overrides, routes: [route] }
   const result = validateConfig(raw)
   const named: LoadResult = result.ok ? result : { ok: false, issues: result.issues.map(renameFlag) }
-  return { help, configPath: null, load: () => Promise.resolve(named), control }
+  return { help, configPath: null, load: () => Promise.resolve(named), control, workers }
 }
 
 function controlArgs(

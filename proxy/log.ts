@@ -2,8 +2,9 @@
 import pino, { type Logger } from 'pino'
 
 export function createLogger(level: string): Logger {
-  // An asynchronous destination with a small buffer: a request never waits on a write(2).
-  const destination = pino.destination({ dest: 1, sync: false, minLength: 4096 })
+  // An asynchronous destination with a small buffer: a request never waits on a write(2). Writes stay
+  // within PIPE_BUF (4096), so lines of --workers processes sharing one stdout pipe never interleave.
+  const destination = pino.destination({ dest: 1, sync: false, minLength: 2048, maxWrite: 4096 })
   const logger = pino(
     { level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime, messageKey: 'msg' },
     destination,

@@ -2,6 +2,7 @@
  * `veer proxy`: read flags and config, start the traffic and admin listeners, reload on SIGHUP or file
  * change, drain on SIGTERM. Nothing starts unless the whole configuration is valid.
  */
+import cluster from 'node:cluster'
 import { createHash } from 'node:crypto'
 import { watch } from 'node:fs'
 import { readFile } from 'node:fs/promises'
@@ -10,8 +11,9 @@ import { type AddressInfo, Server as NetServer, type Socket } from 'node:net'
 import { basename, dirname, resolve } from 'node:path'
 import { formatIssue, type LoadResult } from '../config/load.ts'
 import type { ProxyConfig } from '../config/types.ts'
-import { createAdminServer, localViews } from './admin.ts'
+import { configView, createAdminServer, localViews, rawDiffs, rawStats } from './admin.ts'
 import { PROXY_HELP, parseProxyArgs } from './args.ts'
+import { answerPrimary, runPrimary, tellStarted } from './cluster.ts'
 import { openKnownGood } from './control-cache.ts'
 import { ControlLink } from './control-link.ts'
 import { announcedRoutes, sameWeights, withWeights } from './control-weights.ts'
@@ -37,7 +39,16 @@ export async function runProxy(argv: string[]): Promise<void> {
   }
   const first = await parsed.load()
   if (!first.ok) throw new UsageError(first.issues.map(formatIssue).join('\n'))
-  await startProxy(first.config, parsed.load, parsed.configPath, control)
+  if (parsed.workers > 1 && cluster.isPrimary) {
+    const log = createLogger(first.config.log.level)
+    await runPrimary(first.config, parsed.configPath, parsed.workers, log).catch((err: Error) => {
+      throw new UsageError(err.message)
+    })
+    return
+  }
+  // A worker leaves the file to its primary, which passes changes on as SIGHUP.
+  const worker = cluster.isWorker
+  await startProxy(first.config, parsed.load, worker ? null : parsed.configPath, control, worker)
 }
 
 export interface ControlOptions {
@@ -70,6 +81,8 @@ export async function startProxy(
   reloadSource: () => Promise<LoadResult>,
   configPath: string | null,
   control: ControlOptions | null = null,
+  /** A `--workers` worker: no admin listener of its own; the primary asks it over IPC. */
+  worker = false,
 ): Promise<void> {
   const log = createLogger(config.log.level)
   // With --control, the weights last applied from control (the last-known-good file) serve from the
@@ -121,7 +134,7 @@ export async function startProxy(
     },
     configHash: hashOf(config),
   }
-  const adminServer = createAdminServer(localViews(admin, metrics))
+  const adminServer = worker ? null : createAdminServer(localViews(admin, metrics))
   // The traffic listener's connections, for the drain: one that has not sent a byte yet carries a request
   // on its way (it was opened during the grace), it is not an idle keep-alive connection to close.
   const connections = new Set<Socket>()
@@ -133,12 +146,13 @@ export async function startProxy(
   let adminAddress: AddressInfo
   try {
     traffic = await listen(proxy.server, config.listen.host, config.listen.port)
-    adminAddress = await listen(adminServer, config.admin.host, config.admin.port)
+    adminAddress =
+      adminServer === null ? traffic : await listen(adminServer, config.admin.host, config.admin.port)
   } catch (err) {
     // Which listener failed is known only before they are closed (close() clears `listening`).
     const which = proxy.server.listening ? '--admin' : '--listen'
     proxy.server.close()
-    adminServer.close()
+    adminServer?.close()
     pools.destroyAll()
     const e = err as NodeJS.ErrnoException
     throw new UsageError(
@@ -245,8 +259,8 @@ export async function startProxy(
     // would keep the process alive for as long as it lasts.
     for (const socket of connections) socket.destroy()
     await closed
-    adminServer.close()
-    adminServer.closeAllConnections()
+    adminServer?.close()
+    adminServer?.closeAllConnections()
     await link?.stop()
     await pools.closeAll()
     log.info({ signal }, 'veer proxy stopped')
@@ -257,15 +271,22 @@ export async function startProxy(
   process.on('SIGTERM', () => void drain('SIGTERM'))
   process.on('SIGINT', () => void drain('SIGINT'))
   // Only now, with every signal handled: a SIGTERM right after this line drains rather than kills.
+  const listenText = `${traffic.address}:${traffic.port}`
+  if (worker) {
+    answerPrimary(metrics.registry, (what) =>
+      what === 'stats' ? rawStats(proxy.table) : what === 'diffs' ? rawDiffs(proxy.table) : configView(admin),
+    )
+    tellStarted(listenText, generation)
+  }
   log.info(
     {
-      listen: `${traffic.address}:${traffic.port}`,
-      admin: `${adminAddress.address}:${adminAddress.port}`,
+      listen: listenText,
+      ...(worker ? {} : { admin: `${adminAddress.address}:${adminAddress.port}` }),
       routes: config.routes.map((r) => r.name),
       configVersion: generation,
       control: link ? { url: link.url, id: link.id, revision: link.revision } : undefined,
     },
-    'veer proxy started',
+    worker ? 'veer worker started' : 'veer proxy started',
   )
   log.flush()
 }

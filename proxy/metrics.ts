@@ -120,12 +120,15 @@ export class ProxyMetrics {
       name: 'veer_route_weight',
       help: 'Share of traffic each version gets, percent',
       labelNames: ['route', 'version'],
+      // Every worker of a --workers cluster holds the same weight: report it once, not summed.
+      aggregator: 'first',
       registers,
     })
     this.releaseInfo = new client.Gauge({
       name: 'veer_release_info',
       help: 'Release id of each version of a route (value is always 1)',
       labelNames: ['route', 'version', 'release'],
+      aggregator: 'first',
       registers,
     })
     this.shadow = new client.Counter({

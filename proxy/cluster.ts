@@ -1,0 +1,187 @@
+/**
+ * `veer proxy --workers N`: the primary process forks N workers that share the traffic listener
+ * (node:cluster hands each new connection to a worker), and serves the one admin listener itself:
+ * metrics summed across workers (prom-client's AggregatorRegistry), stats merged from their counts,
+ * config from the first worker. SIGHUP and config-file changes are passed to every worker; SIGTERM
+ * drains them all, then the primary exits 0. A worker that dies outside a drain is replaced.
+ */
+import cluster, { type Worker } from 'node:cluster'
+import { watch } from 'node:fs'
+import { readFile } from 'node:fs/promises'
+import type { AddressInfo } from 'node:net'
+import { basename, dirname, resolve } from 'node:path'
+import type { Logger } from 'pino'
+import { AggregatorRegistry, type Registry } from 'prom-client'
+import type { ProxyConfig } from '../config/types.ts'
+import { type AdminViews, createAdminServer, type RawStats } from './admin.ts'
+import type { DiffSample } from './shadow/stats.ts'
+
+/** Messages between the primary and its workers (besides prom-client's own). */
+type Ask = { veer: 'ask'; id: number; what: 'stats' | 'diffs' | 'config' }
+type Reply = { veer: 'reply'; id: number; body: unknown }
+type Started = { veer: 'started'; listen: string; configVersion: number }
+type WorkerMessage = Reply | Started
+
+export function isVeerAsk(m: unknown): m is Ask {
+  return typeof m === 'object' && m !== null && (m as Ask).veer === 'ask'
+}
+
+/** In a worker: answer the primary's questions from this process's views. */
+export function answerPrimary(registry: Registry, answer: (what: Ask['what']) => unknown): void {
+  // prom-client answers the primary's metric requests from these registries once an AggregatorRegistry
+  // exists in the worker.
+  AggregatorRegistry.setRegistries([registry])
+  new AggregatorRegistry()
+  process.on('message', (m: unknown) => {
+    if (isVeerAsk(m)) process.send?.({ veer: 'reply', id: m.id, body: answer(m.what) } satisfies Reply)
+  })
+}
+
+export function tellStarted(listen: string, configVersion: number): void {
+  process.send?.({ veer: 'started', listen, configVersion } satisfies Started)
+}
+
+export async function runPrimary(
+  config: ProxyConfig,
+  configPath: string | null,
+  count: number,
+  log: Logger,
+): Promise<void> {
+  const aggregator = new AggregatorRegistry()
+  const workers = new Set<Worker>()
+  const started = new Map<Worker, Started>()
+  const pending = new Map<number, { left: number; bodies: unknown[]; done: (b: unknown[]) => void }>()
+  let nextId = 0
+  let draining = false
+
+  const ask = (what: Ask['what']): Promise<unknown[]> => {
+    const live = [...workers].filter((w) => started.has(w) && w.isConnected())
+    if (live.length === 0) return Promise.resolve([])
+    const id = nextId++
+    return new Promise((resolveAsk, reject) => {
+      const timer = setTimeout(() => {
+        pending.delete(id)
+        reject(new Error(`workers did not answer ${what} within 5 s`))
+      }, 5000)
+      pending.set(id, {
+        left: live.length,
+        bodies: [],
+        done: (bodies) => {
+          clearTimeout(timer)
+          resolveAsk(bodies)
+        },
+      })
+      for (const w of live) w.send({ veer: 'ask', id, what } satisfies Ask)
+    })
+  }
+
+  const fork = () => {
+    const w = cluster.fork({ VEER_WORKER: '1' })
+    workers.add(w)
+    w.on('message', (m: WorkerMessage) => {
+      if (m?.veer === 'started') started.set(w, m)
+      else if (m?.veer === 'reply') {
+        const p = pending.get(m.id)
+        if (p === undefined) return
+        p.bodies.push(m.body)
+        if (--p.left === 0) {
+          pending.delete(m.id)
+          p.done(p.bodies)
+        }
+      }
+    })
+    w.on('exit', (code, signal) => {
+      workers.delete(w)
+      started.delete(w)
+      if (draining) {
+        if (workers.size === 0) finish()
+        return
+      }
+      log.error({ worker: w.process.pid, code, signal }, 'worker died; starting another')
+      fork()
+    })
+  }
+
+  const views: AdminViews = {
+    get draining() {
+      return draining
+    },
+    configVersion: () =>
+      started.size === count ? Math.min(...[...started.values()].map((s) => s.configVersion)) : 0,
+    metrics: async () => ({ contentType: aggregator.contentType, text: await aggregator.clusterMetrics() }),
+    config: async () => ({ workers: started.size, ...((await ask('config'))[0] as object) }),
+    stats: async () => (await ask('stats')) as RawStats[],
+    diffs: async () => (await ask('diffs')) as Record<string, DiffSample[]>[],
+  }
+  const admin = createAdminServer(views)
+  const adminAddress = await new Promise<AddressInfo>((ok, fail) => {
+    admin.once('error', fail)
+    admin.listen({ host: config.admin.host, port: config.admin.port }, () =>
+      ok(admin.address() as AddressInfo),
+    )
+  }).catch((err: NodeJS.ErrnoException) => {
+    throw new Error(
+      `--admin: cannot listen (${err.code ?? err.message}); pick a free address or stop what holds it`,
+    )
+  })
+
+  for (let i = 0; i < count; i++) fork()
+  // Every worker up (or one failed to start: its exit is logged above and it is replaced).
+  await new Promise<void>((ok) => {
+    const check = () => (started.size === count ? ok() : setTimeout(check, 20))
+    check()
+  })
+
+  const signalAll = (signal: NodeJS.Signals) => {
+    for (const w of workers) w.process.kill(signal)
+  }
+  process.on('SIGHUP', () => signalAll('SIGHUP'))
+  let watcher: ReturnType<typeof watch> | null = null
+  if (configPath !== null) {
+    // One watcher for all: a change is passed on as SIGHUP, and each worker reloads and validates.
+    const file = resolve(configPath)
+    let lastText = await readFile(file, 'utf8').catch(() => '')
+    let timer: NodeJS.Timeout | null = null
+    watcher = watch(dirname(file), (_event, name) => {
+      if (name !== null && name !== basename(file) && !name.startsWith('..')) return
+      if (timer) clearTimeout(timer)
+      timer = setTimeout(async () => {
+        const text = await readFile(file, 'utf8').catch(() => null)
+        if (text === null || text === lastText) return
+        lastText = text
+        signalAll('SIGHUP')
+      }, 150)
+    })
+    watcher.unref()
+  }
+  const finish = () => {
+    watcher?.close()
+    admin.close()
+    admin.closeAllConnections()
+    log.info({ workers: count }, 'veer proxy stopped')
+    log.flush()
+    process.exit(0)
+  }
+  const drain = (signal: NodeJS.Signals) => {
+    if (draining) return
+    draining = true
+    log.info({ signal, workers: workers.size }, 'draining')
+    signalAll('SIGTERM')
+    if (workers.size === 0) finish()
+  }
+  process.on('SIGTERM', () => drain('SIGTERM'))
+  process.on('SIGINT', () => drain('SIGINT'))
+
+  const first = [...started.values()][0]!
+  log.info(
+    {
+      listen: first.listen,
+      admin: `${adminAddress.address}:${adminAddress.port}`,
+      routes: config.routes.map((r) => r.name),
+      configVersion: first.configVersion,
+      workers: count,
+    },
+    'veer proxy started',
+  )
+  log.flush()
+}
