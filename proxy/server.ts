@@ -80,7 +80,7 @@ export class ProxyServer implements ExchangeHost, MirrorHost {
     // No parser count limit (Node's answers a bare error): the head is bounded by maxHeaderBytes, and the
     // handler counts the fields to answer too_many_headers itself.
     this.server.maxHeadersCount = 0
-    this.#accessLog = config.log.access
+    this.#accessLog = config.log.access && this.#log.isLevelEnabled('info')
     this.#accessSample = config.log.accessSample
     this.ejectAfter = config.health.ejectAfter
     this.ejectForMs = config.health.ejectFor
