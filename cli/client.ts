@@ -1,0 +1,112 @@
+/**
+ * The operator client's HTTP calls to the control API, and the exit codes scripts rely on:
+ * 0 done, 1 the API refused (any 4xx/5xx answer), 2 usage (bad flag, file, missing token),
+ * 3 control cannot be reached (refused, DNS, timeout).
+ */
+import { readFileSync } from 'node:fs'
+
+export const EXIT = { ok: 0, refused: 1, usage: 2, unreachable: 3 } as const
+
+export class CliError extends Error {
+  readonly exitCode: number
+
+  constructor(exitCode: number, message: string) {
+    super(message)
+    this.exitCode = exitCode
+  }
+}
+
+export const usage = (message: string): CliError => new CliError(EXIT.usage, message)
+
+/** The token: the first word of the first non-comment line of --token-file (a bare token file, or control's own), or VEER_TOKEN. */
+export function readToken(file: string | undefined, env: NodeJS.ProcessEnv): string {
+  if (file !== undefined) {
+    let text: string
+    try {
+      text = readFileSync(file, 'utf8')
+    } catch (err) {
+      throw usage(`--token-file ${file}: cannot read it (${(err as NodeJS.ErrnoException).code})`)
+    }
+    for (const line of text.split('\n')) {
+      const word = line.replace(/#.*$/, '').trim().split(/\s+/)[0]
+      if (word) return word
+    }
+    throw usage(`--token-file ${file}: holds no token`)
+  }
+  const token = env.VEER_TOKEN?.trim()
+  if (token) return token
+  throw usage('no token: pass --token-file FILE or set VEER_TOKEN')
+}
+
+export interface Reply {
+  status: number
+  etag: string | null
+  body: unknown
+}
+
+export class ControlClient {
+  private readonly base: string
+  private readonly token: string
+  private readonly timeoutMs: number
+
+  constructor(base: string, token: string, timeoutMs = 10_000) {
+    let url: URL
+    try {
+      url = new URL(base)
+    } catch {
+      throw usage(`--control must be a URL such as http://127.0.0.1:9900 (got ${JSON.stringify(base)})`)
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:')
+      throw usage(`--control must start with http:// or https:// (got ${JSON.stringify(base)})`)
+    this.base = url.href.replace(/\/+$/, '')
+    this.token = token
+    this.timeoutMs = timeoutMs
+  }
+
+  async call(
+    method: string,
+    path: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+  ): Promise<Reply> {
+    let res: Response
+    try {
+      res = await fetch(`${this.base}${path}`, {
+        method,
+        headers: {
+          authorization: `Bearer ${this.token}`,
+          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+          ...headers,
+        },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(this.timeoutMs),
+      })
+    } catch (err) {
+      const e = err as Error & { cause?: { code?: string } }
+      const why =
+        e.name === 'TimeoutError'
+          ? `no answer within ${this.timeoutMs / 1000} s`
+          : (e.cause?.code ?? e.message)
+      throw new CliError(
+        EXIT.unreachable,
+        `cannot reach control at ${this.base} (${why}); is veer control running? (--control URL)`,
+      )
+    }
+    const text = await res.text()
+    let parsed: unknown = null
+    try {
+      parsed = text === '' ? null : JSON.parse(text)
+    } catch {
+      parsed = text
+    }
+    if (res.status >= 400) {
+      const e = parsed as { error?: string; message?: string } | null
+      const message = e?.message ?? `HTTP ${res.status}`
+      throw new CliError(
+        EXIT.refused,
+        `${message.replace(/\s*\n\s*/g, ' ')} (${e?.error ?? `http_${res.status}`})`,
+      )
+    }
+    return { status: res.status, etag: res.headers.get('etag'), body: parsed }
+  }
+}

@@ -1,0 +1,72 @@
+/** Human output of the operator client: the `veer status` table and one-line summaries of a route. */
+import { formatDuration } from '../config/duration.ts'
+import type { ProxyView } from '../control/proxies.ts'
+import type { RouteView } from '../control/views.ts'
+
+/** 1m25s, 40s, 750ms: whole seconds above ten seconds. */
+export function left(ms: number): string {
+  if (ms >= 10_000) ms = Math.round(ms / 1000) * 1000
+  if (ms >= 60_000 && ms % 60_000 !== 0) {
+    const m = Math.floor(ms / 60_000)
+    return `${m}m${formatDuration(ms - m * 60_000)}`
+  }
+  return ms === 0 ? '0s' : formatDuration(ms)
+}
+
+function timeLeft(r: RouteView): string {
+  const ro = r.rollout
+  if (ro === null || ro.phase === 'completed' || ro.phase === 'aborted') return '-'
+  if (ro.state === 'waiting-for-promote') return 'promote'
+  if (ro.pauseLeftMs === null) return ro.state === 'paused' ? 'promote' : '-'
+  if (ro.state === 'pausing') return left(ro.pauseLeftMs)
+  return `${left(ro.pauseLeftMs)} ${ro.state === 'paused' ? '(paused)' : 'after sync'}`
+}
+
+export function statusTable(routes: readonly RouteView[]): string {
+  const rows = [['ROUTE', 'STABLE', 'CANARY', 'ROLLOUT', 'STEP', 'TIME LEFT', 'PROXIES IN SYNC', 'VERSION']]
+  for (const r of routes) {
+    const ro = r.rollout
+    rows.push([
+      r.name,
+      `${r.weights.stable}%`,
+      `${r.weights.canary}%`,
+      ro === null ? '-' : ro.state,
+      ro === null || ro.phase === 'completed' || ro.phase === 'aborted' ? '-' : `${ro.step}/${ro.steps}`,
+      timeLeft(r),
+      `${r.proxies.inSync}/${r.proxies.live}`,
+      String(r.version),
+    ])
+  }
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)))
+  return rows
+    .map((row) =>
+      row
+        .map((cell, i) => cell.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n')
+}
+
+export function proxiesLine(proxies: readonly ProxyView[]): string {
+  const live = proxies.filter((p) => p.live).length
+  const refusing = proxies.filter((p) => p.lastError !== null).map((p) => p.id)
+  const nack = refusing.length > 0 ? `; refusing the last revision: ${refusing.join(', ')}` : ''
+  return `proxies: ${proxies.length} known, ${live} live${nack}`
+}
+
+/** `shop: canary 25% (stable 75%), step 2/4 pausing, 1m25s left, version 8` */
+export function summary(r: RouteView): string {
+  const parts = [`${r.name}: canary ${r.weights.canary}% (stable ${r.weights.stable}%)`]
+  const ro = r.rollout
+  if (ro !== null) {
+    if (ro.phase === 'completed' || ro.phase === 'aborted') parts.push(`rollout ${ro.phase}`)
+    else {
+      const t = timeLeft(r)
+      const when = t === '-' || t === 'promote' ? '' : ro.state === 'pausing' ? `, ${t} left` : `, ${t}`
+      parts.push(`step ${ro.step}/${ro.steps} ${ro.state}${when}`)
+    }
+  }
+  parts.push(`version ${r.version}`)
+  return parts.join(', ')
+}

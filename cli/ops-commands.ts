@@ -1,0 +1,12 @@
+/** The operator client's command names, known to the dispatcher without loading the client. */
+export const OPS_COMMANDS: ReadonlySet<string> = new Set([
+  'status',
+  'set-weight',
+  'rollout',
+  'promote',
+  'pause',
+  'resume',
+  'abort',
+])
+
+export type OpsCommand = 'status' | 'set-weight' | 'rollout' | 'promote' | 'pause' | 'resume' | 'abort'

@@ -1,0 +1,209 @@
+/**
+ * `veer status | set-weight | rollout | promote | pause | resume | abort`: the operator client of the
+ * control API. Human output by default, the API's JSON with --output json; errors are one line on
+ * stderr and the exit codes of client.ts.
+ */
+import { readFileSync } from 'node:fs'
+import { parseArgs } from 'node:util'
+import { parseDocument } from 'yaml'
+import type { ProxyView } from '../control/proxies.ts'
+import type { RouteView } from '../control/views.ts'
+import { type CliError, ControlClient, EXIT, readToken, usage } from './client.ts'
+import { proxiesLine, statusTable, summary } from './format.ts'
+import type { OpsCommand } from './ops-commands.ts'
+
+const COMMON = `  --control URL          control API (default http://127.0.0.1:9900, or VEER_CONTROL_URL)
+  --token-file FILE      file holding the token (or VEER_TOKEN)
+  --output table|json    human output (default) or the API's JSON
+  -h, --help             this help
+Exit codes: 0 done, 1 the API refused, 2 usage, 3 control cannot be reached.
+`
+
+const COMMANDS = {
+  status: {
+    usage: 'veer status [ROUTE] [--watch]',
+    about: 'Routes with their weights, rollout step and time left, and how many live proxies are in sync.',
+    flags: '  --watch                redraw every second until Ctrl-C\n',
+    positionals: [0, 1],
+  },
+  'set-weight': {
+    usage: 'veer set-weight ROUTE N [--if-match VERSION] [--reason TEXT]',
+    about: 'Set the canary weight of ROUTE to N percent (stable gets the rest).',
+    flags:
+      '  --if-match VERSION     refuse (412) unless the route is still at this version\n  --reason TEXT          why, for the audit log\n',
+    positionals: [2, 2],
+  },
+  rollout: {
+    usage: 'veer rollout ROUTE --plan FILE [--reason TEXT]',
+    about: 'Start a staged rollout from a plan file (YAML or JSON; see README "Control process").',
+    flags:
+      '  --plan FILE            the plan: steps of weight and pause\n  --reason TEXT          why, for the audit log\n',
+    positionals: [1, 1],
+  },
+  promote: {
+    usage: 'veer promote ROUTE [--full] [--reason TEXT]',
+    about: 'Move the rollout to its next step now; --full goes straight to 100% and completes it.',
+    flags:
+      '  --full                 skip the remaining steps\n  --reason TEXT          why, for the audit log\n',
+    positionals: [1, 1],
+  },
+  pause: {
+    usage: 'veer pause ROUTE [--reason TEXT]',
+    about: 'Hold the rollout at its step; the pause time left is kept for resume.',
+    flags: '  --reason TEXT          why, for the audit log\n',
+    positionals: [1, 1],
+  },
+  resume: {
+    usage: 'veer resume ROUTE [--reason TEXT]',
+    about: 'Continue a paused rollout with the pause time it had left.',
+    flags: '  --reason TEXT          why, for the audit log\n',
+    positionals: [1, 1],
+  },
+  abort: {
+    usage: 'veer abort ROUTE [--reason TEXT]',
+    about: 'Roll back: canary 0% at once, and the rollout ends as aborted.',
+    flags: '  --reason TEXT          why, for the audit log\n',
+    positionals: [1, 1],
+  },
+} as const satisfies Record<OpsCommand, unknown>
+
+export type { OpsCommand }
+
+export function opsHelp(command: OpsCommand): string {
+  const c = COMMANDS[command]
+  return `Usage: ${c.usage}\n\n${c.about}\n\n${c.flags}${COMMON}`
+}
+
+const OPTIONS = {
+  control: { type: 'string' },
+  'token-file': { type: 'string' },
+  output: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+  watch: { type: 'boolean' },
+  'if-match': { type: 'string' },
+  reason: { type: 'string' },
+  plan: { type: 'string' },
+  full: { type: 'boolean' },
+} as const
+
+const ONLY: Record<string, OpsCommand[]> = {
+  watch: ['status'],
+  'if-match': ['set-weight'],
+  reason: ['set-weight', 'rollout', 'promote', 'pause', 'resume', 'abort'],
+  plan: ['rollout'],
+  full: ['promote'],
+}
+
+const write = (text: string) => process.stdout.write(text.endsWith('\n') ? text : `${text}\n`)
+
+export async function runOps(command: OpsCommand, argv: string[]): Promise<void> {
+  const spec = COMMANDS[command]
+  let values: Record<string, string | boolean | undefined>
+  let positionals: string[]
+  try {
+    ;({ values, positionals } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: true,
+      options: OPTIONS,
+    }))
+  } catch (err) {
+    throw usage(`${(err as Error).message.split('\n')[0]}; see veer ${command} --help`)
+  }
+  if (values.help === true) {
+    process.stdout.write(opsHelp(command))
+    return
+  }
+  for (const [flag, commands] of Object.entries(ONLY)) {
+    if (values[flag] !== undefined && !commands.includes(command))
+      throw usage(`--${flag} is not a flag of veer ${command}; see veer ${command} --help`)
+  }
+  const [min, max] = spec.positionals
+  if (positionals.length < min || positionals.length > max) throw usage(`usage: ${spec.usage}`)
+  const output = (values.output as string | undefined) ?? 'table'
+  if (output !== 'table' && output !== 'json')
+    throw usage(`--output must be table or json (got ${JSON.stringify(output)})`)
+  const json = output === 'json'
+  // Everything local is checked before the token and the network: a usage error is always exit 2.
+  let body: unknown
+  const route = positionals[0]
+  if (command === 'set-weight') {
+    const n = Number(positionals[1])
+    if (positionals[1]!.trim() === '' || !Number.isInteger(n) || n < 0 || n > 100)
+      throw usage(`N must be a whole number from 0 to 100 (got ${JSON.stringify(positionals[1])})`)
+    body = { canary: n }
+  } else if (command === 'rollout') {
+    if (typeof values.plan !== 'string')
+      throw usage('--plan FILE is required (a YAML or JSON plan); see veer rollout --help')
+    body = readPlan(values.plan)
+  } else if (command === 'promote') body = values.full === true ? { full: true } : {}
+  else if (command !== 'status') body = {}
+  if (typeof values.reason === 'string' && body !== undefined)
+    (body as Record<string, unknown>).reason = values.reason
+  const client = new ControlClient(
+    (values.control as string | undefined) ?? process.env.VEER_CONTROL_URL ?? 'http://127.0.0.1:9900',
+    readToken(values['token-file'] as string | undefined, process.env),
+  )
+
+  if (command === 'status') return status(client, route, json, values.watch === true)
+  const path = `/v1/routes/${encodeURIComponent(route!)}`
+  const headers: Record<string, string> = {}
+  if (typeof values['if-match'] === 'string')
+    headers['if-match'] = `"${values['if-match'].replace(/"/g, '')}"`
+  const reply =
+    command === 'set-weight'
+      ? await client.call('PUT', `${path}/weights`, body, headers)
+      : await client.call('POST', `${path}/${command}`, body)
+  const view = reply.body as RouteView
+  write(json ? JSON.stringify(view, null, 2) : summary(view))
+}
+
+function readPlan(file: string): unknown {
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    throw usage(`--plan ${file}: cannot read it (${(err as NodeJS.ErrnoException).code})`)
+  }
+  // YAML is a superset of JSON: one parser reads both.
+  const doc = parseDocument(text, { uniqueKeys: true })
+  if (doc.errors.length > 0)
+    throw usage(`--plan ${file}: is not valid YAML or JSON: ${doc.errors[0]!.message.split('\n')[0]}`)
+  return doc.toJS()
+}
+
+async function status(
+  client: ControlClient,
+  route: string | undefined,
+  json: boolean,
+  watch: boolean,
+): Promise<void> {
+  const once = async (): Promise<string> => {
+    const [routes, proxies] = await Promise.all([
+      client.call('GET', route === undefined ? '/v1/routes' : `/v1/routes/${encodeURIComponent(route)}`),
+      client.call('GET', '/v1/proxies'),
+    ])
+    const list =
+      route === undefined ? (routes.body as { routes: RouteView[] }).routes : [routes.body as RouteView]
+    const known = (proxies.body as { proxies: ProxyView[] }).proxies
+    if (json) return JSON.stringify({ routes: list, proxies: known }, null, 2)
+    if (list.length === 0)
+      return `no routes yet: they appear when a proxy started with --control registers\n${proxiesLine(known)}`
+    return `${statusTable(list)}\n${proxiesLine(known)}`
+  }
+  if (!watch) {
+    write(await once())
+    return
+  }
+  for (;;) {
+    let text: string
+    try {
+      text = await once()
+    } catch (err) {
+      if ((err as CliError).exitCode !== EXIT.unreachable) throw err
+      text = (err as Error).message
+    }
+    process.stdout.write(`\x1b[H\x1b[2J${new Date().toISOString()}\n${text}\n`)
+    await new Promise((r) => setTimeout(r, 1000))
+  }
+}

@@ -1,0 +1,370 @@
+/**
+ * The control HTTP API under /v1 (README "Control process"): routes, weights, rollouts, audit, events,
+ * proxies, and the proxy side of the wire protocol (config/wire.ts). Every call but GET /healthz is
+ * authenticated first (401), rate-limited after repeated failures (429), routed (404/405), checked
+ * against the token's role (403), and only then read; every refusal is one JSON error (errors.ts).
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Logger } from 'pino'
+import { type Access, allows, type FailureLimiter, type Identity, type Tokens } from './auth.ts'
+import type { Engine } from './engine.ts'
+import { ApiError } from './errors.ts'
+import type { EventHub } from './events.ts'
+import { readJson, sendError, sendJson } from './http.ts'
+import type { ProxyLink } from './link.ts'
+import type { ProxyRegistry } from './proxies.ts'
+import type { RolloutEvent } from './rollout.ts'
+import {
+  parseAck,
+  parseAction,
+  parsePlan,
+  parsePromote,
+  parseRegister,
+  parseReport,
+  parseWeights,
+} from './schemas.ts'
+
+export interface ApiDeps {
+  readonly engine: Engine
+  readonly link: ProxyLink
+  readonly proxies: ProxyRegistry
+  readonly events: EventHub
+  readonly tokens: () => Tokens
+  readonly limiter: FailureLimiter
+  readonly log: Logger
+  /** How long a watch is held before 204 (wire protocol: ~20 s). */
+  readonly watchMs: number
+  readonly closing: () => boolean
+}
+
+interface Call {
+  readonly req: IncomingMessage
+  readonly res: ServerResponse
+  readonly who: Identity
+  readonly params: readonly string[]
+  readonly url: URL
+}
+
+type Handler = (d: ApiDeps, c: Call) => Promise<void>
+interface Endpoint {
+  readonly path: readonly string[]
+  readonly methods: Readonly<Record<string, { readonly access: Access; readonly handle: Handler }>>
+}
+
+const etag = (version: number) => ({ etag: `"${version}"` })
+
+const reasonOf = (body: { reason?: string }): string | null => body.reason ?? null
+
+const routeAction = (make: (body: unknown) => { event: RolloutEvent; why: string | null }): Handler => {
+  return async (d, c) => {
+    const { event, why } = make(await readJson(c.req))
+    const view = await d.engine.act(c.params[0]!, event, c.who, why)
+    sendJson(c.res, 200, view, etag(view.version))
+  }
+}
+
+function intParam(url: URL, name: string, min: number, max: number, fallback: number): number {
+  const text = url.searchParams.get(name)
+  if (text === null) return fallback
+  const n = Number(text)
+  if (text === '' || !Number.isInteger(n) || n < min || n > max)
+    throw new ApiError(
+      'invalid_query',
+      `?${name}= must be a whole number from ${min} to ${max} (got ${JSON.stringify(text)})`,
+    )
+  return n
+}
+
+function proxyOf(d: ApiDeps, id: string) {
+  const p = d.proxies.get(id)
+  if (p === undefined)
+    throw new ApiError(
+      'unknown_proxy',
+      `proxy ${JSON.stringify(id)} is not registered (control may have restarted); POST /v1/proxies/register again`,
+    )
+  return p
+}
+
+const ENDPOINTS: readonly Endpoint[] = [
+  {
+    path: ['v1', 'routes'],
+    methods: {
+      GET: {
+        access: 'read',
+        handle: async (d, c) =>
+          sendJson(c.res, 200, { revision: d.engine.state.revision, routes: d.engine.routes() }),
+      },
+    },
+  },
+  {
+    path: ['v1', 'routes', ':route'],
+    methods: {
+      GET: {
+        access: 'read',
+        handle: async (d, c) => {
+          const view = d.engine.view(d.engine.route(c.params[0]!))
+          sendJson(c.res, 200, view, etag(view.version))
+        },
+      },
+    },
+  },
+  {
+    path: ['v1', 'routes', ':route', 'weights'],
+    methods: {
+      PUT: {
+        access: 'operate',
+        handle: async (d, c) => {
+          const body = parseWeights(await readJson(c.req))
+          const ifMatch = c.req.headers['if-match']
+          const view = await d.engine.setWeight(c.params[0]!, body.canary, ifMatch, c.who, reasonOf(body))
+          sendJson(c.res, 200, view, etag(view.version))
+        },
+      },
+    },
+  },
+  {
+    path: ['v1', 'routes', ':route', 'rollout'],
+    methods: {
+      POST: {
+        access: 'operate',
+        handle: async (d, c) => {
+          const { plan, reason } = parsePlan(await readJson(c.req))
+          const view = await d.engine.startRollout(c.params[0]!, plan, c.who, reason ?? null)
+          sendJson(c.res, 200, view, etag(view.version))
+        },
+      },
+    },
+  },
+  {
+    path: ['v1', 'routes', ':route', 'promote'],
+    methods: {
+      POST: {
+        access: 'operate',
+        handle: routeAction((body) => {
+          const b = parsePromote(body)
+          return { event: { type: 'promote', full: b.full }, why: reasonOf(b) }
+        }),
+      },
+    },
+  },
+  {
+    path: ['v1', 'routes', ':route', 'pause'],
+    methods: {
+      POST: {
+        access: 'operate',
+        handle: routeAction((body) => {
+          const why = reasonOf(parseAction(body))
+          return { event: { type: 'pause', reason: why }, why }
+        }),
+      },
+    },
+  },
+  {
+    path: ['v1', 'routes', ':route', 'resume'],
+    methods: {
+      POST: {
+        access: 'operate',
+        handle: routeAction((body) => ({ event: { type: 'resume' }, why: reasonOf(parseAction(body)) })),
+      },
+    },
+  },
+  {
+    path: ['v1', 'routes', ':route', 'abort'],
+    methods: {
+      POST: {
+        access: 'operate',
+        handle: routeAction((body) => {
+          const why = reasonOf(parseAction(body))
+          return { event: { type: 'abort', reason: why }, why }
+        }),
+      },
+    },
+  },
+  {
+    path: ['v1', 'audit'],
+    methods: {
+      GET: {
+        access: 'read',
+        handle: async (d, c) => {
+          const limit = intParam(c.url, 'limit', 1, 10_000, 100)
+          const route = c.url.searchParams.get('route')
+          sendJson(c.res, 200, d.engine.audit({ limit, route }))
+        },
+      },
+    },
+  },
+  {
+    path: ['v1', 'events'],
+    methods: {
+      GET: {
+        access: 'read',
+        handle: async (d, c) => d.events.open(c.req, c.res, { revision: d.engine.state.revision }),
+      },
+    },
+  },
+  {
+    path: ['v1', 'proxies'],
+    methods: {
+      GET: {
+        access: 'read',
+        handle: async (d, c) =>
+          sendJson(c.res, 200, { revision: d.engine.state.revision, proxies: d.proxies.list(Date.now()) }),
+      },
+    },
+  },
+  {
+    path: ['v1', 'proxies', 'register'],
+    methods: {
+      POST: {
+        access: 'wire',
+        handle: async (d, c) =>
+          sendJson(c.res, 200, await d.link.register(parseRegister(await readJson(c.req)), c.who)),
+      },
+    },
+  },
+  {
+    path: ['v1', 'proxies', ':id', 'watch'],
+    methods: {
+      GET: {
+        access: 'read',
+        handle: async (d, c) => {
+          const p = proxyOf(d, c.params[0]!)
+          const after = intParam(c.url, 'revision', 0, Number.MAX_SAFE_INTEGER, 0)
+          p.lastSeen = Date.now()
+          const closed = new Promise<void>((resolve) => c.res.once('close', resolve))
+          const got = await d.proxies.watch(p, after, d.engine.state.revision, d.watchMs, closed)
+          if (c.res.destroyed || c.res.writableEnded) return
+          if (got === null) {
+            c.res.writeHead(204, { 'cache-control': 'no-store' }).end()
+            return
+          }
+          sendJson(c.res, 200, d.link.weightsFor(p.id))
+        },
+      },
+    },
+  },
+  {
+    path: ['v1', 'proxies', ':id', 'ack'],
+    methods: {
+      POST: {
+        access: 'wire',
+        handle: async (d, c) => {
+          const p = proxyOf(d, c.params[0]!)
+          const ack = parseAck(await readJson(c.req))
+          d.link.ack(p, ack)
+          c.res.writeHead(204).end()
+        },
+      },
+    },
+  },
+  {
+    path: ['v1', 'proxies', ':id', 'report'],
+    methods: {
+      POST: {
+        access: 'wire',
+        handle: async (d, c) => {
+          const p = proxyOf(d, c.params[0]!)
+          const report = parseReport(await readJson(c.req))
+          const now = Date.now()
+          p.lastReport = report
+          p.lastReportAt = now
+          p.lastSeen = now
+          c.res.writeHead(204).end()
+        },
+      },
+    },
+  },
+]
+
+/** The endpoint for a path: its parameters, or null when no endpoint has this shape. */
+function match(segments: readonly string[]): { endpoint: Endpoint; params: string[] } | null {
+  for (const endpoint of ENDPOINTS) {
+    if (endpoint.path.length !== segments.length) continue
+    const params: string[] = []
+    let ok = true
+    for (let i = 0; i < segments.length && ok; i++) {
+      const want = endpoint.path[i]!
+      if (want.startsWith(':')) params.push(segments[i]!)
+      else ok = want === segments[i]
+    }
+    if (ok) return { endpoint, params }
+  }
+  return null
+}
+
+export function createApi(d: ApiDeps): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    handle(d, req, res).catch((err) => {
+      if (err instanceof ApiError) return sendError(res, err)
+      d.log.error({ err, method: req.method, path: req.url?.split('?')[0] }, 'request failed')
+      sendError(res, new ApiError('internal'))
+    })
+  }
+}
+
+async function handle(d: ApiDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const url = new URL(req.url ?? '/', 'http://control')
+  const method = req.method ?? 'GET'
+  if (url.pathname === '/healthz') {
+    if (method !== 'GET' && method !== 'HEAD')
+      throw new ApiError('method_not_allowed', 'GET /healthz', { allow: 'GET' })
+    return sendJson(res, 200, { status: 'ok', revision: d.engine.state.revision })
+  }
+  if (d.closing()) throw new ApiError('shutting_down')
+  const address = req.socket.remoteAddress ?? 'unknown'
+  const now = Date.now()
+  const wait = d.limiter.blocked(address, now)
+  if (wait > 0)
+    throw new ApiError(
+      'too_many_auth_failures',
+      `too many failed authentications from ${address}; retry in ${wait} s`,
+      {
+        'retry-after': String(wait),
+      },
+    )
+  const who = d.tokens().check(req.headers.authorization)
+  if (who === null) {
+    d.limiter.fail(address, now)
+    d.log.warn(
+      {
+        address,
+        method,
+        path: url.pathname,
+        sent: req.headers.authorization === undefined ? 'none' : 'invalid',
+      },
+      'unauthenticated request refused',
+    )
+    throw new ApiError(
+      'unauthorized',
+      req.headers.authorization === undefined
+        ? 'this call needs Authorization: Bearer <token> (a token from the token file or VEER_TOKEN)'
+        : 'the bearer token is not valid; check the token file or VEER_TOKEN',
+      { 'www-authenticate': 'Bearer realm="veer"' },
+    )
+  }
+  let segments: string[]
+  try {
+    segments = url.pathname.split('/').slice(1).map(decodeURIComponent)
+  } catch {
+    throw new ApiError('not_found', `${url.pathname} is not a valid path`)
+  }
+  const found = match(segments)
+  if (found === null)
+    throw new ApiError('not_found', `no endpoint ${url.pathname}; see README "Control process" for the API`)
+  const op = Object.hasOwn(found.endpoint.methods, method) ? found.endpoint.methods[method] : undefined
+  if (op === undefined) {
+    const allow = Object.keys(found.endpoint.methods).join(', ')
+    throw new ApiError('method_not_allowed', `${url.pathname} takes ${allow}, not ${method}`, { allow })
+  }
+  if (!allows(who.role, op.access)) {
+    d.limiter.fail(address, now)
+    const why = op.access === 'operate' ? 'needs the operator role' : 'needs the proxy or operator role'
+    await d.engine.deny(who, `${method} ${url.pathname}`, `role ${who.role} ${why}`)
+    d.log.warn({ who: who.name, role: who.role, method, path: url.pathname }, 'forbidden request refused')
+    throw new ApiError(
+      'forbidden',
+      `${method} ${url.pathname} ${why}; token ${who.name} has the ${who.role} role`,
+    )
+  }
+  await op.handle(d, { req, res, who, params: found.params, url })
+}

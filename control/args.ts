@@ -1,0 +1,148 @@
+/** `veer control` flags and environment, checked whole before anything starts. */
+import { readFileSync } from 'node:fs'
+import { parseArgs } from 'node:util'
+import { type ControlConfig, loadControlConfig } from '../config/control-config.ts'
+import { parseTokens, type Tokens } from './auth.ts'
+import { DEFAULT_NOTIFIER, type NotifierOptions } from './notify.ts'
+
+export const CONTROL_HELP = `Usage: veer control [--config FILE] [flags]
+
+The control process: HTTP API (under /v1), staged rollouts, durable state and audit log. Proxies
+started with --control URL register their routes and follow its weights.
+
+  --config FILE          YAML with the keys listen, stateDir, tokenFile, webhooks, tls, log (flags win)
+  --listen HOST:PORT     API address (default 127.0.0.1:9900; port 0 picks a free one)
+  --state-dir DIR        where state.json and audit.log live (default ./veer-state)
+  --token-file FILE      tokens, one "TOKEN ROLE NAME" a line (ROLE: read, operator, proxy), or a bare
+                         TOKEN (operator "default"); re-read on SIGHUP. VEER_TOKEN adds operator "env"
+  --webhook URL          POST rollout events (JSON with a Slack-compatible "text") here; repeatable.
+                         VEER_WEBHOOKS adds URLs (separated by spaces or commas)
+  --tls-cert FILE        serve HTTPS with this PEM certificate chain (with --tls-key)
+  --tls-key FILE         the PEM private key for --tls-cert
+  -h, --help             this help
+`
+
+export class ControlUsageError extends Error {}
+
+export interface ControlSetup {
+  readonly config: ControlConfig
+  /** Re-reads the token file (SIGHUP); the error is one line without any token in it. */
+  readonly readTokens: () => { ok: true; tokens: Tokens } | { ok: false; error: string }
+  readonly tokens: Tokens
+  readonly tls: { cert: Buffer; key: Buffer } | null
+  readonly notifier: NotifierOptions
+  /** Wire protocol long-poll hold, proxy liveness window, start-up grace, tick: env knobs (tests). */
+  readonly watchMs: number
+  readonly liveMs: number
+  readonly graceMs: number
+  readonly tickMs: number
+  /** Failed authentications from one address before 429, and ms to regain one. */
+  readonly authBurst: number
+  readonly authRefillMs: number
+}
+
+function envInt(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number): number {
+  const text = env[name]
+  if (text === undefined || text === '') return fallback
+  const n = Number(text)
+  if (!Number.isInteger(n) || n < min || n > max)
+    throw new ControlUsageError(
+      `${name} must be a whole number from ${min} to ${max} (got ${JSON.stringify(text)})`,
+    )
+  return n
+}
+
+/** Parse flags, read the config and token files; throws ControlUsageError with every problem, one a line. */
+export async function parseControlArgs(
+  argv: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<ControlSetup | 'help'> {
+  let values: Record<string, string | boolean | string[] | undefined>
+  try {
+    ;({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        config: { type: 'string' },
+        listen: { type: 'string' },
+        'state-dir': { type: 'string' },
+        'token-file': { type: 'string' },
+        webhook: { type: 'string', multiple: true },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }))
+  } catch (err) {
+    throw new ControlUsageError(`${(err as Error).message.split('\n')[0]}; see veer control --help`)
+  }
+  if (values.help === true) return 'help'
+  const overrides: Record<string, unknown> = {}
+  if (values.listen !== undefined) overrides.listen = values.listen
+  if (values['state-dir'] !== undefined) overrides.stateDir = values['state-dir']
+  if (values['token-file'] !== undefined) overrides.tokenFile = values['token-file']
+  const envHooks = (env.VEER_WEBHOOKS ?? '').split(/[\s,]+/).filter((u) => u !== '')
+  const flagHooks = (values.webhook as string[] | undefined) ?? []
+  if (envHooks.length + flagHooks.length > 0) overrides.webhooks = [...flagHooks, ...envHooks]
+  if ((values['tls-cert'] === undefined) !== (values['tls-key'] === undefined))
+    throw new ControlUsageError('--tls-cert and --tls-key go together; give both or neither')
+  if (values['tls-cert'] !== undefined) overrides.tls = { cert: values['tls-cert'], key: values['tls-key'] }
+  const configPath = typeof values.config === 'string' ? values.config : null
+  const loaded = await loadControlConfig(configPath, overrides)
+  if (!loaded.ok) {
+    const flag: Record<string, string> = {
+      listen: '--listen',
+      stateDir: '--state-dir',
+      tokenFile: '--token-file',
+    }
+    throw new ControlUsageError(
+      loaded.issues
+        .map((i) => `${flag[i.path] ?? (i.path.startsWith('webhooks') ? '--webhook' : i.path)} ${i.message}`)
+        .join('\n'),
+    )
+  }
+  const config = loaded.config
+  const readTokens = () => {
+    let text: string | null = null
+    if (config.tokenFile !== null) {
+      try {
+        text = readFileSync(config.tokenFile, 'utf8')
+      } catch (err) {
+        return {
+          ok: false as const,
+          error: `--token-file ${config.tokenFile}: cannot read it (${(err as NodeJS.ErrnoException).code})`,
+        }
+      }
+    }
+    return parseTokens(text, config.tokenFile ?? 'VEER_TOKEN', env.VEER_TOKEN)
+  }
+  const first = readTokens()
+  if (!first.ok) throw new ControlUsageError(first.error)
+  let tls: ControlSetup['tls'] = null
+  if (config.tls !== null) {
+    try {
+      tls = { cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) }
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException
+      throw new ControlUsageError(`--tls-cert/--tls-key: cannot read ${e.path ?? 'the file'} (${e.code})`)
+    }
+  }
+  const liveMs = envInt(env, 'VEER_CONTROL_LIVE_MS', 10_000, 100, 3_600_000)
+  return {
+    config,
+    readTokens,
+    tokens: first.tokens,
+    tls,
+    notifier: {
+      ...DEFAULT_NOTIFIER,
+      backoffMs: envInt(env, 'VEER_CONTROL_WEBHOOK_BACKOFF_MS', DEFAULT_NOTIFIER.backoffMs, 1, 600_000),
+    },
+    watchMs: envInt(env, 'VEER_CONTROL_WATCH_MS', 20_000, 10, 300_000),
+    liveMs,
+    graceMs: envInt(env, 'VEER_CONTROL_GRACE_MS', liveMs, 0, 3_600_000),
+    tickMs: envInt(env, 'VEER_CONTROL_TICK_MS', 250, 10, 60_000),
+    authBurst: envInt(env, 'VEER_CONTROL_AUTH_BURST', 10, 1, 1_000_000),
+    authRefillMs: envInt(env, 'VEER_CONTROL_AUTH_REFILL_MS', 6000, 1, 3_600_000),
+  }
+}

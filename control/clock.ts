@@ -1,0 +1,111 @@
+/**
+ * The rollout clock: on every tick (and at once after an ack) each running rollout is checked. A step
+ * whose revision every live proxy serving the route has acked becomes applied and its pause starts; a
+ * pause that has run out moves the rollout on; with analysis enabled the judge is asked, and a `fail`
+ * rolls back at once while an `inconclusive` at the end of a pause holds the rollout paused. Every
+ * change goes through the engine's one queue, so the clock never races an operator's call.
+ */
+import type { Logger } from 'pino'
+import { formatDuration } from '../config/duration.ts'
+import type { Actor, Engine } from './engine.ts'
+import type { Judge, Verdict } from './judge.ts'
+import type { ProxyRegistry } from './proxies.ts'
+import { isActive } from './rollout.ts'
+
+const ROLLOUT: Actor = { name: 'rollout', role: 'system' }
+const ANALYSIS: Actor = { name: 'analysis', role: 'system' }
+
+export interface ClockDeps {
+  readonly engine: Engine
+  readonly proxies: ProxyRegistry
+  readonly judge: Judge
+  readonly log: Logger
+  /** After a start, how long before a step may count as applied: proxies need time to register again. */
+  readonly graceMs: number
+}
+
+export class RolloutClock {
+  private readonly engine: Engine
+  private readonly proxies: ProxyRegistry
+  private readonly judge: Judge
+  private readonly log: Logger
+  private readonly graceMs: number
+  private readonly startedAt = Date.now()
+  private ticking = false
+  private tickAgain = false
+
+  constructor(deps: ClockDeps) {
+    this.engine = deps.engine
+    this.proxies = deps.proxies
+    this.judge = deps.judge
+    this.log = deps.log
+    this.graceMs = deps.graceMs
+  }
+
+  /** Check every running rollout; never runs twice at once (a tick asked for meanwhile runs after). */
+  tick(): void {
+    if (this.ticking) {
+      this.tickAgain = true
+      return
+    }
+    this.ticking = true
+    void this.engine
+      .queue(() => this.tickRoutes())
+      .catch((err) => this.log.error({ err }, 'rollout tick failed'))
+      .finally(() => {
+        this.ticking = false
+        if (this.tickAgain) {
+          this.tickAgain = false
+          this.tick()
+        }
+      })
+  }
+
+  private async tickRoutes(): Promise<void> {
+    for (const name of Object.keys(this.engine.state.routes)) {
+      // A few transitions per route and tick: applied, then a zero pause can end at once.
+      for (let i = 0; i < 3; i++) if (!(await this.tickRoute(name))) break
+    }
+  }
+
+  private async tickRoute(name: string): Promise<boolean> {
+    const r = this.engine.state.routes[name]!
+    const ro = r.rollout
+    if (!isActive(ro)) return false
+    const now = Date.now()
+    const revision = this.engine.state.revision + 1
+    if (!ro.applied) {
+      if (now - this.startedAt < this.graceMs) return false
+      const sync = this.proxies.sync(name, ro.stepRevision, now)
+      if (sync.applied < sync.live) return false
+      await this.engine.transition(r, { type: 'applied' }, ROLLOUT, null, now, revision)
+      return true
+    }
+    if (ro.phase !== 'progressing') return false
+    let verdict: Verdict = { result: 'pass', reason: '' }
+    if (ro.plan.analysis.enabled) {
+      verdict = this.judge({ route: name, rollout: ro, reports: this.proxies.reports(name, now), now })
+      if (verdict.result === 'fail') {
+        await this.engine.transition(
+          r,
+          { type: 'abort', reason: verdict.reason },
+          ANALYSIS,
+          `analysis failed: ${verdict.reason}`,
+          now,
+          revision,
+        )
+        return false
+      }
+    }
+    if (ro.deadline === null || now < ro.deadline) return false
+    if (verdict.result === 'inconclusive') {
+      const why = `analysis inconclusive: ${verdict.reason}`
+      await this.engine.transition(r, { type: 'pause', reason: why }, ANALYSIS, why, now, revision)
+      return false
+    }
+    const held = ro.plan.steps[ro.step]!.pause ?? 0
+    const why = `step ${ro.step + 1} held ${formatDuration(held)}`
+    await this.engine.transition(r, { type: 'tick' }, ROLLOUT, why, now, revision)
+    return true
+  }
+}

@@ -1,0 +1,301 @@
+/**
+ * The control engine: the one writer of state. Every change runs in one queue, is computed from the
+ * current state as a whole new value (pure rollout.ts transitions), made durable (store.ts) and only
+ * then published: to long-polling proxies, to /v1/events, to webhooks. Because the If-Match check and
+ * the write happen in the same queue turn, two writes with the same If-Match cannot both succeed.
+ */
+import type { Logger } from 'pino'
+import type { Identity } from './auth.ts'
+import { ApiError } from './errors.ts'
+import type { EventHub } from './events.ts'
+import type { Notifier } from './notify.ts'
+import type { ProxyRegistry } from './proxies.ts'
+import { advance, isActive, type Notice, type Plan, type RolloutEvent, start } from './rollout.ts'
+import type { AuditDraft, AuditEntry, ControlState, RouteRecord, Store } from './store.ts'
+import { type RouteView, routeView } from './views.ts'
+
+export interface Actor {
+  readonly name: string
+  readonly role: string
+}
+
+export interface Change {
+  readonly next: RouteRecord
+  readonly previousWeight: number
+  /** Null for bookkeeping that is persisted but not versioned (a pause started, upstream info). */
+  readonly audit: Omit<AuditDraft, 'revision'> | null
+  readonly notices: readonly Notice[]
+  /** A rollout step became applied (its pause starts): published as an `applied` event. */
+  readonly applied?: boolean
+}
+
+export interface EngineDeps {
+  readonly store: Store
+  readonly proxies: ProxyRegistry
+  readonly events: EventHub
+  readonly notifier: Notifier
+  readonly log: Logger
+  /** Called when the state cannot be written: the process must stop (see main.ts). */
+  readonly fatal: (err: unknown) => void
+}
+
+export class Engine {
+  private readonly d: EngineDeps
+  private tail: Promise<unknown> = Promise.resolve()
+
+  constructor(deps: EngineDeps) {
+    this.d = deps
+  }
+
+  get state(): ControlState {
+    return this.d.store.state
+  }
+
+  /** Run `fn` in the one queue of changes: it sees the state every earlier change left. */
+  queue<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(fn)
+    this.tail = run.catch(() => undefined)
+    return run
+  }
+
+  view(r: RouteRecord, now = Date.now()): RouteView {
+    return routeView(r, this.d.proxies.sync(r.name, r.revision, now), now)
+  }
+
+  routes(): RouteView[] {
+    const now = Date.now()
+    return Object.values(this.state.routes)
+      .sort((a, b) => a.name.localeCompare(b.name))
+      .map((r) => this.view(r, now))
+  }
+
+  route(name: string): RouteRecord {
+    const r = Object.hasOwn(this.state.routes, name) ? this.state.routes[name] : undefined
+    if (r === undefined)
+      throw new ApiError(
+        'unknown_route',
+        `no route named ${JSON.stringify(name)}; known: ${Object.keys(this.state.routes).sort().join(', ') || 'none yet (routes appear when a proxy registers them)'}`,
+      )
+    return r
+  }
+
+  /** Write changes durably, then publish them. One revision for all versioned changes of one call. */
+  async commit(changes: readonly Change[], revision: number): Promise<AuditEntry[]> {
+    const routes = { ...this.state.routes }
+    for (const c of changes) routes[c.next.name] = c.next
+    const versioned = changes.some((c) => c.audit !== null)
+    const next: ControlState = { ...this.state, revision: versioned ? revision : this.state.revision, routes }
+    const drafts = changes.flatMap((c) => (c.audit === null ? [] : [{ ...c.audit, revision }]))
+    let entries: AuditEntry[]
+    try {
+      entries = await this.d.store.commit(next, drafts)
+    } catch (err) {
+      this.d.fatal(err)
+      throw new ApiError('storage_failed')
+    }
+    const now = Date.now()
+    if (versioned) this.d.proxies.publish(revision)
+    let i = 0
+    for (const c of changes) {
+      if (c.audit === null) {
+        if (c.applied) this.d.events.publish('applied', this.view(c.next, now))
+        continue
+      }
+      const entry = entries[i++]!
+      this.d.events.publish('change', { ...entry, state: this.view(c.next, now) }, revision)
+      const ro = c.next.rollout
+      for (const event of c.notices) {
+        this.d.notifier.send({
+          event,
+          route: c.next.name,
+          rollout: ro?.id ?? null,
+          step: ro ? ro.step + 1 : null,
+          steps: ro ? ro.plan.steps.length : null,
+          weight: c.next.canary,
+          previousWeight: c.previousWeight,
+          who: entry.who,
+          why: entry.why,
+          revision,
+          time: entry.time,
+        })
+      }
+    }
+    return entries
+  }
+
+  bump(r: RouteRecord, patch: Partial<RouteRecord>, revision: number, now: number): RouteRecord {
+    return { ...r, ...patch, version: r.version + 1, revision, updatedAt: now }
+  }
+
+  setWeight(
+    name: string,
+    canary: number,
+    ifMatch: string | undefined,
+    who: Actor,
+    why: string | null,
+  ): Promise<RouteView> {
+    return this.queue(async () => {
+      const r = this.route(name)
+      checkIfMatch(r, ifMatch)
+      if (isActive(r.rollout))
+        throw new ApiError(
+          'rollout_active',
+          `route ${name} has a rollout in progress (step ${r.rollout.step + 1}/${r.rollout.plan.steps.length}); promote, abort or let it finish before setting a weight by hand`,
+        )
+      if (canary > 0 && r.canaryUpstream === null)
+        throw new ApiError(
+          'no_canary',
+          `route ${name} has no canary upstream; add one to the proxies' config first`,
+        )
+      if (canary === r.canary) return this.view(r)
+      const now = Date.now()
+      const revision = this.state.revision + 1
+      const next = this.bump(r, { canary }, revision, now)
+      const audit = {
+        who: who.name,
+        role: who.role,
+        action: 'set-weight',
+        route: name,
+        from: { canary: r.canary },
+        to: { canary },
+        why,
+      }
+      await this.commit([{ next, previousWeight: r.canary, audit, notices: [] }], revision)
+      return this.view(next)
+    })
+  }
+
+  startRollout(name: string, plan: Plan, who: Actor, why: string | null): Promise<RouteView> {
+    return this.queue(async () => {
+      const r = this.route(name)
+      if (isActive(r.rollout))
+        throw new ApiError(
+          'rollout_active',
+          `route ${name} already has a rollout in progress (${r.rollout.id}); abort or promote it first`,
+        )
+      if (r.canaryUpstream === null && plan.steps.some((s) => s.weight > 0))
+        throw new ApiError(
+          'no_canary',
+          `route ${name} has no canary upstream; add one to the proxies' config first`,
+        )
+      const now = Date.now()
+      const revision = this.state.revision + 1
+      const out = start(plan, `${name}-${revision}`, { now, revision })
+      const next = this.bump(r, { canary: out.weight, rollout: out.rollout }, revision, now)
+      const to = { canary: out.weight, step: 1, steps: plan.steps.length, mode: plan.mode }
+      const audit = {
+        who: who.name,
+        role: who.role,
+        action: 'rollout-start',
+        route: name,
+        from: { canary: r.canary },
+        to,
+        why,
+      }
+      await this.commit([{ next, previousWeight: r.canary, audit, notices: out.notices }], revision)
+      return this.view(next)
+    })
+  }
+
+  /** promote / pause / resume / abort. Abort with no rollout still sets canary 0 (it is the rollback lever). */
+  act(name: string, event: RolloutEvent, who: Actor, why: string | null): Promise<RouteView> {
+    return this.queue(async () => {
+      const r = this.route(name)
+      const now = Date.now()
+      const revision = this.state.revision + 1
+      if (event.type === 'abort' && !isActive(r.rollout)) {
+        if (r.canary === 0) return this.view(r)
+        const next = this.bump(r, { canary: 0 }, revision, now)
+        const audit = {
+          who: who.name,
+          role: who.role,
+          action: 'abort',
+          route: name,
+          from: { canary: r.canary },
+          to: { canary: 0 },
+          why,
+        }
+        await this.commit([{ next, previousWeight: r.canary, audit, notices: ['rolled-back'] }], revision)
+        return this.view(next)
+      }
+      await this.transition(r, event, who, why, now, revision)
+      return this.view(this.route(name))
+    })
+  }
+
+  /** Feed the route's rollout one event and commit what it returns (the clock and act() use it). */
+  async transition(
+    r: RouteRecord,
+    event: RolloutEvent,
+    who: Actor,
+    why: string | null,
+    now: number,
+    revision: number,
+  ): Promise<void> {
+    if (r.rollout === null)
+      throw new ApiError(
+        'no_rollout',
+        `route ${r.name} has no rollout; start one with POST /v1/routes/${r.name}/rollout`,
+      )
+    const out = advance(r.rollout, event, { now, revision })
+    if (!out.ok) throw new ApiError(out.code, `route ${r.name}: ${out.message}`)
+    if (out.change === 'none') return
+    if (out.change === 'progress') {
+      await this.commit(
+        [
+          {
+            next: { ...r, rollout: out.rollout },
+            previousWeight: r.canary,
+            audit: null,
+            notices: [],
+            applied: true,
+          },
+        ],
+        revision,
+      )
+      return
+    }
+    const next = this.bump(r, { canary: out.weight, rollout: out.rollout }, revision, now)
+    const from = { canary: r.canary, step: r.rollout.step + 1, phase: r.rollout.phase }
+    const to = { canary: out.weight, step: out.rollout.step + 1, phase: out.rollout.phase }
+    const action =
+      event.type === 'tick'
+        ? out.rollout.phase === 'completed'
+          ? 'rollout-complete'
+          : 'rollout-step'
+        : `rollout-${event.type}`
+    const audit = { who: who.name, role: who.role, action, route: r.name, from, to, why }
+    await this.commit([{ next, previousWeight: r.canary, audit, notices: out.notices }], revision)
+  }
+
+  audit(query: { limit: number; route: string | null }): { total: number; entries: AuditEntry[] } {
+    return this.d.store.audit(query)
+  }
+
+  /** Append a denied attempt to the audit log (fsynced before the 403 goes out). */
+  deny(who: Identity, what: string, why: string): Promise<void> {
+    return this.queue(async () => {
+      await this.d.store.append([
+        { who: who.name, role: who.role, action: 'denied', route: null, from: null, to: what, why },
+      ])
+    })
+  }
+
+  /** Resolves once every queued change is on disk. */
+  idle(): Promise<unknown> {
+    return this.queue(() => Promise.resolve())
+  }
+}
+
+/** If-Match (RFC 9110 §13.1.1): `*`, or a list of entity tags of which one must be the route's version. */
+function checkIfMatch(r: RouteRecord, header: string | undefined): void {
+  if (header === undefined) return
+  const tags = header.split(',').map((t) => t.trim())
+  if (tags.includes('*')) return
+  // Strong comparison: a weak tag (W/"3") never matches.
+  if (tags.some((t) => t === `"${r.version}"` || t === String(r.version))) return
+  throw new ApiError(
+    'version_mismatch',
+    `route ${r.name} is at version ${r.version}, If-Match said ${header}; GET it again and retry with the new ETag`,
+  )
+}

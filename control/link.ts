@@ -1,0 +1,135 @@
+/**
+ * The proxy side of the wire protocol (config/wire.ts), as control serves it: registration (a route
+ * control does not know yet is adopted with the weight the proxy announced; from then on control is its
+ * source of truth), the weights a proxy follows, and acks/NACKs, which may let a rollout step count as
+ * applied.
+ */
+import type { Logger } from 'pino'
+import type { AckRequest, RegisterRequest, RegisterResponse, RouteWeights } from '../config/wire.ts'
+import type { Identity } from './auth.ts'
+import type { RolloutClock } from './clock.ts'
+import type { Change, Engine } from './engine.ts'
+import { ApiError } from './errors.ts'
+import type { EventHub } from './events.ts'
+import type { ProxyEntry, ProxyRegistry } from './proxies.ts'
+import type { RouteRecord, UpstreamInfo } from './store.ts'
+
+export interface LinkDeps {
+  readonly engine: Engine
+  readonly proxies: ProxyRegistry
+  readonly events: EventHub
+  readonly clock: RolloutClock
+  readonly log: Logger
+}
+
+export class ProxyLink {
+  private readonly engine: Engine
+  private readonly proxies: ProxyRegistry
+  private readonly events: EventHub
+  private readonly clock: RolloutClock
+  private readonly log: Logger
+
+  constructor(deps: LinkDeps) {
+    this.engine = deps.engine
+    this.proxies = deps.proxies
+    this.events = deps.events
+    this.clock = deps.clock
+    this.log = deps.log
+  }
+
+  /** A proxy registers: routes it announces that control does not know are adopted with their weight. */
+  register(req: RegisterRequest, who: Identity): Promise<RegisterResponse> {
+    return this.engine.queue(async () => {
+      const now = Date.now()
+      const applied = req.appliedRevision <= this.engine.state.revision ? req.appliedRevision : 0
+      this.proxies.register(req.id, req.routes, applied, who.name, now)
+      const revision = this.engine.state.revision + 1
+      const changes: Change[] = []
+      for (const a of req.routes) {
+        const stable: UpstreamInfo = a.stable
+        const canaryUpstream: UpstreamInfo | null = a.canary
+        const r = this.engine.state.routes[a.name]
+        if (r === undefined) {
+          const canary = canaryUpstream === null ? 0 : a.canaryWeight
+          const next: RouteRecord = {
+            name: a.name,
+            version: 1,
+            revision,
+            canary,
+            stable,
+            canaryUpstream,
+            rollout: null,
+            createdAt: now,
+            updatedAt: now,
+          }
+          const audit = {
+            who: who.name,
+            role: who.role,
+            action: 'route-register',
+            route: a.name,
+            from: null,
+            to: { canary },
+            why: `announced by proxy ${req.id}`,
+          }
+          changes.push({ next, previousWeight: canary, audit, notices: [] })
+        } else if (!same(r.stable, stable) || !same(r.canaryUpstream, canaryUpstream)) {
+          changes.push({
+            next: { ...r, stable, canaryUpstream },
+            previousWeight: r.canary,
+            audit: null,
+            notices: [],
+          })
+        }
+      }
+      if (changes.length > 0) await this.engine.commit(changes, revision)
+      this.events.publish('proxy', {
+        kind: 'registered',
+        id: req.id,
+        routes: req.routes.map((r) => r.name),
+        appliedRevision: applied,
+      })
+      this.log.info({ proxy: req.id, who: who.name, routes: req.routes.length }, 'proxy registered')
+      this.clock.tick()
+      return this.weightsFor(req.id)
+    })
+  }
+
+  /** What a proxy follows: the revision and the weights of the routes it announced. */
+  weightsFor(id: string): RegisterResponse {
+    const p = this.proxies.get(id)
+    const routes: Record<string, RouteWeights> = {}
+    for (const a of p?.routes ?? []) {
+      const r = this.engine.state.routes[a.name]
+      if (r !== undefined) routes[a.name] = { version: r.version, canary: r.canary }
+    }
+    return { revision: this.engine.state.revision, routes }
+  }
+
+  /** A proxy acknowledges (or refuses) a revision; a rollout step may now count as applied. */
+  ack(p: ProxyEntry, a: AckRequest): void {
+    if (a.revision > this.engine.state.revision)
+      throw new ApiError(
+        'invalid_body',
+        `revision ${a.revision} is ahead of control's revision ${this.engine.state.revision}`,
+      )
+    p.lastSeen = Date.now()
+    if (a.error === null) {
+      p.appliedRevision = Math.max(p.appliedRevision, a.revision)
+      p.lastError = null
+    } else {
+      p.lastError = a.error.slice(0, 1000)
+      this.log.warn({ proxy: p.id, revision: a.revision, error: p.lastError }, 'proxy refused a revision')
+    }
+    this.events.publish('proxy', {
+      kind: a.error === null ? 'ack' : 'nack',
+      id: p.id,
+      revision: a.revision,
+      error: a.error,
+    })
+    this.clock.tick()
+  }
+}
+
+function same(a: UpstreamInfo | null, b: UpstreamInfo | null): boolean {
+  return a === b || (a !== null && b !== null && a.url === b.url && a.release === b.release)
+}

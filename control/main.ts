@@ -1,0 +1,141 @@
+/**
+ * `veer control`: check flags, tokens and the state dir, then serve the API. Nothing listens unless all
+ * of it is valid. SIGHUP re-reads the token file; SIGTERM/SIGINT finish the queued writes and stop.
+ * A failed state write stops the process (exit 1): what is on disk stays the last acknowledged state,
+ * and a restart (systemd, Kubernetes) resumes from it — retrying a write after a failed fsync is not safe.
+ */
+import { createServer as createHttp, type Server } from 'node:http'
+import { createServer as createHttps } from 'node:https'
+import type { AddressInfo } from 'node:net'
+import { resolve } from 'node:path'
+import { createApi } from './api.ts'
+import { CONTROL_HELP, ControlUsageError, parseControlArgs } from './args.ts'
+import { FailureLimiter, type Tokens } from './auth.ts'
+import { RolloutClock } from './clock.ts'
+import { Engine } from './engine.ts'
+import { EventHub } from './events.ts'
+import { alwaysPass } from './judge.ts'
+import { ProxyLink } from './link.ts'
+import { createLogger } from './log.ts'
+import { Notifier, redact } from './notify.ts'
+import { ProxyRegistry } from './proxies.ts'
+import { Store, StoreError } from './store.ts'
+
+export { ControlUsageError }
+
+const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost'])
+
+export async function runControl(argv: string[]): Promise<void> {
+  const setup = await parseControlArgs(argv, process.env)
+  if (setup === 'help') {
+    process.stdout.write(CONTROL_HELP)
+    return
+  }
+  const { config } = setup
+  const log = createLogger(config.log.level)
+  const stateDir = resolve(config.stateDir)
+  let store: Store
+  try {
+    store = await Store.open(stateDir, log)
+  } catch (err) {
+    if (err instanceof StoreError) throw new ControlUsageError(err.message)
+    throw err
+  }
+  let tokens: Tokens = setup.tokens
+  let closing = false
+  const proxies = new ProxyRegistry(setup.liveMs)
+  const events = new EventHub()
+  const notifier = new Notifier(config.webhooks, log, setup.notifier)
+  const engine = new Engine({
+    store,
+    proxies,
+    events,
+    notifier,
+    log,
+    fatal: (err) => {
+      log.fatal(
+        { err },
+        'state could not be written; stopping so that the state dir stays the last acknowledged state',
+      )
+      closing = true
+      setTimeout(() => process.exit(1), 100)
+    },
+  })
+  const clock = new RolloutClock({ engine, proxies, judge: alwaysPass, log, graceMs: setup.graceMs })
+  const link = new ProxyLink({ engine, proxies, events, clock, log })
+  const handler = createApi({
+    engine,
+    link,
+    proxies,
+    events,
+    tokens: () => tokens,
+    limiter: new FailureLimiter(setup.authBurst, setup.authRefillMs),
+    log,
+    watchMs: setup.watchMs,
+    closing: () => closing,
+  })
+  const server: Server = setup.tls ? createHttps({ ...setup.tls }, handler) : createHttp(handler)
+  let address: AddressInfo
+  try {
+    address = await new Promise<AddressInfo>((ok, fail) => {
+      server.once('error', fail)
+      server.listen({ host: config.listen.host, port: config.listen.port }, () => {
+        server.off('error', fail)
+        ok(server.address() as AddressInfo)
+      })
+    })
+  } catch (err) {
+    events.close()
+    await store.close()
+    throw new ControlUsageError(
+      `--listen: cannot listen on ${config.listen.host}:${config.listen.port} (${(err as NodeJS.ErrnoException).code}); pick a free address`,
+    )
+  }
+  const ticker = setInterval(() => clock.tick(), setup.tickMs)
+
+  process.on('SIGHUP', () => {
+    const next = setup.readTokens()
+    if (!next.ok) {
+      log.error({ reason: next.error }, 'token file rejected, keeping the current tokens')
+      return
+    }
+    tokens = next.tokens
+    log.info({ tokens: tokens.size }, 'tokens reloaded')
+  })
+  const stop = async (signal: string) => {
+    if (closing) return
+    closing = true
+    clearInterval(ticker)
+    proxies.closeAll()
+    events.close()
+    notifier.close()
+    server.close()
+    server.closeIdleConnections()
+    await engine.idle()
+    await store.close()
+    server.closeAllConnections()
+    log.info({ signal }, 'veer control stopped')
+    process.exit(0)
+  }
+  process.on('SIGTERM', () => void stop('SIGTERM'))
+  process.on('SIGINT', () => void stop('SIGINT'))
+
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
+  if (!LOOPBACK.has(config.listen.host) && setup.tls === null)
+    log.warn(
+      { listen: `${host}:${address.port}` },
+      'listening beyond loopback without TLS: tokens cross the network in clear; give --tls-cert and --tls-key',
+    )
+  log.info(
+    {
+      listen: `${host}:${address.port}`,
+      url: `${setup.tls ? 'https' : 'http'}://${host}:${address.port}`,
+      stateDir,
+      revision: store.state.revision,
+      routes: Object.keys(store.state.routes),
+      tokens: tokens.size,
+      webhooks: config.webhooks.map(redact),
+    },
+    'veer control started',
+  )
+}

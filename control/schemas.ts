@@ -1,0 +1,278 @@
+/**
+ * Request bodies of the control API and the wire protocol, described once with config/schema-kit.ts:
+ * one pass reports every problem with its field path, and an unknown field is an error.
+ */
+
+import { bool, duration, type Field, type Issue, int, list, obj, oneOf, str } from '../config/schema-kit.ts'
+import type {
+  AckRequest,
+  AnnouncedRoute,
+  RegisterRequest,
+  ReportRequest,
+  VersionReport,
+} from '../config/wire.ts'
+import { ApiError } from './errors.ts'
+import { blueGreenSteps, type Plan } from './rollout.ts'
+
+export const MAX_PAUSE_MS = 7 * 24 * 3_600_000
+const MAX_STEPS = 100
+const NAME = /^[A-Za-z0-9_-]{1,64}$/
+
+const reason = str('Why (goes to the audit log)')
+
+const weightsBody = obj(
+  'PUT /v1/routes/{route}/weights',
+  { canary: int('Canary weight in percent, 0..100 (stable gets the rest)', 0, 100), reason },
+  { required: ['canary'] },
+)
+
+const promoteBody = obj('POST …/promote', {
+  full: bool('Skip the remaining steps: canary 100% and the rollout completes', false),
+  reason,
+})
+
+const actionBody = obj('POST …/pause, …/resume, …/abort', { reason })
+
+const step = obj(
+  'One step: a weight, then a pause (none: wait for promote)',
+  {
+    weight: int('Canary weight of the step, 0..100', 0, 100),
+    pause: duration(
+      'How long to hold the step once every live proxy applied it; omit to wait for promote',
+      0,
+      MAX_PAUSE_MS,
+    ),
+  },
+  { required: ['weight'] },
+)
+
+const planBody = obj('A rollout plan', {
+  mode: oneOf(
+    'canary (steps of weight) or blue-green (preview at 0%, then 100% at once)',
+    ['canary', 'blue-green'],
+    'canary',
+  ),
+  steps: list('Steps of the canary mode', step),
+  preview: duration(
+    'Blue-green only: how long the preview (override traffic only) lasts; omit to wait for promote',
+    0,
+    MAX_PAUSE_MS,
+  ),
+  analysis: obj(
+    'Analysis settings; automatic rollback is on unless enabled is false',
+    { enabled: bool('Judge the canary and roll back automatically when it fails', true) },
+    { optional: true },
+  ),
+  reason,
+})
+
+export interface WeightsInput {
+  canary: number
+  reason?: string
+}
+export interface PromoteInput {
+  full: boolean
+  reason?: string
+}
+export interface ActionInput {
+  reason?: string
+}
+
+function fail(code: 'invalid_body' | 'invalid_plan', issues: Issue[]): never {
+  const text = issues.map((i) => `${i.path || '(top level)'} ${i.message}`).join('; ')
+  throw new ApiError(code, text)
+}
+
+function parse<T>(
+  field: Field<unknown>,
+  value: unknown,
+  code: 'invalid_body' | 'invalid_plan' = 'invalid_body',
+): T {
+  const issues: Issue[] = []
+  // An empty body stands for {} on the calls that need nothing; a required field still reports itself.
+  const parsed = field.parse(value ?? {}, '', issues)
+  if (issues.length > 0 || parsed === undefined) fail(code, issues)
+  return parsed as T
+}
+
+export const parseWeights = (v: unknown): WeightsInput => parse(weightsBody, v)
+export const parsePromote = (v: unknown): PromoteInput => parse(promoteBody, v)
+export const parseAction = (v: unknown): ActionInput => parse(actionBody, v)
+
+/** A plan in the contract's format, checked whole; blue-green is expanded to its two steps here. */
+export function parsePlan(v: unknown): { plan: Plan; reason?: string } {
+  const issues: Issue[] = []
+  const raw = v as Record<string, unknown> | undefined
+  const p = planBody.parse(v ?? {}, '', issues) as
+    | {
+        mode: 'canary' | 'blue-green'
+        steps: { weight: number; pause?: number }[]
+        preview?: number
+        analysis?: { enabled: boolean }
+        reason?: string
+      }
+    | undefined
+  if (p && issues.length === 0) {
+    const given = raw !== null && typeof raw === 'object' && raw.steps !== undefined && raw.steps !== null
+    if (p.mode === 'canary') {
+      if (p.steps.length === 0)
+        issues.push({
+          path: 'steps',
+          message:
+            'a plan needs at least one step, e.g. [{"weight": 10, "pause": "5m"}, {"weight": 50, "pause": "10m"}, {"weight": 100}]',
+        })
+      if (p.steps.length > MAX_STEPS)
+        issues.push({ path: 'steps', message: `has more than ${MAX_STEPS} steps` })
+      if (p.preview !== undefined)
+        issues.push({
+          path: 'preview',
+          message: 'is for "mode": "blue-green" only; give the canary steps a pause instead',
+        })
+      p.steps.forEach((s, i) => {
+        const before = p.steps[i - 1]
+        if (before && s.weight < before.weight)
+          issues.push({
+            path: `steps[${i}].weight`,
+            message: `is below the step before (${s.weight} < ${before.weight}); weights must not go down (abort rolls back)`,
+          })
+      })
+    } else if (given) {
+      issues.push({
+        path: 'steps',
+        message: 'blue-green plans have no steps (preview at 0%, then 100%); remove it',
+      })
+    }
+  }
+  if (issues.length > 0 || !p) fail('invalid_plan', issues)
+  const steps =
+    p.mode === 'blue-green'
+      ? blueGreenSteps(p.preview ?? null)
+      : p.steps.map((s) => ({ weight: s.weight, pause: s.pause ?? null }))
+  const plan: Plan = { mode: p.mode, steps, analysis: { enabled: p.analysis?.enabled ?? true } }
+  return p.reason === undefined ? { plan } : { plan, reason: p.reason }
+}
+
+const upstreamInfo = obj(
+  'An announced upstream',
+  { url: str('Origin of the upstream'), release: str('Release id', { fallback: 'unknown' }) },
+  { required: ['url'], optional: true },
+)
+
+const registerBody = obj(
+  'RegisterRequest (config/wire.ts)',
+  {
+    id: str('Proxy id, stable for the life of the proxy process'),
+    routes: list(
+      'Routes the proxy serves',
+      obj(
+        'AnnouncedRoute',
+        {
+          name: str('Route name'),
+          stable: upstreamInfo,
+          canary: upstreamInfo,
+          canaryWeight: int('Canary weight in the proxy’s own config', 0, 100, 0),
+        },
+        { required: ['name', 'stable'] },
+      ),
+    ),
+    appliedRevision: int('Revision the proxy last applied, or 0', 0, Number.MAX_SAFE_INTEGER, 0),
+  },
+  { required: ['id'] },
+)
+
+const ackBody = obj(
+  'AckRequest (config/wire.ts)',
+  {
+    revision: int('Revision applied (or refused)', 0, Number.MAX_SAFE_INTEGER),
+    error: str('Why the proxy refused the revision; null when applied', { minLength: 0 }),
+  },
+  { required: ['revision'] },
+)
+
+const versionReport = obj(
+  'VersionReport',
+  {
+    requests: int('Requests', 0, Number.MAX_SAFE_INTEGER, 0),
+    errors: int('Errors', 0, Number.MAX_SAFE_INTEGER, 0),
+    latency: list('Latency bucket counts', int('Count', 0, Number.MAX_SAFE_INTEGER)),
+  },
+  { optional: true },
+)
+
+/** A JSON object keyed by route name; each value parsed by `item`. */
+function record<T>(description: string, item: Field<T>): Field<Record<string, T>> {
+  return {
+    json: { type: 'object', description, additionalProperties: item.json },
+    parse(value, path, issues) {
+      if (value === undefined || value === null) return {}
+      if (typeof value !== 'object' || Array.isArray(value)) {
+        issues.push({ path, message: 'must be an object keyed by route name' })
+        return undefined
+      }
+      const out: Record<string, T> = {}
+      for (const [k, v] of Object.entries(value)) {
+        if (!NAME.test(k)) {
+          issues.push({ path: `${path}.${k}`, message: 'is not a route name (letters, digits, - and _)' })
+          continue
+        }
+        const parsed = item.parse(v, `${path}.${k}`, issues)
+        if (parsed !== undefined) out[k] = parsed
+      }
+      return out
+    },
+  }
+}
+
+const reportBody = obj(
+  'ReportRequest (config/wire.ts)',
+  {
+    revision: int('Revision the proxy runs', 0, Number.MAX_SAFE_INTEGER, 0),
+    intervalMs: int('Report interval in ms', 0, 3_600_000, 1000),
+    routes: record(
+      'Per route: stable and canary outcomes',
+      obj('Route report', { stable: versionReport, canary: versionReport }),
+    ),
+  },
+  { required: ['revision'] },
+)
+
+export function parseRegister(v: unknown): RegisterRequest {
+  const req = parse<{ id: string; routes: AnnouncedRoute[]; appliedRevision: number }>(registerBody, v)
+  const issues: Issue[] = []
+  if (req.id.length > 256 || /[\s/]/.test(req.id))
+    issues.push({ path: 'id', message: 'must be at most 256 characters without spaces or /' })
+  const seen = new Set<string>()
+  req.routes.forEach((r, i) => {
+    if (!NAME.test(r.name))
+      issues.push({ path: `routes[${i}].name`, message: 'must be letters, digits, - and _' })
+    if (seen.has(r.name)) issues.push({ path: `routes[${i}].name`, message: `announces ${r.name} twice` })
+    seen.add(r.name)
+  })
+  if (issues.length > 0) fail('invalid_body', issues)
+  return {
+    id: req.id,
+    appliedRevision: req.appliedRevision,
+    routes: req.routes.map((r) => ({ ...r, canary: r.canary ?? null })),
+  }
+}
+
+export function parseAck(v: unknown): AckRequest {
+  const a = parse<{ revision: number; error?: string }>(ackBody, v)
+  return { revision: a.revision, error: a.error ?? null }
+}
+
+export function parseReport(v: unknown): ReportRequest {
+  const r = parse<{
+    revision: number
+    intervalMs: number
+    routes: Record<string, { stable?: VersionReport; canary?: VersionReport }>
+  }>(reportBody, v)
+  const routes: Record<string, { stable: VersionReport; canary: VersionReport | null }> = {}
+  for (const [name, rep] of Object.entries(r.routes)) {
+    routes[name] = {
+      stable: rep.stable ?? { requests: 0, errors: 0, latency: [] },
+      canary: rep.canary ?? null,
+    }
+  }
+  return { revision: r.revision, intervalMs: r.intervalMs, routes }
+}

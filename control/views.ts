@@ -1,0 +1,84 @@
+/** The JSON shapes of routes and rollouts the API answers with (and the CLI reads). */
+import { formatDuration } from '../config/duration.ts'
+import { describe, type Rollout, type View } from './rollout.ts'
+import type { RouteRecord, UpstreamInfo } from './store.ts'
+
+export interface RolloutView {
+  id: string
+  mode: string
+  phase: string
+  /** What it waits for now: waiting-for-proxies, pausing, waiting-for-promote, paused, completed, aborted. */
+  state: View
+  /** 1-based step number, and the plan's step count. */
+  step: number
+  steps: number
+  stepWeight: number
+  stepPause: string | null
+  pauseLeftMs: number | null
+  pauseEndsAt: string | null
+  stepRevision: number
+  applied: boolean
+  plan: { mode: string; steps: { weight: number; pause: string | null }[]; analysis: { enabled: boolean } }
+  reason: string | null
+  startedAt: string
+  updatedAt: string
+  endedAt: string | null
+}
+
+export interface RouteView {
+  name: string
+  version: number
+  revision: number
+  weights: { stable: number; canary: number }
+  stable: UpstreamInfo | null
+  canary: UpstreamInfo | null
+  rollout: RolloutView | null
+  /** Live proxies serving the route, and how many of them applied its last change. */
+  proxies: { live: number; inSync: number }
+  updatedAt: string
+}
+
+const iso = (ms: number): string => new Date(ms).toISOString()
+const dur = (ms: number | null): string | null => (ms === null ? null : formatDuration(ms))
+
+export function rolloutView(r: Rollout, now: number): RolloutView {
+  const { state, pauseLeftMs } = describe(r, now)
+  const step = r.plan.steps[r.step]!
+  return {
+    id: r.id,
+    mode: r.plan.mode,
+    phase: r.phase,
+    state,
+    step: r.step + 1,
+    steps: r.plan.steps.length,
+    stepWeight: step.weight,
+    stepPause: dur(step.pause),
+    pauseLeftMs,
+    pauseEndsAt: r.deadline === null ? null : iso(r.deadline),
+    stepRevision: r.stepRevision,
+    applied: r.applied,
+    plan: {
+      mode: r.plan.mode,
+      steps: r.plan.steps.map((s) => ({ weight: s.weight, pause: dur(s.pause) })),
+      analysis: { ...r.plan.analysis },
+    },
+    reason: r.reason,
+    startedAt: iso(r.startedAt),
+    updatedAt: iso(r.updatedAt),
+    endedAt: r.endedAt === null ? null : iso(r.endedAt),
+  }
+}
+
+export function routeView(r: RouteRecord, sync: { live: number; applied: number }, now: number): RouteView {
+  return {
+    name: r.name,
+    version: r.version,
+    revision: r.revision,
+    weights: { stable: 100 - r.canary, canary: r.canary },
+    stable: r.stable,
+    canary: r.canaryUpstream,
+    rollout: r.rollout === null ? null : rolloutView(r.rollout, now),
+    proxies: { live: sync.live, inSync: sync.applied },
+    updatedAt: iso(r.updatedAt),
+  }
+}

@@ -1,0 +1,293 @@
+/**
+ * Start a real `veer control` process (bin/veer.js) on an ephemeral port with a fresh state dir, call
+ * its API, run the operator CLI against it, and play a proxy over the wire protocol with plain HTTP.
+ */
+import { type ChildProcess, spawn } from 'node:child_process'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { AnnouncedRoute, RegisterResponse } from '../../config/wire.ts'
+import { VEER_BIN } from './veer.ts'
+
+export const TOKENS = {
+  operator: 'op-token-0123456789abcdef',
+  operator2: 'op-token-rotated-0123456789',
+  read: 'read-token-0123456789abcdef',
+  proxy: 'proxy-token-0123456789abcdef',
+} as const
+
+export function tempDir(prefix = 'veer-control-'): string {
+  return mkdtempSync(join(tmpdir(), prefix))
+}
+
+/** A token file with an operator (alice), a rotated second operator (bob), a reader and a proxy. */
+export function writeTokenFile(dir = tempDir()): string {
+  const file = join(dir, 'tokens')
+  writeFileSync(
+    file,
+    [
+      '# token role name',
+      `${TOKENS.operator} operator alice`,
+      `${TOKENS.operator2} operator bob`,
+      `${TOKENS.read} read dashboard`,
+      `${TOKENS.proxy} proxy edge`,
+      '',
+    ].join('\n'),
+  )
+  return file
+}
+
+/** Fast knobs for tests: short long-polls, no start-up grace, quick webhook retries. */
+export const TEST_ENV = {
+  VEER_CONTROL_WATCH_MS: '2000',
+  VEER_CONTROL_GRACE_MS: '0',
+  VEER_CONTROL_WEBHOOK_BACKOFF_MS: '50',
+  VEER_CONTROL_TICK_MS: '50',
+}
+
+export interface Reply {
+  status: number
+  headers: Headers
+  text: string
+  // biome-ignore lint/suspicious/noExplicitAny: a test reads replies field by field; its assertions are the types
+  json: any
+}
+
+export interface ControlProcess {
+  readonly child: ChildProcess
+  readonly url: string
+  readonly stateDir: string
+  readonly tokenFile: string
+  readonly logs: Record<string, unknown>[]
+  readonly stderr: () => string
+  waitForLog(test: (line: Record<string, unknown>) => boolean, ms?: number): Promise<Record<string, unknown>>
+  /** Call the API: JSON body (or a raw string), operator token unless `token` says otherwise (null: none). */
+  api(
+    method: string,
+    path: string,
+    opts?: { token?: string | null; body?: unknown; raw?: string; headers?: Record<string, string> },
+  ): Promise<Reply>
+  stop(signal?: NodeJS.Signals): Promise<number | null>
+  readonly exited: Promise<number | null>
+}
+
+export interface ControlOptions {
+  stateDir?: string
+  tokenFile?: string
+  /** HOST:PORT; default 127.0.0.1:0 (a restart on the same port takes the port it had). */
+  listen?: string
+  args?: string[]
+  env?: Record<string, string>
+}
+
+export async function startControl(opts: ControlOptions = {}): Promise<ControlProcess> {
+  const stateDir = opts.stateDir ?? tempDir()
+  const tokenFile = opts.tokenFile ?? writeTokenFile()
+  const args = [
+    'control',
+    '--listen',
+    opts.listen ?? '127.0.0.1:0',
+    '--state-dir',
+    stateDir,
+    '--token-file',
+    tokenFile,
+    ...(opts.args ?? []),
+  ]
+  const child = spawn(process.execPath, [VEER_BIN, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, VEER_TOKEN: '', ...TEST_ENV, ...opts.env },
+  })
+  const logs: Record<string, unknown>[] = []
+  const waiters: {
+    test: (l: Record<string, unknown>) => boolean
+    resolve: (l: Record<string, unknown>) => void
+  }[] = []
+  let stderr = ''
+  let buffered = ''
+  child.stderr!.on('data', (d) => (stderr += d))
+  child.stdout!.on('data', (d: Buffer) => {
+    buffered += d.toString()
+    for (let nl = buffered.indexOf('\n'); nl !== -1; nl = buffered.indexOf('\n')) {
+      const line = buffered.slice(0, nl)
+      buffered = buffered.slice(nl + 1)
+      let parsed: Record<string, unknown>
+      try {
+        parsed = JSON.parse(line)
+      } catch {
+        continue
+      }
+      logs.push(parsed)
+      for (let i = waiters.length - 1; i >= 0; i--)
+        if (waiters[i]!.test(parsed)) waiters.splice(i, 1)[0]!.resolve(parsed)
+    }
+  })
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+  const waitForLog = (test: (l: Record<string, unknown>) => boolean, ms = 10_000) => {
+    const hit = logs.find(test)
+    if (hit) return Promise.resolve(hit)
+    return new Promise<Record<string, unknown>>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`no matching log line within ${ms} ms; stderr: ${stderr}`)),
+        ms,
+      )
+      waiters.push({
+        test,
+        resolve: (l) => {
+          clearTimeout(timer)
+          resolve(l)
+        },
+      })
+    })
+  }
+  const started = await Promise.race([
+    waitForLog((l) => l.msg === 'veer control started'),
+    exited.then((code) => {
+      throw new Error(`veer control exited with ${code} before it started: ${stderr}`)
+    }),
+  ])
+  const url = String(started.url)
+  return {
+    child,
+    url,
+    stateDir,
+    tokenFile,
+    logs,
+    stderr: () => stderr,
+    waitForLog,
+    exited,
+    api: async (method, path, o = {}) => {
+      const token = o.token === undefined ? TOKENS.operator : o.token
+      const headers: Record<string, string> = { ...o.headers }
+      if (token !== null) headers.authorization = `Bearer ${token}`
+      let body: string | undefined
+      if (o.raw !== undefined) body = o.raw
+      else if (o.body !== undefined) {
+        body = JSON.stringify(o.body)
+        headers['content-type'] ??= 'application/json'
+      }
+      const res = await fetch(`${url}${path}`, { method, headers, body })
+      const text = await res.text()
+      let json: unknown = null
+      try {
+        json = text === '' ? null : JSON.parse(text)
+      } catch {}
+      return { status: res.status, headers: res.headers, text, json }
+    },
+    stop: async (signal: NodeJS.Signals = 'SIGTERM') => {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode
+      child.kill(signal)
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+      const code = await exited
+      clearTimeout(timer)
+      return code
+    },
+  }
+}
+
+export interface CliResult {
+  code: number | null
+  stdout: string
+  stderr: string
+}
+
+/** Run `veer ARGS` (the operator CLI) to completion. */
+export function runCli(
+  args: string[],
+  env: Record<string, string> = {},
+  timeoutMs = 15_000,
+): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [VEER_BIN, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, VEER_TOKEN: '', ...env },
+    })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d) => (stdout += d))
+    child.stderr.on('data', (d) => (stderr += d))
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL')
+      reject(new Error(`veer ${args.join(' ')} did not exit within ${timeoutMs} ms; stdout: ${stdout}`))
+    }, timeoutMs)
+    child.on('exit', (code) => {
+      clearTimeout(timer)
+      resolve({ code, stdout, stderr })
+    })
+  })
+}
+
+/** A proxy played with plain HTTP calls of the wire protocol (config/wire.ts). */
+export class FakeProxy {
+  readonly id: string
+  readonly control: ControlProcess
+  readonly token: string
+  routes: AnnouncedRoute[]
+
+  constructor(control: ControlProcess, id: string, routes: AnnouncedRoute[], token: string = TOKENS.proxy) {
+    this.control = control
+    this.id = id
+    this.routes = routes
+    this.token = token
+  }
+
+  async register(appliedRevision = 0): Promise<RegisterResponse> {
+    const r = await this.control.api('POST', '/v1/proxies/register', {
+      token: this.token,
+      body: { id: this.id, routes: this.routes, appliedRevision },
+    })
+    if (r.status !== 200) throw new Error(`register: ${r.status} ${r.text}`)
+    return r.json
+  }
+
+  /** Long-poll; null on 204. */
+  async watch(revision: number): Promise<RegisterResponse | null> {
+    const r = await this.control.api('GET', `/v1/proxies/${this.id}/watch?revision=${revision}`, {
+      token: this.token,
+    })
+    if (r.status === 204) return null
+    if (r.status !== 200) throw new Error(`watch: ${r.status} ${r.text}`)
+    return r.json
+  }
+
+  async ack(revision: number, error: string | null = null): Promise<number> {
+    return (
+      await this.control.api('POST', `/v1/proxies/${this.id}/ack`, {
+        token: this.token,
+        body: { revision, error },
+      })
+    ).status
+  }
+
+  async report(revision: number): Promise<number> {
+    const zero = { requests: 10, errors: 0, latency: [0, 0, 10] }
+    const routes = Object.fromEntries(this.routes.map((r) => [r.name, { stable: zero, canary: zero }]))
+    return (
+      await this.control.api('POST', `/v1/proxies/${this.id}/report`, {
+        token: this.token,
+        body: { revision, intervalMs: 1000, routes },
+      })
+    ).status
+  }
+}
+
+export function announced(name: string, canaryWeight = 0, canary = true): AnnouncedRoute {
+  return {
+    name,
+    stable: { url: 'http://127.0.0.1:3001', release: 'v1' },
+    canary: canary ? { url: 'http://127.0.0.1:3002', release: 'v2' } : null,
+    canaryWeight,
+  }
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** Poll `fn` until it returns a truthy value (or throw after `ms`). */
+export async function until<T>(fn: () => Promise<T> | T, ms = 10_000, every = 25): Promise<T> {
+  const end = Date.now() + ms
+  for (;;) {
+    const v = await fn()
+    if (v) return v
+    if (Date.now() > end) throw new Error(`condition not met within ${ms} ms`)
+    await sleep(every)
+  }
+}

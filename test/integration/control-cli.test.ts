@@ -1,0 +1,201 @@
+/**
+ * The operator CLI (`node bin/veer.js status | set-weight | rollout | promote | pause | resume | abort`)
+ * against a real control process: output, --output json, one-line errors and exit codes
+ * (0 done, 1 API refused, 2 usage, 3 control unreachable).
+ */
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import {
+  announced,
+  type ControlProcess,
+  FakeProxy,
+  runCli,
+  startControl,
+  TOKENS,
+  tempDir,
+} from '../helpers/control.ts'
+import { deadPort } from '../helpers/upstream.ts'
+
+let control: ControlProcess
+let env: Record<string, string>
+const dir = tempDir()
+
+beforeAll(async () => {
+  control = await startControl()
+  await new FakeProxy(control, 'edge-1', [announced('shop', 5), announced('api', 0)]).register()
+  env = { VEER_TOKEN: TOKENS.operator }
+})
+
+afterAll(async () => {
+  expect(await control?.stop()).toBe(0)
+})
+
+const veer = (args: string[], e = env) => runCli([...args, '--control', control.url], e)
+
+describe('veer CLI against control', () => {
+  it('status prints a table of routes, weights, step, time left and proxies in sync', async () => {
+    const r = await veer(['status'])
+    expect(r.code).toBe(0)
+    const lines = r.stdout.trim().split('\n')
+    expect(lines[0]).toMatch(
+      /^ROUTE\s+STABLE\s+CANARY\s+ROLLOUT\s+STEP\s+TIME LEFT\s+PROXIES IN SYNC\s+VERSION$/,
+    )
+    expect(lines[1]).toMatch(/^api\s+100%\s+0%\s+-\s+-\s+-\s+0\/1\s+1$/)
+    expect(lines[2]).toMatch(/^shop\s+95%\s+5%\s+-\s+-\s+-\s+0\/1\s+1$/)
+    expect(lines[3]).toBe('proxies: 1 known, 1 live')
+  })
+
+  it('set-weight, with --if-match, --reason and --output json', async () => {
+    const r = await veer(['set-weight', 'shop', '20', '--reason', 'more canary'])
+    expect([r.code, r.stderr]).toEqual([0, ''])
+    expect(r.stdout).toBe('shop: canary 20% (stable 80%), version 2\n')
+    const stale = await veer(['set-weight', 'shop', '30', '--if-match', '1'])
+    expect(stale.code).toBe(1)
+    expect(stale.stderr).toMatch(
+      /^veer set-weight: route shop is at version 2, If-Match said "1"; .* \(version_mismatch\)\n$/,
+    )
+    const fresh = await veer(['set-weight', 'shop', '30', '--if-match', '2', '--output', 'json'])
+    expect(fresh.code).toBe(0)
+    expect(JSON.parse(fresh.stdout)).toMatchObject({
+      name: 'shop',
+      version: 3,
+      weights: { stable: 70, canary: 30 },
+    })
+    const audit = (await control.api('GET', '/v1/audit?route=shop')).json.entries
+    expect(audit.find((e: { why: string }) => e.why === 'more canary')).toMatchObject({
+      who: 'alice',
+      to: { canary: 20 },
+    })
+  })
+
+  it('rollout --plan (YAML), promote, pause, resume, promote --full', async () => {
+    const plan = join(dir, 'plan.yaml')
+    writeFileSync(plan, 'steps:\n  - { weight: 10, pause: 1h }\n  - { weight: 50 }\n  - { weight: 100 }\n')
+    const started = await veer(['rollout', 'api', '--plan', plan])
+    expect(started.code).toBe(0)
+    expect(started.stdout).toMatch(
+      /^api: canary 10% \(stable 90%\), step 1\/3 (waiting-for-proxies, 1h after sync|pausing, 1h left|pausing, 59m59s left), version 2\n$/,
+    )
+    const status = await veer(['status', 'api'])
+    expect(status.stdout.split('\n')[1]).toMatch(
+      /^api\s+90%\s+10%\s+(waiting-for-proxies|pausing)\s+1\/3\s+(1h after sync|1h|59m59s)\s+0\/1\s+2$/,
+    )
+    const paused = await veer(['pause', 'api', '--reason', 'look at graphs'])
+    expect(paused.stdout).toMatch(/step 1\/3 paused/)
+    const pausedAgain = await veer(['pause', 'api'])
+    expect([pausedAgain.code, pausedAgain.stderr]).toEqual([
+      1,
+      'veer pause: route api: the rollout is already paused; resume it (already_paused)\n',
+    ])
+    expect((await veer(['resume', 'api'])).code).toBe(0)
+    const promoted = await veer(['promote', 'api'])
+    expect(promoted.stdout).toMatch(/^api: canary 50% \(stable 50%\), step 2\/3 /)
+    const full = await veer(['promote', 'api', '--full', '--output', 'json'])
+    expect(JSON.parse(full.stdout)).toMatchObject({
+      weights: { canary: 100 },
+      rollout: { phase: 'completed', state: 'completed' },
+    })
+    const json = JSON.parse((await veer(['status', '--output', 'json'])).stdout)
+    expect(json.routes.map((x: { name: string }) => x.name)).toEqual(['api', 'shop'])
+    expect(json.proxies[0].id).toBe('edge-1')
+  })
+
+  it('abort rolls back to canary 0 at once, and is safe to repeat', async () => {
+    const plan = join(dir, 'plan.json')
+    writeFileSync(plan, JSON.stringify({ steps: [{ weight: 40 }, { weight: 100 }] }))
+    expect((await veer(['rollout', 'shop', '--plan', plan])).code).toBe(0)
+    const r = await veer(['abort', 'shop', '--reason', 'errors'])
+    expect(r.code).toBe(0)
+    expect(r.stdout).toMatch(/^shop: canary 0% \(stable 100%\), rollout aborted, version \d+\n$/)
+    expect((await veer(['abort', 'shop'])).code).toBe(0)
+  })
+
+  it('takes the token from --token-file (a bare token, or control’s own TOKEN ROLE NAME file)', async () => {
+    const bare = join(dir, 'token')
+    writeFileSync(bare, `${TOKENS.read}\n`)
+    expect((await veer(['status', '--token-file', bare], {})).code).toBe(0)
+    expect((await veer(['status', '--token-file', control.tokenFile], {})).code).toBe(0)
+    // A read token may look but not change.
+    const denied = await veer(['set-weight', 'shop', '5', '--token-file', bare], {})
+    expect(denied.code).toBe(1)
+    expect(denied.stderr).toMatch(
+      /^veer set-weight: PUT \/v1\/routes\/shop\/weights needs the operator role; token dashboard has the read role \(forbidden\)\n$/,
+    )
+  })
+
+  const REFUSED: [string[], RegExp][] = [
+    [
+      ['set-weight', 'nope', '5'],
+      /^veer set-weight: no route named "nope"; known: api, shop \(unknown_route\)\n$/,
+    ],
+    [
+      ['promote', 'shop'],
+      /^veer promote: route shop: there is no rollout in progress \(the last one aborted\) \(no_rollout\)\n$/,
+    ],
+    [['status', '--token-file', '/dev/null'], /^veer status: --token-file \/dev\/null: holds no token\n$/],
+  ]
+  for (const [args, message] of REFUSED) {
+    it(`veer ${args.join(' ')}: one line, exit ${message.source.includes('token-file') ? 2 : 1}`, async () => {
+      const r = await veer(args)
+      expect(r.code).toBe(message.source.includes('token-file') ? 2 : 1)
+      expect(r.stderr).toMatch(message)
+      expect(r.stdout).toBe('')
+    })
+  }
+
+  const USAGE: [string[], Record<string, string> | null, RegExp][] = [
+    [['set-weight', 'shop'], null, /^veer set-weight: usage: veer set-weight ROUTE N/],
+    [
+      ['set-weight', 'shop', '101'],
+      null,
+      /^veer set-weight: N must be a whole number from 0 to 100 \(got "101"\)/,
+    ],
+    [['set-weight', 'shop', 'ten'], null, /^veer set-weight: N must be a whole number/],
+    [['rollout', 'shop'], null, /^veer rollout: --plan FILE is required/],
+    [
+      ['rollout', 'shop', '--plan', '/nonexistent.yaml'],
+      null,
+      /^veer rollout: --plan \/nonexistent\.yaml: cannot read it \(ENOENT\)/,
+    ],
+    [['pause', 'shop', '--full'], null, /^veer pause: --full is not a flag of veer pause/],
+    [['status', '--bogus'], null, /^veer status: Unknown option '--bogus'/],
+    [['status', '--output', 'xml'], null, /^veer status: --output must be table or json/],
+    [['status'], {}, /^veer status: no token: pass --token-file FILE or set VEER_TOKEN/],
+  ]
+  for (const [args, e, message] of USAGE) {
+    it(`veer ${args.join(' ')}: usage error, exit 2`, async () => {
+      const r = await veer(args, e ?? env)
+      expect(r.code).toBe(2)
+      expect(r.stderr).toMatch(message)
+      expect(r.stderr.trim().split('\n')).toHaveLength(1)
+    })
+  }
+
+  it('a bad plan file is a usage error; a plan the API refuses is exit 1 naming the field', async () => {
+    const broken = join(dir, 'broken.yaml')
+    writeFileSync(broken, 'steps: [ { weight: 5 ')
+    expect((await veer(['rollout', 'shop', '--plan', broken])).code).toBe(2)
+    const empty = join(dir, 'empty.yaml')
+    writeFileSync(empty, 'steps: []\n')
+    const r = await veer(['rollout', 'shop', '--plan', empty])
+    expect(r.code).toBe(1)
+    expect(r.stderr).toMatch(/^veer rollout: steps a plan needs at least one step, .* \(invalid_plan\)\n$/)
+  })
+
+  it('cannot reach control: exit 3 with one line', async () => {
+    const r = await runCli(['status', '--control', `http://127.0.0.1:${await deadPort()}`], env)
+    expect(r.code).toBe(3)
+    expect(r.stderr).toMatch(
+      /^veer status: cannot reach control at http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\); is veer control running\? \(--control URL\)\n$/,
+    )
+  })
+
+  it('--help of each command exits 0', async () => {
+    for (const c of ['status', 'set-weight', 'rollout', 'promote', 'pause', 'resume', 'abort']) {
+      const r = await runCli([c, '--help'])
+      expect(r.code).toBe(0)
+      expect(r.stdout).toMatch(new RegExp(`^Usage: veer ${c}`))
+    }
+  })
+})

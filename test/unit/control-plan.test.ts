@@ -1,0 +1,141 @@
+/** Request bodies and rollout plans (control/schemas.ts): one pass, every problem named, nothing unknown. */
+import { describe, expect, it } from 'vitest'
+import { ApiError } from '../../control/errors.ts'
+import { parseAck, parsePlan, parsePromote, parseRegister, parseWeights } from '../../control/schemas.ts'
+
+function refusal(fn: () => unknown): { code: string; message: string } {
+  try {
+    fn()
+  } catch (err) {
+    if (err instanceof ApiError) return { code: err.code, message: err.message }
+    throw err
+  }
+  throw new Error('expected a refusal')
+}
+
+describe('rollout plans', () => {
+  it('reads the contract example: durations to ms, no pause = wait for promote, analysis on by default', () => {
+    const { plan } = parsePlan({
+      steps: [{ weight: 5, pause: '30s' }, { weight: 25, pause: '2m' }, { weight: 100 }],
+    })
+    expect(plan).toEqual({
+      mode: 'canary',
+      steps: [
+        { weight: 5, pause: 30_000 },
+        { weight: 25, pause: 120_000 },
+        { weight: 100, pause: null },
+      ],
+      analysis: { enabled: true },
+    })
+    expect(parsePlan({ steps: [{ weight: 1 }], analysis: { enabled: false } }).plan.analysis.enabled).toBe(
+      false,
+    )
+  })
+
+  it('expands blue-green to preview at 0% then 100%', () => {
+    expect(parsePlan({ mode: 'blue-green', preview: '10m' }).plan.steps).toEqual([
+      { weight: 0, pause: 600_000 },
+      { weight: 100, pause: null },
+    ])
+  })
+
+  const BAD: [string, unknown, RegExp][] = [
+    ['no body', undefined, /steps a plan needs at least one step/],
+    ['no steps', { steps: [] }, /steps a plan needs at least one step/],
+    [
+      'a weight over 100',
+      { steps: [{ weight: 101 }] },
+      /steps\[0\]\.weight must be a whole number from 0 to 100 \(got 101\)/,
+    ],
+    ['a step without weight', { steps: [{ pause: '1m' }] }, /steps\[0\]\.weight is required/],
+    ['a bad pause', { steps: [{ weight: 5, pause: 'soon' }] }, /steps\[0\]\.pause must be a duration/],
+    [
+      'an unknown field',
+      { steps: [{ weight: 5 }], stpes: [] },
+      /stpes is not a known setting; allowed here: mode, steps/,
+    ],
+    [
+      'an unknown step field',
+      { steps: [{ weight: 5, wait: '1m' }] },
+      /steps\[0\]\.wait is not a known setting/,
+    ],
+    [
+      'an unknown analysis field',
+      { steps: [{ weight: 5 }], analysis: { maxErrorRate: 1 } },
+      /analysis\.maxErrorRate is not a known setting/,
+    ],
+    [
+      'falling weights',
+      { steps: [{ weight: 50 }, { weight: 10 }] },
+      /steps\[1\]\.weight is below the step before/,
+    ],
+    ['steps in blue-green', { mode: 'blue-green', steps: [{ weight: 5 }] }, /blue-green plans have no steps/],
+    [
+      'preview in canary',
+      { steps: [{ weight: 5 }], preview: '1m' },
+      /preview is for "mode": "blue-green" only/,
+    ],
+    ['a list', [{ weight: 5 }], /\(top level\) must be an object/],
+  ]
+  for (const [what, body, message] of BAD) {
+    it(`refuses ${what}`, () => {
+      const r = refusal(() => parsePlan(body))
+      expect(r.code).toBe('invalid_plan')
+      expect(r.message).toMatch(message)
+    })
+  }
+
+  it('reports every problem at once', () => {
+    const r = refusal(() => parsePlan({ steps: [{ weight: 500 }, { weight: 5, pause: 'x' }], extra: 1 }))
+    expect(r.message).toMatch(/extra/)
+    expect(r.message).toMatch(/steps\[0\]\.weight/)
+    expect(r.message).toMatch(/steps\[1\]\.pause/)
+  })
+})
+
+describe('other bodies', () => {
+  it('weights: canary 0..100 required, reason optional, nothing else', () => {
+    expect(parseWeights({ canary: 0 })).toEqual({ canary: 0 })
+    expect(parseWeights({ canary: 100, reason: 'go' })).toEqual({ canary: 100, reason: 'go' })
+    for (const bad of [
+      undefined,
+      {},
+      { canary: -1 },
+      { canary: 101 },
+      { canary: 2.5 },
+      { canary: '10' },
+      { canary: 1, stable: 99 },
+    ]) {
+      expect(refusal(() => parseWeights(bad)).code).toBe('invalid_body')
+    }
+  })
+
+  it('promote: full is a boolean, the body may be empty', () => {
+    expect(parsePromote(undefined)).toEqual({ full: false })
+    expect(parsePromote({ full: true })).toEqual({ full: true })
+    expect(refusal(() => parsePromote({ full: 'yes' })).message).toMatch(/full must be true or false/)
+  })
+
+  it('register: names are checked, a missing canary is null', () => {
+    const r = parseRegister({
+      id: 'p1',
+      routes: [{ name: 'a', stable: { url: 'http://x' }, canary: null, canaryWeight: 0 }],
+    })
+    expect(r.routes[0]).toEqual({
+      name: 'a',
+      stable: { url: 'http://x', release: 'unknown' },
+      canary: null,
+      canaryWeight: 0,
+    })
+    expect(refusal(() => parseRegister({ id: 'p/1', routes: [] })).message).toMatch(/id must be/)
+    expect(
+      refusal(() => parseRegister({ id: 'p', routes: [{ name: 'a b', stable: { url: 'x' } }] })).message,
+    ).toMatch(/routes\[0\]\.name/)
+  })
+
+  it('ack: error null means applied', () => {
+    expect(parseAck({ revision: 3, error: null })).toEqual({ revision: 3, error: null })
+    expect(parseAck({ revision: 3, error: 'bad weights' })).toEqual({ revision: 3, error: 'bad weights' })
+    expect(refusal(() => parseAck({ error: null })).message).toMatch(/revision is required/)
+  })
+})

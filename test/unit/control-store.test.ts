@@ -1,0 +1,130 @@
+/** The state dir (control/store.ts): commit and reopen, torn and uncommitted audit lines, format, lock. */
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import pino from 'pino'
+import { describe, expect, it } from 'vitest'
+import { type ControlState, emptyState, Store, StoreError } from '../../control/store.ts'
+
+function logger() {
+  const lines: Record<string, unknown>[] = []
+  const log = pino({ level: 'info' }, { write: (s: string) => lines.push(JSON.parse(s)) })
+  return { log, lines }
+}
+
+const dir = () => mkdtempSync(join(tmpdir(), 'veer-store-'))
+
+function stateAt(revision: number, canary: number): ControlState {
+  return {
+    ...emptyState(),
+    revision,
+    routes: {
+      shop: {
+        name: 'shop',
+        version: revision,
+        revision,
+        canary,
+        stable: null,
+        canaryUpstream: null,
+        rollout: null,
+        createdAt: 1,
+        updatedAt: 2,
+      },
+    },
+  }
+}
+
+const draft = (revision: number, to: number) => ({
+  who: 'alice',
+  role: 'operator',
+  action: 'set-weight',
+  route: 'shop',
+  from: null,
+  to: { canary: to },
+  why: null,
+  revision,
+})
+
+describe('store', () => {
+  it('a committed change is there after reopening: state and audit, in order', async () => {
+    const d = dir()
+    const s = await Store.open(d, logger().log)
+    expect(s.state).toEqual(emptyState())
+    await s.commit(stateAt(1, 10), [draft(1, 10)])
+    await s.commit(stateAt(2, 20), [draft(2, 20)])
+    await s.append([
+      { who: 'eve', role: 'read', action: 'denied', route: null, from: null, to: 'PUT /x', why: 'no' },
+    ])
+    await s.close()
+    const again = await Store.open(d, logger().log)
+    expect(again.state).toEqual(stateAt(2, 20))
+    const audit = again.audit({ limit: 100, route: null })
+    expect(audit.total).toBe(3)
+    expect(audit.entries.map((e) => [e.seq, e.action])).toEqual([
+      [1, 'set-weight'],
+      [2, 'set-weight'],
+      [3, 'denied'],
+    ])
+    expect(again.audit({ limit: 1, route: 'shop' }).entries.map((e) => e.seq)).toEqual([2])
+    expect(existsSync(join(d, 'state.json.tmp'))).toBe(false)
+    await again.close()
+  })
+
+  it('tolerates a torn last audit line with a warning and cuts it off', async () => {
+    const d = dir()
+    const s = await Store.open(d, logger().log)
+    await s.commit(stateAt(1, 10), [draft(1, 10)])
+    await s.close()
+    appendFileSync(join(d, 'audit.log'), '{"seq":2,"time":"2025-01-01T00:00:00.000Z","who":"al')
+    const { log, lines } = logger()
+    const again = await Store.open(d, log)
+    expect(again.audit({ limit: 10, route: null }).total).toBe(1)
+    expect(lines.some((l) => l.level === 40 && String(l.msg).includes('torn last line'))).toBe(true)
+    // Appends after the cut start on a clean line.
+    await again.commit(stateAt(2, 30), [draft(2, 30)])
+    await again.close()
+    const text = readFileSync(join(d, 'audit.log'), 'utf8')
+    expect(
+      text
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l).seq),
+    ).toEqual([1, 2])
+  })
+
+  it('drops audit lines of a change whose state never landed (crash between the two writes)', async () => {
+    const d = dir()
+    const s = await Store.open(d, logger().log)
+    await s.commit(stateAt(1, 10), [draft(1, 10)])
+    await s.close()
+    appendFileSync(join(d, 'audit.log'), `${JSON.stringify({ seq: 2, time: 't', ...draft(2, 99) })}\n`)
+    const { log, lines } = logger()
+    const again = await Store.open(d, log)
+    expect(again.state.routes.shop!.canary).toBe(10)
+    expect(again.audit({ limit: 10, route: null }).total).toBe(1)
+    expect(lines.some((l) => String(l.msg).includes('did not take effect'))).toBe(true)
+    await again.close()
+  })
+
+  it('refuses a state dir of another format, and a corrupt state.json, with one line', async () => {
+    const d = dir()
+    writeFileSync(join(d, 'state.json'), JSON.stringify({ formatVersion: 7, revision: 1, routes: {} }))
+    await expect(Store.open(d, logger().log)).rejects.toThrow(
+      /state format 7 is not one this veer reads \(format 1\)/,
+    )
+    writeFileSync(join(d, 'state.json'), JSON.stringify({ revision: 1, routes: {} }))
+    await expect(Store.open(d, logger().log)).rejects.toThrow(/state format null/)
+    writeFileSync(join(d, 'state.json'), '{"formatVersion": 1, ')
+    await expect(Store.open(d, logger().log)).rejects.toThrow(StoreError)
+  })
+
+  it('refuses a state dir another live control holds, and takes over a dead one’s lock', async () => {
+    const d = dir()
+    writeFileSync(join(d, 'control.lock'), `${process.ppid}\n`)
+    await expect(Store.open(d, logger().log)).rejects.toThrow(/another veer control \(pid \d+\) is using it/)
+    writeFileSync(join(d, 'control.lock'), '999999999\n')
+    const s = await Store.open(d, logger().log)
+    expect(readFileSync(join(d, 'control.lock'), 'utf8').trim()).toBe(String(process.pid))
+    await s.close()
+  })
+})
