@@ -6,14 +6,12 @@
  * drains them all, then the primary exits 0. A worker that dies outside a drain is replaced.
  */
 import cluster, { type Worker } from 'node:cluster'
-import { watch } from 'node:fs'
-import { readFile } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
-import { basename, dirname, resolve } from 'node:path'
 import type { Logger } from 'pino'
 import { AggregatorRegistry, type Registry } from 'prom-client'
 import type { ProxyConfig } from '../config/types.ts'
 import { type AdminViews, createAdminServer, type RawStats } from './admin.ts'
+import { watchConfigFile } from './config-watch.ts'
 import type { DiffSample } from './shadow/stats.ts'
 
 /** Messages between the primary and its workers (besides prom-client's own). */
@@ -136,24 +134,8 @@ export async function runPrimary(
     for (const w of workers) w.process.kill(signal)
   }
   process.on('SIGHUP', () => signalAll('SIGHUP'))
-  let watcher: ReturnType<typeof watch> | null = null
-  if (configPath !== null) {
-    // One watcher for all: a change is passed on as SIGHUP, and each worker reloads and validates.
-    const file = resolve(configPath)
-    let lastText = await readFile(file, 'utf8').catch(() => '')
-    let timer: NodeJS.Timeout | null = null
-    watcher = watch(dirname(file), (_event, name) => {
-      if (name !== null && name !== basename(file) && !name.startsWith('..')) return
-      if (timer) clearTimeout(timer)
-      timer = setTimeout(async () => {
-        const text = await readFile(file, 'utf8').catch(() => null)
-        if (text === null || text === lastText) return
-        lastText = text
-        signalAll('SIGHUP')
-      }, 150)
-    })
-    watcher.unref()
-  }
+  // One watcher for all: a change is passed on as SIGHUP, and each worker reloads and validates.
+  const watcher = configPath === null ? null : await watchConfigFile(configPath, () => signalAll('SIGHUP'))
   const finish = () => {
     watcher?.close()
     admin.close()

