@@ -5,7 +5,6 @@
  * veer.release, and the upstream receives that span's W3C `traceparent`/`tracestate`.
  */
 import {
-  context,
   propagation,
   ROOT_CONTEXT,
   type Span,
@@ -28,11 +27,6 @@ type Carrier = { traceparent?: string; tracestate?: string }
 const getter = {
   keys: (c: Carrier) => Object.keys(c),
   get: (c: Carrier, key: string) => c[key as keyof Carrier],
-}
-const setter = {
-  set: (c: Carrier, key: string, value: string) => {
-    c[key as keyof Carrier] = value
-  },
 }
 
 export async function createTracing(
@@ -103,36 +97,38 @@ class OtelTracing implements Tracing {
   }
 
   start(ex: Exchange, head: RequestHead): void {
-    const incoming: Carrier = {}
-    if (head.traceparentAt !== -1) incoming.traceparent = head.headers[head.traceparentAt + 1]
-    if (head.tracestateAt !== -1) incoming.tracestate = head.headers[head.tracestateAt + 1]
-    const parent = propagation.extract(ROOT_CONTEXT, incoming, getter)
-    const b = ex.backend
-    const span = this.#tracer.startSpan(
-      `${ex.req.method} ${ex.route.name}`,
-      {
-        kind: SpanKind.SERVER,
-        attributes: {
-          'veer.route': ex.route.name,
-          'veer.version': b.version,
-          'veer.release': b.release,
-          'http.request.method': ex.req.method ?? '',
-          'url.path': ex.req.url ?? '',
-          'server.address': b.upstream.host,
-        },
-      },
-      parent,
-    )
-    const outgoing: Carrier = {}
-    propagation.inject(trace.setSpan(context.active(), span), outgoing, setter)
-    replace(head, 'traceparent', head.traceparentAt, outgoing.traceparent)
-    replace(head, 'tracestate', head.tracestateAt, outgoing.tracestate)
+    // Most requests are not sampled: they pay for a span id and a traceparent, nothing more (no
+    // attribute objects, no propagation carrier objects, no context allocation when there is no parent).
+    let parent = ROOT_CONTEXT
+    if (head.traceparentAt !== -1) {
+      const incoming: Carrier = { traceparent: head.headers[head.traceparentAt + 1] }
+      if (head.tracestateAt !== -1) incoming.tracestate = head.headers[head.tracestateAt + 1]
+      parent = propagation.extract(ROOT_CONTEXT, incoming, getter)
+    }
+    const span = this.#tracer.startSpan(`${ex.req.method} ${ex.route.name}`, SERVER, parent)
+    if (span.isRecording()) {
+      const b = ex.backend
+      span.setAttributes({
+        'veer.route': ex.route.name,
+        'veer.version': b.version,
+        'veer.release': b.release,
+        'http.request.method': ex.req.method ?? '',
+        'url.path': ex.req.url ?? '',
+        'server.address': b.upstream.host,
+      })
+    }
+    // W3C trace context (https://www.w3.org/TR/trace-context/#traceparent-header), written directly.
+    const sc = span.spanContext()
+    const flags = sc.traceFlags & 1 ? '01' : '00'
+    replace(head, 'traceparent', head.traceparentAt, `00-${sc.traceId}-${sc.spanId}-${flags}`)
+    const state = sc.traceState?.serialize()
+    if (state !== undefined || head.tracestateAt !== -1) replace(head, 'tracestate', head.tracestateAt, state)
     ex.span = span
   }
 
   end(ex: Exchange, status: number): void {
     const span = ex.span as Span | null
-    if (span === null) return
+    if (span === null || !span.isRecording()) return
     if (status !== 0) span.setAttribute('http.response.status_code', status)
     if (ex.error !== null) span.setAttribute('veer.error', ex.error)
     if (status === 0 || status >= 500)
@@ -140,6 +136,8 @@ class OtelTracing implements Tracing {
     span.end()
   }
 }
+
+const SERVER = { kind: SpanKind.SERVER }
 
 function replace(head: RequestHead, name: string, at: number, value: string | undefined): void {
   if (value === undefined) {
