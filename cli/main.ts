@@ -3,6 +3,7 @@
  * command's modules are loaded only when it runs: the operator client starts without loading the
  * proxy's dependencies (OpenTelemetry, prom-client, undici pools).
  */
+import cluster from 'node:cluster'
 import { CliError } from './client.ts'
 import { OPS_COMMANDS, type OpsCommand } from './ops-commands.ts'
 
@@ -69,6 +70,8 @@ export async function main(argv: string[]): Promise<void> {
       for (const line of (err as Error).message.split('\n'))
         process.stderr.write(`veer ${command}: ${line}\n`)
       process.exitCode = 2
+      // A --workers worker's IPC channel would keep it alive: exit, so the primary sees why.
+      if (cluster.isWorker) process.exit(2)
       return
     }
     if (err instanceof CliError) {

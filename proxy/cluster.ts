@@ -73,8 +73,12 @@ export async function runPrimary(
     })
   }
 
+  /** Set while the first workers start: a worker that cannot start then fails the whole start. */
+  let failStart: ((reason: Error) => void) | null = null
+  let startFailed = false
   const fork = () => {
     const w = cluster.fork({ VEER_WORKER: '1' })
+    const forkedAt = Date.now()
     workers.add(w)
     w.on('message', (m: WorkerMessage) => {
       if (m?.veer === 'started') started.set(w, m)
@@ -89,14 +93,23 @@ export async function runPrimary(
       }
     })
     w.on('exit', (code, signal) => {
+      const wasStarted = started.delete(w)
       workers.delete(w)
-      started.delete(w)
+      if (startFailed) return
       if (draining) {
         if (workers.size === 0) finish()
         return
       }
-      log.error({ worker: w.process.pid, code, signal }, 'worker died; starting another')
-      fork()
+      if (!wasStarted && failStart !== null) {
+        startFailed = true
+        // Its own error line (bad address, bad token file, …) is already on stderr.
+        failStart(new Error(`a worker could not start (exit code ${code ?? signal}); see its error above`))
+        return
+      }
+      // A worker that dies young waits a second before its replacement: no tight fork loop.
+      const delay = Date.now() - forkedAt < 5000 ? 1000 : 0
+      log.error({ worker: w.process.pid, code, signal, restartInMs: delay }, 'worker died; starting another')
+      setTimeout(fork, delay)
     })
   }
 
@@ -124,11 +137,24 @@ export async function runPrimary(
   })
 
   for (let i = 0; i < count; i++) fork()
-  // Every worker up (or one failed to start: its exit is logged above and it is replaced).
-  await new Promise<void>((ok) => {
-    const check = () => (started.size === count ? ok() : setTimeout(check, 20))
-    check()
-  })
+  // Every worker up, or none: one that cannot start stops the others and the start fails.
+  try {
+    await new Promise<void>((ok, fail) => {
+      failStart = fail
+      const check = () => {
+        if (started.size === count) ok()
+        else if (!startFailed) setTimeout(check, 20)
+      }
+      check()
+    })
+  } catch (err) {
+    startFailed = true
+    for (const w of workers) w.process.kill('SIGKILL')
+    admin.close()
+    throw err
+  } finally {
+    failStart = null
+  }
 
   const signalAll = (signal: NodeJS.Signals) => {
     for (const w of workers) w.process.kill(signal)

@@ -24,6 +24,7 @@ export interface ExchangeHost {
 }
 
 const kExchange = Symbol('veer.exchange')
+const CLIENT_GONE = new Error('client closed the connection')
 type Tagged = ServerResponse & { [kExchange]?: Exchange }
 
 function onClientClose(this: Tagged): void {
@@ -73,6 +74,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   onRequestStart(controller: Controller): void {
     this.controller = controller
+    // The client left while the request waited in the pool's queue: it must not take a connection now.
+    if (this.done) controller.abort(CLIENT_GONE)
   }
 
   onResponseStart(
@@ -81,8 +84,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
     headers: Record<string, string | string[] | undefined>,
     statusMessage?: string,
   ): void {
+    if (this.done) return controller.abort(CLIENT_GONE)
     // 1xx informational answers are not forwarded; Node answers a client's 100-continue itself.
-    if (statusCode < 200 || this.done) return
+    if (statusCode < 200) return
     this.status = statusCode
     const upstream = this.backend.upstream
     if (upstream.failures !== 0) upstream.connectSucceeded()
@@ -101,6 +105,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   onResponseData(controller: Controller, chunk: Buffer): void {
+    if (this.done) return controller.abort(CLIENT_GONE)
     if (this.mirror !== null) this.mirror.primaryData(chunk)
     if (!this.res.write(chunk)) {
       controller.pause()
@@ -131,8 +136,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   /** The client went away before the answer was complete: stop the upstream request too. */
   clientGone(): void {
     this.error = 'client_closed'
-    if (this.controller !== null && !this.controller.aborted)
-      this.controller.abort(new Error('client closed the connection'))
+    if (this.controller !== null && !this.controller.aborted) this.controller.abort(CLIENT_GONE)
     this.finish()
   }
 

@@ -110,7 +110,9 @@ export class RequestHead {
       }
       out.push(name, value)
     }
-    if (this.connection !== undefined) this.dropConnectionNamed(connectionTokens(this.connection))
+    if (this.connection !== undefined && PLAIN_CONNECTION[this.connection] !== true) {
+      this.dropConnectionNamed(connectionTokens(this.connection))
+    }
   }
 
   /** The first value of a (lower-cased) field, e.g. the route's sticky header. */
@@ -228,4 +230,10 @@ export function appendVia(out: string[], via: string): void {
     }
   }
   out.push('via', via)
+}
+
+/** Query strings may carry secrets: logs and spans get the path only. */
+export function pathOf(url: string): string {
+  const q = url.indexOf('?')
+  return q === -1 ? url : url.slice(0, q)
 }

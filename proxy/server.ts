@@ -9,9 +9,9 @@ import type { Logger } from 'pino'
 import type { ProxyConfig } from '../config/types.ts'
 import type { ProxyErrorCode } from './errors.ts'
 import { Exchange, type ExchangeHost } from './forward.ts'
-import { appendVia, type ForwardingPolicy, RequestHead } from './headers.ts'
+import { appendVia, type ForwardingPolicy, pathOf, RequestHead } from './headers.ts'
 import { sendError, sendErrorOnSocket } from './respond.ts'
-import type { Backend, RouteTable } from './route-table.ts'
+import type { Backend, CompiledRoute, RouteTable } from './route-table.ts'
 import { type Mirror, type MirrorHost, startMirror } from './shadow/mirror.ts'
 import { pickBackend } from './split/pick.ts'
 import { cookieValue } from './split/sticky.ts'
@@ -99,13 +99,7 @@ export class ProxyServer implements ExchangeHost, MirrorHost {
     if (refused !== null) return this.#reject(res, refused)
     const route = this.table.match(head.host, url)
     if (route === null) return this.#reject(res, 'no_route')
-    const sticky =
-      route.stickyHeader !== null
-        ? head.get(route.stickyHeader)
-        : route.stickyCookie !== null && head.cookie !== undefined
-          ? cookieValue(head.cookie, route.stickyCookie)
-          : undefined
-    const backend = pickBackend(route, head.override, sticky)
+    const backend = pickBackend(route, head.override, stickyKey(route, head))
     if (backend === null) return this.#reject(res, 'no_healthy_upstream')
     const upstream = backend.upstream
     if (upstream.inflight >= upstream.limit) return this.#reject(res, 'upstream_overloaded', backend)
@@ -139,9 +133,10 @@ export class ProxyServer implements ExchangeHost, MirrorHost {
     if (refused !== null) return sendErrorOnSocket(socket, refused)
     const route = this.table.match(head.host, url)
     if (route === null) return sendErrorOnSocket(socket, 'no_route')
-    const sticky = route.stickyHeader !== null ? head.get(route.stickyHeader) : undefined
-    const backend = pickBackend(route, head.override, sticky)
+    const backend = pickBackend(route, head.override, stickyKey(route, head))
     if (backend === null) return sendErrorOnSocket(socket, 'no_healthy_upstream')
+    if (backend.upstream.inflight >= backend.upstream.limit)
+      return sendErrorOnSocket(socket, 'upstream_overloaded')
     head.addForwarding(this.#policy, socket.remoteAddress ?? '', socket.remoteFamily ?? 'IPv4')
     head.setHost(route.preserveHost ? head.host : backend.upstream.host)
     tunnel(this, req, socket, first, head.headers, route.name, backend, start)
@@ -240,10 +235,12 @@ export class ProxyServer implements ExchangeHost, MirrorHost {
   }
 }
 
-/** Query strings may carry secrets: logs get the path only. */
-function pathOf(url: string): string {
-  const q = url.indexOf('?')
-  return q === -1 ? url : url.slice(0, q)
+/** The user's key for sticky assignment: the route's header, or its cookie. */
+function stickyKey(route: CompiledRoute, head: RequestHead): string | undefined {
+  if (route.stickyHeader !== null) return head.get(route.stickyHeader)
+  if (route.stickyCookie !== null && head.cookie !== undefined)
+    return cookieValue(head.cookie, route.stickyCookie)
+  return undefined
 }
 
 function isWebSocketUpgrade(req: IncomingMessage): boolean {

@@ -15,7 +15,7 @@ import {
 } from '@opentelemetry/api'
 import type { Logger } from 'pino'
 import type { Exchange } from './forward.ts'
-import type { RequestHead } from './headers.ts'
+import { pathOf, type RequestHead } from './headers.ts'
 
 export interface Tracing {
   start(ex: Exchange, head: RequestHead): void
@@ -113,7 +113,7 @@ class OtelTracing implements Tracing {
         'veer.version': b.version,
         'veer.release': b.release,
         'http.request.method': ex.req.method ?? '',
-        'url.path': ex.req.url ?? '',
+        'url.path': pathOf(ex.req.url ?? ''),
         'server.address': b.upstream.host,
       })
     }
@@ -141,7 +141,7 @@ const SERVER = { kind: SpanKind.SERVER }
 
 function replace(head: RequestHead, name: string, at: number, value: string | undefined): void {
   if (value === undefined) {
-    if (at !== -1) head.headers[at + 1] = ''
+    if (at !== -1) head.headers.splice(at, 2)
     return
   }
   if (at !== -1) head.headers[at + 1] = value

@@ -165,6 +165,32 @@ describe('more failure answers', () => {
   })
 })
 
+describe('a client that leaves while its request waits for a connection', () => {
+  it('never has its request sent, and the connection it would have taken stays free', async () => {
+    let release: () => void = () => {}
+    const held = new Promise<void>((r) => (release = r))
+    const stable = await upstream('stable', (req, res) => {
+      req.resume()
+      if (req.url === '/a') held.then(() => res.end('a'))
+      else res.end(req.url)
+    })
+    const v = await startProxy({ stable: { url: stable.url }, connections: 1 })
+    const a = request(`${v.url}/a`)
+    await waitUntil(() => stable.seen.length === 1, 'the upstream to hold /a')
+    const b = new AbortController()
+    const bDone = request(`${v.url}/b`, { signal: b.signal }).catch((e: Error) => e)
+    // /b is queued behind /a on the one connection; its client leaves.
+    await new Promise((r) => setTimeout(r, 100))
+    b.abort()
+    expect(await bDone).toBeInstanceOf(Error)
+    release()
+    expect(await (await a).body.text()).toBe('a')
+    const c = await request(`${v.url}/c`)
+    expect(await c.body.text()).toBe('/c')
+    expect(stable.seen.map((r) => r.url)).toEqual(['/a', '/c'])
+  })
+})
+
 describe('passive ejection', () => {
   it('a stable-only route to a dead port answers 503 no_healthy_upstream after ejectAfter failures', async () => {
     const port = await deadPort()

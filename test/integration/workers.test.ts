@@ -4,6 +4,7 @@
  * them all.
  */
 import { writeFileSync } from 'node:fs'
+import { type AddressInfo, createServer } from 'node:net'
 import { Pool, request } from 'undici'
 import { describe, expect, it } from 'vitest'
 import { stringify } from 'yaml'
@@ -139,6 +140,31 @@ describe('--workers', () => {
     expect(await veer.stop()).toBe(0)
     for (const pid of workerPids) expect(() => process.kill(pid, 0)).toThrow()
     expect(veer.logs.filter((l) => l.msg === 'veer proxy stopped').length).toBe(3)
+  })
+
+  it('fails to start, exit 2, when its workers cannot listen', async () => {
+    const stable = await bed.upstream('stable')
+    const holder = createServer()
+    await new Promise<void>((r) => holder.listen(0, '127.0.0.1', r))
+    const port = (holder.address() as AddressInfo).port
+    try {
+      const result = await runVeer([
+        'proxy',
+        '--stable',
+        stable.url,
+        '--workers',
+        '2',
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--admin',
+        '127.0.0.1:0',
+      ])
+      expect(result.code).toBe(2)
+      expect(result.stderr).toContain('--listen: cannot listen (EADDRINUSE)')
+      expect(result.stderr).toContain('a worker could not start')
+    } finally {
+      holder.close()
+    }
   })
 
   it('refuses a bad --workers with one line and starts nothing', async () => {
