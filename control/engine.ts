@@ -11,6 +11,7 @@ import type { EventHub } from './events.ts'
 import type { Notifier } from './notify.ts'
 import type { ProxyRegistry } from './proxies.ts'
 import { advance, isActive, type Notice, type Plan, type RolloutEvent, start } from './rollout.ts'
+import { runSmoke, type SmokeRunner } from './smoke.ts'
 import type { AuditDraft, AuditEntry, ControlState, RouteRecord, Store } from './store.ts'
 import { type RouteView, routeView } from './views.ts'
 
@@ -18,6 +19,8 @@ export interface Actor {
   readonly name: string
   readonly role: string
 }
+
+const SMOKE: Actor = { name: 'smoke', role: 'system' }
 
 export interface Change {
   readonly next: RouteRecord
@@ -37,14 +40,18 @@ export interface EngineDeps {
   readonly log: Logger
   /** Called when the state cannot be written: the process must stop (see main.ts). */
   readonly fatal: (err: unknown) => void
+  /** The pre-step smoke check (smoke.ts); tests may replace it. */
+  readonly smoke?: SmokeRunner
 }
 
 export class Engine {
   private readonly d: EngineDeps
+  private readonly smoke: SmokeRunner
   private tail: Promise<unknown> = Promise.resolve()
 
   constructor(deps: EngineDeps) {
     this.d = deps
+    this.smoke = deps.smoke ?? runSmoke
   }
 
   get state(): ControlState {
@@ -178,6 +185,7 @@ export class Engine {
           'no_canary',
           `route ${name} has no canary upstream; add one to the proxies' config first`,
         )
+      const failed = await this.smokeFails(plan, r.canary, plan.steps[0]!.weight)
       const now = Date.now()
       const revision = this.state.revision + 1
       const out = start(plan, `${name}-${revision}`, { now, revision })
@@ -192,8 +200,29 @@ export class Engine {
         to,
         why,
       }
-      await this.commit([{ next, previousWeight: r.canary, audit, notices: out.notices }], revision)
-      return this.view(next)
+      const changes: Change[] = [{ next, previousWeight: r.canary, audit, notices: out.notices }]
+      if (failed !== null) {
+        // Step 1 never reaches the proxies: the rollout is recorded as started and aborted at once.
+        const reason = smokeWhy(1, failed)
+        const abort = advance(out.rollout, { type: 'abort', reason }, { now, revision })
+        if (!abort.ok) throw new Error('abort of a new rollout was refused')
+        changes.push({
+          next: this.bump(next, { canary: abort.weight, rollout: abort.rollout }, revision, now),
+          previousWeight: r.canary,
+          audit: {
+            who: SMOKE.name,
+            role: SMOKE.role,
+            action: 'rollout-abort',
+            route: name,
+            from: { canary: r.canary, step: 1, phase: 'progressing' },
+            to: { canary: abort.weight, step: 1, phase: abort.rollout.phase },
+            why: reason,
+          },
+          notices: abort.notices,
+        })
+      }
+      await this.commit(changes, revision)
+      return this.view(this.route(name))
     })
   }
 
@@ -237,9 +266,19 @@ export class Engine {
         'no_rollout',
         `route ${r.name} has no rollout; start one with POST /v1/routes/${r.name}/rollout`,
       )
-    const out = advance(r.rollout, event, { now, revision })
+    let out = advance(r.rollout, event, { now, revision })
     if (!out.ok) throw new ApiError(out.code, `route ${r.name}: ${out.message}`)
     if (out.change === 'none') return
+    const failed = await this.smokeFails(r.rollout.plan, r.canary, out.weight)
+    if (failed !== null) {
+      // The raise never happens: the smoke check's failure aborts the rollout as `abort` does.
+      now = Date.now()
+      why = smokeWhy(out.rollout.step + 1, failed)
+      event = { type: 'abort', reason: why }
+      who = SMOKE
+      out = advance(r.rollout, event, { now, revision })
+      if (!out.ok) throw new ApiError(out.code, `route ${r.name}: ${out.message}`)
+    }
     if (out.change === 'progress') {
       await this.commit(
         [
@@ -266,6 +305,19 @@ export class Engine {
         : `rollout-${event.type}`
     const audit = { who: who.name, role: who.role, action, route: r.name, from, to, why }
     await this.commit([{ next, previousWeight: r.canary, audit, notices: out.notices }], revision)
+  }
+
+  /**
+   * Before a change that raises the canary weight (`from` → `to`), the plan's smoke check: null when it
+   * passed or is not needed, else why it failed. Runs inside the queue, so it holds other changes for at
+   * most the check's timeout (its requests go out together).
+   */
+  private async smokeFails(plan: Plan, from: number, to: number): Promise<string | null> {
+    if (plan.smoke === undefined || to <= from) return null
+    const result = await this.smoke(plan.smoke)
+    if (result.ok) return null
+    this.d.log.warn({ reason: result.reason }, 'smoke check failed')
+    return result.reason
   }
 
   audit(query: { limit: number; route: string | null }): { total: number; entries: AuditEntry[] } {
@@ -298,4 +350,8 @@ function checkIfMatch(r: RouteRecord, header: string | undefined): void {
     'version_mismatch',
     `route ${r.name} is at version ${r.version}, If-Match said ${header}; GET it again and retry with the new ETag`,
   )
+}
+
+function smokeWhy(step: number, reason: string): string {
+  return `smoke check before step ${step} failed: ${reason}`
 }

@@ -16,10 +16,25 @@ export interface Step {
 
 export type Mode = 'canary' | 'blue-green'
 
+/**
+ * A pre-step smoke check: before a change that raises the canary weight, control sends `requests` GETs
+ * to `url` (a proxy's traffic listener) with the override header asking for the canary; every answer
+ * must have one of `expectStatus` and come from the canary, or the rollout aborts. The I/O is the
+ * engine's (smoke.ts); this machine only sees the abort it leads to.
+ */
+export interface SmokeCheck {
+  readonly url: string
+  readonly requests: number
+  readonly expectStatus: readonly number[]
+  readonly timeoutMs: number
+}
+
 export interface Plan {
   readonly mode: Mode
   readonly steps: readonly Step[]
   readonly analysis: { readonly enabled: boolean }
+  /** Absent: no smoke check. */
+  readonly smoke?: SmokeCheck
 }
 
 export type Phase = 'progressing' | 'paused' | 'completed' | 'aborted'

@@ -12,7 +12,7 @@ import type {
   VersionReport,
 } from '../config/wire.ts'
 import { ApiError } from './errors.ts'
-import { blueGreenSteps, type Plan } from './rollout.ts'
+import { blueGreenSteps, type Plan, type SmokeCheck } from './rollout.ts'
 
 export const MAX_PAUSE_MS = 7 * 24 * 3_600_000
 const MAX_STEPS = 100
@@ -46,6 +46,19 @@ const step = obj(
   { required: ['weight'] },
 )
 
+const MAX_SMOKE_TIMEOUT_MS = 60_000
+
+const smoke = obj(
+  'Pre-step smoke check: GETs to the canary through a proxy before each step that raises its weight',
+  {
+    url: str("URL on a proxy's traffic listener (http or https), path of the app's smoke/health check"),
+    requests: int('How many requests to send; every one must pass', 1, 100, 5),
+    expectStatus: list('Statuses that pass', int('HTTP status, 100..599', 100, 599), { fallback: [200] }),
+    timeout: duration('Timeout of each request', 1, MAX_SMOKE_TIMEOUT_MS, 2000),
+  },
+  { required: ['url'], optional: true },
+)
+
 const planBody = obj('A rollout plan', {
   mode: oneOf(
     'canary (steps of weight) or blue-green (preview at 0%, then 100% at once)',
@@ -63,6 +76,7 @@ const planBody = obj('A rollout plan', {
     { enabled: bool('Judge the canary and roll back automatically when it fails', true) },
     { optional: true },
   ),
+  smoke,
   reason,
 })
 
@@ -109,9 +123,11 @@ export function parsePlan(v: unknown): { plan: Plan; reason?: string } {
         steps: { weight: number; pause?: number }[]
         preview?: number
         analysis?: { enabled: boolean }
+        smoke?: { url: string; requests: number; expectStatus: number[]; timeout: number }
         reason?: string
       }
     | undefined
+  if (raw !== null && typeof raw === 'object') checkSmoke(raw.smoke, issues)
   if (p && issues.length === 0) {
     const given = raw !== null && typeof raw === 'object' && raw.steps !== undefined && raw.steps !== null
     if (p.mode === 'canary') {
@@ -149,7 +165,39 @@ export function parsePlan(v: unknown): { plan: Plan; reason?: string } {
       ? blueGreenSteps(p.preview ?? null)
       : p.steps.map((s) => ({ weight: s.weight, pause: s.pause ?? null }))
   const plan: Plan = { mode: p.mode, steps, analysis: { enabled: p.analysis?.enabled ?? true } }
-  return p.reason === undefined ? { plan } : { plan, reason: p.reason }
+  if (p.smoke !== undefined) {
+    const s = p.smoke
+    const check: SmokeCheck = {
+      url: s.url,
+      requests: s.requests,
+      expectStatus: s.expectStatus,
+      timeoutMs: s.timeout,
+    }
+    return withReason({ ...plan, smoke: check }, p.reason)
+  }
+  return withReason(plan, p.reason)
+}
+
+function withReason(plan: Plan, reason: string | undefined): { plan: Plan; reason?: string } {
+  return reason === undefined ? { plan } : { plan, reason }
+}
+
+/** What the smoke schema cannot say: the url is an http(s) URL, the status list is not empty. */
+function checkSmoke(raw: unknown, issues: Issue[]): void {
+  if (raw === null || typeof raw !== 'object') return
+  const { url, expectStatus } = raw as { url?: unknown; expectStatus?: unknown }
+  if (Array.isArray(expectStatus) && expectStatus.length === 0)
+    issues.push({ path: 'smoke.expectStatus', message: 'must list at least one status, e.g. [200]' })
+  if (typeof url !== 'string' || url === '') return
+  let u: URL
+  try {
+    u = new URL(url)
+  } catch {
+    issues.push({ path: 'smoke.url', message: `is not a URL (got ${JSON.stringify(url)})` })
+    return
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:')
+    issues.push({ path: 'smoke.url', message: `must be http:// or https:// (got ${JSON.stringify(url)})` })
 }
 
 const upstreamInfo = obj(

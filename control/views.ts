@@ -18,7 +18,13 @@ export interface RolloutView {
   pauseEndsAt: string | null
   stepRevision: number
   applied: boolean
-  plan: { mode: string; steps: { weight: number; pause: string | null }[]; analysis: { enabled: boolean } }
+  plan: {
+    mode: string
+    steps: { weight: number; pause: string | null }[]
+    analysis: { enabled: boolean }
+    /** Only when the plan has a smoke check. */
+    smoke?: { url: string; requests: number; expectStatus: number[]; timeout: string }
+  }
   reason: string | null
   startedAt: string
   updatedAt: string
@@ -61,6 +67,14 @@ export function rolloutView(r: Rollout, now: number): RolloutView {
       mode: r.plan.mode,
       steps: r.plan.steps.map((s) => ({ weight: s.weight, pause: dur(s.pause) })),
       analysis: { ...r.plan.analysis },
+      ...(r.plan.smoke && {
+        smoke: {
+          url: r.plan.smoke.url,
+          requests: r.plan.smoke.requests,
+          expectStatus: [...r.plan.smoke.expectStatus],
+          timeout: formatDuration(r.plan.smoke.timeoutMs),
+        },
+      }),
     },
     reason: r.reason,
     startedAt: iso(r.startedAt),

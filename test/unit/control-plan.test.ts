@@ -93,6 +93,99 @@ describe('rollout plans', () => {
   })
 })
 
+describe('smoke checks in a plan', () => {
+  const steps = [{ weight: 10, pause: '1m' }, { weight: 100 }]
+
+  it('no smoke: the plan has none', () => {
+    expect(parsePlan({ steps }).plan.smoke).toBeUndefined()
+  })
+
+  it('reads a smoke check, with defaults for what is left out', () => {
+    const full = parsePlan({
+      steps,
+      smoke: {
+        url: 'http://127.0.0.1:8080/healthz',
+        requests: 3,
+        expectStatus: [200, 204],
+        timeout: '500ms',
+      },
+    }).plan.smoke
+    expect(full).toEqual({
+      url: 'http://127.0.0.1:8080/healthz',
+      requests: 3,
+      expectStatus: [200, 204],
+      timeoutMs: 500,
+    })
+    expect(parsePlan({ steps, smoke: { url: 'https://proxy.internal/ping' } }).plan.smoke).toEqual({
+      url: 'https://proxy.internal/ping',
+      requests: 5,
+      expectStatus: [200],
+      timeoutMs: 2000,
+    })
+  })
+
+  const BAD: [string, unknown, RegExp][] = [
+    ['no url', {}, /smoke\.url is required/],
+    ['a url that is not one', { url: 'not a url' }, /smoke\.url is not a URL/],
+    ['a url that is not http', { url: 'ftp://127.0.0.1/x' }, /smoke\.url must be http:\/\/ or https:\/\//],
+    [
+      'zero requests',
+      { url: 'http://a/', requests: 0 },
+      /smoke\.requests must be a whole number from 1 to 100/,
+    ],
+    [
+      '101 requests',
+      { url: 'http://a/', requests: 101 },
+      /smoke\.requests must be a whole number from 1 to 100/,
+    ],
+    ['a status below 100', { url: 'http://a/', expectStatus: [99] }, /smoke\.expectStatus\[0\] must be/],
+    [
+      'a status above 599',
+      { url: 'http://a/', expectStatus: [200, 600] },
+      /smoke\.expectStatus\[1\] must be/,
+    ],
+    [
+      'no status',
+      { url: 'http://a/', expectStatus: [] },
+      /smoke\.expectStatus must list at least one status/,
+    ],
+    ['a bad timeout', { url: 'http://a/', timeout: 'soon' }, /smoke\.timeout must be a duration/],
+    ['a timeout over a minute', { url: 'http://a/', timeout: '2m' }, /smoke\.timeout must be between/],
+    ['an unknown field', { url: 'http://a/', retries: 2 }, /smoke\.retries is not a known setting/],
+    ['not an object', 'http://a/', /smoke must be an object/],
+    [
+      'a status list that is not one',
+      { url: 'http://a/', expectStatus: 200 },
+      /smoke\.expectStatus must be a list/,
+    ],
+  ]
+  for (const [what, smoke, message] of BAD) {
+    it(`refuses ${what}`, () => {
+      const r = refusal(() => parsePlan({ steps, smoke }))
+      expect(r.code).toBe('invalid_plan')
+      expect(r.message).toMatch(message)
+    })
+  }
+
+  it('reports every smoke problem at once, with the rest of the plan', () => {
+    const r = refusal(() =>
+      parsePlan({
+        steps: [{ weight: 500 }],
+        smoke: { url: 'nope', requests: 0, expectStatus: [42], timeout: 'x', extra: true },
+      }),
+    )
+    for (const path of [
+      'steps[0].weight',
+      'smoke.url',
+      'smoke.requests',
+      'smoke.expectStatus[0]',
+      'smoke.timeout',
+      'smoke.extra',
+    ])
+      expect(r.message).toContain(path)
+  })
+})
+
 describe('other bodies', () => {
   it('weights: canary 0..100 required, reason optional, nothing else', () => {
     expect(parseWeights({ canary: 0 })).toEqual({ canary: 0 })
