@@ -226,7 +226,7 @@ const ENDPOINTS: readonly Endpoint[] = [
     path: ['v1', 'proxies', ':id', 'watch'],
     methods: {
       GET: {
-        access: 'read',
+        access: 'wire',
         handle: async (d, c) => {
           const p = proxyOf(d, c.params[0]!)
           const after = intParam(c.url, 'revision', 0, Number.MAX_SAFE_INTEGER, 0)
@@ -313,7 +313,10 @@ async function handle(d: ApiDeps, req: IncomingMessage, res: ServerResponse): Pr
   if (d.closing()) throw new ApiError('shutting_down')
   const address = req.socket.remoteAddress ?? 'unknown'
   const now = Date.now()
-  const wait = d.limiter.blocked(address, now)
+  // A valid token is never rate limited: only failures count, and only failures are refused with 429,
+  // so a proxy retrying with a stale token cannot lock operators on the same address out of abort.
+  const who = d.tokens().check(req.headers.authorization)
+  const wait = who === null ? d.limiter.blocked(address, now) : 0
   if (wait > 0)
     throw new ApiError(
       'too_many_auth_failures',
@@ -322,7 +325,6 @@ async function handle(d: ApiDeps, req: IncomingMessage, res: ServerResponse): Pr
         'retry-after': String(wait),
       },
     )
-  const who = d.tokens().check(req.headers.authorization)
   if (who === null) {
     d.limiter.fail(address, now)
     d.log.warn(

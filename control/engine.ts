@@ -327,9 +327,15 @@ export class Engine {
   /** Append a denied attempt to the audit log (fsynced before the 403 goes out). */
   deny(who: Identity, what: string, why: string): Promise<void> {
     return this.queue(async () => {
-      await this.d.store.append([
-        { who: who.name, role: who.role, action: 'denied', route: null, from: null, to: what, why },
-      ])
+      try {
+        await this.d.store.append([
+          { who: who.name, role: who.role, action: 'denied', route: null, from: null, to: what, why },
+        ])
+      } catch (err) {
+        // A torn append would leave broken JSON mid-file for the next line: stop, as a failed commit does.
+        this.d.fatal(err)
+        throw new ApiError('storage_failed')
+      }
     })
   }
 

@@ -93,8 +93,9 @@ export class Notifier {
     const body = JSON.stringify(payload(n))
     for (const hook of this.hooks) {
       if (hook.queue.length >= this.opts.maxQueue) {
-        hook.queue.shift()
-        this.log.warn({ webhook: redact(hook.url) }, 'webhook queue full, dropped the oldest event')
+        // queue[0] is being delivered while `running` (drain shifts it when done): drop the next one.
+        hook.queue.splice(hook.running ? 1 : 0, 1)
+        this.log.warn({ webhook: redact(hook.url) }, 'webhook queue full, dropped the oldest waiting event')
       }
       hook.queue.push(body)
       if (!hook.running) void this.drain(hook)
