@@ -250,9 +250,15 @@ export class Mirror {
     if (secondaryHeaders !== null) {
       this.secondary = new Capture()
       t.stats.noiseChecks.sent++
-      this.primaryBackend.upstream.pool.dispatch(
+      // Real load on the primary's pool: it counts towards that upstream's limit like any request.
+      const primary = this.primaryBackend.upstream
+      primary.inflight++
+      primary.pool.dispatch(
         { path: this.path, method: this.method, headers: secondaryHeaders, body: null },
-        new ShadowHandler(this, this.secondary, () => this.#settle()),
+        new ShadowHandler(this, this.secondary, () => {
+          primary.inflight--
+          this.#settle()
+        }),
       )
     }
   }
@@ -320,7 +326,7 @@ export class Mirror {
     if (primary !== null && this.secondary?.ok) {
       stats.noiseChecks.compared++
       const same = compareAnswers(primary, this.secondary.answer(), compare.headers, t.ignore)
-      for (const d of same.differences) stats.noise.add(d.field)
+      for (const d of same.differences) stats.learnNoise(d.field)
     }
     if (!this.shadow.ok) return // its failure was counted and logged when it ended
     if (primary === null || !compare.enabled) {
@@ -413,7 +419,12 @@ export function startMirror(
   if (hasBody) mirror.teeBody(req)
   const safe = !hasBody && (method === 'GET' || method === 'HEAD')
   const secondary =
-    safe && cfg.compare.enabled && Math.random() < cfg.compare.noiseSample ? upstreamHeaders.slice() : null
+    safe &&
+    cfg.compare.enabled &&
+    backend.upstream.inflight < backend.upstream.limit &&
+    Math.random() < cfg.compare.noiseSample
+      ? upstreamHeaders.slice()
+      : null
   return { mirror, secondary }
 }
 

@@ -6,6 +6,7 @@ import type { Difference } from './compare.ts'
 import { FieldFilter } from './compare.ts'
 
 const MAX_PATTERNS = 200
+const MAX_NOISY = 500
 
 export interface DiffSample {
   readonly time: string
@@ -29,8 +30,22 @@ export class ShadowStats {
   /** Fields seen to differ between two answers of the same version (Diffy's primary vs secondary). */
   readonly noise = new FieldFilter([])
   readonly noiseChecks = { sent: 0, compared: 0 }
+  /** Fields seen to differ once between two answers of the same version, not yet called noisy. */
+  readonly #noiseOnce = new Map<string, true>()
   #diffs: DiffSample[] = []
   #next = 0
+
+  /**
+   * A field that differed between two answers of the same version. It is noise only the second time
+   * (one overloaded 503 must not make every later status difference invisible), never for `status` or a
+   * whole non-JSON `body`, and the set is bounded (dynamic keys would otherwise grow it without end).
+   */
+  learnNoise(field: string): void {
+    if (field === 'status' || field === 'body' || this.noise.has(field) || this.noise.size >= MAX_NOISY)
+      return
+    if (this.#noiseOnce.delete(field)) this.noise.add(field)
+    else if (this.#noiseOnce.size < MAX_NOISY) this.#noiseOnce.set(field, true)
+  }
 
   countComparison(pattern: string, mismatch: boolean): void {
     this.compared++

@@ -69,3 +69,25 @@ describe('shadow comparison', () => {
     ['/health', '/health'],
   ])('path pattern of %s is %s', (path, pattern) => expect(pathPattern(path)).toBe(pattern))
 })
+
+describe('learned noise', () => {
+  it('calls a field noisy the second time it differs, never status or a whole body, and stays bounded', async () => {
+    const { ShadowStats } = await import('../../proxy/shadow/stats.ts')
+    const stats = new ShadowStats()
+    stats.learnNoise('requestId')
+    expect(stats.noise.has('requestId')).toBe(false)
+    stats.learnNoise('requestId')
+    expect(stats.noise.has('requestId')).toBe(true)
+    for (let i = 0; i < 3; i++) {
+      stats.learnNoise('status')
+      stats.learnNoise('body')
+    }
+    expect(stats.noise.has('status')).toBe(false)
+    expect(stats.noise.has('body')).toBe(false)
+    for (let i = 0; i < 2000; i++) {
+      stats.learnNoise(`byId.${i}`)
+      stats.learnNoise(`byId.${i}`)
+    }
+    expect(stats.noise.size).toBeLessThanOrEqual(500)
+  })
+})
