@@ -21,7 +21,8 @@ export interface RolloutView {
   plan: {
     mode: string
     steps: { weight: number; pause: string | null }[]
-    analysis: { enabled: boolean }
+    /** `active` is false in this build: no statistics judge the canary yet, steps pass on their pauses. */
+    analysis: { enabled: boolean; active: boolean }
     /** Only when the plan has a smoke check. */
     smoke?: { url: string; requests: number; expectStatus: number[]; timeout: string }
   }
@@ -66,7 +67,7 @@ export function rolloutView(r: Rollout, now: number): RolloutView {
     plan: {
       mode: r.plan.mode,
       steps: r.plan.steps.map((s) => ({ weight: s.weight, pause: dur(s.pause) })),
-      analysis: { ...r.plan.analysis },
+      analysis: { ...r.plan.analysis, active: false },
       ...(r.plan.smoke && {
         smoke: {
           url: r.plan.smoke.url,
