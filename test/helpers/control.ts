@@ -2,12 +2,12 @@
  * Start a real `veer control` process (bin/veer.js) on an ephemeral port with a fresh state dir, call
  * its API, run the operator CLI against it, and play a proxy over the wire protocol with plain HTTP.
  */
-import { type ChildProcess, spawn } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { AnnouncedRoute, RegisterResponse } from '../../config/wire.ts'
-import { VEER_BIN } from './veer.ts'
+import { type LoggedProcess, spawnVeer, started } from './process.ts'
+import { runVeer } from './veer.ts'
 
 export const TOKENS = {
   operator: 'op-token-0123456789abcdef',
@@ -53,22 +53,16 @@ export interface Reply {
   json: any
 }
 
-export interface ControlProcess {
-  readonly child: ChildProcess
+export interface ControlProcess extends LoggedProcess {
   readonly url: string
   readonly stateDir: string
   readonly tokenFile: string
-  readonly logs: Record<string, unknown>[]
-  readonly stderr: () => string
-  waitForLog(test: (line: Record<string, unknown>) => boolean, ms?: number): Promise<Record<string, unknown>>
   /** Call the API: JSON body (or a raw string), operator token unless `token` says otherwise (null: none). */
   api(
     method: string,
     path: string,
     opts?: { token?: string | null; body?: unknown; raw?: string; headers?: Record<string, string> },
   ): Promise<Reply>
-  stop(signal?: NodeJS.Signals): Promise<number | null>
-  readonly exited: Promise<number | null>
 }
 
 export interface ControlOptions {
@@ -93,68 +87,14 @@ export async function startControl(opts: ControlOptions = {}): Promise<ControlPr
     tokenFile,
     ...(opts.args ?? []),
   ]
-  const child = spawn(process.execPath, [VEER_BIN, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, VEER_TOKEN: '', ...TEST_ENV, ...opts.env },
-  })
-  const logs: Record<string, unknown>[] = []
-  const waiters: {
-    test: (l: Record<string, unknown>) => boolean
-    resolve: (l: Record<string, unknown>) => void
-  }[] = []
-  let stderr = ''
-  let buffered = ''
-  child.stderr!.on('data', (d) => (stderr += d))
-  child.stdout!.on('data', (d: Buffer) => {
-    buffered += d.toString()
-    for (let nl = buffered.indexOf('\n'); nl !== -1; nl = buffered.indexOf('\n')) {
-      const line = buffered.slice(0, nl)
-      buffered = buffered.slice(nl + 1)
-      let parsed: Record<string, unknown>
-      try {
-        parsed = JSON.parse(line)
-      } catch {
-        continue
-      }
-      logs.push(parsed)
-      for (let i = waiters.length - 1; i >= 0; i--)
-        if (waiters[i]!.test(parsed)) waiters.splice(i, 1)[0]!.resolve(parsed)
-    }
-  })
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
-  const waitForLog = (test: (l: Record<string, unknown>) => boolean, ms = 10_000) => {
-    const hit = logs.find(test)
-    if (hit) return Promise.resolve(hit)
-    return new Promise<Record<string, unknown>>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`no matching log line within ${ms} ms; stderr: ${stderr}`)),
-        ms,
-      )
-      waiters.push({
-        test,
-        resolve: (l) => {
-          clearTimeout(timer)
-          resolve(l)
-        },
-      })
-    })
-  }
-  const started = await Promise.race([
-    waitForLog((l) => l.msg === 'veer control started'),
-    exited.then((code) => {
-      throw new Error(`veer control exited with ${code} before it started: ${stderr}`)
-    }),
-  ])
-  const url = String(started.url)
+  const p = spawnVeer(args, { ...process.env, VEER_TOKEN: '', ...TEST_ENV, ...opts.env })
+  const line = await started(p, 'veer control started')
+  const url = String(line.url)
   return {
-    child,
+    ...p,
     url,
     stateDir,
     tokenFile,
-    logs,
-    stderr: () => stderr,
-    waitForLog,
-    exited,
     api: async (method, path, o = {}) => {
       const token = o.token === undefined ? TOKENS.operator : o.token
       const headers: Record<string, string> = { ...o.headers }
@@ -173,14 +113,6 @@ export async function startControl(opts: ControlOptions = {}): Promise<ControlPr
       } catch {}
       return { status: res.status, headers: res.headers, text, json }
     },
-    stop: async (signal: NodeJS.Signals = 'SIGTERM') => {
-      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode
-      child.kill(signal)
-      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
-      const code = await exited
-      clearTimeout(timer)
-      return code
-    },
   }
 }
 
@@ -196,24 +128,7 @@ export function runCli(
   env: Record<string, string> = {},
   timeoutMs = 15_000,
 ): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [VEER_BIN, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, VEER_TOKEN: '', ...env },
-    })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d) => (stdout += d))
-    child.stderr.on('data', (d) => (stderr += d))
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL')
-      reject(new Error(`veer ${args.join(' ')} did not exit within ${timeoutMs} ms; stdout: ${stdout}`))
-    }, timeoutMs)
-    child.on('exit', (code) => {
-      clearTimeout(timer)
-      resolve({ code, stdout, stderr })
-    })
-  })
+  return runVeer(args, timeoutMs, { VEER_TOKEN: '', ...env })
 }
 
 /** A proxy played with plain HTTP calls of the wire protocol (config/wire.ts). */
