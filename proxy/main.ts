@@ -6,7 +6,7 @@ import cluster from 'node:cluster'
 import { createHash } from 'node:crypto'
 import type { Server } from 'node:http'
 import { type AddressInfo, Server as NetServer, type Socket } from 'node:net'
-import { formatIssue, type LoadResult } from '../config/load.ts'
+import { formatIssue, type Issue, type LoadResult } from '../config/load.ts'
 import type { ProxyConfig } from '../config/types.ts'
 import { configView, createAdminServer, localViews, rawDiffs, rawStats } from './admin.ts'
 import { PROXY_HELP, parseProxyArgs } from './args.ts'
@@ -160,34 +160,25 @@ export async function startProxy(
 
   // Reload: SIGHUP or a change of the file (or of its directory, as a Kubernetes ConfigMap swaps a link).
   let reloading = Promise.resolve()
+  const rejected = (issues: readonly Issue[], why: string) => {
+    for (const issue of issues) {
+      log.error(
+        { field: issue.path, reason: issue.message, trigger: why },
+        'config rejected, keeping the current one',
+      )
+    }
+    log.flush()
+  }
   const reload = (why: string) => {
     reloading = reloading.then(async () => {
       if (proxy.draining) return
       const next = await reloadSource()
-      if (!next.ok) {
-        for (const issue of next.issues) {
-          log.error(
-            { field: issue.path, reason: issue.message, trigger: why },
-            'config rejected, keeping the current one',
-          )
-        }
-        log.flush()
-        return
-      }
+      if (!next.ok) return rejected(next.issues, why)
       const hash = hashOf(next.config)
       if (hash === admin.configHash) return
       // Control stays the source of truth: its weights go on top of the new file too.
       const weighted = withWeights(next.config, link?.weights ?? null)
-      if (!weighted.ok) {
-        for (const issue of weighted.issues) {
-          log.error(
-            { field: issue.path, reason: issue.message, trigger: why },
-            'config rejected, keeping the current one',
-          )
-        }
-        log.flush()
-        return
-      }
+      if (!weighted.ok) return rejected(weighted.issues, why)
       if (
         next.config.listen.port !== config.listen.port ||
         next.config.admin.port !== config.admin.port ||
