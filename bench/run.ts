@@ -14,24 +14,28 @@ import { type OtlpSink, startOtlpSink } from './otlp-sink.ts'
 import { checkAnswers, observeCanary } from './probe.ts'
 import {
   cpuMicros,
-  freePort,
   installCleanup,
   LOAD_CORE,
   logTail,
-  type Managed,
   machineMicros,
   pinning,
   pinSelf,
   rssKiB,
   selfAndReapedMicros,
-  startProcess,
   stopAll,
   stopProcess,
-  waitReady,
 } from './proc.ts'
 import { renderMarkdown } from './report.ts'
 import { medians, type Report, type RoundResult, type Settings, type SubjectResult } from './results.ts'
-import { type Context, type Need, STICKY_HEADER, type Subject, subjects, Unavailable } from './subjects.ts'
+import {
+  type Context,
+  type Need,
+  STICKY_HEADER,
+  type Subject,
+  startUpstream,
+  subjects,
+  Unavailable,
+} from './subjects.ts'
 import { checkTargets } from './targets.ts'
 import { findNginx, findWrk } from './tools.ts'
 
@@ -117,21 +121,10 @@ const settings: Settings = {
 }
 log(`load: ${settings.loadTool} (wrk: ${wrk.note}); pinning: ${settings.pinning}`)
 
-const node = process.execPath
-async function startUpstream(name: string, bodyName = name): Promise<{ port: number; proc: Managed }> {
-  const port = await freePort()
-  const script = join(root, 'bench/upstream.ts')
-  const proc = startProcess(`upstream-${name}`, node, [script, String(port), name, bodyName], {
-    core: LOAD_CORE,
-    logPath: join(tmpDir, `upstream-${name}.log`),
-  })
-  await waitReady(proc, port, 10_000)
-  return { port, proc }
-}
-const stable = await startUpstream('stable')
-const canary = await startUpstream('canary')
+const stable = await startUpstream(root, tmpDir, 'stable')
+const canary = await startUpstream(root, tmpDir, 'canary')
 // The shadow upstream answers what stable answers (bodies included), so comparisons match.
-const shadow = needs.has('shadow-upstream') ? await startUpstream('shadow', 'stable') : null
+const shadow = needs.has('shadow-upstream') ? await startUpstream(root, tmpDir, 'shadow', 'stable') : null
 const sink: OtlpSink | null = needs.has('otlp-sink') ? await startOtlpSink() : null
 const upstreams = [stable, canary, ...(shadow === null ? [] : [shadow])]
 const ctx: Context = {

@@ -5,7 +5,15 @@ import { request } from 'node:http'
 import { join } from 'node:path'
 import { writeNginxConfig } from './nginx.ts'
 import type { SinkCounts } from './otlp-sink.ts'
-import { freePort, type Managed, PROXY_CORE, startProcess, stopProcess, waitReady } from './proc.ts'
+import {
+  freePort,
+  LOAD_CORE,
+  type Managed,
+  PROXY_CORE,
+  startProcess,
+  stopProcess,
+  waitReady,
+} from './proc.ts'
 
 export const STICKY_HEADER = 'x-user-id'
 
@@ -54,7 +62,29 @@ export interface Subject {
 export class Unavailable extends Error {}
 
 const node = process.execPath
-const loopback = (port: number) => `http://127.0.0.1:${port}`
+export const loopback = (port: number): string => `http://127.0.0.1:${port}`
+
+/**
+ * Start a bench/upstream.ts process on the load core; its body names `bodyName` (see upstream.ts).
+ * `delayMs` makes it answer every request that late (a slow upstream).
+ */
+export async function startUpstream(
+  root: string,
+  tmpDir: string,
+  name: string,
+  bodyName = name,
+  delayMs = 0,
+): Promise<{ port: number; proc: Managed }> {
+  const port = await freePort()
+  const script = join(root, 'bench/upstream.ts')
+  const proc = startProcess(`upstream-${name}`, node, [script, String(port), name, bodyName], {
+    core: LOAD_CORE,
+    logPath: join(tmpDir, `upstream-${name}.log`),
+    ...(delayMs === 0 ? {} : { env: { ...process.env, UPSTREAM_DELAY_MS: String(delayMs) } }),
+  })
+  await waitReady(proc, port, 10_000)
+  return { port, proc }
+}
 
 async function started(proc: Managed, port: number, timeoutMs: number, health?: string): Promise<void> {
   try {
@@ -76,7 +106,7 @@ async function startNodeProxy(name: string, ctx: Context, script: string): Promi
   return { port, proc }
 }
 
-interface VeerOptions {
+export interface VeerOptions {
   /** quick-start flags after --listen/--admin (ports are added by the harness) */
   flags?: (ctx: Context) => string[]
   /** a YAML config instead of flags: written to its own directory (veer watches that directory) */
@@ -84,7 +114,7 @@ interface VeerOptions {
   env?: (ctx: Context) => NodeJS.ProcessEnv
 }
 
-async function startVeer(name: string, ctx: Context, opts: VeerOptions): Promise<Running> {
+export async function startVeer(name: string, ctx: Context, opts: VeerOptions): Promise<Running> {
   const port = await freePort()
   const admin = await freePort()
   const args = [join(ctx.root, 'bin/veer.js'), 'proxy']
@@ -127,19 +157,14 @@ function veerSubject(
   }
 }
 
-function getJson(url: string): Promise<unknown> {
+/** GET a loopback URL (an admin endpoint) and return its body as text. */
+export function getText(url: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const req = request(url, { method: 'GET', timeout: 2000 }, (res) => {
       let text = ''
       res.setEncoding('utf8')
       res.on('data', (d: string) => (text += d))
-      res.on('end', () => {
-        try {
-          resolve(JSON.parse(text))
-        } catch (err) {
-          reject(err)
-        }
-      })
+      res.on('end', () => resolve(text))
     })
     req.once('timeout', () => req.destroy(new Error(`GET ${url}: timeout`)))
     req.once('error', reject)
@@ -147,8 +172,12 @@ function getJson(url: string): Promise<unknown> {
   })
 }
 
+export async function getJson(url: string): Promise<unknown> {
+  return JSON.parse(await getText(url))
+}
+
 /** veer's shadow counters from GET /v1/stats (route `default`). */
-async function shadowCounters(running: Running): Promise<Record<string, number>> {
+export async function shadowCounters(running: Running): Promise<Record<string, number>> {
   const stats = (await getJson(`http://127.0.0.1:${running.admin}/v1/stats`)) as {
     routes?: Array<{ shadow?: Record<string, unknown> | null }>
   }
