@@ -55,9 +55,11 @@ export function proxiesLine(proxies: readonly ProxyView[]): string {
   return `proxies: ${proxies.length} known, ${live} live${nack}`
 }
 
-/** `shop: canary 25% (stable 75%), step 2/4 pausing, 1m25s left, version 8` */
+/** `shop: canary 25% (stable 75%), shadow 10%, step 2/4 pausing, 1m25s left, version 8` */
 export function summary(r: RouteView): string {
   const parts = [`${r.name}: canary ${r.weights.canary}% (stable ${r.weights.stable}%)`]
+  // Only once control holds a shadow percent; before that each proxy mirrors as its file says.
+  if (r.shadow && r.shadow.percent !== null) parts.push(`shadow ${r.shadow.percent}%`)
   const ro = r.rollout
   if (ro !== null) {
     if (ro.phase === 'completed' || ro.phase === 'aborted') parts.push(`rollout ${ro.phase}`)

@@ -14,6 +14,7 @@ Commands:
   control     the control process: HTTP API, staged rollouts, durable state and audit log
   status      routes, weights, rollout step and time left, proxies in sync
   set-weight  set a route's canary weight
+  shadow      set the percent of a route's requests mirrored to its shadow
   rollout     start a staged rollout from a plan file
   promote     move a rollout to its next step (--full: to 100%)
   pause, resume

@@ -2,6 +2,7 @@
 export const OPS_COMMANDS: ReadonlySet<string> = new Set([
   'status',
   'set-weight',
+  'shadow',
   'rollout',
   'promote',
   'pause',
@@ -9,4 +10,12 @@ export const OPS_COMMANDS: ReadonlySet<string> = new Set([
   'abort',
 ])
 
-export type OpsCommand = 'status' | 'set-weight' | 'rollout' | 'promote' | 'pause' | 'resume' | 'abort'
+export type OpsCommand =
+  | 'status'
+  | 'set-weight'
+  | 'shadow'
+  | 'rollout'
+  | 'promote'
+  | 'pause'
+  | 'resume'
+  | 'abort'

@@ -1,7 +1,7 @@
 /**
- * `veer status | set-weight | rollout | promote | pause | resume | abort`: the operator client of the
- * control API. Human output by default, the API's JSON with --output json; errors are one line on
- * stderr and the exit codes of client.ts.
+ * `veer status | set-weight | shadow | rollout | promote | pause | resume | abort`: the operator client
+ * of the control API. Human output by default, the API's JSON with --output json; errors are one line
+ * on stderr and the exit codes of client.ts.
  */
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
@@ -32,6 +32,13 @@ const COMMANDS = {
     flags:
       '  --if-match VERSION     refuse (412) unless the route is still at this version\n  --reason TEXT          why, for the audit log\n',
     positionals: [2, 2],
+  },
+  shadow: {
+    usage: 'veer shadow ROUTE --percent N [--if-match VERSION] [--reason TEXT]',
+    about: "Set the share of ROUTE's requests the proxies mirror to its shadow upstream to N percent.",
+    flags:
+      '  --percent N            0..100 (0 stops mirroring)\n  --if-match VERSION     refuse (412) unless the route is still at this version\n  --reason TEXT          why, for the audit log\n',
+    positionals: [1, 1],
   },
   rollout: {
     usage: 'veer rollout ROUTE --plan FILE [--reason TEXT]',
@@ -81,6 +88,7 @@ const OPTIONS = {
   help: { type: 'boolean', short: 'h' },
   watch: { type: 'boolean' },
   'if-match': { type: 'string' },
+  percent: { type: 'string' },
   reason: { type: 'string' },
   plan: { type: 'string' },
   full: { type: 'boolean' },
@@ -88,8 +96,9 @@ const OPTIONS = {
 
 const ONLY: Record<string, OpsCommand[]> = {
   watch: ['status'],
-  'if-match': ['set-weight'],
-  reason: ['set-weight', 'rollout', 'promote', 'pause', 'resume', 'abort'],
+  'if-match': ['set-weight', 'shadow'],
+  percent: ['shadow'],
+  reason: ['set-weight', 'shadow', 'rollout', 'promote', 'pause', 'resume', 'abort'],
   plan: ['rollout'],
   full: ['promote'],
 }
@@ -132,6 +141,13 @@ export async function runOps(command: OpsCommand, argv: string[]): Promise<void>
     if (positionals[1]!.trim() === '' || !Number.isInteger(n) || n < 0 || n > 100)
       throw usage(`N must be a whole number from 0 to 100 (got ${JSON.stringify(positionals[1])})`)
     body = { canary: n }
+  } else if (command === 'shadow') {
+    const text = values.percent
+    if (typeof text !== 'string') throw usage('--percent N is required (0..100); see veer shadow --help')
+    const n = Number(text)
+    if (text.trim() === '' || !Number.isFinite(n) || n < 0 || n > 100)
+      throw usage(`--percent must be a number from 0 to 100 (got ${JSON.stringify(text)})`)
+    body = { percent: n }
   } else if (command === 'rollout') {
     if (typeof values.plan !== 'string')
       throw usage('--plan FILE is required (a YAML or JSON plan); see veer rollout --help')
@@ -153,7 +169,9 @@ export async function runOps(command: OpsCommand, argv: string[]): Promise<void>
   const reply =
     command === 'set-weight'
       ? await client.call('PUT', `${path}/weights`, body, headers)
-      : await client.call('POST', `${path}/${command}`, body)
+      : command === 'shadow'
+        ? await client.call('PUT', `${path}/shadow`, body, headers)
+        : await client.call('POST', `${path}/${command}`, body)
   const view = reply.body as RouteView
   write(json ? JSON.stringify(view, null, 2) : summary(view))
 }

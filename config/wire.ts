@@ -16,12 +16,19 @@ export interface RouteWeights {
   readonly version: number
   /** Canary share in percent, 0..100; stable gets the rest. */
   readonly canary: number
+  /**
+   * Share of requests the proxy mirrors to the route's shadow, in percent 0..100. Absent: the proxy's
+   * file setting (control has none yet; older controls never send it).
+   */
+  readonly shadow?: number
 }
 
 export interface AnnouncedRoute {
   readonly name: string
   readonly stable: { readonly url: string; readonly release: string }
   readonly canary: { readonly url: string; readonly release: string } | null
+  /** The shadow upstream in the proxy's config; absent (older proxies) counts as none. */
+  readonly shadow?: { readonly url: string; readonly release: string } | null
   /** The weight in the proxy's own config: control adopts it only for a route it does not know yet. */
   readonly canaryWeight: number
 }

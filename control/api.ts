@@ -21,6 +21,7 @@ import {
   parsePromote,
   parseRegister,
   parseReport,
+  parseShadow,
   parseWeights,
 } from './schemas.ts'
 
@@ -117,6 +118,20 @@ const ENDPOINTS: readonly Endpoint[] = [
           const body = parseWeights(await readJson(c.req))
           const ifMatch = c.req.headers['if-match']
           const view = await d.engine.setWeight(c.params[0]!, body.canary, ifMatch, c.who, reasonOf(body))
+          sendJson(c.res, 200, view, etag(view.version))
+        },
+      },
+    },
+  },
+  {
+    path: ['v1', 'routes', ':route', 'shadow'],
+    methods: {
+      PUT: {
+        access: 'operate',
+        handle: async (d, c) => {
+          const body = parseShadow(await readJson(c.req))
+          const ifMatch = c.req.headers['if-match']
+          const view = await d.engine.setShadow(c.params[0]!, body.percent, ifMatch, c.who, reasonOf(body))
           sendJson(c.res, 200, view, etag(view.version))
         },
       },

@@ -172,6 +172,40 @@ export class Engine {
     })
   }
 
+  /** The share of the route's requests the proxies mirror to its shadow. Rollouts do not hold it up. */
+  setShadow(
+    name: string,
+    percent: number,
+    ifMatch: string | undefined,
+    who: Actor,
+    why: string | null,
+  ): Promise<RouteView> {
+    return this.queue(async () => {
+      const r = this.route(name)
+      checkIfMatch(r, ifMatch)
+      if (r.shadowUpstream === null)
+        throw new ApiError(
+          'no_shadow',
+          `route ${name} has no shadow upstream; add shadow.url to the route in the proxies' config first`,
+        )
+      if (percent === r.shadow) return this.view(r)
+      const now = Date.now()
+      const revision = this.state.revision + 1
+      const next = this.bump(r, { shadow: percent }, revision, now)
+      const audit = {
+        who: who.name,
+        role: who.role,
+        action: 'set-shadow',
+        route: name,
+        from: { shadow: r.shadow },
+        to: { shadow: percent },
+        why,
+      }
+      await this.commit([{ next, previousWeight: r.canary, audit, notices: [] }], revision)
+      return this.view(next)
+    })
+  }
+
   startRollout(name: string, plan: Plan, who: Actor, why: string | null): Promise<RouteView> {
     return this.queue(async () => {
       const r = this.route(name)

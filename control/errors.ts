@@ -24,6 +24,7 @@ export const CONTROL_ERRORS = {
   already_paused: { status: 409, message: 'the rollout is already paused' },
   not_paused: { status: 409, message: 'the rollout is not paused' },
   no_canary: { status: 409, message: 'the route has no canary upstream' },
+  no_shadow: { status: 409, message: 'the route has no shadow upstream' },
   version_mismatch: { status: 412, message: 'the route changed since the version in If-Match' },
   body_too_large: { status: 413, message: 'the body is larger than 64 KiB' },
   unsupported_media_type: {

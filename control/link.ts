@@ -48,6 +48,7 @@ export class ProxyLink {
       for (const a of req.routes) {
         const stable: UpstreamInfo = a.stable
         const canaryUpstream: UpstreamInfo | null = a.canary
+        const shadowUpstream: UpstreamInfo | null = a.shadow ?? null
         const r = this.engine.state.routes[a.name]
         if (r === undefined) {
           const canary = canaryUpstream === null ? 0 : a.canaryWeight
@@ -56,8 +57,10 @@ export class ProxyLink {
             version: 1,
             revision,
             canary,
+            shadow: null,
             stable,
             canaryUpstream,
+            shadowUpstream,
             rollout: null,
             createdAt: now,
             updatedAt: now,
@@ -72,9 +75,13 @@ export class ProxyLink {
             why: `announced by proxy ${req.id}`,
           }
           changes.push({ next, previousWeight: canary, audit, notices: [] })
-        } else if (!same(r.stable, stable) || !same(r.canaryUpstream, canaryUpstream)) {
+        } else if (
+          !same(r.stable, stable) ||
+          !same(r.canaryUpstream, canaryUpstream) ||
+          !same(r.shadowUpstream, shadowUpstream)
+        ) {
           changes.push({
-            next: { ...r, stable, canaryUpstream },
+            next: { ...r, stable, canaryUpstream, shadowUpstream },
             previousWeight: r.canary,
             audit: null,
             notices: [],
@@ -100,7 +107,10 @@ export class ProxyLink {
     const routes: Record<string, RouteWeights> = {}
     for (const a of p?.routes ?? []) {
       const r = this.engine.state.routes[a.name]
-      if (r !== undefined) routes[a.name] = { version: r.version, canary: r.canary }
+      if (r === undefined) continue
+      const weights = { version: r.version, canary: r.canary }
+      // No shadow percent yet: the proxy keeps its file's (and older proxies see the message they know).
+      routes[a.name] = r.shadow === null ? weights : { ...weights, shadow: r.shadow }
     }
     return { revision: this.engine.state.revision, routes }
   }

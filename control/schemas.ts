@@ -3,7 +3,18 @@
  * one pass reports every problem with its field path, and an unknown field is an error.
  */
 
-import { bool, duration, type Field, type Issue, int, list, obj, oneOf, str } from '../config/schema-kit.ts'
+import {
+  bool,
+  duration,
+  type Field,
+  type Issue,
+  int,
+  list,
+  num,
+  obj,
+  oneOf,
+  str,
+} from '../config/schema-kit.ts'
 import type {
   AckRequest,
   AnnouncedRoute,
@@ -24,6 +35,12 @@ const weightsBody = obj(
   'PUT /v1/routes/{route}/weights',
   { canary: int('Canary weight in percent, 0..100 (stable gets the rest)', 0, 100), reason },
   { required: ['canary'] },
+)
+
+const shadowBody = obj(
+  'PUT /v1/routes/{route}/shadow',
+  { percent: num('Percent of requests the proxies mirror to the shadow, 0..100', 0, 100), reason },
+  { required: ['percent'] },
 )
 
 const promoteBody = obj('POST …/promote', {
@@ -84,6 +101,10 @@ export interface WeightsInput {
   canary: number
   reason?: string
 }
+export interface ShadowInput {
+  percent: number
+  reason?: string
+}
 export interface PromoteInput {
   full: boolean
   reason?: string
@@ -110,6 +131,7 @@ function parse<T>(
 }
 
 export const parseWeights = (v: unknown): WeightsInput => parse(weightsBody, v)
+export const parseShadow = (v: unknown): ShadowInput => parse(shadowBody, v)
 export const parsePromote = (v: unknown): PromoteInput => parse(promoteBody, v)
 export const parseAction = (v: unknown): ActionInput => parse(actionBody, v)
 
@@ -218,6 +240,7 @@ const registerBody = obj(
           name: str('Route name'),
           stable: upstreamInfo,
           canary: upstreamInfo,
+          shadow: upstreamInfo,
           canaryWeight: int('Canary weight in the proxy’s own config', 0, 100, 0),
         },
         { required: ['name', 'stable'] },
@@ -300,7 +323,7 @@ export function parseRegister(v: unknown): RegisterRequest {
   return {
     id: req.id,
     appliedRevision: req.appliedRevision,
-    routes: req.routes.map((r) => ({ ...r, canary: r.canary ?? null })),
+    routes: req.routes.map((r) => ({ ...r, canary: r.canary ?? null, shadow: r.shadow ?? null })),
   }
 }
 

@@ -26,8 +26,11 @@ export interface RouteRecord {
   /** The global revision of this route's last versioned change. */
   readonly revision: number
   readonly canary: number
+  /** Percent of requests the proxies mirror to the shadow; null: each proxy's file setting. */
+  readonly shadow: number | null
   readonly stable: UpstreamInfo | null
   readonly canaryUpstream: UpstreamInfo | null
+  readonly shadowUpstream: UpstreamInfo | null
   readonly rollout: Rollout | null
   readonly createdAt: number
   readonly updatedAt: number
@@ -194,7 +197,11 @@ async function readState(path: string): Promise<ControlState> {
   const state = raw as ControlState
   if (!Number.isInteger(state.revision) || typeof state.routes !== 'object' || state.routes === null)
     throw new StoreError(`${path}: lacks revision or routes; restore it from a backup`)
-  return state
+  // Fields added within format 1 are optional in the file: a state written before them reads as "none".
+  const routes: Record<string, RouteRecord> = {}
+  for (const [name, r] of Object.entries(state.routes))
+    routes[name] = { ...r, shadow: r.shadow ?? null, shadowUpstream: r.shadowUpstream ?? null }
+  return { ...state, routes }
 }
 
 /**

@@ -39,6 +39,8 @@ export interface RouteView {
   weights: { stable: number; canary: number }
   stable: UpstreamInfo | null
   canary: UpstreamInfo | null
+  /** The shadow upstream the proxies announced, and the percent they mirror (null: their file setting). */
+  shadow: (UpstreamInfo & { percent: number | null }) | null
   rollout: RolloutView | null
   /** Live proxies serving the route, and how many of them applied its last change. */
   proxies: { live: number; inSync: number }
@@ -92,6 +94,7 @@ export function routeView(r: RouteRecord, sync: { live: number; applied: number 
     weights: { stable: 100 - r.canary, canary: r.canary },
     stable: r.stable,
     canary: r.canaryUpstream,
+    shadow: r.shadowUpstream === null ? null : { ...r.shadowUpstream, percent: r.shadow },
     rollout: r.rollout === null ? null : rolloutView(r.rollout, now),
     proxies: { live: sync.live, inSync: sync.applied },
     updatedAt: iso(r.updatedAt),

@@ -1,8 +1,9 @@
 /**
  * Control's weights and the proxy's config, as pure functions: what a proxy announces, how a revision
  * from control (or from the last-known-good file) is checked, and the config it makes when laid over the
- * file's. Control is the source of truth for the weights of the routes it names; every other setting,
- * and the weight of a route it does not name, comes from the file.
+ * file's. Control is the source of truth for the weights of the routes it names, and for their shadow
+ * percent once it has one; every other setting, and the weight of a route it does not name, comes from
+ * the file.
  */
 import type { Issue } from '../config/load.ts'
 import type { ProxyConfig, RouteConfig } from '../config/types.ts'
@@ -21,6 +22,7 @@ export function announcedRoutes(config: ProxyConfig): AnnouncedRoute[] {
     name: rc.name,
     stable: { url: rc.stable.url, release: rc.stable.release },
     canary: rc.canary ? { url: rc.canary.url, release: rc.canary.release } : null,
+    shadow: rc.shadow ? { url: rc.shadow.url, release: rc.shadow.release } : null,
     canaryWeight: rc.canaryWeight,
   }))
 }
@@ -42,7 +44,10 @@ export function parseRevision(raw: unknown): Revision | string {
   for (const [name, w] of Object.entries(raw.routes)) {
     if (!isObject(w) || typeof w.canary !== 'number' || typeof w.version !== 'number')
       return `routes.${name} must be {version, canary} with numbers`
-    routes[name] = Object.freeze({ version: w.version, canary: w.canary })
+    if (w.shadow !== undefined && typeof w.shadow !== 'number')
+      return `routes.${name}.shadow must be a number when given (got ${JSON.stringify(w.shadow)})`
+    const weights = { version: w.version, canary: w.canary }
+    routes[name] = Object.freeze(w.shadow === undefined ? weights : { ...weights, shadow: w.shadow })
   }
   return Object.freeze({ revision: raw.revision, routes: Object.freeze(routes) })
 }
@@ -50,9 +55,11 @@ export function parseRevision(raw: unknown): Revision | string {
 export type Weighted = { ok: true; config: ProxyConfig } | { ok: false; issues: Issue[] }
 
 /**
- * The file's config with control's canary weights laid over it, checked whole: one weight this proxy
- * cannot apply (out of range, or above 0 for a route that has no canary here) and nothing is applied.
- * Routes control does not name keep the file's weight; routes only control knows are not this proxy's.
+ * The file's config with control's canary weights and shadow percents laid over it, checked whole: one
+ * value this proxy cannot apply (out of range, or a weight above 0 for a route that has no canary here)
+ * and nothing is applied. Routes control does not name keep the file's weight; routes only control knows
+ * are not this proxy's. A shadow percent for a route with no shadow here is ignored: there is nothing
+ * to mirror, and no request goes anywhere it would not go anyway.
  */
 export function withWeights(config: ProxyConfig, weights: ControlWeights | null): Weighted {
   if (weights === null) return { ok: true, config }
@@ -61,7 +68,15 @@ export function withWeights(config: ProxyConfig, weights: ControlWeights | null)
   const routes = config.routes.map((rc, i): RouteConfig => {
     // Own keys only: a route may well be named "constructor".
     const w = Object.hasOwn(weights, rc.name) ? weights[rc.name]! : undefined
-    if (w === undefined || w.canary === rc.canaryWeight) return rc
+    if (w === undefined) return rc
+    const shadow = rc.shadow && w.shadow !== undefined && w.shadow !== rc.shadow.percent ? w.shadow : null
+    if (w.canary === rc.canaryWeight && shadow === null) return rc
+    if (shadow !== null && !(Number.isFinite(shadow) && shadow >= 0 && shadow <= 100)) {
+      issues.push({
+        path: `routes[${i}].shadow.percent`,
+        message: `control sent ${JSON.stringify(shadow)} for route "${rc.name}"; a shadow percent is a number from 0 to 100`,
+      })
+    }
     if (!Number.isInteger(w.canary) || w.canary < 0 || w.canary > 100) {
       issues.push({
         path: `routes[${i}].canaryWeight`,
@@ -74,20 +89,23 @@ export function withWeights(config: ProxyConfig, weights: ControlWeights | null)
       })
     }
     changed = true
-    return Object.freeze({ ...rc, canaryWeight: w.canary })
+    const next = { ...rc, canaryWeight: w.canary }
+    if (shadow !== null) next.shadow = Object.freeze({ ...rc.shadow!, percent: shadow })
+    return Object.freeze(next)
   })
   if (issues.length > 0) return { ok: false, issues }
   if (!changed) return { ok: true, config }
   return { ok: true, config: Object.freeze({ ...config, routes: Object.freeze(routes) }) }
 }
 
-/** Whether two configs of the same route list split traffic alike (so no new table is needed). */
+/** Whether two configs of the same route list split and mirror traffic alike (so no new table is needed). */
 export function sameWeights(a: ProxyConfig, b: ProxyConfig): boolean {
   if (a.routes.length !== b.routes.length) return false
   for (let i = 0; i < a.routes.length; i++) {
     const x = a.routes[i]!
     const y = b.routes[i]!
     if (x.name !== y.name || x.canaryWeight !== y.canaryWeight) return false
+    if (x.shadow?.percent !== y.shadow?.percent) return false
   }
   return true
 }

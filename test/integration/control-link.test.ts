@@ -135,9 +135,16 @@ describe('veer proxy --control', () => {
           name: 'api',
           stable: { url: stable.url, release: 's-1' },
           canary: { url: canary.url, release: 'c-2' },
+          shadow: null,
           canaryWeight: 10,
         },
-        { name: 'web', stable: { url: stable.url, release: 'unknown' }, canary: null, canaryWeight: 0 },
+        {
+          name: 'web',
+          stable: { url: stable.url, release: 'unknown' },
+          canary: null,
+          shadow: null,
+          canaryWeight: 0,
+        },
       ],
     })
     // Control adopted the routes it did not know (a new revision), and the proxy acked that one.

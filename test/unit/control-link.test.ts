@@ -74,12 +74,14 @@ describe('control weights over the file config', () => {
         name: 'api',
         stable: { url: 'http://127.0.0.1:1', release: 'v1' },
         canary: { url: 'http://127.0.0.1:2', release: 'v2' },
+        shadow: null,
         canaryWeight: 10,
       },
       {
         name: 'constructor',
         stable: { url: 'http://127.0.0.1:3', release: 'unknown' },
         canary: null,
+        shadow: null,
         canaryWeight: 0,
       },
     ])
@@ -134,6 +136,75 @@ describe('control weights over the file config', () => {
     expect(parseRevision({ revision: -1, routes: {} })).toMatch(/revision/)
     expect(parseRevision({ revision: 1 })).toMatch(/routes/)
     expect(parseRevision({ revision: 1, routes: { api: { canary: '5' } } })).toMatch(/routes\.api/)
+  })
+})
+
+describe('control shadow percent over the file config', () => {
+  const result = validateConfig({
+    routes: [
+      {
+        name: 'shop',
+        stable: { url: 'http://127.0.0.1:1', release: 'v1' },
+        shadow: { url: 'http://127.0.0.1:4', release: 'v3', percent: 25 },
+      },
+      { name: 'plain', match: { pathPrefix: '/p' }, stable: { url: 'http://127.0.0.1:3' } },
+    ],
+  })
+  if (!result.ok) throw new Error(JSON.stringify(result.issues))
+  const base = result.config
+  const s = (shadow: number, canary = 0) => ({ version: 2, canary, shadow })
+
+  it('announces the shadow upstream', () => {
+    expect(announcedRoutes(base).map((r) => r.shadow)).toEqual([
+      { url: 'http://127.0.0.1:4', release: 'v3' },
+      null,
+    ])
+  })
+
+  it("lays the percent over the route's shadow, keeping the rest of it; absent keeps the file's", () => {
+    const next = withWeights(base, { shop: s(0) })
+    expect(next.ok).toBe(true)
+    if (!next.ok) return
+    const shadow = next.config.routes[0]!.shadow!
+    expect(shadow.percent).toBe(0)
+    expect({ ...shadow, percent: 25 }).toEqual(base.routes[0]!.shadow)
+    expect(Object.isFrozen(shadow)).toBe(true)
+    expect(base.routes[0]!.shadow!.percent).toBe(25)
+    expect(sameWeights(next.config, base)).toBe(false)
+    const back = withWeights(next.config, { shop: s(100) })
+    expect(back.ok && back.config.routes[0]!.shadow!.percent).toBe(100)
+    // No shadow percent from control (an older control, or none set yet): the file's 25 stays.
+    const same = withWeights(base, { shop: w(0), plain: w(0) })
+    expect(same.ok && same.config).toBe(base)
+    expect(withWeights(base, { shop: s(25) })).toEqual({ ok: true, config: base })
+  })
+
+  it('ignores a percent for a route with no shadow here; refuses one out of range, whole', () => {
+    const none = withWeights(base, { plain: s(50) })
+    expect(none.ok && none.config).toBe(base)
+    const bad = withWeights(base, { shop: s(101), plain: s(0) })
+    expect(bad).toEqual({
+      ok: false,
+      issues: [
+        {
+          path: 'routes[0].shadow.percent',
+          message: expect.stringMatching(/control sent 101 for route "shop".*0 to 100/),
+        },
+      ],
+    })
+    expect(withWeights(base, { shop: s(-1) }).ok).toBe(false)
+  })
+
+  it('reads a revision with or without shadow percents', () => {
+    expect(parseRevision({ revision: 3, routes: { shop: { version: 2, canary: 0, shadow: 10 } } })).toEqual({
+      revision: 3,
+      routes: { shop: { version: 2, canary: 0, shadow: 10 } },
+    })
+    const old = parseRevision({ revision: 3, routes: { shop: { version: 2, canary: 0 } } })
+    expect(typeof old !== 'string' && Object.hasOwn(old.routes.shop!, 'shadow')).toBe(false)
+    expect(parseRevision({ revision: 3, routes: { shop: { version: 2, canary: 0, shadow: '5' } } })).toMatch(
+      /routes\.shop\.shadow must be a number/,
+    )
   })
 })
 

@@ -1,7 +1,14 @@
 /** Request bodies and rollout plans (control/schemas.ts): one pass, every problem named, nothing unknown. */
 import { describe, expect, it } from 'vitest'
 import { ApiError } from '../../control/errors.ts'
-import { parseAck, parsePlan, parsePromote, parseRegister, parseWeights } from '../../control/schemas.ts'
+import {
+  parseAck,
+  parsePlan,
+  parsePromote,
+  parseRegister,
+  parseShadow,
+  parseWeights,
+} from '../../control/schemas.ts'
 
 function refusal(fn: () => unknown): { code: string; message: string } {
   try {
@@ -203,23 +210,52 @@ describe('other bodies', () => {
     }
   })
 
+  it('shadow: percent 0..100 required (fractions allowed, as in the config), reason optional, nothing else', () => {
+    expect(parseShadow({ percent: 0 })).toEqual({ percent: 0 })
+    expect(parseShadow({ percent: 12.5, reason: 'dark launch' })).toEqual({
+      percent: 12.5,
+      reason: 'dark launch',
+    })
+    expect(parseShadow({ percent: 100 })).toEqual({ percent: 100 })
+    for (const bad of [
+      undefined,
+      {},
+      { percent: -1 },
+      { percent: 100.5 },
+      { percent: '10' },
+      { percent: null },
+      { percent: 10, canary: 5 },
+    ]) {
+      expect(refusal(() => parseShadow(bad)).code).toBe('invalid_body')
+    }
+    expect(refusal(() => parseShadow({ percent: 101 })).message).toMatch(
+      /percent must be a number from 0 to 100/,
+    )
+    expect(refusal(() => parseShadow({ percent: 1, extra: 1 })).message).toMatch(/extra/)
+  })
+
   it('promote: full is a boolean, the body may be empty', () => {
     expect(parsePromote(undefined)).toEqual({ full: false })
     expect(parsePromote({ full: true })).toEqual({ full: true })
     expect(refusal(() => parsePromote({ full: 'yes' })).message).toMatch(/full must be true or false/)
   })
 
-  it('register: names are checked, a missing canary is null', () => {
+  it('register: names are checked, a missing canary or shadow is null', () => {
     const r = parseRegister({
       id: 'p1',
-      routes: [{ name: 'a', stable: { url: 'http://x' }, canary: null, canaryWeight: 0 }],
+      routes: [
+        { name: 'a', stable: { url: 'http://x' }, canary: null, canaryWeight: 0 },
+        { name: 'b', stable: { url: 'http://x' }, shadow: { url: 'http://s', release: 'v3' } },
+      ],
     })
     expect(r.routes[0]).toEqual({
       name: 'a',
       stable: { url: 'http://x', release: 'unknown' },
       canary: null,
+      shadow: null,
       canaryWeight: 0,
     })
+    expect(r.routes[1]!.shadow).toEqual({ url: 'http://s', release: 'v3' })
     expect(refusal(() => parseRegister({ id: 'p/1', routes: [] })).message).toMatch(/id must be/)
     expect(
       refusal(() => parseRegister({ id: 'p', routes: [{ name: 'a b', stable: { url: 'x' } }] })).message,

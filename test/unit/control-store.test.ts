@@ -24,8 +24,10 @@ function stateAt(revision: number, canary: number): ControlState {
         version: revision,
         revision,
         canary,
+        shadow: null,
         stable: null,
         canaryUpstream: null,
+        shadowUpstream: null,
         rollout: null,
         createdAt: 1,
         updatedAt: 2,
@@ -104,6 +106,18 @@ describe('store', () => {
     expect(again.audit({ limit: 10, route: null }).total).toBe(1)
     expect(lines.some((l) => String(l.msg).includes('did not take effect'))).toBe(true)
     await again.close()
+  })
+
+  it('reads a format 1 state written before the shadow fields: no shadow, nothing else changed', async () => {
+    const d = dir()
+    const { shadow: _, shadowUpstream: __, ...old } = stateAt(3, 30).routes.shop!
+    writeFileSync(
+      join(d, 'state.json'),
+      JSON.stringify({ formatVersion: 1, revision: 3, routes: { shop: old } }),
+    )
+    const s = await Store.open(d, logger().log)
+    expect(s.state).toEqual(stateAt(3, 30))
+    await s.close()
   })
 
   it('refuses a state dir of another format, and a corrupt state.json, with one line', async () => {
