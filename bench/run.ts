@@ -3,18 +3,17 @@
 // the medians are compared with `direct` and `http-proxy-3`. It prints figures and never asserts.
 // Env: BENCH_ROUNDS (default 3), BENCH_SECONDS (seconds per measuring phase; default 3 s max throughput
 // per body size and 3 s fixed-rate latency, which keeps 10 subjects × 3 rounds at about 6 minutes).
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { parseArgs } from 'node:util'
+import { positiveInt, startHarness } from './harness.ts'
 import { fixedRate, maxThroughput, type Target } from './load.ts'
 import { describeMachine } from './machine.ts'
 import { type OtlpSink, startOtlpSink } from './otlp-sink.ts'
 import { checkAnswers, observeCanary } from './probe.ts'
 import {
   cpuMicros,
-  installCleanup,
   LOAD_CORE,
   logTail,
   machineMicros,
@@ -59,28 +58,7 @@ if (args.help) {
   process.exit(0)
 }
 
-function positiveInt(text: string | undefined, fallback: number, max: number): number {
-  const n = Number.parseInt(text ?? '', 10)
-  return Number.isInteger(n) && n > 0 ? Math.min(n, max) : fallback
-}
-
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
-const resultsDir = join(root, 'bench/results')
-const tmpDir = mkdtempSync(join(tmpdir(), 'veer-bench-'))
-const startedAt = performance.now()
-const log = (line: string) => process.stderr.write(`${line}\n`)
-
-let interrupted = false
-installCleanup(() => {
-  interrupted = true
-  log('\ninterrupted: stopping every process the harness started')
-})
-process.on('exit', () => rmSync(tmpDir, { recursive: true, force: true }))
-// Bounded: whatever happens, the harness gives up after 20 minutes.
-setTimeout(() => {
-  log('watchdog: the harness ran for 20 minutes, giving up')
-  stopAll().finally(() => process.exit(1))
-}, 20 * 60_000).unref()
+const { root, resultsDir, tmpDir, startedAt, log, interrupted } = startHarness('veer-bench', 20)
 
 const quick = args.quick
 // Whole seconds (wrk). A subject's round is warm-up + 2 throughput phases + latency (+0.5 s lead-in) and
@@ -245,7 +223,7 @@ for (let round = 1; round <= settings.rounds; round++) {
           `${((performance.now() - t) / 1000).toFixed(1)} s`,
       )
     } catch (err) {
-      if (interrupted) break
+      if (interrupted()) break
       const message = (err as Error).message
       res.status = 'unavailable'
       res.reason = err instanceof Unavailable ? message : `error: ${message}`

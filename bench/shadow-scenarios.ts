@@ -4,26 +4,16 @@
 // open loop (latency from each request's scheduled send time) and the primary's p50/p99/max are put next
 // to veer's own shadow counters (GET /v1/stats) and its RSS. Rounds are interleaved, medians reported.
 // Env: BENCH_ROUNDS (default 3), BENCH_SECONDS (measured seconds per scenario, default 10).
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
+
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { positiveInt, startHarness } from './harness.ts'
 import { fixedRate, type LatencyResult } from './load.ts'
 import { describeMachine } from './machine.ts'
 import { checkAnswers } from './probe.ts'
-import {
-  freePort,
-  installCleanup,
-  LOAD_CORE,
-  logTail,
-  pinning,
-  pinSelf,
-  rssKiB,
-  stopAll,
-  stopProcess,
-} from './proc.ts'
+import { freePort, LOAD_CORE, logTail, pinning, pinSelf, rssKiB, stopAll, stopProcess } from './proc.ts'
 import { median } from './stats.ts'
 import {
   type Context,
@@ -49,27 +39,7 @@ if (args.help) {
   process.exit(0)
 }
 
-function positiveInt(text: string | undefined, fallback: number, max: number): number {
-  const n = Number.parseInt(text ?? '', 10)
-  return Number.isInteger(n) && n > 0 ? Math.min(n, max) : fallback
-}
-
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
-const resultsDir = join(root, 'bench/results')
-const tmpDir = mkdtempSync(join(tmpdir(), 'veer-shadow-bench-'))
-const startedAt = performance.now()
-const log = (line: string) => process.stderr.write(`${line}\n`)
-
-let interrupted = false
-installCleanup(() => {
-  interrupted = true
-  log('\ninterrupted: stopping every process the benchmark started')
-})
-process.on('exit', () => rmSync(tmpDir, { recursive: true, force: true }))
-setTimeout(() => {
-  log('watchdog: ran for 15 minutes, giving up')
-  stopAll().finally(() => process.exit(1))
-}, 15 * 60_000).unref()
+const { root, resultsDir, tmpDir, startedAt, log, interrupted } = startHarness('veer-shadow-bench', 15)
 
 const quick = args.quick
 const SLOW_MS = 3000
@@ -266,9 +236,9 @@ const results: ScenarioResult[] = scenarios.map((s) => ({
   errors: 0,
 }))
 
-for (let round = 1; round <= settings.rounds && !interrupted; round++) {
+for (let round = 1; round <= settings.rounds && !interrupted(); round++) {
   for (const [i, scenario] of scenarios.entries()) {
-    if (interrupted) break
+    if (interrupted()) break
     const res = results[i]!
     const t = performance.now()
     try {
@@ -288,7 +258,7 @@ for (let round = 1; round <= settings.rounds && !interrupted; round++) {
           `${((performance.now() - t) / 1000).toFixed(1)} s`,
       )
     } catch (err) {
-      if (interrupted) break
+      if (interrupted()) break
       const message = (err as Error).message
       res.failures.push(`round ${round}: ${message}`)
       log(`[round ${round}/${settings.rounds}] ${scenario.name}: failed (${message})`)
