@@ -155,20 +155,7 @@ export class Engine {
           `route ${name} has no canary upstream; add one to the proxies' config first`,
         )
       if (canary === r.canary) return this.view(r)
-      const now = Date.now()
-      const revision = this.state.revision + 1
-      const next = this.bump(r, { canary }, revision, now)
-      const audit = {
-        who: who.name,
-        role: who.role,
-        action: 'set-weight',
-        route: name,
-        from: { canary: r.canary },
-        to: { canary },
-        why,
-      }
-      await this.commit([{ next, previousWeight: r.canary, audit, notices: [] }], revision)
-      return this.view(next)
+      return this.#setByHand(r, 'set-weight', { canary: r.canary }, { canary }, who, why)
     })
   }
 
@@ -189,21 +176,24 @@ export class Engine {
           `route ${name} has no shadow upstream; add shadow.url to the route in the proxies' config first`,
         )
       if (percent === r.shadow) return this.view(r)
-      const now = Date.now()
-      const revision = this.state.revision + 1
-      const next = this.bump(r, { shadow: percent }, revision, now)
-      const audit = {
-        who: who.name,
-        role: who.role,
-        action: 'set-shadow',
-        route: name,
-        from: { shadow: r.shadow },
-        to: { shadow: percent },
-        why,
-      }
-      await this.commit([{ next, previousWeight: r.canary, audit, notices: [] }], revision)
-      return this.view(next)
+      return this.#setByHand(r, 'set-shadow', { shadow: r.shadow }, { shadow: percent }, who, why)
     })
+  }
+
+  /** An operator's change of one setting (weight, shadow percent): a new version, audited from → to. */
+  async #setByHand(
+    r: RouteRecord,
+    action: string,
+    from: Partial<RouteRecord>,
+    to: Partial<RouteRecord>,
+    who: Actor,
+    why: string | null,
+  ): Promise<RouteView> {
+    const revision = this.state.revision + 1
+    const next = this.bump(r, to, revision, Date.now())
+    const audit = { who: who.name, role: who.role, action, route: r.name, from, to, why }
+    await this.commit([{ next, previousWeight: r.canary, audit, notices: [] }], revision)
+    return this.view(next)
   }
 
   startRollout(name: string, plan: Plan, who: Actor, why: string | null): Promise<RouteView> {
