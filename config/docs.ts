@@ -18,7 +18,11 @@ function rows(node: Json, path: string, out: string[]): void {
   for (const [key, child] of Object.entries(props ?? {})) {
     const p = path ? `${path}.${key}` : key
     if (child.type === 'array') {
-      out.push(`| \`${p}\` | list | required | ${child.description} |`)
+      const dflt =
+        required.has(key) || (child.minItems as number) > 0
+          ? 'required'
+          : `\`${JSON.stringify(child.default ?? [])}\``
+      out.push(`| \`${p}\` | list | ${dflt} | ${child.description} |`)
       rows(child.items as Json, `${p}[]`, out)
       continue
     }

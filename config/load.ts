@@ -14,6 +14,7 @@ export type LoadResult = { ok: true; config: ProxyConfig } | { ok: false; issues
 
 const NAME = /^[A-Za-z0-9_-]{1,64}$/
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+const STATUS = /^[1-5](?:xx|[0-9]{2})$/
 
 /** Validate a parsed document (from YAML, JSON or flags). */
 export function validateConfig(raw: unknown): LoadResult {
@@ -131,6 +132,30 @@ function crossCheck(config: ProxyConfig, issues: Issue[]): void {
         path: `${at}.shadow.header`,
         message: 'must be a valid header name such as x-veer-shadow, or "" for none',
       })
+    }
+    const a = route.analysis
+    a.errorStatuses.forEach((code, k) => {
+      if (!STATUS.test(code)) {
+        issues.push({
+          path: `${at}.analysis.errorStatuses[${k}]`,
+          message: `must be a status code from 100 to 599 such as 503, or a class such as 5xx (got ${JSON.stringify(code)})`,
+        })
+      }
+    })
+    a.fallback.methods.forEach((m, k) => {
+      if (!TOKEN.test(m)) {
+        issues.push({
+          path: `${at}.analysis.fallback.methods[${k}]`,
+          message: `must be an HTTP method such as GET (got ${JSON.stringify(m)})`,
+        })
+      }
+    })
+    for (const [key, name] of [
+      ['outcomeHeader', a.outcomeHeader],
+      ['fallback.idempotencyKey', a.fallback.idempotencyKey],
+    ] as const) {
+      if (name !== '' && !TOKEN.test(name))
+        issues.push({ path: `${at}.analysis.${key}`, message: 'must be a valid header name, or "" for none' })
     }
     if (route.sticky && (route.sticky.header === undefined) === (route.sticky.cookie === undefined)) {
       issues.push({ path: `${at}.sticky`, message: 'needs exactly one of header or cookie' })

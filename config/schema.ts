@@ -96,6 +96,40 @@ export const timeoutsField = obj('Upstream timeouts', {
   ),
 })
 
+const analysis = obj('What counts against a version, the fallback to stable, and the fuse', {
+  errorStatuses: list(
+    'Answers counted as errors, besides transport failures and timeouts: a code (429) or a class (5xx)',
+    str('A status code such as 503, or a class such as 5xx'),
+    { fallback: ['5xx'] },
+  ),
+  outcomeHeader: str(
+    'Response header by which the upstream reports a business outcome: the value `fail` counts as a failed outcome ("" for none)',
+    { minLength: 0, fallback: 'x-veer-outcome' },
+  ),
+  fallback: obj(
+    "A request that fails on canary (an error status, a reset, a timeout) is retried once on stable, so the user gets stable's answer; the failure still counts against canary",
+    {
+      enabled: bool('Retry failed canary requests on stable', true),
+      methods: list('Methods retried (idempotent ones)', str('An HTTP method such as GET'), {
+        fallback: ['GET', 'HEAD', 'OPTIONS'],
+      }),
+      idempotencyKey: str('A request carrying this header is retried whatever its method ("" for none)', {
+        minLength: 0,
+        fallback: 'idempotency-key',
+      }),
+      maxBodyBytes: int(
+        'Largest request body kept for a retry (read before the canary request); larger bodies, or bodies of unknown length, are not retried',
+        0,
+        16 * 1024 * 1024,
+        64 * 1024,
+      ),
+    },
+  ),
+  fuse: obj('A hard trigger before any statistics: the proxy zeroes the canary at once and tells control', {
+    consecutiveFailures: int('Consecutive canary errors that trip the fuse (0: off)', 0, 1_000_000, 20),
+  }),
+})
+
 const route = obj(
   'A route: which requests it takes, and the versions that serve them',
   {
@@ -128,6 +162,7 @@ const route = obj(
       1024,
     ),
     timeouts: timeoutsField,
+    analysis,
   },
   { required: ['name', 'stable'] },
 )

@@ -48,6 +48,19 @@ export interface RouteConfig {
   readonly connections: number
   readonly maxPending: number
   readonly timeouts: TimeoutsConfig
+  readonly analysis: AnalysisConfig
+}
+
+export interface AnalysisConfig {
+  readonly errorStatuses: readonly string[]
+  readonly outcomeHeader: string
+  readonly fallback: {
+    readonly enabled: boolean
+    readonly methods: readonly string[]
+    readonly idempotencyKey: string
+    readonly maxBodyBytes: number
+  }
+  readonly fuse: { readonly consecutiveFailures: number }
 }
 
 export interface ProxyConfig {

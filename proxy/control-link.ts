@@ -14,9 +14,10 @@ import type {
   AnnouncedRoute,
   RegisterRequest,
   ReportRequest,
+  RouteReport,
   VersionReport,
 } from '../config/wire.ts'
-import type { OutcomeWindow, SecondCounts } from './analysis/window.ts'
+import { addInto, emptyCounts, type OutcomeWindow } from './analysis/window.ts'
 import { Backoff } from './backoff.ts'
 import type { KnownGoodFile } from './control-cache.ts'
 import { type ControlWeights, parseRevision, type Revision } from './control-weights.ts'
@@ -68,21 +69,15 @@ function describe(err: unknown): string {
 /** Outcomes of every route and version over the seconds `from..to` (reads the windows only). */
 export function reportOf(table: RouteTable, revision: number, from: number, to: number): ReportRequest {
   const sum = (window: OutcomeWindow): VersionReport => {
-    const total: SecondCounts = { requests: 0, errors: 0, latency: [] }
-    for (let s = from; s <= to; s++) {
-      const c = window.countsAt(s)
-      total.requests += c.requests
-      total.errors += c.errors
-      for (let b = 0; b < c.latency.length; b++) total.latency[b] = (total.latency[b] ?? 0) + c.latency[b]!
-    }
+    const total = emptyCounts()
+    for (let s = from; s <= to; s++) addInto(total, window.countsAt(s))
     return total
   }
-  const routes: Record<string, { stable: VersionReport; canary: VersionReport | null }> = {}
+  const routes: Record<string, RouteReport> = {}
   for (const r of table.routes) {
-    routes[r.name] = {
-      stable: sum(r.stable.state.window),
-      canary: r.canary ? sum(r.canary.state.window) : null,
-    }
+    const stable = sum(r.stable.state.window)
+    const canary = r.canary ? sum(r.canary.state.window) : null
+    routes[r.name] = r.fuse === null ? { stable, canary } : { stable, canary, fuse: r.fuse }
   }
   return { revision, intervalMs: (to - from + 1) * 1000, routes }
 }

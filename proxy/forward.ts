@@ -7,7 +7,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Dispatcher } from 'undici'
 import { classifyUpstreamError, isConnectFailure } from './errors.ts'
-import { responseHeaders } from './headers.ts'
+import { type RequestHead, responseHeaders } from './headers.ts'
 import { sendError } from './respond.ts'
 import type { Backend, CompiledRoute } from './route-table.ts'
 import type { Mirror } from './shadow/mirror.ts'
@@ -21,10 +21,22 @@ export interface ExchangeHost {
   readonly ejectAfter: number
   readonly ejectForMs: number
   finished(ex: Exchange): void
+  /**
+   * A request that failed on canary (`ex.retry` set): send it to stable, which answers the user instead.
+   * False when that cannot be done (the client left, stable is ejected or full): the failure is answered.
+   */
+  retry(ex: Exchange): boolean
+}
+
+/** What a retry on stable needs: the request's head (host rewritten for stable) and its kept body. */
+export interface RetryPlan {
+  readonly head: RequestHead
+  readonly body: Buffer | null
 }
 
 const kExchange = Symbol('veer.exchange')
 const CLIENT_GONE = new Error('client closed the connection')
+const RETRIED = new Error('canary failed: the request was retried on stable')
 type Tagged = ServerResponse & { [kExchange]?: Exchange }
 
 function onClientClose(this: Tagged): void {
@@ -53,6 +65,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
   span: unknown = null
   /** The shadow copy of this request, fed the primary's answer for comparison; null when not mirrored. */
   mirror: Mirror | null = null
+  /** Set on a canary request that may fall back to stable when it fails (analysis.fallback). */
+  retry: RetryPlan | null = null
+  /** This canary attempt failed and stable was asked instead: the user never saw this failure. */
+  retried = false
+  /** On a fallback attempt: the canary backend whose failure it rescues. */
+  rescue: Backend | null = null
+  /** The upstream reported a failed business outcome (the route's outcome header said `fail`). */
+  outcomeFailed = false
 
   constructor(
     host: ExchangeHost,
@@ -68,8 +88,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.route = route
     this.backend = backend
     this.start = start
+    // A fallback attempt takes over the response of the failed one: one close listener serves both.
+    if ((res as Tagged)[kExchange] === undefined) res.on('close', onClientClose)
     ;(res as Tagged)[kExchange] = this
-    res.on('close', onClientClose)
   }
 
   onRequestStart(controller: Controller): void {
@@ -90,6 +111,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.status = statusCode
     const upstream = this.backend.upstream
     if (upstream.failures !== 0) upstream.connectSucceeded()
+    // The canary's failed answer is dropped unread (the connection goes with it) when stable takes over.
+    if (this.retry !== null && this.route.errorStatus[statusCode] === 1 && this.host.retry(this))
+      return controller.abort(RETRIED)
+    const outcome = this.route.outcomeHeader
+    if (outcome !== null && headers[outcome] === 'fail') this.outcomeFailed = true
     const out = this.host.decorate(responseHeaders(headers, []), this.backend)
     const res = this.res
     try {
@@ -129,6 +155,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const upstream = this.backend.upstream
     if (isConnectFailure(code, err)) upstream.connectFailed(this.host.ejectAfter, this.host.ejectForMs)
     this.error = this.error ?? code
+    if (this.retry !== null && !this.res.headersSent && this.host.retry(this)) return
     if (!this.res.destroyed) sendError(this.res, code, this.host.decorate([], this.backend))
     this.finish()
   }

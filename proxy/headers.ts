@@ -126,6 +126,18 @@ export class RequestHead {
     if (host !== undefined) this.headers.push('host', host)
   }
 
+  /** Replace the host `setHost` added (a retry on another upstream, when the route rewrites Host). */
+  replaceHost(host: string): void {
+    const h = this.headers
+    for (let i = h.length - 2; i >= 0; i -= 2) {
+      if (h[i] === 'host') {
+        h[i + 1] = host
+        return
+      }
+    }
+    h.push('host', host)
+  }
+
   /** RFC 9110 7.6.1: a field named in Connection applies to this hop only. */
   dropConnectionNamed(tokens: Set<string> | null): void {
     if (tokens === null) return

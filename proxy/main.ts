@@ -111,7 +111,13 @@ export async function startProxy(
         apply: (revision, weights) => {
           const next = withWeights(fileConfig, weights)
           if (!next.ok) return next.issues.map(formatIssue).join('; ')
-          if (sameWeights(next.config, proxy.table.config)) return null
+          // A fuse holds until control changes the route's weights after the trip (its rollback, say).
+          let cleared = false
+          for (const [route, fuse] of states.fuses) {
+            const w = Object.hasOwn(weights, route) ? weights[route] : undefined
+            if (w !== undefined && w.version > fuse.version) cleared = states.fuses.delete(route)
+          }
+          if (!cleared && sameWeights(next.config, proxy.table.config)) return null
           generation++
           proxy.swap(compileRoutes(generation, next.config, states))
           log.info({ configVersion: generation, revision, trigger: 'control' }, 'config applied')
@@ -120,6 +126,15 @@ export async function startProxy(
         },
       },
     })
+  proxy.onFuse = (route, reason) => {
+    if (states.fuses.has(route)) return
+    const version = link?.weights?.[route]?.version ?? 0
+    states.fuses.set(route, { reason, version, at: Date.now() })
+    metrics.rollbacks.labels(route, 'fuse').inc()
+    generation++
+    proxy.swap(compileRoutes(generation, proxy.table.config, states))
+    log.warn({ route, reason, configVersion: generation }, 'canary weight set to 0 by the fuse')
+  }
   const admin = {
     get table() {
       return proxy.table
@@ -185,6 +200,16 @@ export async function startProxy(
         next.config.listen.host !== config.listen.host
       ) {
         log.warn({ trigger: why }, 'listen and admin addresses change only on restart; the rest is applied')
+      }
+      // A fuse holds across reloads, unless the file changed that route's canary.
+      for (const route of [...states.fuses.keys()]) {
+        const before = fileConfig.routes.find((r) => r.name === route)
+        const after = next.config.routes.find((r) => r.name === route)
+        if (
+          JSON.stringify(before?.canary) !== JSON.stringify(after?.canary) ||
+          before?.canaryWeight !== after?.canaryWeight
+        )
+          states.fuses.delete(route)
       }
       generation++
       proxy.swap(compileRoutes(generation, weighted.config, states))

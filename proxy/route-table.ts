@@ -5,6 +5,7 @@
  */
 import type { Logger } from 'pino'
 import type { ProxyConfig, RouteConfig } from '../config/types.ts'
+import type { FuseReport } from '../config/wire.ts'
 import { OutcomeWindow } from './analysis/window.ts'
 import type { ProxyMetrics, VersionMetrics, VersionName } from './metrics.ts'
 import { FieldFilter } from './shadow/compare.ts'
@@ -13,7 +14,20 @@ import { ShadowStats } from './shadow/stats.ts'
 import { WeylSequence, weightThreshold } from './split/weighted.ts'
 import type { Upstream, UpstreamPools } from './upstreams.ts'
 
-function compileShadow(rc: RouteConfig, states: RouteStates): ShadowTarget {
+/**
+ * The statuses a route counts as errors, as a table indexed by status (0..599): one array read per
+ * request. `codes` are validated by config/load.ts: `503` or a class `5xx`.
+ */
+export function errorTable(codes: readonly string[]): Uint8Array {
+  const table = new Uint8Array(600)
+  for (const code of codes) {
+    if (code.endsWith('xx')) table.fill(1, Number(code[0]) * 100, Number(code[0]) * 100 + 100)
+    else table[Number(code)] = 1
+  }
+  return table
+}
+
+function compileShadow(rc: RouteConfig, states: RouteStates, errorStatus: Uint8Array): ShadowTarget {
   const sh = rc.shadow!
   const counter = states.metrics.shadow
   const bound = (outcome: string) => {
@@ -37,6 +51,7 @@ function compileShadow(rc: RouteConfig, states: RouteStates): ShadowTarget {
     header: sh.header === '' ? null : sh.header.toLowerCase(),
     preserveHost: rc.preserveHost,
     state: states.version(rc.name, 'shadow'),
+    errorStatus,
     stats: states.shadowStats(rc.name),
     ignore: new FieldFilter(sh.compare.ignore),
     redact: new Set(sh.compare.redact.map((h) => h.toLowerCase())),
@@ -54,6 +69,17 @@ function compileShadow(rc: RouteConfig, states: RouteStates): ShadowTarget {
 export interface VersionState {
   readonly metrics: VersionMetrics
   readonly window: OutcomeWindow
+  /** Consecutive errors (the canary's fuse counts them). */
+  streak: number
+}
+
+/** A route's fallback of failed canary requests to stable (config: analysis.fallback). */
+export interface Fallback {
+  /** Upper-case methods retried. */
+  readonly methods: ReadonlySet<string>
+  /** Lower-case header that makes any method retryable, or null. */
+  readonly idempotencyKey: string | null
+  readonly maxBodyBytes: number
 }
 
 export interface Backend {
@@ -82,6 +108,16 @@ export interface CompiledRoute {
   readonly bodyTimeout: number
   /** Shadow mirroring, or null: a route without one takes no mirroring branch beyond this check. */
   readonly shadow: ShadowTarget | null
+  /** 1 at each status counted as an error (analysis.errorStatuses); see errorTable. */
+  readonly errorStatus: Uint8Array
+  /** Lower-case response header carrying a business outcome (`fail`), or null. */
+  readonly outcomeHeader: string | null
+  /** Retry of failed canary requests on stable, or null (off, or no canary). */
+  readonly fallback: Fallback | null
+  /** Consecutive canary errors that trip the fuse; 0: off. */
+  readonly fuseAfter: number
+  /** Set while the fuse holds the canary at 0 (its `config.canaryWeight` then says 0 too). */
+  readonly fuse: FuseReport | null
 }
 
 /**
@@ -92,6 +128,11 @@ export class RouteStates {
   readonly #versions = new Map<string, VersionState>()
   readonly #sequences = new Map<string, WeylSequence>()
   readonly #shadowStats = new Map<string, ShadowStats>()
+  /**
+   * Routes whose fuse tripped: compiled with canary weight 0 until control (or the file) changes the
+   * route's weights after the trip (main.ts clears them).
+   */
+  readonly fuses = new Map<string, FuseReport>()
   readonly metrics: ProxyMetrics
   readonly pools: UpstreamPools
   readonly log: Logger
@@ -106,7 +147,7 @@ export class RouteStates {
     const key = `${route}\u0000${version}`
     let state = this.#versions.get(key)
     if (!state) {
-      state = { metrics: this.metrics.bind(route, version), window: new OutcomeWindow() }
+      state = { metrics: this.metrics.bind(route, version), window: new OutcomeWindow(), streak: 0 }
       this.#versions.set(key, state)
     }
     return state
@@ -209,7 +250,9 @@ export function hostName(host: string): string {
 /** Build a snapshot from a validated config, reusing pools and per-version state. */
 export function compileRoutes(generation: number, config: ProxyConfig, states: RouteStates): RouteTable {
   const { pools, metrics } = states
-  const routes = config.routes.map((rc): CompiledRoute => {
+  const routes = config.routes.map((file): CompiledRoute => {
+    const fuse = states.fuses.get(file.name) ?? null
+    const rc = fuse === null || file.canaryWeight === 0 ? file : { ...file, canaryWeight: 0 }
     const settings = { connections: rc.connections, maxPending: rc.maxPending, timeouts: rc.timeouts }
     const backend = (version: VersionName, url: string, release: string): Backend => ({
       version,
@@ -220,6 +263,8 @@ export function compileRoutes(generation: number, config: ProxyConfig, states: R
     })
     const canary = rc.canary ? backend('canary', rc.canary.url, rc.canary.release) : null
     const weight = canary ? rc.canaryWeight : 0
+    const a = rc.analysis
+    const errorStatus = errorTable(a.errorStatuses)
     metrics.weight.labels(rc.name, 'stable').set(100 - weight)
     metrics.weight.labels(rc.name, 'canary').set(weight)
     return Object.freeze({
@@ -236,7 +281,20 @@ export function compileRoutes(generation: number, config: ProxyConfig, states: R
       preserveHost: rc.preserveHost,
       headersTimeout: rc.timeouts.headers,
       bodyTimeout: rc.timeouts.body,
-      shadow: rc.shadow ? compileShadow(rc, states) : null,
+      shadow: rc.shadow ? compileShadow(rc, states, errorStatus) : null,
+      errorStatus,
+      outcomeHeader: a.outcomeHeader === '' ? null : a.outcomeHeader.toLowerCase(),
+      fallback:
+        canary !== null && a.fallback.enabled
+          ? Object.freeze({
+              methods: new Set(a.fallback.methods.map((m) => m.toUpperCase())),
+              idempotencyKey:
+                a.fallback.idempotencyKey === '' ? null : a.fallback.idempotencyKey.toLowerCase(),
+              maxBodyBytes: a.fallback.maxBodyBytes,
+            })
+          : null,
+      fuseAfter: canary !== null ? a.fuse.consecutiveFailures : 0,
+      fuse,
     })
   })
   metrics.releaseInfo.reset()

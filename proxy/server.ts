@@ -7,11 +7,12 @@ import type { Socket } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
 import type { ProxyConfig } from '../config/types.ts'
+import { ERROR, FAILED, HARMED, SAVED } from './analysis/window.ts'
 import type { ProxyErrorCode } from './errors.ts'
 import { Exchange, type ExchangeHost } from './forward.ts'
 import { appendVia, type ForwardingPolicy, pathOf, RequestHead } from './headers.ts'
 import { sendError, sendErrorOnSocket } from './respond.ts'
-import type { Backend, CompiledRoute, RouteTable } from './route-table.ts'
+import type { Backend, CompiledRoute, Fallback, RouteTable } from './route-table.ts'
 import { type Mirror, type MirrorHost, startMirror } from './shadow/mirror.ts'
 import { pickBackend } from './split/pick.ts'
 import { cookieValue } from './split/sticky.ts'
@@ -108,6 +109,17 @@ export class ProxyServer implements ExchangeHost, MirrorHost {
     head.setHost(route.preserveHost ? head.host : upstream.host)
     const ex = new Exchange(this, req, res, route, backend, start)
     if (this.#tracing !== null) this.#tracing.start(ex, head)
+    // A tester who forced a version gets its answer, failure included; users get stable's instead.
+    const fallback = route.fallback
+    const forced = route.allowOverride && head.override !== undefined
+    if (fallback !== null && backend !== route.stable && !forced && retryable(fallback, req.method!, head)) {
+      if (!head.hasBody) ex.retry = { head, body: null }
+      else if (route.shadow === null) {
+        // A body is kept for the retry only when its length is known and small: read it, then forward.
+        const length = Number(head.get('content-length'))
+        if (length <= fallback.maxBodyBytes) return this.#readThenForward(ex, head, length)
+      }
+    }
     let body: IncomingMessage | Mirror['primaryBody'] = head.hasBody ? req : null
     let secondary: string[] | null = null
     if (route.shadow !== null) {
@@ -123,6 +135,49 @@ export class ProxyServer implements ExchangeHost, MirrorHost {
     upstream.pool.dispatch({ path: url, method: req.method!, headers: head.headers, body }, ex)
     // The shadow is sent after the primary, so the primary is never second in line.
     if (ex.mirror !== null) ex.mirror.send(secondary)
+  }
+
+  /** A retryable canary request with a small body: keep the body, then send it (the rare path). */
+  #readThenForward(ex: Exchange, head: RequestHead, length: number): void {
+    const upstream = ex.backend.upstream
+    // Counted from now: a client that leaves mid-body finishes the exchange (and undoes these).
+    upstream.inflight++
+    this.#inflight++
+    const chunks: Buffer[] = []
+    let size = 0
+    const req = ex.req
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length
+      if (size <= length) chunks.push(chunk)
+    })
+    req.on('end', () => {
+      if (ex.done) return
+      const body = Buffer.concat(chunks, Math.min(size, length))
+      ex.retry = { head, body }
+      upstream.pool.dispatch({ path: req.url!, method: req.method!, headers: head.headers, body }, ex)
+    })
+  }
+
+  retry(failed: Exchange): boolean {
+    const plan = failed.retry!
+    const route = failed.route
+    const stable = route.stable
+    const upstream = stable.upstream
+    if (failed.res.destroyed || upstream.isEjected() || upstream.inflight >= upstream.limit) return false
+    if (!route.preserveHost) plan.head.replaceHost(upstream.host)
+    const ex = new Exchange(this, failed.req, failed.res, route, stable, failed.start)
+    ex.rescue = failed.backend
+    failed.retried = true
+    // The new attempt is counted before the failed one finishes, so the proxy never looks idle between.
+    upstream.inflight++
+    this.#inflight++
+    failed.finish()
+    const req = failed.req
+    upstream.pool.dispatch(
+      { path: req.url!, method: req.method!, headers: plan.head.headers, body: plan.body },
+      ex,
+    )
+    return true
   }
 
   #onUpgrade = (req: IncomingMessage, socket: Socket, first: Buffer): void => {
@@ -173,10 +228,22 @@ export class ProxyServer implements ExchangeHost, MirrorHost {
     const end = performance.now()
     const seconds = (end - ex.start) / 1000
     const status = ex.error === null || (ex.error === 'client_closed' && ex.status !== 0) ? ex.status : 0
-    const state = ex.backend.state
+    const backend = ex.backend
+    const state = backend.state
     state.metrics.record(status, seconds)
+    const error = status === 0 || ex.route.errorStatus[status] === 1
+    let flags = error ? ERROR : 0
+    if (ex.outcomeFailed) flags |= FAILED
+    if (backend.version === 'canary') {
+      if (!error) state.streak = 0
+      else {
+        if (!ex.retried) flags |= HARMED
+        if (++state.streak === ex.route.fuseAfter) this.#trip(ex.route, status, ex.error)
+      }
+    }
     // Counted in the second it ends, so a second that has passed is final when control-link.ts reports it.
-    state.window.record(end, seconds * 1000, status === 0 || status >= 500)
+    state.window.record(end, seconds * 1000, flags)
+    if (ex.rescue !== null) ex.rescue.state.window.mark(end, error ? HARMED : SAVED)
     if (this.#tracing !== null) this.#tracing.end(ex, status)
     if (
       this.#accessLog &&
@@ -196,9 +263,19 @@ export class ProxyServer implements ExchangeHost, MirrorHost {
         status: status === 0 ? null : status,
         error: ex.error ?? undefined,
         duration_ms: Math.round(seconds * 1e6) / 1000,
+        retried: ex.retried ? 'stable' : undefined,
       },
       'access',
     )
+  }
+
+  /** Called once when a route's fuse trips (main.ts zeroes the canary and tells control). */
+  onFuse: ((route: string, reason: string) => void) | null = null
+
+  #trip(route: CompiledRoute, status: number, error: string | null): void {
+    const last = status === 0 ? (error ?? 'no answer') : String(status)
+    this.#log.warn({ route: route.name, after: route.fuseAfter, last }, 'canary fuse tripped')
+    this.onFuse?.(route.name, `${route.fuseAfter} consecutive canary errors (last: ${last})`)
   }
 
   shadowFinished(m: Mirror, status: number, outcome: string, seconds: number): void {
@@ -233,6 +310,12 @@ export class ProxyServer implements ExchangeHost, MirrorHost {
       }
     })
   }
+}
+
+/** A failed canary attempt of this request may be sent again to stable: idempotent, or keyed. */
+function retryable(fallback: Fallback, method: string, head: RequestHead): boolean {
+  if (fallback.methods.has(method)) return true
+  return fallback.idempotencyKey !== null && head.get(fallback.idempotencyKey) !== undefined
 }
 
 /** The user's key for sticky assignment: the route's header, or its cookie. */

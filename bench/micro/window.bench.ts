@@ -18,7 +18,7 @@ test('per-request recording', async ({ bench }) => {
     bench('OutcomeWindow.record', () => {
       for (let i = 0; i < BATCH; i++) {
         now += 0.05
-        window.record(now, latencies[i & 1023]!, statuses[i & 1023]! >= 500)
+        window.record(now, latencies[i & 1023]!, statuses[i & 1023]! >= 500 ? 1 : 0)
       }
       sink.o = window
     }),

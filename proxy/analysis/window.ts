@@ -1,6 +1,6 @@
 /**
- * Per-version outcomes over a sliding window of one-second slots: request and error counts and a
- * log-bucketed latency histogram (4 buckets per doubling, ±9% relative error, from 0.05 ms to ~30 min).
+ * Per-version outcomes over a sliding window of one-second slots: request, error, failed-outcome, harm
+ * and fallback counts and a log-bucketed latency histogram (4 buckets per doubling, ±9% relative error, from 0.05 ms to ~30 min).
  * Recording is an array increment; quantiles are read off the merged slots when someone asks.
  * Buckets of the same layout merge by addition, so windows of many proxies combine exactly.
  */
@@ -8,6 +8,15 @@ const SUB_BUCKETS = 4
 const MIN_MS = 0.05
 const BUCKETS = 128
 const LOG2_MIN = Math.log2(MIN_MS)
+
+/** Outcome flags of one request, or'ed together for `record` and `mark`. */
+export const ERROR = 1
+/** The upstream reported a failed business outcome (the route's outcome header said `fail`). */
+export const FAILED = 2
+/** A canary failure the user saw: no fallback rescued it. */
+export const HARMED = 4
+/** A canary failure the fallback to stable rescued: the user got stable's answer. */
+export const SAVED = 8
 
 export function bucketOf(ms: number): number {
   if (ms <= MIN_MS) return 0
@@ -24,13 +33,27 @@ class Slot {
   second = -1
   count = 0
   errors = 0
+  failed = 0
+  harmed = 0
+  saved = 0
   readonly latency = new Uint32Array(BUCKETS)
 
   reset(second: number): void {
     this.second = second
     this.count = 0
     this.errors = 0
+    this.failed = 0
+    this.harmed = 0
+    this.saved = 0
     this.latency.fill(0)
+  }
+
+  add(flags: number): void {
+    if (flags === 0) return
+    if ((flags & ERROR) !== 0) this.errors++
+    if ((flags & FAILED) !== 0) this.failed++
+    if ((flags & HARMED) !== 0) this.harmed++
+    if ((flags & SAVED) !== 0) this.saved++
   }
 }
 
@@ -38,6 +61,12 @@ class Slot {
 export interface SecondCounts {
   requests: number
   errors: number
+  /** Failed business outcomes (outcome header). */
+  failed: number
+  /** Canary failures users saw (after fallback). */
+  harmed: number
+  /** Canary failures the fallback rescued. */
+  saved: number
   /** Counts by bucket of `bucketOf(ms)`, trailing zeros cut. */
   latency: number[]
 }
@@ -46,6 +75,9 @@ export interface WindowSummary {
   requests: number
   errors: number
   errorRate: number
+  failed: number
+  harmed: number
+  saved: number
   p50Ms: number | null
   p95Ms: number | null
   p99Ms: number | null
@@ -60,14 +92,24 @@ export class OutcomeWindow {
     this.#slots = Array.from({ length: seconds }, () => new Slot())
   }
 
-  /** `nowMs` is any monotonic millisecond clock (performance.now() in the proxy). */
-  record(nowMs: number, latencyMs: number, isError: boolean): void {
+  /** `nowMs` is any monotonic millisecond clock (performance.now() in the proxy); `flags` as ERROR | FAILED. */
+  record(nowMs: number, latencyMs: number, flags: number): void {
+    const slot = this.#slot(nowMs)
+    slot.count++
+    slot.add(flags)
+    slot.latency[bucketOf(latencyMs)]!++
+  }
+
+  /** Count flags (HARMED, SAVED) of a request recorded before, without counting it again. */
+  mark(nowMs: number, flags: number): void {
+    this.#slot(nowMs).add(flags)
+  }
+
+  #slot(nowMs: number): Slot {
     const second = Math.floor(nowMs / 1000)
     const slot = this.#slots[second % this.seconds]!
     if (slot.second !== second) slot.reset(second)
-    slot.count++
-    if (isError) slot.errors++
-    slot.latency[bucketOf(latencyMs)]!++
+    return slot
   }
 
   /**
@@ -76,28 +118,38 @@ export class OutcomeWindow {
    */
   countsAt(second: number): SecondCounts {
     const slot = second < 0 ? undefined : this.#slots[second % this.seconds]!
-    if (slot === undefined || slot.second !== second) return { requests: 0, errors: 0, latency: [] }
+    if (slot === undefined || slot.second !== second) return emptyCounts()
     let end = BUCKETS
     while (end > 0 && slot.latency[end - 1] === 0) end--
-    return { requests: slot.count, errors: slot.errors, latency: Array.from(slot.latency.subarray(0, end)) }
+    return {
+      requests: slot.count,
+      errors: slot.errors,
+      failed: slot.failed,
+      harmed: slot.harmed,
+      saved: slot.saved,
+      latency: Array.from(slot.latency.subarray(0, end)),
+    }
   }
 
   /** Everything recorded over the window, as mergeable counts (add them to combine processes). */
   totals(nowMs: number): SecondCounts {
     const current = Math.floor(nowMs / 1000)
+    const total = emptyCounts()
     const merged = new Array<number>(BUCKETS).fill(0)
-    let requests = 0
-    let errors = 0
     for (const slot of this.#slots) {
       if (slot.second < 0 || current - slot.second >= this.seconds) continue
-      requests += slot.count
-      errors += slot.errors
+      total.requests += slot.count
+      total.errors += slot.errors
+      total.failed += slot.failed
+      total.harmed += slot.harmed
+      total.saved += slot.saved
       for (let b = 0; b < BUCKETS; b++) merged[b]! += slot.latency[b]!
     }
     let end = BUCKETS
     while (end > 0 && merged[end - 1] === 0) end--
     merged.length = end
-    return { requests, errors, latency: merged }
+    total.latency = merged
+    return total
   }
 
   summary(nowMs: number): WindowSummary {
@@ -105,12 +157,35 @@ export class OutcomeWindow {
   }
 }
 
+export function emptyCounts(): SecondCounts {
+  return { requests: 0, errors: 0, failed: 0, harmed: 0, saved: 0, latency: [] }
+}
+
+/** Counts as reported over the wire, where the newer fields may be absent (older proxies). */
+export interface PartialCounts {
+  readonly requests: number
+  readonly errors: number
+  readonly failed?: number
+  readonly harmed?: number
+  readonly saved?: number
+  readonly latency: readonly number[]
+}
+
+/** Add `b` into `into` (same bucket layout); returns `into`. */
+export function addInto(into: SecondCounts, b: PartialCounts): SecondCounts {
+  into.requests += b.requests
+  into.errors += b.errors
+  into.failed += b.failed ?? 0
+  into.harmed += b.harmed ?? 0
+  into.saved += b.saved ?? 0
+  const latency = into.latency
+  for (let i = 0; i < b.latency.length; i++) latency[i] = (latency[i] ?? 0) + b.latency[i]!
+  return into
+}
+
 /** The sum of two sets of counts (of the same bucket layout). */
-export function addCounts(a: SecondCounts, b: SecondCounts): SecondCounts {
-  const latency = a.latency.length >= b.latency.length ? [...a.latency] : [...b.latency]
-  const other = a.latency.length >= b.latency.length ? b.latency : a.latency
-  for (let i = 0; i < other.length; i++) latency[i]! += other[i]!
-  return { requests: a.requests + b.requests, errors: a.errors + b.errors, latency }
+export function addCounts(a: PartialCounts, b: PartialCounts): SecondCounts {
+  return addInto(addInto(emptyCounts(), a), b)
 }
 
 export function summarize(c: SecondCounts): WindowSummary {
@@ -118,6 +193,9 @@ export function summarize(c: SecondCounts): WindowSummary {
     requests: c.requests,
     errors: c.errors,
     errorRate: c.requests === 0 ? 0 : c.errors / c.requests,
+    failed: c.failed,
+    harmed: c.harmed,
+    saved: c.saved,
     p50Ms: quantile(c.latency, c.requests, 0.5),
     p95Ms: quantile(c.latency, c.requests, 0.95),
     p99Ms: quantile(c.latency, c.requests, 0.99),

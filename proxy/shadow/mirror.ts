@@ -9,6 +9,7 @@ import { performance } from 'node:perf_hooks'
 import { PassThrough, pipeline, Transform, type TransformCallback } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import type { ShadowConfig } from '../../config/types.ts'
+import { ERROR } from '../analysis/window.ts'
 import type { VersionMetrics } from '../metrics.ts'
 import type { Backend, VersionState } from '../route-table.ts'
 import type { WeylSequence } from '../split/weighted.ts'
@@ -31,6 +32,8 @@ export interface ShadowTarget {
   /** The route's preserveHost: false sends the shadow its own upstream's host, as the primary gets its. */
   readonly preserveHost: boolean
   readonly state: VersionState
+  /** The route's error table (see route-table.ts errorTable): 1 at a status counted as an error. */
+  readonly errorStatus: Uint8Array
   readonly stats: ShadowStats
   readonly ignore: FieldFilter
   readonly redact: ReadonlySet<string>
@@ -289,7 +292,8 @@ export class Mirror {
   #record(status: number, seconds: number): void {
     const metrics: VersionMetrics = this.target.state.metrics
     metrics.record(status, seconds)
-    this.target.state.window.record(performance.now(), seconds * 1000, status === 0 || status >= 500)
+    const error = status === 0 || this.target.errorStatus[status] === 1
+    this.target.state.window.record(performance.now(), seconds * 1000, error ? ERROR : 0)
   }
 
   // The primary's answer, fed by the exchange that serves the user.

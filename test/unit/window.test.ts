@@ -12,7 +12,7 @@ describe('outcome window', () => {
 
   it('reads quantiles of a known distribution (uniform 1..1000 ms)', () => {
     const w = new OutcomeWindow(10)
-    for (let i = 1; i <= 1000; i++) w.record(5000, i, i % 100 === 0)
+    for (let i = 1; i <= 1000; i++) w.record(5000, i, i % 100 === 0 ? 1 : 0)
     const s = w.summary(5000)
     expect(s.requests).toBe(1000)
     expect(s.errors).toBe(10)
@@ -25,20 +25,20 @@ describe('outcome window', () => {
 
   it('forgets slots older than the window', () => {
     const w = new OutcomeWindow(5)
-    w.record(1_000, 10, true)
-    w.record(3_000, 10, false)
+    w.record(1_000, 10, 1)
+    w.record(3_000, 10, 0)
     expect(w.summary(4_500).requests).toBe(2)
     expect(w.summary(6_500).requests).toBe(1) // the slot of second 1 is out of the 5 s window
-    w.record(8_000, 10, false) // reuses the ring slot of second 3
+    w.record(8_000, 10, 0) // reuses the ring slot of second 3
     expect(w.summary(8_000).requests).toBe(1)
     expect(w.summary(20_000)).toMatchObject({ requests: 0, p99Ms: null })
   })
 
   it('gives the counts of one past second, and zeros once its slot is reused', () => {
     const w = new OutcomeWindow(5)
-    w.record(5_000, 1, false)
-    w.record(5_999, 30, true)
-    w.record(6_000, 2, false)
+    w.record(5_000, 1, 0)
+    w.record(5_999, 30, 1)
+    w.record(6_000, 2, 0)
     const five = w.countsAt(5)
     expect(five).toMatchObject({ requests: 2, errors: 1 })
     expect(five.latency).toHaveLength(bucketOf(30) + 1) // trailing zeros cut
@@ -46,12 +46,12 @@ describe('outcome window', () => {
     expect(five.latency[bucketOf(30)]).toBe(1)
     expect(five.latency.reduce((a, b) => a + b, 0)).toBe(2)
     expect(w.countsAt(6)).toMatchObject({ requests: 1, errors: 0 })
-    expect(w.countsAt(4)).toEqual({ requests: 0, errors: 0, latency: [] })
-    expect(w.countsAt(-1)).toEqual({ requests: 0, errors: 0, latency: [] })
+    expect(w.countsAt(4)).toEqual({ requests: 0, errors: 0, failed: 0, harmed: 0, saved: 0, latency: [] })
+    expect(w.countsAt(-1)).toEqual({ requests: 0, errors: 0, failed: 0, harmed: 0, saved: 0, latency: [] })
     five.latency[0] = 99 // a copy: the window is not changed through it
     expect(w.countsAt(5).latency[0]).toBe(0)
-    w.record(10_500, 1, false) // second 10 reuses the ring slot of second 5
-    expect(w.countsAt(5)).toEqual({ requests: 0, errors: 0, latency: [] })
+    w.record(10_500, 1, 0) // second 10 reuses the ring slot of second 5
+    expect(w.countsAt(5)).toEqual({ requests: 0, errors: 0, failed: 0, harmed: 0, saved: 0, latency: [] })
     expect(w.countsAt(10).requests).toBe(1)
   })
 })
