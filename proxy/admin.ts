@@ -6,7 +6,8 @@
  */
 import { createServer, type Server, type ServerResponse } from 'node:http'
 import { performance } from 'node:perf_hooks'
-import { addCounts, type SecondCounts, summarize } from './analysis/window.ts'
+import { Analysis, DEFAULT_ANALYSIS } from './analysis/judge.ts'
+import { addCounts, type SecondCounts, summarize, type WindowSummary } from './analysis/window.ts'
 import type { ControlStatus } from './control-link.ts'
 import type { ProxyMetrics } from './metrics.ts'
 import type { Backend, RouteTable } from './route-table.ts'
@@ -135,7 +136,7 @@ export function statsView(parts: readonly RawStats[]): unknown {
   const first = parts[0]
   if (first === undefined) return { version: 0, routes: [] }
   const version = (list: RawVersion[]) => {
-    const totals = list.map((v) => v.totals).reduce(addCounts)
+    const totals = merged(list)
     return {
       release: list[0]!.release,
       upstream: list[0]!.upstream,
@@ -152,20 +153,50 @@ export function statsView(parts: readonly RawStats[]): unknown {
       return {
         name: r.name,
         stable: version(same.map((x) => x.stable)),
-        canary: r.canary ? version(same.flatMap((x) => (x.canary ? [x.canary] : []))) : null,
-        shadow:
-          shadows.length > 0
-            ? {
-                ...version(shadows),
-                percent: shadows[0]!.percent,
-                ...shadowSummary(shadows.map((s) => s.counts)),
-              }
-            : null,
-        // The judge (in-proxy analysis) is not part of this build yet: no verdict is ever made up.
-        verdict: 'none',
+        canary: r.canary ? version(canaries(same)) : null,
+        shadow: shadows.length > 0 ? shadowView(version(shadows), shadows, same) : null,
+        verdict: r.canary ? windowVerdict(merged(same.map((x) => x.stable)), merged(canaries(same))) : null,
       }
     }),
   }
+}
+
+function shadowView(
+  own: { release: string; window: WindowSummary },
+  shadows: readonly (RawVersion & { percent: number; counts: ShadowCounts })[],
+  same: readonly RawStats['routes'][number][],
+) {
+  const summary = shadowSummary(shadows.map((s) => s.counts))
+  // Judged like a canary, with what users were served (stable and canary) as the baseline.
+  const primary = merged([...same.map((x) => x.stable), ...canaries(same)])
+  const verdict = windowVerdict(primary, merged([...shadows]))
+  const base = summarize(primary).p99Ms
+  const p99 = own.window.p99Ms
+  const ratio = base !== null && p99 !== null && base > 0 ? `${(p99 / base).toFixed(1)}× primary` : 'unknown'
+  const headline =
+    `shadow ${own.release}: p99 ${ratio}, ${(Number(summary.mismatchRate) * 100).toFixed(1)}% mismatches, ` +
+    `errors ${(own.window.errorRate * 100).toFixed(1)}%, verdict ${verdict.result}`
+  return { ...own, percent: shadows[0]!.percent, ...summary, headline, verdict }
+}
+
+function merged(list: readonly RawVersion[]): SecondCounts {
+  return list.map((v) => v.totals).reduce(addCounts)
+}
+
+function canaries(routes: readonly RawStats['routes'][number][]): RawVersion[] {
+  return routes.flatMap((x) => (x.canary ? [x.canary] : []))
+}
+
+/**
+ * The judge's verdict on this window alone (one look, default settings; proxy/analysis/judge.ts), with
+ * its checks and figures. Control's verdict, which decides rollbacks, is over the whole rollout from
+ * every proxy with the plan's settings (GET /v1/routes/{route} on control).
+ */
+function windowVerdict(stable: SecondCounts, canary: SecondCounts) {
+  const a = new Analysis(DEFAULT_ANALYSIS)
+  a.add(stable, canary)
+  const j = a.judge()
+  return { result: j.result, reason: j.reason, checks: j.checks }
 }
 
 function diffsView(parts: readonly Record<string, DiffSample[]>[], only: string | null): unknown {

@@ -78,6 +78,8 @@ interface ShadowSummary {
   noisyFields: string[]
   noiseChecks: { sent: number; compared: number }
   window: unknown
+  headline: string
+  verdict: { result: string; checks: { check: string }[] }
 }
 
 async function shadowStats(v: VeerProcess): Promise<ShadowSummary> {
@@ -513,6 +515,10 @@ describe('shadow mirroring', () => {
     expect(stats.mismatches).toBe(6)
     expect(stats.byPath['/items/:id']).toEqual({ compared: 19, mismatches: 6, mismatchRate: 0.3158 })
     expect(stats.noisyFields).toEqual(['requestId'])
+    // Judged like a canary against what users were served: too few requests here to say more.
+    expect(stats.verdict.result).toBe('inconclusive')
+    expect(stats.verdict.checks.map((c) => c.check)).toContain('latency-p95')
+    expect(stats.headline).toMatch(/^shadow \S+: p99 [\d.]+× primary, 31\.6% mismatches, errors 0\.0%, verdict inconclusive$/)
     const outcome = (o: string) => metric(v, 'veer_shadow_requests_total', { route: 'default', outcome: o })
     expect(await outcome('match')).toBe(13)
     expect(await outcome('mismatch')).toBe(6)
