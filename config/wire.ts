@@ -7,7 +7,7 @@
  *   2. GET  /v1/proxies/{id}/watch?revision=N       → WatchResponse (200) as soon as control's revision > N,
  *      or 204 after ~20 s with nothing new (long-poll; the proxy asks again at once)
  *   3. POST /v1/proxies/{id}/ack   AckRequest       → 204   (after applying, or failing to apply, a revision)
- *   4. POST /v1/proxies/{id}/report ReportRequest   → 204   (every second: per route and version outcomes)
+ *   4. POST /v1/proxies/{id}/report ReportRequest   → 204   (every 250 ms: per route and version outcomes)
  * A proxy that has not reported for 10 s is no longer "live" and does not hold up a rollout step.
  */
 
@@ -21,6 +21,15 @@ export interface RouteWeights {
    * file setting (control has none yet; older controls never send it).
    */
   readonly shadow?: number
+  /**
+   * Set (only ever `true`) after `veer promote-shadow`: the route's canary is the shadow upstream in the
+   * proxy's own config (its url and release; pool and timeouts the route's, as for any canary), and
+   * nothing is mirrored (shadow percent 0, whatever `shadow` says). A proxy whose config has no shadow
+   * for the route refuses the revision (NACK). Absent: the canary is the config's own `canary`.
+   * Control sends it only for routes whose proxies announced a shadow; an older proxy would ignore it and
+   * keep its file canary, so control assumes every proxy of such a route runs a version that knows it.
+   */
+  readonly canaryFromShadow?: true
 }
 
 export interface AnnouncedRoute {
@@ -58,6 +67,12 @@ export interface AckRequest {
 export interface VersionReport {
   readonly requests: number
   readonly errors: number
+  /** Failed business outcomes (the route's outcome header said `fail`); absent from older proxies. */
+  readonly failed?: number
+  /** Canary failures a user saw (no fallback rescued them). */
+  readonly harmed?: number
+  /** Canary failures the fallback to stable rescued. */
+  readonly saved?: number
   /** Latency histogram counts, index = bucket of proxy/analysis/window.ts `bucketOf(ms)`; trailing zeros may be cut. */
   readonly latency: readonly number[]
 }
@@ -65,7 +80,24 @@ export interface VersionReport {
 export interface ReportRequest {
   readonly revision: number
   readonly intervalMs: number
-  readonly routes: Readonly<
-    Record<string, { readonly stable: VersionReport; readonly canary: VersionReport | null }>
-  >
+  readonly routes: Readonly<Record<string, RouteReport>>
+}
+
+export interface RouteReport {
+  readonly stable: VersionReport
+  readonly canary: VersionReport | null
+  /**
+   * Set while the route's fuse holds the canary at 0 in this proxy (N consecutive canary failures): control
+   * rolls the route back at once, without waiting for statistics.
+   */
+  readonly fuse?: FuseReport
+}
+
+export interface FuseReport {
+  /** What tripped it, e.g. "10 consecutive canary failures (last: 503)". */
+  readonly reason: string
+  /** The route's config version (RouteWeights.version) the proxy had when it tripped. */
+  readonly version: number
+  /** Epoch ms. */
+  readonly at: number
 }

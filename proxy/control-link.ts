@@ -1,6 +1,6 @@
 /**
  * The proxy's link to `veer control` (config/wire.ts): register, long-poll for new weights, apply and
- * ack each revision, report per-version outcomes every second. It lives entirely off the request path:
+ * ack each revision, report per-version outcomes every quarter second. It lives entirely off the request path:
  * its only effect on traffic is a new route table its host swaps in. While control is away the proxy
  * keeps serving on its last weights and retries with jittered backoff; every applied revision is saved to
  * the last-known-good file, which carries the weights across a restart of the proxy.
@@ -17,7 +17,7 @@ import type {
   RouteReport,
   VersionReport,
 } from '../config/wire.ts'
-import { addInto, emptyCounts, type OutcomeWindow } from './analysis/window.ts'
+import { addInto, emptyCounts, type OutcomeWindow, SLOT_MS } from './analysis/window.ts'
 import { Backoff } from './backoff.ts'
 import type { KnownGoodFile } from './control-cache.ts'
 import { type ControlWeights, parseRevision, type Revision } from './control-weights.ts'
@@ -27,8 +27,8 @@ import type { RouteTable } from './route-table.ts'
 const CALL_TIMEOUT_MS = 5_000
 /** Control answers a watch with 204 after ~20 s of nothing new; past this it is taken for lost. */
 const WATCH_TIMEOUT_MS = 30_000
-/** The window holds 30 one-second slots; a report never reaches further back than that. */
-const MAX_REPORT_SECONDS = 29
+/** A report never reaches further back than the window holds (30 s). */
+const MAX_REPORT_SLOTS = (29 * 1000) / SLOT_MS
 
 /** What the link needs from the proxy it steers. */
 export interface ControlHost {
@@ -66,11 +66,11 @@ function describe(err: unknown): string {
   return e.code && !message.includes(e.code) ? `${e.code}: ${message}` : message
 }
 
-/** Outcomes of every route and version over the seconds `from..to` (reads the windows only). */
+/** Outcomes of every route and version over the window slots `from..to` (reads the windows only). */
 export function reportOf(table: RouteTable, revision: number, from: number, to: number): ReportRequest {
   const sum = (window: OutcomeWindow): VersionReport => {
     const total = emptyCounts()
-    for (let s = from; s <= to; s++) addInto(total, window.countsAt(s))
+    for (let i = from; i <= to; i++) addInto(total, window.countsAt(i))
     return total
   }
   const routes: Record<string, RouteReport> = {}
@@ -79,7 +79,7 @@ export function reportOf(table: RouteTable, revision: number, from: number, to: 
     const canary = r.canary ? sum(r.canary.state.window) : null
     routes[r.name] = r.fuse === null ? { stable, canary } : { stable, canary, fuse: r.fuse }
   }
-  return { revision, intervalMs: (to - from + 1) * 1000, routes }
+  return { revision, intervalMs: (to - from + 1) * SLOT_MS, routes }
 }
 
 export interface ControlLinkOptions {
@@ -116,7 +116,7 @@ export class ControlLink {
   #watch: AbortController | null = null
   #stopped = false
   #timer: NodeJS.Timeout | null = null
-  #lastReported = Math.floor(performance.now() / 1000) - 1
+  #lastReported = Math.floor(performance.now() / SLOT_MS) - 1
   #reporting = false
   #warned = false
 
@@ -297,22 +297,22 @@ export class ControlLink {
   }
 
   #scheduleReport(): void {
-    // Just past the next second boundary of the windows' clock, so the second that ended is complete.
+    // Just past the next slot boundary of the windows' clock, so the slot that ended is complete.
     const now = performance.now()
-    this.#timer = setTimeout(() => this.#report(), 1000 - (now % 1000) + 5)
+    this.#timer = setTimeout(() => this.#report(), SLOT_MS - (now % SLOT_MS) + 5)
     this.#timer.unref()
   }
 
   #report(): void {
     if (this.#stopped) return
     this.#scheduleReport()
-    // One report at a time: a slow control gets the seconds in between merged into the next one.
+    // One report at a time: a slow control gets the slots in between merged into the next one.
     if (this.#reporting) return
-    const to = Math.floor(performance.now() / 1000) - 1
-    const from = Math.max(this.#lastReported + 1, to - MAX_REPORT_SECONDS + 1)
+    const to = Math.floor(performance.now() / SLOT_MS) - 1
+    const from = Math.max(this.#lastReported + 1, to - MAX_REPORT_SLOTS + 1)
     if (from > to) return
     this.#lastReported = to
-    // Unregistered (control away): these seconds are dropped; stale outcomes would mislead analysis.
+    // Unregistered (control away): these slots are dropped; stale outcomes would mislead analysis.
     if (this.#registered === -1) return
     this.#reporting = true
     this.#call('POST', '/report', reportOf(this.#host.table, this.revision, from, to))

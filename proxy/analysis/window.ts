@@ -1,5 +1,5 @@
 /**
- * Per-version outcomes over a sliding window of one-second slots: request, error, failed-outcome, harm
+ * Per-version outcomes over a sliding window of short slots (SLOT_MS): request, error, failed-outcome, harm
  * and fallback counts and a log-bucketed latency histogram (4 buckets per doubling, ±9% relative error, from 0.05 ms to ~30 min).
  * Recording is an array increment; quantiles are read off the merged slots when someone asks.
  * Buckets of the same layout merge by addition, so windows of many proxies combine exactly.
@@ -30,7 +30,7 @@ export function bucketUpperMs(b: number): number {
 }
 
 class Slot {
-  second = -1
+  index = -1
   count = 0
   errors = 0
   failed = 0
@@ -38,8 +38,8 @@ class Slot {
   saved = 0
   readonly latency = new Uint32Array(BUCKETS)
 
-  reset(second: number): void {
-    this.second = second
+  reset(index: number): void {
+    this.index = index
     this.count = 0
     this.errors = 0
     this.failed = 0
@@ -57,7 +57,7 @@ class Slot {
   }
 }
 
-/** The outcomes of one second; merge by adding (see config/wire.ts VersionReport). */
+/** The outcomes of one slot (or a sum of them); merge by adding (see config/wire.ts VersionReport). */
 export interface SecondCounts {
   requests: number
   errors: number
@@ -83,13 +83,26 @@ export interface WindowSummary {
   p99Ms: number | null
 }
 
+/**
+ * Slot length: reports to control go out every slot, so a canary's failures reach the judge within a
+ * quarter second of the slot they happened in.
+ */
+export const SLOT_MS = 250
+
 export class OutcomeWindow {
   readonly seconds: number
+  readonly slotMs: number
   readonly #slots: Slot[]
 
-  constructor(seconds = 30) {
+  constructor(seconds = 30, slotMs = SLOT_MS) {
     this.seconds = seconds
-    this.#slots = Array.from({ length: seconds }, () => new Slot())
+    this.slotMs = slotMs
+    this.#slots = Array.from({ length: Math.ceil((seconds * 1000) / slotMs) }, () => new Slot())
+  }
+
+  /** The slot index of a time on the record clock. */
+  slotOf(nowMs: number): number {
+    return Math.floor(nowMs / this.slotMs)
   }
 
   /** `nowMs` is any monotonic millisecond clock (performance.now() in the proxy); `flags` as ERROR | FAILED. */
@@ -106,19 +119,19 @@ export class OutcomeWindow {
   }
 
   #slot(nowMs: number): Slot {
-    const second = Math.floor(nowMs / 1000)
-    const slot = this.#slots[second % this.seconds]!
-    if (slot.second !== second) slot.reset(second)
+    const index = Math.floor(nowMs / this.slotMs)
+    const slot = this.#slots[index % this.#slots.length]!
+    if (slot.index !== index) slot.reset(index)
     return slot
   }
 
   /**
-   * What was recorded in `second` (`Math.floor(nowMs / 1000)` of the record clock): final once that
-   * second has passed; zeros when nothing was, or when the window has since reused its slot.
+   * What was recorded in slot `index` (`slotOf(nowMs)`): final once that slot has passed; zeros when
+   * nothing was, or when the window has since reused it.
    */
-  countsAt(second: number): SecondCounts {
-    const slot = second < 0 ? undefined : this.#slots[second % this.seconds]!
-    if (slot === undefined || slot.second !== second) return emptyCounts()
+  countsAt(index: number): SecondCounts {
+    const slot = index < 0 ? undefined : this.#slots[index % this.#slots.length]!
+    if (slot === undefined || slot.index !== index) return emptyCounts()
     let end = BUCKETS
     while (end > 0 && slot.latency[end - 1] === 0) end--
     return {
@@ -133,11 +146,12 @@ export class OutcomeWindow {
 
   /** Everything recorded over the window, as mergeable counts (add them to combine processes). */
   totals(nowMs: number): SecondCounts {
-    const current = Math.floor(nowMs / 1000)
+    const current = Math.floor(nowMs / this.slotMs)
+    const length = this.#slots.length
     const total = emptyCounts()
     const merged = new Array<number>(BUCKETS).fill(0)
     for (const slot of this.#slots) {
-      if (slot.second < 0 || current - slot.second >= this.seconds) continue
+      if (slot.index < 0 || current - slot.index >= length) continue
       total.requests += slot.count
       total.errors += slot.errors
       total.failed += slot.failed

@@ -518,7 +518,9 @@ describe('shadow mirroring', () => {
     // Judged like a canary against what users were served: too few requests here to say more.
     expect(stats.verdict.result).toBe('inconclusive')
     expect(stats.verdict.checks.map((c) => c.check)).toContain('latency-p95')
-    expect(stats.headline).toMatch(/^shadow \S+: p99 [\d.]+× primary, 31\.6% mismatches, errors 0\.0%, verdict inconclusive$/)
+    expect(stats.headline).toMatch(
+      /^shadow \S+: p99 [\d.]+× primary, 31\.6% mismatches, errors 0\.0%, verdict inconclusive$/,
+    )
     const outcome = (o: string) => metric(v, 'veer_shadow_requests_total', { route: 'default', outcome: o })
     expect(await outcome('match')).toBe(13)
     expect(await outcome('mismatch')).toBe(6)

@@ -6,6 +6,7 @@ import pino from 'pino'
 import { afterAll, describe, expect, it } from 'vitest'
 import { validateConfig } from '../../config/load.ts'
 import type { ProxyConfig } from '../../config/types.ts'
+import { ERROR } from '../../proxy/analysis/window.ts'
 import { Backoff } from '../../proxy/backoff.ts'
 import { CACHE_FILE, openKnownGood } from '../../proxy/control-cache.ts'
 import { reportOf } from '../../proxy/control-link.ts'
@@ -216,11 +217,12 @@ describe('report', () => {
       new RouteStates(new ProxyMetrics(), pools, pino({ level: 'silent' })),
     )
     const [api, other] = table.routes
-    api!.stable.state.window.record(5_100, 1, false)
-    api!.stable.state.window.record(6_900, 1, true)
-    api!.stable.state.window.record(7_000, 1, false) // a later second: not in this report
-    api!.canary!.state.window.record(6_000, 100, false)
-    const report = reportOf(table, 4, 5, 6)
+    api!.stable.state.window.record(5_100, 1, 0)
+    api!.stable.state.window.record(6_900, 1, ERROR)
+    api!.stable.state.window.record(7_000, 1, 0) // a later second: not in this report
+    api!.canary!.state.window.record(6_000, 100, 0)
+    // Slots of 250 ms: 20..27 are the seconds 5 and 6.
+    const report = reportOf(table, 4, 20, 27)
     expect(report.revision).toBe(4)
     expect(report.intervalMs).toBe(2_000)
     const stable = report.routes.api!.stable
@@ -229,7 +231,7 @@ describe('report', () => {
     expect(stable.latency.at(-1)).toBe(2) // both in the bucket of 1 ms, trailing zeros cut
     expect(report.routes.api!.canary!.requests).toBe(1)
     expect(report.routes[other!.name]).toEqual({
-      stable: { requests: 0, errors: 0, latency: [] },
+      stable: { requests: 0, errors: 0, failed: 0, harmed: 0, saved: 0, latency: [] },
       canary: null,
     })
   })

@@ -11,7 +11,7 @@ describe('outcome window', () => {
   })
 
   it('reads quantiles of a known distribution (uniform 1..1000 ms)', () => {
-    const w = new OutcomeWindow(10)
+    const w = new OutcomeWindow(10, 1000)
     for (let i = 1; i <= 1000; i++) w.record(5000, i, i % 100 === 0 ? 1 : 0)
     const s = w.summary(5000)
     expect(s.requests).toBe(1000)
@@ -24,7 +24,7 @@ describe('outcome window', () => {
   })
 
   it('forgets slots older than the window', () => {
-    const w = new OutcomeWindow(5)
+    const w = new OutcomeWindow(5, 1000)
     w.record(1_000, 10, 1)
     w.record(3_000, 10, 0)
     expect(w.summary(4_500).requests).toBe(2)
@@ -35,7 +35,7 @@ describe('outcome window', () => {
   })
 
   it('gives the counts of one past second, and zeros once its slot is reused', () => {
-    const w = new OutcomeWindow(5)
+    const w = new OutcomeWindow(5, 1000)
     w.record(5_000, 1, 0)
     w.record(5_999, 30, 1)
     w.record(6_000, 2, 0)
