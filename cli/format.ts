@@ -55,11 +55,16 @@ export function proxiesLine(proxies: readonly ProxyView[]): string {
   return `proxies: ${proxies.length} known, ${live} live${nack}`
 }
 
-/** `shop: canary 25% (stable 75%), shadow 10%, step 2/4 pausing, 1m25s left, version 8` */
+/**
+ * `shop: canary 25% (stable 75%), shadow 10%, step 2/4 pausing, 1m25s left, version 8`; after
+ * promote-shadow `shop: canary 50% (stable 50%), canary from shadow v2, step 1/2 pausing, …`.
+ */
 export function summary(r: RouteView): string {
   const parts = [`${r.name}: canary ${r.weights.canary}% (stable ${r.weights.stable}%)`]
+  // After promote-shadow the shadow is the canary and is not mirrored: its percent would only confuse.
+  if (r.canaryFromShadow && r.canary) parts.push(`canary from shadow ${r.canary.release}`)
   // Only once control holds a shadow percent; before that each proxy mirrors as its file says.
-  if (r.shadow && r.shadow.percent !== null) parts.push(`shadow ${r.shadow.percent}%`)
+  else if (r.shadow && r.shadow.percent !== null) parts.push(`shadow ${r.shadow.percent}%`)
   const ro = r.rollout
   if (ro !== null) {
     if (ro.phase === 'completed' || ro.phase === 'aborted') parts.push(`rollout ${ro.phase}`)

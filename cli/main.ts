@@ -16,6 +16,8 @@ Commands:
   set-weight  set a route's canary weight
   shadow      set the percent of a route's requests mirrored to its shadow
   rollout     start a staged rollout from a plan file
+  promote-shadow
+              make a route's shadow its canary at 0% and start a rollout of it from a plan file
   promote     move a rollout to its next step (--full: to 100%)
   pause, resume
               hold a rollout at its step / continue it

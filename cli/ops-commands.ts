@@ -4,6 +4,7 @@ export const OPS_COMMANDS: ReadonlySet<string> = new Set([
   'set-weight',
   'shadow',
   'rollout',
+  'promote-shadow',
   'promote',
   'pause',
   'resume',
@@ -15,6 +16,7 @@ export type OpsCommand =
   | 'set-weight'
   | 'shadow'
   | 'rollout'
+  | 'promote-shadow'
   | 'promote'
   | 'pause'
   | 'resume'

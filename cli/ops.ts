@@ -1,7 +1,7 @@
 /**
- * `veer status | set-weight | shadow | rollout | promote | pause | resume | abort`: the operator client
- * of the control API. Human output by default, the API's JSON with --output json; errors are one line
- * on stderr and the exit codes of client.ts.
+ * `veer status | set-weight | shadow | rollout | promote-shadow | promote | pause | resume | abort`: the
+ * operator client of the control API. Human output by default, the API's JSON with --output json;
+ * errors are one line on stderr and the exit codes of client.ts.
  */
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
@@ -45,6 +45,14 @@ const COMMANDS = {
     about: 'Start a staged rollout from a plan file (YAML or JSON; see README "Control process").',
     flags:
       '  --plan FILE            the plan: steps of weight and pause\n  --reason TEXT          why, for the audit log\n',
+    positionals: [1, 1],
+  },
+  'promote-shadow': {
+    usage: 'veer promote-shadow ROUTE --plan FILE [--reason TEXT]',
+    about:
+      "Make ROUTE's shadow release its canary at 0% (mirroring stops) and start a rollout of it from a plan file, as veer rollout does.",
+    flags:
+      '  --plan FILE            the plan: steps of weight and pause (YAML or JSON)\n  --reason TEXT          why, for the audit log\n',
     positionals: [1, 1],
   },
   promote: {
@@ -98,8 +106,8 @@ const ONLY: Record<string, OpsCommand[]> = {
   watch: ['status'],
   'if-match': ['set-weight', 'shadow'],
   percent: ['shadow'],
-  reason: ['set-weight', 'shadow', 'rollout', 'promote', 'pause', 'resume', 'abort'],
-  plan: ['rollout'],
+  reason: ['set-weight', 'shadow', 'rollout', 'promote-shadow', 'promote', 'pause', 'resume', 'abort'],
+  plan: ['rollout', 'promote-shadow'],
   full: ['promote'],
 }
 
@@ -148,9 +156,9 @@ export async function runOps(command: OpsCommand, argv: string[]): Promise<void>
     if (text.trim() === '' || !Number.isFinite(n) || n < 0 || n > 100)
       throw usage(`--percent must be a number from 0 to 100 (got ${JSON.stringify(text)})`)
     body = { percent: n }
-  } else if (command === 'rollout') {
+  } else if (command === 'rollout' || command === 'promote-shadow') {
     if (typeof values.plan !== 'string')
-      throw usage('--plan FILE is required (a YAML or JSON plan); see veer rollout --help')
+      throw usage(`--plan FILE is required (a YAML or JSON plan); see veer ${command} --help`)
     body = readPlan(values.plan)
   } else if (command === 'promote') body = values.full === true ? { full: true } : {}
   else if (command !== 'status') body = {}

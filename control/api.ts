@@ -12,8 +12,9 @@ import { ApiError } from './errors.ts'
 import type { EventHub } from './events.ts'
 import { readJson, sendError, sendJson } from './http.ts'
 import type { ProxyLink } from './link.ts'
+import type { ControlMetrics } from './metrics.ts'
 import type { ProxyRegistry } from './proxies.ts'
-import type { RolloutEvent } from './rollout.ts'
+import type { Plan, RolloutEvent } from './rollout.ts'
 import {
   parseAck,
   parseAction,
@@ -24,6 +25,7 @@ import {
   parseShadow,
   parseWeights,
 } from './schemas.ts'
+import type { RouteView } from './views.ts'
 
 export interface ApiDeps {
   readonly engine: Engine
@@ -36,6 +38,7 @@ export interface ApiDeps {
   /** How long a watch is held before 204 (wire protocol: ~20 s). */
   readonly watchMs: number
   readonly closing: () => boolean
+  readonly metrics: ControlMetrics
 }
 
 interface Call {
@@ -60,6 +63,27 @@ const routeAction = (make: (body: unknown) => { event: RolloutEvent; why: string
   return async (d, c) => {
     const { event, why } = make(await readJson(c.req))
     const view = await d.engine.act(c.params[0]!, event, c.who, why)
+    sendJson(c.res, 200, view, etag(view.version))
+  }
+}
+
+/**
+ * POST …/rollout and …/promote-shadow: a plan in the body (parsePlan), then `start` on the route. With
+ * `required`, an empty body is refused as such (for /rollout it reads as a plan with no steps).
+ */
+const planCall = (
+  start: (d: ApiDeps, route: string, plan: Plan, who: Identity, why: string | null) => Promise<RouteView>,
+  required?: string,
+): Handler => {
+  return async (d, c) => {
+    const body = await readJson(c.req)
+    if (body === undefined && required !== undefined)
+      throw new ApiError(
+        'invalid_plan',
+        `${required}: send a rollout plan as the body, as for POST /v1/routes/{route}/rollout, e.g. {"steps": [{"weight": 10, "pause": "5m"}, {"weight": 100}]}`,
+      )
+    const { plan, reason } = parsePlan(body)
+    const view = await start(d, c.params[0]!, plan, c.who, reason ?? null)
     sendJson(c.res, 200, view, etag(view.version))
   }
 }
@@ -142,11 +166,19 @@ const ENDPOINTS: readonly Endpoint[] = [
     methods: {
       POST: {
         access: 'operate',
-        handle: async (d, c) => {
-          const { plan, reason } = parsePlan(await readJson(c.req))
-          const view = await d.engine.startRollout(c.params[0]!, plan, c.who, reason ?? null)
-          sendJson(c.res, 200, view, etag(view.version))
-        },
+        handle: planCall((d, route, plan, who, why) => d.engine.startRollout(route, plan, who, why)),
+      },
+    },
+  },
+  {
+    path: ['v1', 'routes', ':route', 'promote-shadow'],
+    methods: {
+      POST: {
+        access: 'operate',
+        handle: planCall(
+          (d, route, plan, who, why) => d.engine.promoteShadow(route, plan, who, why),
+          'promote-shadow takes the plan to start on the promoted shadow',
+        ),
       },
     },
   },
@@ -192,6 +224,18 @@ const ENDPOINTS: readonly Endpoint[] = [
           const why = reasonOf(parseAction(body))
           return { event: { type: 'abort', reason: why }, why }
         }),
+      },
+    },
+  },
+  {
+    path: ['metrics'],
+    methods: {
+      GET: {
+        access: 'read',
+        handle: async (d, c) => {
+          const text = await d.metrics.registry.metrics()
+          c.res.writeHead(200, { 'content-type': d.metrics.registry.contentType }).end(text)
+        },
       },
     },
   },
@@ -279,11 +323,7 @@ const ENDPOINTS: readonly Endpoint[] = [
         access: 'wire',
         handle: async (d, c) => {
           const p = proxyOf(d, c.params[0]!)
-          const report = parseReport(await readJson(c.req))
-          const now = Date.now()
-          p.lastReport = report
-          p.lastReportAt = now
-          p.lastSeen = now
+          d.link.report(p, parseReport(await readJson(c.req)))
           c.res.writeHead(204).end()
         },
       },

@@ -7,6 +7,8 @@
  */
 import type { Logger } from 'pino'
 import { formatDuration } from '../config/duration.ts'
+import type { FuseReport } from '../config/wire.ts'
+import type { AnalysisBook } from './analysis.ts'
 import type { Actor, Engine } from './engine.ts'
 import type { Judge, Verdict } from './judge.ts'
 import type { ProxyRegistry } from './proxies.ts'
@@ -14,20 +16,28 @@ import { isActive } from './rollout.ts'
 
 const ROLLOUT: Actor = { name: 'rollout', role: 'system' }
 const ANALYSIS: Actor = { name: 'analysis', role: 'system' }
+const FUSE: Actor = { name: 'fuse', role: 'system' }
 
 export interface ClockDeps {
   readonly engine: Engine
   readonly proxies: ProxyRegistry
-  readonly judge: Judge
+  /** The verdicts and harm counts; absent in tests that judge with `judge` alone. */
+  readonly analysis?: AnalysisBook
+  /** Default: the analysis book's verdict. */
+  readonly judge?: Judge
   readonly log: Logger
   /** After a start, how long before a step may count as applied: proxies need time to register again. */
   readonly graceMs: number
+  /** An automatic rollback (for veer_rollbacks_total): `reason` is the failed check, or `fuse`. */
+  readonly rolledBack?: (route: string, reason: string) => void
 }
 
 export class RolloutClock {
   private readonly engine: Engine
   private readonly proxies: ProxyRegistry
   private readonly judge: Judge
+  private readonly analysis: AnalysisBook | null
+  private readonly rolledBack: (route: string, reason: string) => void
   private readonly log: Logger
   private readonly graceMs: number
   private readonly startedAt = Date.now()
@@ -37,7 +47,10 @@ export class RolloutClock {
   constructor(deps: ClockDeps) {
     this.engine = deps.engine
     this.proxies = deps.proxies
-    this.judge = deps.judge
+    this.analysis = deps.analysis ?? null
+    const book = this.analysis
+    this.judge = deps.judge ?? ((i) => book?.verdict(i.route, i.rollout) ?? { result: 'pass', reason: '' })
+    this.rolledBack = deps.rolledBack ?? (() => {})
     this.log = deps.log
     this.graceMs = deps.graceMs
   }
@@ -59,6 +72,24 @@ export class RolloutClock {
           this.tick()
         }
       })
+  }
+
+  /**
+   * A proxy's fuse tripped (N consecutive canary errors): roll the route back at once, without waiting
+   * for statistics — if the weights it tripped on are still control's (a later change supersedes it).
+   */
+  fuse(name: string, fuse: FuseReport, proxy: string): void {
+    void this.engine
+      .queue(async () => {
+        const r = this.engine.state.routes[name]
+        if (r === undefined || r.version !== fuse.version || r.canary === 0) return
+        const why = `fuse tripped in proxy ${proxy}: ${fuse.reason}`
+        const harm = isActive(r.rollout) ? this.analysis?.harm(name, r.rollout) : undefined
+        await this.engine.abortInQueue(r, FUSE, why, { fuse: { ...fuse, proxy }, ...(harm && { harm }) })
+        this.rolledBack(name, 'fuse')
+        this.log.warn({ route: name, proxy, reason: fuse.reason }, 'canary rolled back by a proxy fuse')
+      })
+      .catch((err) => this.log.error({ err }, 'fuse rollback failed'))
   }
 
   private async tickRoutes(): Promise<void> {
@@ -84,8 +115,9 @@ export class RolloutClock {
     if (ro.phase !== 'progressing') return false
     let verdict: Verdict = { result: 'pass', reason: '' }
     if (ro.plan.analysis.enabled) {
-      verdict = this.judge({ route: name, rollout: ro, reports: this.proxies.reports(name, now), now })
+      verdict = this.judge({ route: name, rollout: ro, now })
       if (verdict.result === 'fail') {
+        const harm = this.analysis?.harm(name, ro)
         await this.engine.transition(
           r,
           { type: 'abort', reason: verdict.reason },
@@ -93,7 +125,10 @@ export class RolloutClock {
           `analysis failed: ${verdict.reason}`,
           now,
           revision,
+          { ...(verdict.evidence && { evidence: verdict.evidence }), ...(harm && { harm }) },
         )
+        this.rolledBack(name, verdict.check ?? 'analysis')
+        this.log.warn({ route: name, reason: verdict.reason, harm }, 'canary rolled back by analysis')
         return false
       }
     }

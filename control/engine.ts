@@ -5,6 +5,7 @@
  * the write happen in the same queue turn, two writes with the same If-Match cannot both succeed.
  */
 import type { Logger } from 'pino'
+import type { AnalysisBook } from './analysis.ts'
 import type { Identity } from './auth.ts'
 import { ApiError } from './errors.ts'
 import type { EventHub } from './events.ts'
@@ -14,6 +15,9 @@ import { advance, isActive, type Notice, type Plan, type RolloutEvent, start } f
 import { runSmoke, type SmokeRunner } from './smoke.ts'
 import type { AuditDraft, AuditEntry, ControlState, RouteRecord, Store } from './store.ts'
 import { type RouteView, routeView } from './views.ts'
+
+/** What an automatic rollback adds to its audit entry: the verdict's evidence, harm counts, the fuse. */
+export type AuditExtra = Pick<AuditEntry, 'evidence' | 'harm' | 'fuse'>
 
 export interface Actor {
   readonly name: string
@@ -42,6 +46,8 @@ export interface EngineDeps {
   readonly fatal: (err: unknown) => void
   /** The pre-step smoke check (smoke.ts); tests may replace it. */
   readonly smoke?: SmokeRunner
+  /** Live verdicts and harm counts for the views (absent: views show none). */
+  readonly analysis?: AnalysisBook
 }
 
 export class Engine {
@@ -66,7 +72,8 @@ export class Engine {
   }
 
   view(r: RouteRecord, now = Date.now()): RouteView {
-    return routeView(r, this.d.proxies.sync(r.name, r.revision, now), now)
+    const analysis = this.d.analysis?.view(r.name, r.rollout) ?? null
+    return routeView(r, this.d.proxies.sync(r.name, r.revision, now), now, analysis)
   }
 
   routes(): RouteView[] {
@@ -175,6 +182,11 @@ export class Engine {
           'no_shadow',
           `route ${name} has no shadow upstream; add shadow.url to the route in the proxies' config first`,
         )
+      if (r.canaryFromShadow)
+        throw new ApiError(
+          'no_shadow',
+          `route ${name}'s shadow (${r.shadowUpstream.release}) serves as its canary since promote-shadow, so nothing is mirrored; to mirror again, put a new release in the proxies' shadow config`,
+        )
       if (percent === r.shadow) return this.view(r)
       return this.#setByHand(r, 'set-shadow', { shadow: r.shadow }, { shadow: percent }, who, why)
     })
@@ -199,81 +211,149 @@ export class Engine {
   startRollout(name: string, plan: Plan, who: Actor, why: string | null): Promise<RouteView> {
     return this.queue(async () => {
       const r = this.route(name)
-      if (isActive(r.rollout))
-        throw new ApiError(
-          'rollout_active',
-          `route ${name} already has a rollout in progress (${r.rollout.id}); abort or promote it first`,
-        )
-      if (r.canaryUpstream === null && plan.steps.some((s) => s.weight > 0))
-        throw new ApiError(
-          'no_canary',
-          `route ${name} has no canary upstream; add one to the proxies' config first`,
-        )
-      const failed = await this.smokeFails(plan, r.canary, plan.steps[0]!.weight)
-      const now = Date.now()
-      const revision = this.state.revision + 1
-      const out = start(plan, `${name}-${revision}`, { now, revision })
-      const next = this.bump(r, { canary: out.weight, rollout: out.rollout }, revision, now)
-      const to = { canary: out.weight, step: 1, steps: plan.steps.length, mode: plan.mode }
-      const audit = {
-        who: who.name,
-        role: who.role,
-        action: 'rollout-start',
-        route: name,
-        from: { canary: r.canary },
-        to,
-        why,
-      }
-      const changes: Change[] = [{ next, previousWeight: r.canary, audit, notices: out.notices }]
-      if (failed !== null) {
-        // Step 1 never reaches the proxies: the rollout is recorded as started and aborted at once.
-        const reason = smokeWhy(1, failed)
-        const abort = advance(out.rollout, { type: 'abort', reason }, { now, revision })
-        if (!abort.ok) throw new Error('abort of a new rollout was refused')
-        changes.push({
-          next: this.bump(next, { canary: abort.weight, rollout: abort.rollout }, revision, now),
-          previousWeight: r.canary,
-          audit: {
-            who: SMOKE.name,
-            role: SMOKE.role,
-            action: 'rollout-abort',
-            route: name,
-            from: { canary: r.canary, step: 1, phase: 'progressing' },
-            to: { canary: abort.weight, step: 1, phase: abort.rollout.phase },
-            why: reason,
-          },
-          notices: abort.notices,
-        })
-      }
-      await this.commit(changes, revision)
+      checkNoRollout(r)
+      await this.#start(r, plan, who, why, null)
       return this.view(this.route(name))
     })
+  }
+
+  /**
+   * `promote-shadow`: the route's shadow becomes its canary at weight 0, mirroring stops (shadow percent
+   * 0), and `plan` starts on it as `startRollout` starts one: one revision, so proxies never see the
+   * promotion without the plan's first step. The route remembers it (`canaryFromShadow`), so proxies
+   * serve their configured shadow as the canary.
+   */
+  promoteShadow(name: string, plan: Plan, who: Actor, why: string | null): Promise<RouteView> {
+    return this.queue(async () => {
+      const r = this.route(name)
+      if (r.shadowUpstream === null)
+        throw new ApiError(
+          'no_shadow',
+          `route ${name} has no shadow upstream to promote; add shadow.url to the route in the proxies' config first`,
+        )
+      checkNoRollout(r)
+      // The proxies serve the shadow as the canary only once they apply this revision: a smoke check
+      // before step 1 would reach the canary they had before.
+      if (plan.smoke !== undefined && plan.steps[0]!.weight > 0)
+        throw new ApiError(
+          'invalid_plan',
+          `steps[0].weight is ${plan.steps[0]!.weight}, but with a smoke check a promote-shadow plan starts at weight 0 (e.g. {"weight": 0, "pause": "30s"}): before step 1 the proxies do not serve the shadow as the canary yet, so the check could not reach it`,
+        )
+      const canaryUpstream = r.shadowUpstream
+      await this.#start(r, plan, who, why, {
+        action: 'promote-shadow',
+        patch: { canary: 0, shadow: 0, canaryUpstream, canaryFromShadow: true },
+        from: {
+          canary: r.canary,
+          shadow: r.shadow,
+          canaryUpstream: r.canaryUpstream,
+          shadowUpstream: r.shadowUpstream,
+          canaryFromShadow: r.canaryFromShadow,
+        },
+        to: { canary: 0, shadow: 0, canaryUpstream, canaryFromShadow: true },
+      })
+      return this.view(this.route(name))
+    })
+  }
+
+  /**
+   * Start `plan` on `r` (the caller checked that no rollout runs): the smoke check, then one commit of
+   * the start, of its abort when the smoke check failed, and before both of `prelude` when given: a
+   * change of the same revision and reason that the start builds on (promote-shadow's).
+   */
+  async #start(
+    r: RouteRecord,
+    plan: Plan,
+    who: Actor,
+    why: string | null,
+    prelude: { action: string; patch: Partial<RouteRecord>; from: unknown; to: unknown } | null,
+  ): Promise<void> {
+    const name = r.name
+    const base = prelude === null ? r : { ...r, ...prelude.patch }
+    if (base.canaryUpstream === null && plan.steps.some((s) => s.weight > 0))
+      throw new ApiError(
+        'no_canary',
+        `route ${name} has no canary upstream; add one to the proxies' config first`,
+      )
+    const failed = await this.smokeFails(plan, base.canary, plan.steps[0]!.weight)
+    const now = Date.now()
+    const revision = this.state.revision + 1
+    const changes: Change[] = []
+    if (prelude !== null) {
+      const { action, patch, from, to } = prelude
+      const audit = { who: who.name, role: who.role, action, route: name, from, to, why }
+      const next = this.bump(r, patch, revision, now)
+      changes.push({ next, previousWeight: r.canary, audit, notices: [] })
+      r = next
+    }
+    const out = start(plan, `${name}-${revision}`, { now, revision })
+    const next = this.bump(r, { canary: out.weight, rollout: out.rollout }, revision, now)
+    const to = { canary: out.weight, step: 1, steps: plan.steps.length, mode: plan.mode }
+    const audit = {
+      who: who.name,
+      role: who.role,
+      action: 'rollout-start',
+      route: name,
+      from: { canary: r.canary },
+      to,
+      why,
+    }
+    changes.push({ next, previousWeight: r.canary, audit, notices: out.notices })
+    if (failed !== null) {
+      // Step 1 never reaches the proxies: the rollout is recorded as started and aborted at once.
+      const reason = smokeWhy(1, failed)
+      const abort = advance(out.rollout, { type: 'abort', reason }, { now, revision })
+      if (!abort.ok) throw new Error('abort of a new rollout was refused')
+      changes.push({
+        next: this.bump(next, { canary: abort.weight, rollout: abort.rollout }, revision, now),
+        previousWeight: r.canary,
+        audit: {
+          who: SMOKE.name,
+          role: SMOKE.role,
+          action: 'rollout-abort',
+          route: name,
+          from: { canary: r.canary, step: 1, phase: 'progressing' },
+          to: { canary: abort.weight, step: 1, phase: abort.rollout.phase },
+          why: reason,
+        },
+        notices: abort.notices,
+      })
+    }
+    await this.commit(changes, revision)
   }
 
   /** promote / pause / resume / abort. Abort with no rollout still sets canary 0 (it is the rollback lever). */
   act(name: string, event: RolloutEvent, who: Actor, why: string | null): Promise<RouteView> {
     return this.queue(async () => {
       const r = this.route(name)
-      const now = Date.now()
-      const revision = this.state.revision + 1
-      if (event.type === 'abort' && !isActive(r.rollout)) {
-        if (r.canary === 0) return this.view(r)
-        const next = this.bump(r, { canary: 0 }, revision, now)
-        const audit = {
-          who: who.name,
-          role: who.role,
-          action: 'abort',
-          route: name,
-          from: { canary: r.canary },
-          to: { canary: 0 },
-          why,
-        }
-        await this.commit([{ next, previousWeight: r.canary, audit, notices: ['rolled-back'] }], revision)
-        return this.view(next)
-      }
-      await this.transition(r, event, who, why, now, revision)
+      if (event.type === 'abort') await this.abortInQueue(r, who, why)
+      else await this.transition(r, event, who, why, Date.now(), this.state.revision + 1)
       return this.view(this.route(name))
     })
+  }
+
+  /**
+   * Roll back: abort the rollout, or with none set canary 0 (the rollback lever). Runs inside the queue
+   * (act and the clock call it there); `extra` goes into the audit entry (evidence, harm counts).
+   */
+  async abortInQueue(r: RouteRecord, who: Actor, why: string | null, extra?: AuditExtra): Promise<void> {
+    const now = Date.now()
+    const revision = this.state.revision + 1
+    if (isActive(r.rollout))
+      return this.transition(r, { type: 'abort', reason: why }, who, why, now, revision, extra)
+    if (r.canary === 0) return
+    const next = this.bump(r, { canary: 0 }, revision, now)
+    const audit = {
+      who: who.name,
+      role: who.role,
+      action: 'abort',
+      route: r.name,
+      from: { canary: r.canary },
+      to: { canary: 0 },
+      why,
+      ...extra,
+    }
+    await this.commit([{ next, previousWeight: r.canary, audit, notices: ['rolled-back'] }], revision)
   }
 
   /** Feed the route's rollout one event and commit what it returns (the clock and act() use it). */
@@ -284,6 +364,7 @@ export class Engine {
     why: string | null,
     now: number,
     revision: number,
+    extra?: AuditExtra,
   ): Promise<void> {
     if (r.rollout === null)
       throw new ApiError(
@@ -327,7 +408,7 @@ export class Engine {
           ? 'rollout-complete'
           : 'rollout-step'
         : `rollout-${event.type}`
-    const audit = { who: who.name, role: who.role, action, route: r.name, from, to, why }
+    const audit = { who: who.name, role: who.role, action, route: r.name, from, to, why, ...extra }
     await this.commit([{ next, previousWeight: r.canary, audit, notices: out.notices }], revision)
   }
 
@@ -367,6 +448,14 @@ export class Engine {
   idle(): Promise<unknown> {
     return this.queue(() => Promise.resolve())
   }
+}
+
+function checkNoRollout(r: RouteRecord): void {
+  if (isActive(r.rollout))
+    throw new ApiError(
+      'rollout_active',
+      `route ${r.name} already has a rollout in progress (${r.rollout.id}); abort or promote it first`,
+    )
 }
 
 /** If-Match (RFC 9110 §13.1.1): `*`, or a list of entity tags of which one must be the route's version. */

@@ -5,13 +5,21 @@
  * applied.
  */
 import type { Logger } from 'pino'
-import type { AckRequest, RegisterRequest, RegisterResponse, RouteWeights } from '../config/wire.ts'
+import type {
+  AckRequest,
+  RegisterRequest,
+  RegisterResponse,
+  ReportRequest,
+  RouteWeights,
+} from '../config/wire.ts'
+import type { AnalysisBook } from './analysis.ts'
 import type { Identity } from './auth.ts'
 import type { RolloutClock } from './clock.ts'
 import type { Change, Engine } from './engine.ts'
 import { ApiError } from './errors.ts'
 import type { EventHub } from './events.ts'
 import type { ProxyEntry, ProxyRegistry } from './proxies.ts'
+import { isActive } from './rollout.ts'
 import type { RouteRecord, UpstreamInfo } from './store.ts'
 
 export interface LinkDeps {
@@ -20,6 +28,8 @@ export interface LinkDeps {
   readonly events: EventHub
   readonly clock: RolloutClock
   readonly log: Logger
+  /** Fed every report (absent in tests that judge otherwise). */
+  readonly analysis?: AnalysisBook
 }
 
 export class ProxyLink {
@@ -28,6 +38,7 @@ export class ProxyLink {
   private readonly events: EventHub
   private readonly clock: RolloutClock
   private readonly log: Logger
+  private readonly analysis: AnalysisBook | null
 
   constructor(deps: LinkDeps) {
     this.engine = deps.engine
@@ -35,6 +46,26 @@ export class ProxyLink {
     this.events = deps.events
     this.clock = deps.clock
     this.log = deps.log
+    this.analysis = deps.analysis ?? null
+  }
+
+  /** A proxy's per-second report: the judge's evidence, the harm account, and any fuse it tripped. */
+  report(p: ProxyEntry, report: ReportRequest): void {
+    const now = Date.now()
+    p.lastReport = report
+    p.lastReportAt = now
+    p.lastSeen = now
+    const routes = this.engine.state.routes
+    let judge = false
+    for (const [name, rep] of Object.entries(report.routes)) {
+      const r = Object.hasOwn(routes, name) ? routes[name] : undefined
+      if (r === undefined) continue
+      this.analysis?.feed(name, r.rollout, rep, p.id)
+      if (rep.fuse !== undefined) this.clock.fuse(name, rep.fuse, p.id)
+      else if (isActive(r.rollout) && r.rollout.plan.analysis.enabled) judge = true
+    }
+    // New evidence is judged at once, not at the next tick: a bad canary is rolled back sooner.
+    if (judge) this.clock.tick()
   }
 
   /** A proxy registers: routes it announces that control does not know are adopted with their weight. */
@@ -61,6 +92,7 @@ export class ProxyLink {
             stable,
             canaryUpstream,
             shadowUpstream,
+            canaryFromShadow: false,
             rollout: null,
             createdAt: now,
             updatedAt: now,
@@ -75,17 +107,28 @@ export class ProxyLink {
             why: `announced by proxy ${req.id}`,
           }
           changes.push({ next, previousWeight: canary, audit, notices: [] })
-        } else if (
-          !same(r.stable, stable) ||
-          !same(r.canaryUpstream, canaryUpstream) ||
-          !same(r.shadowUpstream, shadowUpstream)
-        ) {
-          changes.push({
-            next: { ...r, stable, canaryUpstream, shadowUpstream },
-            previousWeight: r.canary,
-            audit: null,
-            notices: [],
-          })
+        } else {
+          // A canary promoted from the shadow stays so while proxies announce that same shadow (they
+          // serve it as the canary, whatever canary their file has). A different shadow, or none, means
+          // the configs moved on: the release put into canary or stable, or a new release to mirror (not
+          // to serve unvetted). The flag then ends and the announced canary counts again, as it does for
+          // any route; a weight above 0 with none is NACKed by the proxies, which holds a rollout step.
+          const fromShadow =
+            r.canaryFromShadow && shadowUpstream !== null && same(r.shadowUpstream, shadowUpstream)
+          const canary = fromShadow ? shadowUpstream : canaryUpstream
+          if (
+            !same(r.stable, stable) ||
+            !same(r.canaryUpstream, canary) ||
+            !same(r.shadowUpstream, shadowUpstream) ||
+            fromShadow !== r.canaryFromShadow
+          ) {
+            changes.push({
+              next: { ...r, stable, canaryUpstream: canary, shadowUpstream, canaryFromShadow: fromShadow },
+              previousWeight: r.canary,
+              audit: null,
+              notices: [],
+            })
+          }
         }
       }
       if (changes.length > 0) await this.engine.commit(changes, revision)
@@ -108,9 +151,16 @@ export class ProxyLink {
     for (const a of p?.routes ?? []) {
       const r = this.engine.state.routes[a.name]
       if (r === undefined) continue
-      const weights = { version: r.version, canary: r.canary }
+      const weights: { version: number; canary: number; shadow?: number; canaryFromShadow?: true } = {
+        version: r.version,
+        canary: r.canary,
+      }
       // No shadow percent yet: the proxy keeps its file's (and older proxies see the message they know).
-      routes[a.name] = r.shadow === null ? weights : { ...weights, shadow: r.shadow }
+      if (r.shadow !== null) weights.shadow = r.shadow
+      // Only to a proxy that announced the promoted shadow: one with another shadow must not serve that
+      // release to users, and every proxy that announces a shadow is assumed to know the flag.
+      if (r.canaryFromShadow && a.shadow && same(a.shadow, r.shadowUpstream)) weights.canaryFromShadow = true
+      routes[a.name] = weights
     }
     return { revision: this.engine.state.revision, routes }
   }

@@ -8,15 +8,16 @@ import { createServer as createHttp, type Server } from 'node:http'
 import { createServer as createHttps } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { resolve } from 'node:path'
+import { AnalysisBook } from './analysis.ts'
 import { createApi } from './api.ts'
 import { CONTROL_HELP, ControlUsageError, parseControlArgs } from './args.ts'
 import { FailureLimiter, type Tokens } from './auth.ts'
 import { RolloutClock } from './clock.ts'
 import { Engine } from './engine.ts'
 import { EventHub } from './events.ts'
-import { alwaysPass } from './judge.ts'
 import { ProxyLink } from './link.ts'
 import { createLogger } from './log.ts'
+import { ControlMetrics } from './metrics.ts'
 import { Notifier, redact } from './notify.ts'
 import { ProxyRegistry } from './proxies.ts'
 import { Store, StoreError } from './store.ts'
@@ -46,7 +47,10 @@ export async function runControl(argv: string[]): Promise<void> {
   const proxies = new ProxyRegistry(setup.liveMs)
   const events = new EventHub()
   const notifier = new Notifier(config.webhooks, log, setup.notifier)
+  const metrics = new ControlMetrics()
+  const analysis = new AnalysisBook()
   const engine = new Engine({
+    analysis,
     store,
     proxies,
     events,
@@ -61,8 +65,15 @@ export async function runControl(argv: string[]): Promise<void> {
       setTimeout(() => process.exit(1), 100)
     },
   })
-  const clock = new RolloutClock({ engine, proxies, judge: alwaysPass, log, graceMs: setup.graceMs })
-  const link = new ProxyLink({ engine, proxies, events, clock, log })
+  const clock = new RolloutClock({
+    engine,
+    proxies,
+    analysis,
+    log,
+    graceMs: setup.graceMs,
+    rolledBack: (route, reason) => metrics.rollbacks.labels(route, reason).inc(),
+  })
+  const link = new ProxyLink({ engine, proxies, events, clock, log, analysis })
   const handler = createApi({
     engine,
     link,
@@ -73,6 +84,7 @@ export async function runControl(argv: string[]): Promise<void> {
     log,
     watchMs: setup.watchMs,
     closing: () => closing,
+    metrics,
   })
   const server: Server = setup.tls ? createHttps({ ...setup.tls }, handler) : createHttp(handler)
   let address: AddressInfo

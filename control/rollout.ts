@@ -7,6 +7,7 @@
  * does its pause start (as Argo Rollouts waits for the traffic router to verify a weight). The pause is
  * a wall-clock deadline, persisted, so a control restart resumes the step with the time that is left.
  */
+import type { AnalysisSettings } from '../proxy/analysis/judge.ts'
 
 export interface Step {
   readonly weight: number
@@ -32,7 +33,8 @@ export interface SmokeCheck {
 export interface Plan {
   readonly mode: Mode
   readonly steps: readonly Step[]
-  readonly analysis: { readonly enabled: boolean }
+  /** `settings` absent (plans stored by older versions): the defaults (proxy/analysis/judge.ts). */
+  readonly analysis: { readonly enabled: boolean; readonly settings?: AnalysisSettings }
   /** Absent: no smoke check. */
   readonly smoke?: SmokeCheck
 }

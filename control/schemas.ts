@@ -18,10 +18,13 @@ import {
 import type {
   AckRequest,
   AnnouncedRoute,
+  FuseReport,
   RegisterRequest,
   ReportRequest,
+  RouteReport,
   VersionReport,
 } from '../config/wire.ts'
+import { type AnalysisSettings, DEFAULT_ANALYSIS } from '../proxy/analysis/judge.ts'
 import { ApiError } from './errors.ts'
 import { blueGreenSteps, type Plan, type SmokeCheck } from './rollout.ts'
 
@@ -90,7 +93,59 @@ const planBody = obj('A rollout plan', {
   ),
   analysis: obj(
     'Analysis settings; automatic rollback is on unless enabled is false',
-    { enabled: bool('Judge the canary and roll back automatically when it fails', true) },
+    {
+      enabled: bool('Judge the canary and roll back automatically when it fails', true),
+      alpha: num(
+        'Bound on the chance of a false rollback over the whole rollout (split over the checks)',
+        0.000001,
+        0.5,
+        DEFAULT_ANALYSIS.alpha,
+      ),
+      minRequests: int(
+        'Requests each version needs before any verdict; until then the verdict is inconclusive',
+        1,
+        1_000_000,
+        DEFAULT_ANALYSIS.minRequests,
+      ),
+      errors: obj('Error rate (5xx, resets, timeouts) of canary against stable', {
+        enabled: bool('Check the error rate', DEFAULT_ANALYSIS.errors.enabled),
+        floor: num(
+          "Canary error rate below which it never fails, whatever stable's",
+          0,
+          1,
+          DEFAULT_ANALYSIS.errors.floor,
+        ),
+      }),
+      outcome: obj('Failed business outcomes (outcome header) of canary against stable', {
+        enabled: bool('Check the failed-outcome rate', DEFAULT_ANALYSIS.outcome.enabled),
+        floor: num(
+          'Canary failed-outcome rate below which it never fails',
+          0,
+          1,
+          DEFAULT_ANALYSIS.outcome.floor,
+        ),
+      }),
+      latency: obj('Latency of canary against stable', {
+        enabled: bool('Check latency', DEFAULT_ANALYSIS.latency.enabled),
+        p95Ratio: num(
+          "Fail when canary's p95 is surely above this many times stable's (plus minDeltaMs)",
+          1,
+          100,
+          DEFAULT_ANALYSIS.latency.p95Ratio,
+        ),
+        minDeltaMs: num(
+          'Slack in ms added to the p95 bound',
+          0,
+          600_000,
+          DEFAULT_ANALYSIS.latency.minDeltaMs,
+        ),
+        p99MaxMs: num(
+          'Fail when canary p99 is surely above this many ms (absent: no bound)',
+          0.05,
+          3_600_000,
+        ),
+      }),
+    },
     { optional: true },
   ),
   smoke,
@@ -144,7 +199,9 @@ export function parsePlan(v: unknown): { plan: Plan; reason?: string } {
         mode: 'canary' | 'blue-green'
         steps: { weight: number; pause?: number }[]
         preview?: number
-        analysis?: { enabled: boolean }
+        analysis?: { enabled: boolean } & Omit<AnalysisSettings, 'latency'> & {
+            latency: Omit<AnalysisSettings['latency'], 'p99MaxMs'> & { p99MaxMs?: number }
+          }
         smoke?: { url: string; requests: number; expectStatus: number[]; timeout: number }
         reason?: string
       }
@@ -186,7 +243,21 @@ export function parsePlan(v: unknown): { plan: Plan; reason?: string } {
     p.mode === 'blue-green'
       ? blueGreenSteps(p.preview ?? null)
       : p.steps.map((s) => ({ weight: s.weight, pause: s.pause ?? null }))
-  const plan: Plan = { mode: p.mode, steps, analysis: { enabled: p.analysis?.enabled ?? true } }
+  const a = p.analysis
+  const analysis: Plan['analysis'] =
+    a === undefined
+      ? { enabled: true, settings: DEFAULT_ANALYSIS }
+      : {
+          enabled: a.enabled,
+          settings: {
+            alpha: a.alpha,
+            minRequests: a.minRequests,
+            errors: a.errors,
+            outcome: a.outcome,
+            latency: { ...a.latency, p99MaxMs: a.latency.p99MaxMs ?? null },
+          },
+        }
+  const plan: Plan = { mode: p.mode, steps, analysis }
   if (p.smoke !== undefined) {
     const s = p.smoke
     const check: SmokeCheck = {
@@ -265,9 +336,22 @@ const versionReport = obj(
   {
     requests: int('Requests', 0, Number.MAX_SAFE_INTEGER, 0),
     errors: int('Errors', 0, Number.MAX_SAFE_INTEGER, 0),
+    failed: int('Failed business outcomes', 0, Number.MAX_SAFE_INTEGER, 0),
+    harmed: int('Canary failures users saw', 0, Number.MAX_SAFE_INTEGER, 0),
+    saved: int('Canary failures the fallback rescued', 0, Number.MAX_SAFE_INTEGER, 0),
     latency: list('Latency bucket counts', int('Count', 0, Number.MAX_SAFE_INTEGER)),
   },
   { optional: true },
+)
+
+const fuseReport = obj(
+  'FuseReport',
+  {
+    reason: str('What tripped the fuse'),
+    version: int('Route version when it tripped', 0, Number.MAX_SAFE_INTEGER, 0),
+    at: int('Epoch ms', 0, Number.MAX_SAFE_INTEGER, 0),
+  },
+  { required: ['reason'], optional: true },
 )
 
 /** A JSON object keyed by route name; each value parsed by `item`. */
@@ -301,7 +385,7 @@ const reportBody = obj(
     intervalMs: int('Report interval in ms', 0, 3_600_000, 1000),
     routes: record(
       'Per route: stable and canary outcomes',
-      obj('Route report', { stable: versionReport, canary: versionReport }),
+      obj('Route report', { stable: versionReport, canary: versionReport, fuse: fuseReport }),
     ),
   },
   { required: ['revision'] },
@@ -336,14 +420,13 @@ export function parseReport(v: unknown): ReportRequest {
   const r = parse<{
     revision: number
     intervalMs: number
-    routes: Record<string, { stable?: VersionReport; canary?: VersionReport }>
+    routes: Record<string, { stable?: VersionReport; canary?: VersionReport; fuse?: FuseReport }>
   }>(reportBody, v)
-  const routes: Record<string, { stable: VersionReport; canary: VersionReport | null }> = {}
+  const routes: Record<string, RouteReport> = {}
   for (const [name, rep] of Object.entries(r.routes)) {
-    routes[name] = {
-      stable: rep.stable ?? { requests: 0, errors: 0, latency: [] },
-      canary: rep.canary ?? null,
-    }
+    const stable = rep.stable ?? { requests: 0, errors: 0, latency: [] }
+    const canary = rep.canary ?? null
+    routes[name] = rep.fuse === undefined ? { stable, canary } : { stable, canary, fuse: rep.fuse }
   }
   return { revision: r.revision, intervalMs: r.intervalMs, routes }
 }

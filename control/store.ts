@@ -29,8 +29,15 @@ export interface RouteRecord {
   /** Percent of requests the proxies mirror to the shadow; null: each proxy's file setting. */
   readonly shadow: number | null
   readonly stable: UpstreamInfo | null
+  /** The canary the proxies serve: as announced, or the shadow's when `canaryFromShadow`. */
   readonly canaryUpstream: UpstreamInfo | null
   readonly shadowUpstream: UpstreamInfo | null
+  /**
+   * The canary is the shadow (`promote-shadow`): proxies are told to serve `shadowUpstream` as the
+   * canary and mirror nothing. Stays through abort and completion (the proxies keep that canary, at
+   * weight 0 after an abort); cleared when a proxy registers with a different shadow or none (link.ts).
+   */
+  readonly canaryFromShadow: boolean
   readonly rollout: Rollout | null
   readonly createdAt: number
   readonly updatedAt: number
@@ -54,6 +61,12 @@ export interface AuditEntry {
   readonly why: string | null
   /** The revision the change was committed as; absent on denied attempts, which change nothing. */
   readonly revision?: number
+  /** Automatic rollbacks: the analysis verdict with its figures (proxy/analysis/judge.ts Judgement). */
+  readonly evidence?: unknown
+  /** Automatic rollbacks: canary failures users saw during the rollout, and those the fallback rescued. */
+  readonly harm?: { readonly harmed: number; readonly saved: number; readonly canaryRequests: number }
+  /** A rollback by a proxy's fuse: what tripped it, where. */
+  readonly fuse?: unknown
 }
 
 export type AuditDraft = Omit<AuditEntry, 'seq' | 'time'>
@@ -200,7 +213,12 @@ async function readState(path: string): Promise<ControlState> {
   // Fields added within format 1 are optional in the file: a state written before them reads as "none".
   const routes: Record<string, RouteRecord> = {}
   for (const [name, r] of Object.entries(state.routes))
-    routes[name] = { ...r, shadow: r.shadow ?? null, shadowUpstream: r.shadowUpstream ?? null }
+    routes[name] = {
+      ...r,
+      shadow: r.shadow ?? null,
+      shadowUpstream: r.shadowUpstream ?? null,
+      canaryFromShadow: r.canaryFromShadow ?? false,
+    }
   return { ...state, routes }
 }
 

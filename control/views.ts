@@ -1,5 +1,7 @@
 /** The JSON shapes of routes and rollouts the API answers with (and the CLI reads). */
 import { formatDuration } from '../config/duration.ts'
+import { type AnalysisSettings, DEFAULT_ANALYSIS } from '../proxy/analysis/judge.ts'
+import type { AnalysisView } from './analysis.ts'
 import { describe, type Rollout, type View } from './rollout.ts'
 import type { RouteRecord, UpstreamInfo } from './store.ts'
 
@@ -21,12 +23,14 @@ export interface RolloutView {
   plan: {
     mode: string
     steps: { weight: number; pause: string | null }[]
-    /** `active` is false in this build: no statistics judge the canary yet, steps pass on their pauses. */
-    analysis: { enabled: boolean; active: boolean }
+    /** The plan's analysis settings (defaults filled in). */
+    analysis: { enabled: boolean; settings: AnalysisSettings }
     /** Only when the plan has a smoke check. */
     smoke?: { url: string; requests: number; expectStatus: number[]; timeout: string }
   }
   reason: string | null
+  /** The live verdict with its evidence, and the harm account of this rollout (analysis.ts). */
+  analysis: AnalysisView | null
   startedAt: string
   updatedAt: string
   endedAt: string | null
@@ -41,6 +45,8 @@ export interface RouteView {
   canary: UpstreamInfo | null
   /** The shadow upstream the proxies announced, and the percent they mirror (null: their file setting). */
   shadow: (UpstreamInfo & { percent: number | null }) | null
+  /** After promote-shadow: `canary` is the shadow's release, served to users and no longer mirrored. */
+  canaryFromShadow: boolean
   rollout: RolloutView | null
   /** Live proxies serving the route, and how many of them applied its last change. */
   proxies: { live: number; inSync: number }
@@ -50,7 +56,7 @@ export interface RouteView {
 const iso = (ms: number): string => new Date(ms).toISOString()
 const dur = (ms: number | null): string | null => (ms === null ? null : formatDuration(ms))
 
-export function rolloutView(r: Rollout, now: number): RolloutView {
+export function rolloutView(r: Rollout, now: number, analysis: AnalysisView | null = null): RolloutView {
   const { state, pauseLeftMs } = describe(r, now)
   const step = r.plan.steps[r.step]!
   return {
@@ -69,7 +75,7 @@ export function rolloutView(r: Rollout, now: number): RolloutView {
     plan: {
       mode: r.plan.mode,
       steps: r.plan.steps.map((s) => ({ weight: s.weight, pause: dur(s.pause) })),
-      analysis: { ...r.plan.analysis, active: false },
+      analysis: { enabled: r.plan.analysis.enabled, settings: r.plan.analysis.settings ?? DEFAULT_ANALYSIS },
       ...(r.plan.smoke && {
         smoke: {
           url: r.plan.smoke.url,
@@ -80,13 +86,19 @@ export function rolloutView(r: Rollout, now: number): RolloutView {
       }),
     },
     reason: r.reason,
+    analysis,
     startedAt: iso(r.startedAt),
     updatedAt: iso(r.updatedAt),
     endedAt: r.endedAt === null ? null : iso(r.endedAt),
   }
 }
 
-export function routeView(r: RouteRecord, sync: { live: number; applied: number }, now: number): RouteView {
+export function routeView(
+  r: RouteRecord,
+  sync: { live: number; applied: number },
+  now: number,
+  analysis: AnalysisView | null = null,
+): RouteView {
   return {
     name: r.name,
     version: r.version,
@@ -95,7 +107,8 @@ export function routeView(r: RouteRecord, sync: { live: number; applied: number 
     stable: r.stable,
     canary: r.canaryUpstream,
     shadow: r.shadowUpstream === null ? null : { ...r.shadowUpstream, percent: r.shadow },
-    rollout: r.rollout === null ? null : rolloutView(r.rollout, now),
+    canaryFromShadow: r.canaryFromShadow,
+    rollout: r.rollout === null ? null : rolloutView(r.rollout, now, analysis),
     proxies: { live: sync.live, inSync: sync.applied },
     updatedAt: iso(r.updatedAt),
   }

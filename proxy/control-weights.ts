@@ -2,7 +2,8 @@
  * Control's weights and the proxy's config, as pure functions: what a proxy announces, how a revision
  * from control (or from the last-known-good file) is checked, and the config it makes when laid over the
  * file's. Control is the source of truth for the weights of the routes it names, and for their shadow
- * percent once it has one; every other setting, and the weight of a route it does not name, comes from
+ * percent once it has one, and may make a route's shadow its canary (`canaryFromShadow`, after
+ * `veer promote-shadow`); every other setting, and the weight of a route it does not name, comes from
  * the file.
  */
 import type { Issue } from '../config/load.ts'
@@ -46,8 +47,15 @@ export function parseRevision(raw: unknown): Revision | string {
       return `routes.${name} must be {version, canary} with numbers`
     if (w.shadow !== undefined && typeof w.shadow !== 'number')
       return `routes.${name}.shadow must be a number when given (got ${JSON.stringify(w.shadow)})`
-    const weights = { version: w.version, canary: w.canary }
-    routes[name] = Object.freeze(w.shadow === undefined ? weights : { ...weights, shadow: w.shadow })
+    if (w.canaryFromShadow !== undefined && w.canaryFromShadow !== true)
+      return `routes.${name}.canaryFromShadow must be true when given (got ${JSON.stringify(w.canaryFromShadow)})`
+    const weights: { version: number; canary: number; shadow?: number; canaryFromShadow?: true } = {
+      version: w.version,
+      canary: w.canary,
+    }
+    if (w.shadow !== undefined) weights.shadow = w.shadow
+    if (w.canaryFromShadow === true) weights.canaryFromShadow = true
+    routes[name] = Object.freeze(weights)
   }
   return Object.freeze({ revision: raw.revision, routes: Object.freeze(routes) })
 }
@@ -59,16 +67,17 @@ export type Weighted = { ok: true; config: ProxyConfig } | { ok: false; issues: 
  * value this proxy cannot apply (out of range, or a weight above 0 for a route that has no canary here)
  * and nothing is applied. Routes control does not name keep the file's weight; routes only control knows
  * are not this proxy's. A shadow percent for a route with no shadow here is ignored: there is nothing
- * to mirror, and no request goes anywhere it would not go anyway.
+ * to mirror, and no request goes anywhere it would not go anyway. `canaryFromShadow` makes the route's
+ * shadow its canary (see `fromShadow`); for a route with no shadow here it is refused.
  */
 export function withWeights(config: ProxyConfig, weights: ControlWeights | null): Weighted {
   if (weights === null) return { ok: true, config }
   const issues: Issue[] = []
-  let changed = false
   const routes = config.routes.map((rc, i): RouteConfig => {
     // Own keys only: a route may well be named "constructor".
     const w = Object.hasOwn(weights, rc.name) ? weights[rc.name]! : undefined
     if (w === undefined) return rc
+    if (w.canaryFromShadow === true) return fromShadow(rc, i, w, issues)
     const shadow = rc.shadow && w.shadow !== undefined && w.shadow !== rc.shadow.percent ? w.shadow : null
     if (w.canary === rc.canaryWeight && shadow === null) return rc
     if (shadow !== null && !(Number.isFinite(shadow) && shadow >= 0 && shadow <= 100)) {
@@ -88,17 +97,52 @@ export function withWeights(config: ProxyConfig, weights: ControlWeights | null)
         message: `is not set, but control gives route "${rc.name}" canary weight ${w.canary}; add canary.url to the route here, or set its weight to 0 through control`,
       })
     }
-    changed = true
     const next = { ...rc, canaryWeight: w.canary }
     if (shadow !== null) next.shadow = Object.freeze({ ...rc.shadow!, percent: shadow })
     return Object.freeze(next)
   })
   if (issues.length > 0) return { ok: false, issues }
-  if (!changed) return { ok: true, config }
+  if (routes.every((rc, i) => rc === config.routes[i])) return { ok: true, config }
   return { ok: true, config: Object.freeze({ ...config, routes: Object.freeze(routes) }) }
 }
 
-/** Whether two configs of the same route list split and mirror traffic alike (so no new table is needed). */
+/**
+ * A route whose shadow control made its canary (`veer promote-shadow`): the canary is the shadow's url
+ * and release, served like any canary (the route's connections, maxPending and timeouts, as the stable
+ * has; the shadow's own pool size, timeouts, header and hostSuffix are for mirroring only), and the
+ * shadow percent is 0: a version that serves users is not mirrored as well. With no shadow here there is
+ * nothing to serve as the canary: an issue, so the revision is refused whole.
+ */
+function fromShadow(rc: RouteConfig, i: number, w: RouteWeights, issues: Issue[]): RouteConfig {
+  if (!rc.shadow) {
+    issues.push({
+      path: `routes[${i}].shadow`,
+      message: `is not set, but control serves route "${rc.name}"'s shadow as its canary (veer promote-shadow); add the shadow to the route here, or abort and set up the canary through the config`,
+    })
+    return rc
+  }
+  if (!Number.isInteger(w.canary) || w.canary < 0 || w.canary > 100) {
+    issues.push({
+      path: `routes[${i}].canaryWeight`,
+      message: `control sent ${JSON.stringify(w.canary)} for route "${rc.name}"; a weight is a whole number from 0 to 100`,
+    })
+    return rc
+  }
+  const sh = rc.shadow
+  const sameCanary = rc.canary?.url === sh.url && rc.canary.release === sh.release
+  if (sameCanary && rc.canaryWeight === w.canary && sh.percent === 0) return rc
+  return Object.freeze({
+    ...rc,
+    canary: Object.freeze({ url: sh.url, release: sh.release }),
+    canaryWeight: w.canary,
+    shadow: sh.percent === 0 ? sh : Object.freeze({ ...sh, percent: 0 }),
+  })
+}
+
+/**
+ * Whether two configs of the same route list split and mirror traffic alike, to the same canary (so no
+ * new table is needed).
+ */
 export function sameWeights(a: ProxyConfig, b: ProxyConfig): boolean {
   if (a.routes.length !== b.routes.length) return false
   for (let i = 0; i < a.routes.length; i++) {
@@ -106,6 +150,8 @@ export function sameWeights(a: ProxyConfig, b: ProxyConfig): boolean {
     const y = b.routes[i]!
     if (x.name !== y.name || x.canaryWeight !== y.canaryWeight) return false
     if (x.shadow?.percent !== y.shadow?.percent) return false
+    // promote-shadow swaps the canary upstream at an unchanged weight (0).
+    if (x.canary?.url !== y.canary?.url || x.canary?.release !== y.canary?.release) return false
   }
   return true
 }

@@ -41,7 +41,10 @@ describe('kill -9 of control', () => {
     const first = await start(dir, tokens)
     const proxy = new FakeProxy(first, 'edge-1', [announced('shop', 0)])
     await proxy.register()
-    const plan = { steps: [{ weight: 10, pause: '500ms' }, { weight: 30, pause: '4s' }, { weight: 60 }] }
+    const plan = {
+      steps: [{ weight: 10, pause: '500ms' }, { weight: 30, pause: '4s' }, { weight: 60 }],
+      analysis: { enabled: false },
+    }
     const started = await first.api('POST', '/v1/routes/shop/rollout', { body: plan })
     expect(started.status).toBe(200)
     await proxy.ack(started.json.revision)

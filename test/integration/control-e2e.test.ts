@@ -142,7 +142,7 @@ describe('three real proxies follow control', () => {
   it('a rollout moves every proxy’s traffic; abort takes it back at once', async () => {
     await control.api('PUT', '/v1/routes/api/weights', { body: { canary: 0 } })
     const r = await control.api('POST', '/v1/routes/api/rollout', {
-      body: { steps: [{ weight: 50, pause: '300ms' }, { weight: 100 }] },
+      body: { steps: [{ weight: 50, pause: '300ms' }, { weight: 100 }], analysis: { enabled: false } },
     })
     expect(r.status).toBe(200)
     const at100 = await until(async () => {

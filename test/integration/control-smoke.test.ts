@@ -71,6 +71,7 @@ afterAll(async () => {
 
 const plan = () => ({
   steps: [{ weight: 10, pause: '1s' }, { weight: 50 }],
+  analysis: { enabled: false },
   smoke: { url: `${proxy.url}/smoke`, requests: 3, expectStatus: [200], timeout: '2s' },
 })
 

@@ -104,7 +104,7 @@ describe('a rollout step waits for every live proxy', () => {
     keepLive(p2)
     const started = (
       await control.api('POST', '/v1/routes/step/rollout', {
-        body: { steps: [{ weight: 10, pause: '300ms' }, { weight: 50 }] },
+        body: { steps: [{ weight: 10, pause: '300ms' }, { weight: 50 }], analysis: { enabled: false } },
       })
     ).json
     const rev = started.revision

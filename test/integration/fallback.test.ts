@@ -73,6 +73,13 @@ describe('fallback to stable', () => {
     const s = await stats(veer)
     expect(s.canary).toMatchObject({ requests: 5, errors: 5, harmed: 0, saved: 5 })
     expect(s.stable).toMatchObject({ requests: 5, errors: 0 })
+    // The window's own verdict: 5 requests are too few to judge.
+    const raw = (await (await request(`${veer.adminUrl}/v1/stats`)).body.json()) as {
+      routes: { verdict: { result: string; reason: string; checks: { check: string }[] } }[]
+    }
+    expect(raw.routes[0]!.verdict.result).toBe('inconclusive')
+    expect(raw.routes[0]!.verdict.reason).toMatch(/too little traffic/)
+    expect(raw.routes[0]!.verdict.checks.map((c) => c.check)).toContain('errors')
   })
 
   it('a GET whose canary connection is reset is answered by stable', async () => {

@@ -9,6 +9,7 @@ import {
   parseShadow,
   parseWeights,
 } from '../../control/schemas.ts'
+import { DEFAULT_ANALYSIS } from '../../proxy/analysis/judge.ts'
 
 function refusal(fn: () => unknown): { code: string; message: string } {
   try {
@@ -32,7 +33,7 @@ describe('rollout plans', () => {
         { weight: 25, pause: 120_000 },
         { weight: 100, pause: null },
       ],
-      analysis: { enabled: true },
+      analysis: { enabled: true, settings: DEFAULT_ANALYSIS },
     })
     expect(parsePlan({ steps: [{ weight: 1 }], analysis: { enabled: false } }).plan.analysis.enabled).toBe(
       false,

@@ -28,6 +28,7 @@ function stateAt(revision: number, canary: number): ControlState {
         stable: null,
         canaryUpstream: null,
         shadowUpstream: null,
+        canaryFromShadow: false,
         rollout: null,
         createdAt: 1,
         updatedAt: 2,
@@ -108,9 +109,9 @@ describe('store', () => {
     await again.close()
   })
 
-  it('reads a format 1 state written before the shadow fields: no shadow, nothing else changed', async () => {
+  it('reads a format 1 state written before the shadow fields: no shadow, canary not from it, nothing else changed', async () => {
     const d = dir()
-    const { shadow: _, shadowUpstream: __, ...old } = stateAt(3, 30).routes.shop!
+    const { shadow: _, shadowUpstream: __, canaryFromShadow: ___, ...old } = stateAt(3, 30).routes.shop!
     writeFileSync(
       join(d, 'state.json'),
       JSON.stringify({ formatVersion: 1, revision: 3, routes: { shop: old } }),

@@ -1,0 +1,193 @@
+/**
+ * Automatic rollback and promotion, end to end on loopback: a real `veer control`, a real
+ * `veer proxy --control`, real stable and canary upstreams, and steady GET traffic from this test.
+ * A canary that fails half its requests is rolled back by the analysis with its evidence in the audit,
+ * while the fallback gives users stable's answers; a healthy canary is promoted to 100%; with no traffic
+ * the step ends inconclusive and the rollout pauses; a proxy's fuse rolls back before any statistics.
+ */
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { Agent, request } from 'undici'
+import { afterEach, describe, expect, it } from 'vitest'
+import { type ControlProcess, startControl, TOKENS, tempDir, until } from '../helpers/control.ts'
+import { type Handler, startUpstream, type Upstream } from '../helpers/upstream.ts'
+import { startVeer, type VeerProcess, writeConfig } from '../helpers/veer.ts'
+
+let running: { stop(signal?: NodeJS.Signals): Promise<unknown> }[] = []
+let upstreams: Upstream[] = []
+const agent = new Agent({ connections: 16 })
+
+afterEach(async () => {
+  await Promise.all(running.map((p) => p.stop('SIGKILL')))
+  await Promise.all(upstreams.map((u) => u.close()))
+  running = []
+  upstreams = []
+})
+
+async function upstream(name: string, handler?: Handler): Promise<Upstream> {
+  const u = await startUpstream(name, handler)
+  upstreams.push(u)
+  return u
+}
+
+/** Control and one proxy following it, with route `shop` over `stable` and `canary`. */
+async function bed(
+  stable: Upstream,
+  canary: Upstream,
+  analysis: Record<string, unknown> = {},
+): Promise<{ control: ControlProcess; proxy: VeerProcess }> {
+  const control = await startControl()
+  running.push(control)
+  const tokenFile = join(tempDir(), 'proxy-token')
+  writeFileSync(tokenFile, `${TOKENS.proxy}\n`)
+  const file = writeConfig({
+    log: { access: false },
+    shutdown: { grace: 0 },
+    routes: [
+      {
+        name: 'shop',
+        stable: { url: stable.url, release: 'v1' },
+        canary: { url: canary.url, release: 'v2' },
+        analysis,
+      },
+    ],
+  })
+  const proxy = await startVeer(['--config', file, '--control', control.url, '--token-file', tokenFile])
+  running.push(proxy)
+  await until(async () => (await control.api('GET', '/v1/routes/shop')).status === 200)
+  return { control, proxy }
+}
+
+/** GETs through the proxy, 8 at a time, until `done()` or `max` requests; what the users saw. */
+async function load(proxy: VeerProcess, done: () => Promise<boolean>, max = 20_000) {
+  const seen = { requests: 0, errors: 0, canary: 0 }
+  let stop = false
+  const worker = async () => {
+    while (!stop && seen.requests < max) {
+      const res = await request(`${proxy.url}/item`, { dispatcher: agent })
+      await res.body.dump()
+      seen.requests++
+      if (res.statusCode >= 500) seen.errors++
+      if (res.headers['x-veer-version'] === 'canary') seen.canary++
+    }
+  }
+  const workers = Array.from({ length: 8 }, worker)
+  try {
+    while (!stop && seen.requests < max) {
+      if (await done()) break
+      await new Promise((r) => setTimeout(r, 50))
+    }
+  } finally {
+    stop = true
+    await Promise.all(workers)
+  }
+  return seen
+}
+
+const halfFailing = (): Handler => {
+  let n = 0
+  return (req, res) => {
+    req.resume()
+    res.writeHead(n++ % 2 === 0 ? 503 : 200).end('canary')
+  }
+}
+
+const phaseOf = async (control: ControlProcess) =>
+  (await control.api('GET', '/v1/routes/shop')).json.rollout?.phase as string | undefined
+
+describe('analysis in control', () => {
+  it('rolls back a canary that fails half its requests, with evidence; users got stable answers', async () => {
+    const stable = await upstream('stable')
+    const canary = await upstream('canary', halfFailing())
+    const { control, proxy } = await bed(stable, canary)
+    const start = await control.api('POST', '/v1/routes/shop/rollout', {
+      body: { steps: [{ weight: 20, pause: '1h' }, { weight: 100 }] },
+    })
+    expect(start.status).toBe(200)
+    const seen = await load(proxy, async () => (await phaseOf(control)) === 'aborted')
+    const route = (await control.api('GET', '/v1/routes/shop')).json
+    expect(route.rollout.phase).toBe('aborted')
+    expect(route.weights.canary).toBe(0)
+    expect(route.rollout.analysis.verdict).toBe('fail')
+    expect(route.rollout.analysis.saved).toBeGreaterThan(0)
+    expect(route.rollout.analysis.harmed).toBe(0)
+    // GETs fall back to stable: no user saw a canary failure.
+    expect(seen.errors).toBe(0)
+    const audit = (await control.api('GET', '/v1/audit?route=shop&limit=1')).json.entries[0]
+    expect(audit).toMatchObject({ who: 'analysis', action: 'rollout-abort', to: { canary: 0 } })
+    expect(audit.why).toMatch(/^analysis failed: errors: /)
+    const errors = audit.evidence.checks.find((c: { check: string }) => c.check === 'errors')
+    expect(errors.result).toBe('fail')
+    expect(errors.evidence.evidence).toBeGreaterThanOrEqual(errors.evidence.threshold)
+    expect(audit.harm.saved).toBeGreaterThan(0)
+    const metrics = (await control.api('GET', '/metrics', { token: TOKENS.read })).text
+    expect(metrics).toContain('veer_rollbacks_total{route="shop",reason="errors"} 1')
+    // The proxy follows the rollback: no more canary traffic.
+    await until(async () => {
+      const c = await request(`${proxy.adminUrl}/v1/config`)
+      return (
+        ((await c.body.json()) as { routes: { weights: { canary: number } }[] }).routes[0]!.weights.canary ===
+        0
+      )
+    })
+  })
+
+  it('promotes a healthy canary to 100% once each step passed its pause', async () => {
+    const stable = await upstream('stable')
+    const canary = await upstream('canary')
+    const { control, proxy } = await bed(stable, canary)
+    const start = await control.api('POST', '/v1/routes/shop/rollout', {
+      body: {
+        steps: [
+          { weight: 50, pause: '1s' },
+          { weight: 100, pause: '0s' },
+        ],
+        analysis: { minRequests: 30 },
+      },
+    })
+    expect(start.status).toBe(200)
+    const seen = await load(proxy, async () => (await phaseOf(control)) === 'completed')
+    const route = (await control.api('GET', '/v1/routes/shop')).json
+    expect(route.rollout.phase).toBe('completed')
+    expect(route.weights.canary).toBe(100)
+    expect(route.rollout.analysis.verdict).toBe('pass')
+    expect(seen.errors).toBe(0)
+    expect(seen.canary).toBeGreaterThan(0)
+  })
+
+  it('with no traffic the step ends inconclusive: the rollout pauses, neither rolled back nor promoted', async () => {
+    const stable = await upstream('stable')
+    const canary = await upstream('canary')
+    const { control } = await bed(stable, canary)
+    await control.api('POST', '/v1/routes/shop/rollout', {
+      body: { steps: [{ weight: 10, pause: '200ms' }, { weight: 100 }] },
+    })
+    await until(async () => (await phaseOf(control)) === 'paused')
+    const route = (await control.api('GET', '/v1/routes/shop')).json
+    expect(route.weights.canary).toBe(10)
+    expect(route.rollout.reason).toMatch(/^analysis inconclusive: /)
+    expect(route.rollout.analysis.verdict).toBe('inconclusive')
+  })
+
+  it('a proxy fuse rolls the route back at once, before any statistics', async () => {
+    const stable = await upstream('stable')
+    const canary = await upstream('canary', (req, res) => {
+      req.resume()
+      res.writeHead(500).end()
+    })
+    const { control, proxy } = await bed(stable, canary, { fuse: { consecutiveFailures: 5 } })
+    await control.api('POST', '/v1/routes/shop/rollout', {
+      // So many requests needed that the statistics cannot decide first.
+      body: { steps: [{ weight: 50, pause: '1h' }, { weight: 100 }], analysis: { minRequests: 1_000_000 } },
+    })
+    const seen = await load(proxy, async () => (await phaseOf(control)) === 'aborted')
+    expect(seen.errors).toBe(0)
+    const audit = (await control.api('GET', '/v1/audit?route=shop&limit=1')).json.entries[0]
+    expect(audit).toMatchObject({ who: 'fuse', action: 'rollout-abort', to: { canary: 0 } })
+    expect(audit.why).toMatch(/fuse tripped in proxy .*: 5 consecutive canary errors \(last: 500\)/)
+    const metrics = (await control.api('GET', '/metrics', { token: TOKENS.read })).text
+    expect(metrics).toContain('veer_rollbacks_total{route="shop",reason="fuse"} 1')
+    const proxyMetrics = await (await request(`${proxy.adminUrl}/metrics`)).body.text()
+    expect(proxyMetrics).toContain('veer_rollbacks_total{route="shop",reason="fuse"} 1')
+  })
+})
