@@ -23,9 +23,24 @@ function timeLeft(r: RouteView): string {
 }
 
 export function statusTable(routes: readonly RouteView[]): string {
-  const rows = [['ROUTE', 'STABLE', 'CANARY', 'ROLLOUT', 'STEP', 'TIME LEFT', 'PROXIES IN SYNC', 'VERSION']]
+  const rows = [
+    [
+      'ROUTE',
+      'STABLE',
+      'CANARY',
+      'ROLLOUT',
+      'STEP',
+      'TIME LEFT',
+      'ANALYSIS',
+      'HARMED/SAVED',
+      'PROXIES IN SYNC',
+      'VERSION',
+    ],
+  ]
+  const reasons: string[] = []
   for (const r of routes) {
     const ro = r.rollout
+    const a = ro?.analysis ?? null
     rows.push([
       r.name,
       `${r.weights.stable}%`,
@@ -33,9 +48,12 @@ export function statusTable(routes: readonly RouteView[]): string {
       ro === null ? '-' : ro.state,
       ro === null || ro.phase === 'completed' || ro.phase === 'aborted' ? '-' : `${ro.step}/${ro.steps}`,
       timeLeft(r),
+      a?.verdict ?? '-',
+      a === null ? '-' : `${a.harmed}/${a.saved}`,
       `${r.proxies.inSync}/${r.proxies.live}`,
       String(r.version),
     ])
+    if (a?.reason && a.verdict !== 'pass') reasons.push(`${r.name}: analysis ${a.verdict}: ${a.reason}`)
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)))
   return rows
@@ -45,6 +63,7 @@ export function statusTable(routes: readonly RouteView[]): string {
         .join('  ')
         .trimEnd(),
     )
+    .concat(reasons)
     .join('\n')
 }
 

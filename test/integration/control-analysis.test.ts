@@ -9,7 +9,7 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Agent, request } from 'undici'
 import { afterEach, describe, expect, it } from 'vitest'
-import { type ControlProcess, startControl, TOKENS, tempDir, until } from '../helpers/control.ts'
+import { type ControlProcess, runCli, startControl, TOKENS, tempDir, until } from '../helpers/control.ts'
 import { type Handler, startUpstream, type Upstream } from '../helpers/upstream.ts'
 import { startVeer, type VeerProcess, writeConfig } from '../helpers/veer.ts'
 
@@ -122,6 +122,10 @@ describe('analysis in control', () => {
     expect(audit.harm.saved).toBeGreaterThan(0)
     const metrics = (await control.api('GET', '/metrics', { token: TOKENS.read })).text
     expect(metrics).toContain('veer_rollbacks_total{route="shop",reason="errors"} 1')
+    const status = await runCli(['status', '--control', control.url], { VEER_TOKEN: TOKENS.read })
+    expect(status.code).toBe(0)
+    expect(status.stdout).toMatch(/^shop\s+100%\s+0%\s+aborted\s+-\s+-\s+fail\s+0\/\d+\s+1\/1\s+\d+$/m)
+    expect(status.stdout).toMatch(/^shop: analysis fail: errors: canary /m)
     // The proxy follows the rollback: no more canary traffic.
     await until(async () => {
       const c = await request(`${proxy.adminUrl}/v1/config`)

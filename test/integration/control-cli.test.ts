@@ -39,10 +39,10 @@ describe('veer CLI against control', () => {
     expect(r.code).toBe(0)
     const lines = r.stdout.trim().split('\n')
     expect(lines[0]).toMatch(
-      /^ROUTE\s+STABLE\s+CANARY\s+ROLLOUT\s+STEP\s+TIME LEFT\s+PROXIES IN SYNC\s+VERSION$/,
+      /^ROUTE\s+STABLE\s+CANARY\s+ROLLOUT\s+STEP\s+TIME LEFT\s+ANALYSIS\s+HARMED\/SAVED\s+PROXIES IN SYNC\s+VERSION$/,
     )
-    expect(lines[1]).toMatch(/^api\s+100%\s+0%\s+-\s+-\s+-\s+0\/1\s+1$/)
-    expect(lines[2]).toMatch(/^shop\s+95%\s+5%\s+-\s+-\s+-\s+0\/1\s+1$/)
+    expect(lines[1]).toMatch(/^api\s+100%\s+0%\s+-\s+-\s+-\s+-\s+-\s+0\/1\s+1$/)
+    expect(lines[2]).toMatch(/^shop\s+95%\s+5%\s+-\s+-\s+-\s+-\s+-\s+0\/1\s+1$/)
     expect(lines[3]).toBe('proxies: 1 known, 1 live')
   })
 
@@ -79,7 +79,7 @@ describe('veer CLI against control', () => {
     )
     const status = await veer(['status', 'api'])
     expect(status.stdout.split('\n')[1]).toMatch(
-      /^api\s+90%\s+10%\s+(waiting-for-proxies|pausing)\s+1\/3\s+(1h after sync|1h|59m59s)\s+0\/1\s+2$/,
+      /^api\s+90%\s+10%\s+(waiting-for-proxies|pausing)\s+1\/3\s+(1h after sync|1h|59m59s)\s+(-|inconclusive)\s+0\/0\s+0\/1\s+2$/,
     )
     const paused = await veer(['pause', 'api', '--reason', 'look at graphs'])
     expect(paused.stdout).toMatch(/step 1\/3 paused/)
