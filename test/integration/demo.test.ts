@@ -1,10 +1,20 @@
 import { spawn } from 'node:child_process'
+import { createServer } from 'node:net'
 import { describe, expect, it } from 'vitest'
 
 const ROOT = new URL('../../', import.meta.url).pathname
 
+/** True when nothing listens on 127.0.0.1:port any more. */
+const free = (port: number) =>
+  new Promise<boolean>((resolve) => {
+    const srv = createServer()
+    srv.once('error', () => resolve(false))
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)))
+  })
+
 describe('npm run demo', () => {
-  it('runs the sample versions behind veer at 20% canary, reports the split and per-version figures, and stops', async () => {
+  it('rolls back the buggy v2 by analysis with a summary, promotes the fixed v2 to 100%, and stops', async () => {
+    const t0 = Date.now()
     const child = spawn(process.execPath, [`${ROOT}scripts/demo.ts`, '--once'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     })
@@ -15,13 +25,27 @@ describe('npm run demo', () => {
     const code = await new Promise((resolve) => child.on('exit', resolve))
     expect(err).toBe('')
     expect(code).toBe(0)
-    const [, stable, canary] = out.match(/requests: stable (\d+), canary (\d+)/) ?? []
-    expect(Number(stable) + Number(canary)).toBe(2000)
-    // Sticky users: 200 users at 20% is not exactly 400 requests, but no user ever changes version.
-    expect(out).toMatch(/on canary; 0 version changes for the same user/)
-    expect(out).toMatch(/stable\s+v1\s+\d+\s+0\s/)
-    expect(out).toMatch(/canary\s+v2\s+\d+\s+0\s/)
-    expect(out).toContain(`200: ${stable}`)
+    expect(Date.now() - t0).toBeLessThan(60_000)
+
+    const [act1, act2] = out.split(/^act 2: /m)
+    expect(act2).toBeDefined()
+    // Act 1: progress lines (not a TTY: one a second), then the rollback by analysis with its reason.
+    expect(act1).toMatch(/\] step 1\/4 canary 5% pausing, [\d.]+ s left \| stable \d+ req [\d.]+% err p99 /)
+    expect(act1).toMatch(/ROLLED BACK by analysis [\d.]+ s after the rollout started, at step \d\/4/)
+    expect(act1).toMatch(/^ {2}reason: errors: canary [\d.]+% \(\d+\/\d+\) vs stable /m)
+    const figure = (name: string) => Number(act1!.match(new RegExp(`^ +${name} +(\\d+)`, 'm'))?.[1])
+    expect(act1).toMatch(/time to rollback +[\d.]+ s/)
+    expect(figure('canary requests')).toBeGreaterThan(0)
+    expect(figure('harmed')).toBeGreaterThanOrEqual(0)
+    // The GETs among the failed canary requests were answered by stable.
+    expect(figure('saved by fallback')).toBeGreaterThan(0)
+    // Act 2: every step passed, v2 serves 100%.
+    expect(act2).toMatch(/step 4\/4 canary 100% completed/)
+    expect(act2).toMatch(/PROMOTED: v2 serves 100%; the rollout completed [\d.]+ s after it started/)
+    expect(act2).toMatch(/analysis +pass: /)
+    expect(act2).toMatch(/users saw +0 5xx from canary/)
     expect(out).toContain('curl -si http://127.0.0.1:8080/hello')
-  }, 60_000)
+    // Everything it started is gone.
+    for (const port of [8080, 9901, 9900, 3001, 3002]) expect(await free(port)).toBe(true)
+  }, 90_000)
 })
