@@ -208,10 +208,15 @@ describe('passive ejection', () => {
     const stable = await upstream('stable')
     const port = await deadPort()
     veer = await startProxy(
-      { stable: { url: stable.url }, canary: { url: `http://127.0.0.1:${port}` }, canaryWeight: 50 },
+      {
+        stable: { url: stable.url },
+        canary: { url: `http://127.0.0.1:${port}` },
+        canaryWeight: 50,
+        analysis: { fallback: { enabled: false } },
+      },
       { health: { ejectAfter: 2, ejectFor: '60s' } },
     )
-    // Until the canary is ejected, its share fails; bounded: 50% weight fails twice well within 40.
+    // Without the fallback, until the canary is ejected its share fails; 50% fails twice well within 40.
     let failures = 0
     for (let i = 0; i < 40 && failures < 2; i++) {
       const res = await get(veer.url)
@@ -228,6 +233,22 @@ describe('passive ejection', () => {
       expect(res.status).toBe(200)
       expect(res.headers['x-veer-version']).toBe('stable')
     }
+    expect(await requestsTotal(veer.adminUrl, 'canary', 'error')).toBe(2)
+  })
+
+  it('with the fallback (the default) even the GETs that hit the dead canary are answered by stable', async () => {
+    const stable = await upstream('stable')
+    const port = await deadPort()
+    veer = await startProxy(
+      { stable: { url: stable.url }, canary: { url: `http://127.0.0.1:${port}` }, canaryWeight: 50 },
+      { health: { ejectAfter: 2, ejectFor: '60s' } },
+    )
+    for (let i = 0; i < 20; i++) {
+      const res = await get(veer.url)
+      expect(res.status).toBe(200)
+      expect(res.headers['x-veer-version']).toBe('stable')
+    }
+    // The canary's connect failures still count against it (and ejected it).
     expect(await requestsTotal(veer.adminUrl, 'canary', 'error')).toBe(2)
   })
 })
