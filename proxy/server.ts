@@ -128,6 +128,7 @@ export class ProxyServer implements ExchangeHost, MirrorHost {
         ex.mirror = m.mirror
         secondary = m.secondary
         if (m.mirror.primaryBody !== null) body = m.mirror.primaryBody
+        if (this.#tracing !== null) this.#tracing.startShadow(ex, m.mirror)
       }
     }
     upstream.inflight++
@@ -279,6 +280,7 @@ export class ProxyServer implements ExchangeHost, MirrorHost {
   }
 
   shadowFinished(m: Mirror, status: number, outcome: string, seconds: number): void {
+    if (m.span !== null) this.#tracing?.endShadow(m, status, outcome)
     if (
       !this.#accessLog ||
       (this.#accessSample < 1 && outcome !== 'error' && Math.random() >= this.#accessSample)

@@ -2,7 +2,9 @@
  * OpenTelemetry tracing, on only when the standard environment asks for it (OTEL_TRACES_EXPORTER=otlp or
  * console). Off, nothing is loaded and the request path takes one `null` check. On, each proxied request
  * gets a SERVER span (child of the client's `traceparent`, if any) carrying veer.route, veer.version and
- * veer.release, and the upstream receives that span's W3C `traceparent`/`tracestate`.
+ * veer.release, and the upstream receives that span's W3C `traceparent`/`tracestate`. A mirrored
+ * request's shadow copy gets a CLIENT child span (veer.version shadow, the shadow's outcome), and the
+ * shadow upstream that span's traceparent.
  */
 import {
   propagation,
@@ -16,10 +18,14 @@ import {
 import type { Logger } from 'pino'
 import type { Exchange } from './forward.ts'
 import { pathOf, type RequestHead } from './headers.ts'
+import type { Mirror } from './shadow/mirror.ts'
 
 export interface Tracing {
   start(ex: Exchange, head: RequestHead): void
   end(ex: Exchange, status: number): void
+  /** A span for the shadow copy of a traced request; the shadow upstream gets its traceparent. */
+  startShadow(ex: Exchange, m: Mirror): void
+  endShadow(m: Mirror, status: number, outcome: string): void
   shutdown(): Promise<void>
 }
 
@@ -126,6 +132,39 @@ class OtelTracing implements Tracing {
     ex.span = span
   }
 
+  startShadow(ex: Exchange, m: Mirror): void {
+    const primary = ex.span as Span | null
+    // Unsampled requests get no shadow span either (nor any cost beyond this check).
+    if (primary === null || !primary.isRecording()) return
+    // A CLIENT child of the request's span: sampled with it, in the same trace, marked as the shadow.
+    const parent = trace.setSpan(ROOT_CONTEXT, primary)
+    const span = this.#tracer.startSpan(`shadow ${m.method} ${m.route}`, CLIENT, parent)
+    span.setAttributes({
+      'veer.route': m.route,
+      'veer.version': 'shadow',
+      'veer.release': m.target.config.release,
+      'http.request.method': m.method,
+      'url.path': pathOf(m.path),
+      'server.address': m.target.upstream.host,
+    })
+    const sc = span.spanContext()
+    const value = `00-${sc.traceId}-${sc.spanId}-${sc.traceFlags & 1 ? '01' : '00'}`
+    const h = m.headers
+    const at = h.indexOf('traceparent')
+    if (at !== -1 && at % 2 === 0) h[at + 1] = value
+    else h.push('traceparent', value)
+    m.span = span
+  }
+
+  endShadow(m: Mirror, status: number, outcome: string): void {
+    const span = m.span as Span | null
+    if (span === null) return
+    if (status !== 0) span.setAttribute('http.response.status_code', status)
+    span.setAttribute('veer.shadow.outcome', outcome)
+    if (outcome === 'error') span.setStatus({ code: SpanStatusCode.ERROR, message: 'shadow failed' })
+    span.end()
+  }
+
   end(ex: Exchange, status: number): void {
     const span = ex.span as Span | null
     if (span === null || !span.isRecording()) return
@@ -138,6 +177,7 @@ class OtelTracing implements Tracing {
 }
 
 const SERVER = { kind: SpanKind.SERVER }
+const CLIENT = { kind: SpanKind.CLIENT }
 
 function replace(head: RequestHead, name: string, at: number, value: string | undefined): void {
   if (value === undefined) {

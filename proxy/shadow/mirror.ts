@@ -190,6 +190,8 @@ export class Mirror {
   readonly primary = new Capture()
   readonly shadow = new Capture()
   secondary: Capture | null = null
+  /** Opaque tracing span of the shadow copy (proxy/tracing.ts), or null. */
+  span: unknown = null
   /** The primary's body when the request has one: a tee that also feeds the shadow's copy. */
   primaryBody: Transform | null = null
   #tee: BodyTee | null = null

@@ -89,6 +89,36 @@ describe('tracing', () => {
     expect(Number(attr(span, 'http.response.status_code')?.intValue)).toBe(200)
   })
 
+  it('gives the shadow copy its own CLIENT span, a child of the request span, and the shadow its traceparent', async () => {
+    collector = await startCollector()
+    upstream = await startUpstream('stable')
+    const shadow = await startUpstream('shadow')
+    try {
+      veer = await startVeer(['--stable', upstream.url, '--shadow', shadow.url], {
+        OTEL_TRACES_EXPORTER: 'otlp',
+        OTEL_EXPORTER_OTLP_ENDPOINT: collector.url,
+        OTEL_BSP_SCHEDULE_DELAY: '100',
+      })
+      const res = await request(`${veer.url}/orders/7`)
+      await res.body.dump()
+      await collector.waitFor(2)
+      const server = collector.spans.find((x) => x.kind === 2)!
+      const client = collector.spans.find((x) => x.kind === 3)!
+      expect(client.name).toBe('shadow GET default')
+      expect(client.traceId).toBe(server.traceId)
+      expect(client.parentSpanId).toBe(server.spanId)
+      expect(attr(client, 'veer.version')?.stringValue).toBe('shadow')
+      expect(attr(client, 'veer.shadow.outcome')?.stringValue).toMatch(/^(match|mismatch)$/)
+      const [, traceId, spanId] = String(shadow.seen[0]!.headers.traceparent).split('-')
+      expect(traceId).toBe(client.traceId.toLowerCase())
+      expect(spanId).toBe(client.spanId.toLowerCase())
+      // The primary upstream still sees the request span as its parent.
+      expect(String(upstream.seen[0]!.headers.traceparent).split('-')[2]).toBe(server.spanId.toLowerCase())
+    } finally {
+      await shadow.close()
+    }
+  })
+
   it('passes the client traceparent through untouched when tracing is off', async () => {
     upstream = await startUpstream('stable')
     veer = await startVeer(['--stable', upstream.url], { OTEL_TRACES_EXPORTER: '' })
