@@ -46,6 +46,8 @@ function compileShadow(rc: RouteConfig, states: RouteStates, errorStatus: Uint8A
     }),
     threshold: weightThreshold(sh.percent),
     sequence: states.sequence(`${rc.name} shadow`),
+    noiseThreshold: weightThreshold(sh.compare.noiseSample * 100),
+    noiseSequence: states.sequence(`${rc.name} noise`),
     methods: sh.methods.length > 0 ? new Set(sh.methods.map((m) => m.toUpperCase())) : null,
     paths: sh.paths.length > 0 ? [...sh.paths] : null,
     header: sh.header === '' ? null : sh.header.toLowerCase(),

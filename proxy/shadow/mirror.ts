@@ -26,6 +26,9 @@ export interface ShadowTarget {
   readonly upstream: Upstream
   readonly threshold: number
   readonly sequence: WeylSequence
+  /** Share of compared GET/HEAD requests also sent a second time to the primary (compare.noiseSample). */
+  readonly noiseThreshold: number
+  readonly noiseSequence: WeylSequence
   readonly methods: ReadonlySet<string> | null
   readonly paths: readonly string[] | null
   readonly header: string | null
@@ -424,13 +427,17 @@ export function startMirror(
   const mirror = new Mirror(host, t, t.route, method, path, backend, headers)
   if (hasBody) mirror.teeBody(req)
   const safe = !hasBody && (method === 'GET' || method === 'HEAD')
+  // Deterministic as the shadow's own sample (0.05 is every twentieth), and marked like a shadow copy:
+  // the primary's upstream can tell this duplicate from the user's request.
   const secondary =
     safe &&
     cfg.compare.enabled &&
+    t.noiseThreshold !== 0 &&
     backend.upstream.inflight < backend.upstream.limit &&
-    Math.random() < cfg.compare.noiseSample
+    t.noiseSequence.next() < t.noiseThreshold
       ? upstreamHeaders.slice()
       : null
+  if (secondary !== null && t.header !== null) secondary.push(t.header, '1')
   return { mirror, secondary }
 }
 

@@ -505,6 +505,10 @@ describe('shadow mirroring', () => {
     expect(stats.mismatches).toBe(4)
     expect(stats.noisyFields).toEqual(['requestId'])
     expect(stats.noiseChecks.compared).toBe(12)
+    // The second copies to stable are marked like shadow copies; the users' own requests are not.
+    const marked = stable.seen.filter((r) => r.headers['x-veer-shadow'] === '1')
+    expect(marked).toHaveLength(stats.noiseChecks.sent)
+    expect(stable.seen.length - marked.length).toBe(15) // the 3 requests above and these 12
 
     // Learned noise holds for POSTs too; the planted price difference on /items/7 is found.
     await send('POST', '/items/2')
