@@ -11,5 +11,7 @@ export default defineConfig({
     reporters: ['default', 'json'],
     outputFile: { json: '.vitest-results.json' },
     hookTimeout: 30_000,
+    // Tests run the sources, never a dist/ build that may be older than them (bin/veer.js prefers dist/).
+    env: { VEER_SOURCE: 'ts' },
   },
 })

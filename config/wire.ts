@@ -100,4 +100,7 @@ export interface FuseReport {
   readonly version: number
   /** Epoch ms. */
   readonly at: number
+  /** The canary it tripped on (control ignores a fuse of a canary it no longer serves); absent from older proxies. */
+  readonly release?: string
+  readonly upstream?: string
 }

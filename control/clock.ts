@@ -43,6 +43,8 @@ export class RolloutClock {
   private readonly startedAt = Date.now()
   private ticking = false
   private tickAgain = false
+  /** Route and proxy → the `at` of the last fuse trip rolled back (reports repeat a trip until applied). */
+  private readonly fusesActedOn = new Map<string, number>()
 
   constructor(deps: ClockDeps) {
     this.engine = deps.engine
@@ -76,13 +78,27 @@ export class RolloutClock {
 
   /**
    * A proxy's fuse tripped (N consecutive canary errors): roll the route back at once, without waiting
-   * for statistics — if the weights it tripped on are still control's (a later change supersedes it).
+   * for statistics. The proxy holds its fuse (and reports it) until control sets the canary to 0, so a
+   * step that raced the report (a newer version, canary still > 0) is rolled back too. Ignored: a fuse of
+   * a canary control no longer serves, one from before the route's version it reports (impossible unless
+   * state was restored), and a trip already acted on (its report repeats until the proxy applies the
+   * rollback; an operator who raises the canary again after that is not overruled by a stale report).
    */
   fuse(name: string, fuse: FuseReport, proxy: string): void {
+    const key = `${name}\u0000${proxy}`
+    if (this.fusesActedOn.get(key) === fuse.at) return
     void this.engine
       .queue(async () => {
         const r = this.engine.state.routes[name]
-        if (r === undefined || r.version !== fuse.version || r.canary === 0) return
+        if (r === undefined || r.canary === 0 || fuse.version > r.version) return
+        if (this.fusesActedOn.get(key) === fuse.at) return
+        if (
+          fuse.release !== undefined &&
+          r.canaryUpstream !== null &&
+          r.canaryUpstream.release !== fuse.release
+        )
+          return
+        this.fusesActedOn.set(key, fuse.at)
         const why = `fuse tripped in proxy ${proxy}: ${fuse.reason}`
         const harm = isActive(r.rollout) ? this.analysis?.harm(name, r.rollout) : undefined
         await this.engine.abortInQueue(r, FUSE, why, { fuse: { ...fuse, proxy }, ...(harm && { harm }) })

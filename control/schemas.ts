@@ -350,6 +350,8 @@ const fuseReport = obj(
     reason: str('What tripped the fuse'),
     version: int('Route version when it tripped', 0, Number.MAX_SAFE_INTEGER, 0),
     at: int('Epoch ms', 0, Number.MAX_SAFE_INTEGER, 0),
+    release: str('The canary release it tripped on'),
+    upstream: str('The canary upstream it tripped on'),
   },
   { required: ['reason'], optional: true },
 )

@@ -6,6 +6,7 @@
  */
 import { createServer, type Server, type ServerResponse } from 'node:http'
 import { performance } from 'node:perf_hooks'
+import type { FuseReport } from '../config/wire.ts'
 import { Analysis, DEFAULT_ANALYSIS } from './analysis/judge.ts'
 import { addCounts, type SecondCounts, summarize, type WindowSummary } from './analysis/window.ts'
 import type { ControlStatus } from './control-link.ts'
@@ -31,6 +32,8 @@ export interface RawStats {
     stable: RawVersion
     canary: RawVersion | null
     shadow: (RawVersion & { percent: number; counts: ShadowCounts }) | null
+    /** Set while this process's fuse holds the canary at 0. */
+    fuse: FuseReport | null
   }[]
 }
 
@@ -72,13 +75,15 @@ export function rawStats(table: RouteTable): RawStats {
         ? {
             release: r.shadow.config.release,
             upstream: r.shadow.upstream.origin,
-            ejected: false,
+            // Read, not isEjected(): that would end the ejection without the shadow's single probe.
+            ejected: r.shadow.upstream.ejectedUntil > Date.now(),
             inflight: r.shadow.upstream.inflight,
             totals: r.shadow.state.window.totals(now),
             percent: r.shadow.config.percent,
             counts: r.shadow.stats.counts(),
           }
         : null,
+      fuse: r.fuse,
     })),
   }
 }
@@ -102,6 +107,8 @@ export function configView(source: AdminSource): unknown {
         stable: 100 - (r.canary ? r.config.canaryWeight : 0),
         canary: r.canary ? r.config.canaryWeight : 0,
       },
+      // Why the canary weight is 0 here whatever the file or control says, until cleared.
+      fuse: r.fuse,
       stable: r.config.stable,
       canary: r.config.canary ?? null,
       shadow: r.config.shadow ?? null,
@@ -156,6 +163,7 @@ export function statsView(parts: readonly RawStats[]): unknown {
         canary: r.canary ? version(canaries(same)) : null,
         shadow: shadows.length > 0 ? shadowView(version(shadows), shadows, same) : null,
         verdict: r.canary ? windowVerdict(merged(same.map((x) => x.stable)), merged(canaries(same))) : null,
+        fuse: same.find((x) => x.fuse != null)?.fuse ?? null,
       }
     }),
   }

@@ -73,6 +73,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
   rescue: Backend | null = null
   /** The upstream reported a failed business outcome (the route's outcome header said `fail`). */
   outcomeFailed = false
+  /** A tester forced this version (override header): its failures are neither harm nor fuse counts. */
+  forced = false
 
   constructor(
     host: ExchangeHost,
@@ -111,7 +113,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.status = statusCode
     const upstream = this.backend.upstream
     if (upstream.failures !== 0) upstream.connectSucceeded()
-    // The canary's failed answer is dropped unread (the connection goes with it) when stable takes over.
+    // The canary's failed answer is dropped unread (the connection goes with it) when stable takes over:
+    // a new connection per rescue, on the failure path only. retry() marks this attempt `retried` and
+    // finishes it, so no later callback of it touches the response.
     if (this.retry !== null && this.route.errorStatus[statusCode] === 1 && this.host.retry(this))
       return controller.abort(RETRIED)
     const outcome = this.route.outcomeHeader

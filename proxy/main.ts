@@ -8,6 +8,7 @@ import type { Server } from 'node:http'
 import { type AddressInfo, Server as NetServer, type Socket } from 'node:net'
 import { formatIssue, type Issue, type LoadResult } from '../config/load.ts'
 import type { ProxyConfig } from '../config/types.ts'
+import type { FuseReport } from '../config/wire.ts'
 import { configView, createAdminServer, localViews, rawDiffs, rawStats } from './admin.ts'
 import { PROXY_HELP, parseProxyArgs } from './args.ts'
 import { answerPrimary, runPrimary, tellStarted } from './cluster.ts'
@@ -58,6 +59,12 @@ export interface ControlOptions {
 function some<T>(items: Iterable<T>, test: (item: T) => boolean): boolean {
   for (const item of items) if (test(item)) return true
   return false
+}
+
+/** Whether the config's canary for `route` is another one than the fuse tripped on. */
+function servesOther(config: ProxyConfig, route: string, fuse: FuseReport): boolean {
+  const canary = config.routes.find((r) => r.name === route)?.canary
+  return canary?.url !== fuse.upstream || canary?.release !== fuse.release
 }
 
 function hashOf(config: ProxyConfig): string {
@@ -111,11 +118,14 @@ export async function startProxy(
         apply: (revision, weights) => {
           const next = withWeights(fileConfig, weights)
           if (!next.ok) return next.issues.map(formatIssue).join('; ')
-          // A fuse holds until control changes the route's weights after the trip (its rollback, say).
+          // A fuse holds until control sets the route's canary to 0 (its rollback) or serves another canary:
+          // a newer version that still sends traffic to the canary (a rollout step that raced the report)
+          // does not lift it.
           let cleared = false
           for (const [route, fuse] of states.fuses) {
             const w = Object.hasOwn(weights, route) ? weights[route] : undefined
-            if (w !== undefined && w.version > fuse.version) cleared = states.fuses.delete(route)
+            if (w === undefined) continue
+            if (w.canary === 0 || servesOther(next.config, route, fuse)) cleared = states.fuses.delete(route)
           }
           if (!cleared && sameWeights(next.config, proxy.table.config)) return null
           generation++
@@ -126,10 +136,16 @@ export async function startProxy(
         },
       },
     })
-  proxy.onFuse = (route, reason) => {
+  proxy.onFuse = (route, canary, reason) => {
     if (states.fuses.has(route)) return
     const version = link?.weights?.[route]?.version ?? 0
-    states.fuses.set(route, { reason, version, at: Date.now() })
+    states.fuses.set(route, {
+      reason,
+      version,
+      at: Date.now(),
+      release: canary.release,
+      upstream: canary.url,
+    })
     metrics.rollbacks.labels(route, 'fuse').inc()
     generation++
     proxy.swap(compileRoutes(generation, proxy.table.config, states))
@@ -201,14 +217,11 @@ export async function startProxy(
       ) {
         log.warn({ trigger: why }, 'listen and admin addresses change only on restart; the rest is applied')
       }
-      // A fuse holds across reloads, unless the file changed that route's canary.
-      for (const route of [...states.fuses.keys()]) {
-        const before = fileConfig.routes.find((r) => r.name === route)
-        const after = next.config.routes.find((r) => r.name === route)
-        if (
-          JSON.stringify(before?.canary) !== JSON.stringify(after?.canary) ||
-          before?.canaryWeight !== after?.canaryWeight
-        )
+      // A fuse holds across reloads, unless the file now serves another canary or sets its weight to 0 (a
+      // weight change alone, a pipeline's next step say, does not lift it).
+      for (const [route, fuse] of [...states.fuses]) {
+        const after = weighted.config.routes.find((r) => r.name === route)
+        if (after === undefined || after.canaryWeight === 0 || servesOther(weighted.config, route, fuse))
           states.fuses.delete(route)
       }
       generation++

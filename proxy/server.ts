@@ -112,9 +112,12 @@ export class ProxyServer implements ExchangeHost, MirrorHost {
     // A tester who forced a version gets its answer, failure included; users get stable's instead.
     const fallback = route.fallback
     const forced = route.allowOverride && head.override !== undefined
+    ex.forced = forced
     if (fallback !== null && backend !== route.stable && !forced && retryable(fallback, req.method!, head)) {
       if (!head.hasBody) ex.retry = { head, body: null }
-      else if (route.shadow === null) {
+      else if (route.shadow === null || route.shadow.threshold === 0) {
+        // (A mirrored body is teed as it streams; a kept one is not mirrored, so a route that mirrors
+        // retries only bodiless requests.)
         // A body is kept for the retry only when its length is known and small: read it, then forward.
         const length = Number(head.get('content-length'))
         if (length <= fallback.maxBodyBytes) return this.#readThenForward(ex, head, length)
@@ -166,9 +169,19 @@ export class ProxyServer implements ExchangeHost, MirrorHost {
     const upstream = stable.upstream
     if (failed.res.destroyed || upstream.isEjected() || upstream.inflight >= upstream.limit) return false
     if (!route.preserveHost) plan.head.replaceHost(upstream.host)
-    const ex = new Exchange(this, failed.req, failed.res, route, stable, failed.start)
+    // Timed from its own dispatch: stable's latency is stable's, not the canary's failure plus stable.
+    const ex = new Exchange(this, failed.req, failed.res, route, stable, performance.now())
     ex.rescue = failed.backend
     failed.retried = true
+    // The trace follows the user's answer: the span moves to this attempt (tracing.end marks it retried).
+    ex.span = failed.span
+    failed.span = null
+    // The shadow is compared with what the user gets; the failed attempt had no answer to compare.
+    const mirror = failed.mirror
+    if (mirror !== null) {
+      failed.mirror = null
+      mirror.primaryEnd(false)
+    }
     // The new attempt is counted before the failed one finishes, so the proxy never looks idle between.
     upstream.inflight++
     this.#inflight++
@@ -228,23 +241,31 @@ export class ProxyServer implements ExchangeHost, MirrorHost {
     this.#inflight--
     const end = performance.now()
     const seconds = (end - ex.start) / 1000
-    const status = ex.error === null || (ex.error === 'client_closed' && ex.status !== 0) ? ex.status : 0
+    const closed = ex.error === 'client_closed'
+    const status = ex.error === null || (closed && ex.status !== 0) ? ex.status : 0
     const backend = ex.backend
     const state = backend.state
     state.metrics.record(status, seconds)
-    const error = status === 0 || ex.route.errorStatus[status] === 1
+    // A client that left before any answer says nothing about the upstream: no error, no success.
+    const unjudged = closed && status === 0
+    const error = !unjudged && (status === 0 || ex.route.errorStatus[status] === 1)
     let flags = error ? ERROR : 0
     if (ex.outcomeFailed) flags |= FAILED
-    if (backend.version === 'canary') {
+    if (backend.version === 'canary' && !unjudged && !ex.forced) {
       if (!error) state.streak = 0
       else {
         if (!ex.retried) flags |= HARMED
-        if (++state.streak === ex.route.fuseAfter) this.#trip(ex.route, status, ex.error)
+        if (++state.streak >= ex.route.fuseAfter && ex.route.fuseAfter !== 0 && ex.route.fuse === null) {
+          state.streak = 0
+          this.#trip(ex.route, status, ex.error)
+        }
       }
     }
-    // Counted in the second it ends, so a second that has passed is final when control-link.ts reports it.
-    state.window.record(end, seconds * 1000, flags)
-    if (ex.rescue !== null) ex.rescue.state.window.mark(end, error ? HARMED : SAVED)
+    // Counted in the slot it ends in, so a slot that has passed is final when control-link.ts reports it.
+    // A rescue stays out of stable's window (it would add the canary's failing requests to stable's
+    // sample); it counts for the canary it rescued, as saved or, when stable failed too, harmed.
+    if (ex.rescue === null) state.window.record(end, seconds * 1000, flags)
+    else if (!unjudged) ex.rescue.state.window.mark(end, error ? HARMED : SAVED)
     if (this.#tracing !== null) this.#tracing.end(ex, status)
     if (
       this.#accessLog &&
@@ -270,13 +291,17 @@ export class ProxyServer implements ExchangeHost, MirrorHost {
     )
   }
 
-  /** Called once when a route's fuse trips (main.ts zeroes the canary and tells control). */
-  onFuse: ((route: string, reason: string) => void) | null = null
+  /** Called when a route's fuse trips (main.ts zeroes the canary and tells control). */
+  onFuse: ((route: string, canary: { url: string; release: string }, reason: string) => void) | null = null
 
   #trip(route: CompiledRoute, status: number, error: string | null): void {
     const last = status === 0 ? (error ?? 'no answer') : String(status)
     this.#log.warn({ route: route.name, after: route.fuseAfter, last }, 'canary fuse tripped')
-    this.onFuse?.(route.name, `${route.fuseAfter} consecutive canary errors (last: ${last})`)
+    this.onFuse?.(
+      route.name,
+      route.config.canary!,
+      `${route.fuseAfter} consecutive canary errors (last: ${last})`,
+    )
   }
 
   shadowFinished(m: Mirror, status: number, outcome: string, seconds: number): void {

@@ -154,6 +154,7 @@ class OtelTracing implements Tracing {
     if (at !== -1 && at % 2 === 0) h[at + 1] = value
     else h.push('traceparent', value)
     m.span = span
+    m.tracing = this
   }
 
   endShadow(m: Mirror, status: number, outcome: string): void {
@@ -168,6 +169,16 @@ class OtelTracing implements Tracing {
   end(ex: Exchange, status: number): void {
     const span = ex.span as Span | null
     if (span === null || !span.isRecording()) return
+    const rescued = ex.rescue
+    if (rescued !== null) {
+      // The canary failed and stable answered the user (analysis fallback): the span tells both.
+      span.setAttributes({
+        'veer.retried': true,
+        'veer.retried_from': rescued.release,
+        'veer.version': ex.backend.version,
+        'veer.release': ex.backend.release,
+      })
+    }
     if (status !== 0) span.setAttribute('http.response.status_code', status)
     if (ex.error !== null) span.setAttribute('veer.error', ex.error)
     if (status === 0 || status >= 500)

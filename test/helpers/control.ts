@@ -5,7 +5,7 @@
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { AnnouncedRoute, RegisterResponse } from '../../config/wire.ts'
+import type { AnnouncedRoute, FuseReport, RegisterResponse } from '../../config/wire.ts'
 import { type LoggedProcess, spawnVeer, started } from './process.ts'
 import { runVeer } from './veer.ts'
 
@@ -173,9 +173,15 @@ export class FakeProxy {
     ).status
   }
 
-  async report(revision: number): Promise<number> {
+  /** A report of healthy traffic on every route; `fuses` adds a tripped fuse to some. */
+  async report(revision: number, fuses: Record<string, FuseReport> = {}): Promise<number> {
     const zero = { requests: 10, errors: 0, latency: [0, 0, 10] }
-    const routes = Object.fromEntries(this.routes.map((r) => [r.name, { stable: zero, canary: zero }]))
+    const routes = Object.fromEntries(
+      this.routes.map((r) => [
+        r.name,
+        { stable: zero, canary: zero, ...(fuses[r.name] && { fuse: fuses[r.name] }) },
+      ]),
+    )
     return (
       await this.control.api('POST', `/v1/proxies/${this.id}/report`, {
         token: this.token,

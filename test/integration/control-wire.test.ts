@@ -176,3 +176,39 @@ describe('delay from an API write to a watching proxy', () => {
     expect(max).toBeLessThan(1000)
   })
 })
+
+describe('fuse reports', () => {
+  it('rolls back a trip that raced a newer step, acts once per trip, and ignores a canary it no longer serves', async () => {
+    const p = new FakeProxy(control, 'fz-1', [announced('fz', 10)])
+    const { revision, routes } = await p.register()
+    const tripped = routes.fz!.version
+    // Control moved on (a step to 25%) before the proxy's report of a trip at the older version came in.
+    await control.api('PUT', '/v1/routes/fz/weights', { body: { canary: 25 } })
+    const fuse = {
+      reason: '20 consecutive canary errors (last: 503)',
+      version: tripped,
+      at: Date.now(),
+      release: 'v2',
+      upstream: 'http://127.0.0.1:3002',
+    }
+    expect(await p.report(revision, { fz: fuse })).toBe(204)
+    await until(async () => (await route('fz')).weights.canary === 0)
+    const fuses = async () =>
+      (await control.api('GET', '/v1/audit?route=fz&limit=100')).json.entries.filter(
+        (e: { who: string }) => e.who === 'fuse',
+      ) as { fuse: { at: number; proxy: string } }[]
+    expect(await fuses()).toEqual([
+      expect.objectContaining({ fuse: expect.objectContaining({ at: fuse.at, proxy: 'fz-1' }) }),
+    ])
+    // The operator raises the canary again; the same trip, reported again before the proxy applied the
+    // rollback, does not overrule them, nor does a trip of another canary release.
+    await control.api('PUT', '/v1/routes/fz/weights', { body: { canary: 10 } })
+    expect(await p.report(revision, { fz: fuse })).toBe(204)
+    expect(await p.report(revision, { fz: { ...fuse, at: fuse.at + 1, release: 'v0' } })).toBe(204)
+    // A new trip of this canary is acted on (queued after the reports above, so the audit shows which trips were acted on).
+    expect(await p.report(revision, { fz: { ...fuse, at: fuse.at + 2 } })).toBe(204)
+    await until(async () => (await route('fz')).weights.canary === 0)
+    const all = await fuses()
+    expect(all.map((e) => e.fuse.at)).toEqual([fuse.at, fuse.at + 2])
+  })
+})

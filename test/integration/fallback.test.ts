@@ -4,10 +4,11 @@
  * may not be repeated gets canary's failure; the fuse zeroes the canary after N consecutive errors; a
  * business outcome reported in a response header is counted.
  */
+import { dirname } from 'node:path'
 import { request } from 'undici'
 import { describe, expect, it } from 'vitest'
 import { testBed, waitUntil } from '../helpers/bed.ts'
-import type { VeerProcess } from '../helpers/veer.ts'
+import { startVeer, type VeerProcess, writeConfig } from '../helpers/veer.ts'
 
 const bed = testBed()
 
@@ -72,7 +73,8 @@ describe('fallback to stable', () => {
     await waitUntil(async () => (await stats(veer)).canary.saved === 5, 'saved 5 in /v1/stats')
     const s = await stats(veer)
     expect(s.canary).toMatchObject({ requests: 5, errors: 5, harmed: 0, saved: 5 })
-    expect(s.stable).toMatchObject({ requests: 5, errors: 0 })
+    // Rescues stay out of stable's window: they would add the canary's failing requests to its sample.
+    expect(s.stable).toMatchObject({ requests: 0, errors: 0 })
     // The window's own verdict: 5 requests are too few to judge.
     const raw = (await (await request(`${veer.adminUrl}/v1/stats`)).body.json()) as {
       routes: { verdict: { result: string; reason: string; checks: { check: string }[] } }[]
@@ -80,6 +82,34 @@ describe('fallback to stable', () => {
     expect(raw.routes[0]!.verdict.result).toBe('inconclusive')
     expect(raw.routes[0]!.verdict.reason).toMatch(/too little traffic/)
     expect(raw.routes[0]!.verdict.checks.map((c) => c.check)).toContain('errors')
+  })
+
+  it('on a mirrored route, a rescued request is left out of the comparison (no false mismatch)', async () => {
+    const stable = await echoStable()
+    const canary = await failingCanary(503)
+    const shadow = await echoStable() // answers as stable does: every comparison is a match
+    const veer = await bed.proxy({
+      stable: { url: stable.url },
+      canary: { url: canary.url },
+      canaryWeight: 100,
+      shadow: { url: shadow.url, percent: 100 },
+    })
+    for (let i = 0; i < 5; i++) {
+      const res = await request(`${veer.url}/item/${i}`)
+      expect(res.statusCode).toBe(200)
+      await res.body.text()
+    }
+    type Shadow = { sent: number; compared: number; mismatches: number; inflight: number }
+    let last: Shadow | undefined
+    await waitUntil(async () => {
+      const body = (await (await request(`${veer.adminUrl}/v1/stats`)).body.json()) as {
+        routes: { shadow: Shadow }[]
+      }
+      last = body.routes[0]!.shadow
+      return last.sent === 5 && last.inflight === 0
+    }, 'the 5 shadow copies to end')
+    // The failed attempt had no answer to compare with (and stable's is not the primary the copy was made for).
+    expect(last).toMatchObject({ compared: 0, mismatches: 0 })
   })
 
   it('a GET whose canary connection is reset is answered by stable', async () => {
@@ -213,6 +243,121 @@ describe('fuse', () => {
       routes: { weights: { canary: number } }[]
     }
     expect(config.routes[0]!.weights.canary).toBe(0)
+  })
+
+  it('shows in /v1/config and /v1/stats with what tripped it', async () => {
+    const stable = await echoStable()
+    const canary = await failingCanary(500)
+    const veer = await bed.proxy({
+      stable: { url: stable.url },
+      canary: { url: canary.url, release: 'v2' },
+      canaryWeight: 100,
+      analysis: { fuse: { consecutiveFailures: 3 }, fallback: { enabled: false } },
+    })
+    // Three in flight at once: all three end as errors, the third trips it.
+    await Promise.all([0, 1, 2].map(async () => (await request(veer.url)).body.text()))
+    expect(await metric(veer, 'veer_rollbacks_total{route="default",reason="fuse"}')).toBe(1)
+    const fuse = { reason: '3 consecutive canary errors (last: 500)', release: 'v2', upstream: canary.url }
+    const config = (await (await request(`${veer.adminUrl}/v1/config`)).body.json()) as {
+      routes: { weights: { canary: number }; fuse: unknown }[]
+    }
+    expect(config.routes[0]).toMatchObject({ weights: { canary: 0 }, fuse })
+    const raw = (await (await request(`${veer.adminUrl}/v1/stats`)).body.json()) as {
+      routes: { fuse: unknown }[]
+    }
+    expect(raw.routes[0]!.fuse).toMatchObject(fuse)
+  })
+
+  it('a reloaded file lifts it only by setting the canary weight to 0; it trips again after N more', async () => {
+    const stable = await echoStable()
+    const canary = await failingCanary(500)
+    const route = (weight: number, release = 'v2') => ({
+      shutdown: { grace: 0 },
+      routes: [
+        {
+          name: 'default',
+          stable: { url: stable.url },
+          canary: { url: canary.url, release },
+          canaryWeight: weight,
+          analysis: { fuse: { consecutiveFailures: 2 }, fallback: { enabled: false } },
+        },
+      ],
+    })
+    const file = writeConfig(route(100))
+    const veer = await startVeer(['--config', file])
+    try {
+      for (let i = 0; i < 2; i++) await (await request(veer.url)).body.text()
+      const weight = async () => metric(veer, 'veer_route_weight{route="default",version="canary"}')
+      expect(await weight()).toBe(0)
+      let applied = 1
+      const reload = async (config: unknown) => {
+        writeConfig(config, dirname(file))
+        applied++
+        await veer.waitForLog((l) => l.msg === 'config applied' && l.configVersion === applied + 1)
+      }
+      // A pipeline's next step (50 → another weight) does not lift it: canary stays at 0.
+      await reload(route(50))
+      expect(await weight()).toBe(0)
+      expect(canary.seen).toHaveLength(2)
+      // The operator sets the weight to 0: lifted. A later weight then applies.
+      await reload(route(0))
+      await reload(route(40))
+      expect(await weight()).toBe(40)
+      const config = (await (await request(`${veer.adminUrl}/v1/config`)).body.json()) as {
+        routes: { fuse: unknown }[]
+      }
+      expect(config.routes[0]!.fuse).toBeNull()
+      // The count starts afresh after a trip: N more canary errors trip it again.
+      for (let i = 0; i < 10 && (await weight()) !== 0; i++) await (await request(veer.url)).body.text()
+      expect(await weight()).toBe(0)
+      expect(canary.seen).toHaveLength(4)
+      expect(await metric(veer, 'veer_rollbacks_total{route="default",reason="fuse"}')).toBe(2)
+    } finally {
+      await veer.stop()
+    }
+  })
+
+  it('a tester forcing the canary at weight 0 does not trip it', async () => {
+    const stable = await echoStable()
+    const canary = await failingCanary(500)
+    const veer = await bed.proxy({
+      stable: { url: stable.url },
+      canary: { url: canary.url },
+      canaryWeight: 0,
+      allowOverride: true,
+      analysis: { fuse: { consecutiveFailures: 2 } },
+    })
+    for (let i = 0; i < 5; i++) {
+      const res = await request(veer.url, { headers: { 'x-veer-version': 'canary' } })
+      expect(res.statusCode).toBe(500)
+      await res.body.text()
+    }
+    expect(canary.seen).toHaveLength(5)
+    expect(await metric(veer, 'veer_rollbacks_total{route="default",reason="fuse"}')).toBe(0)
+    await waitUntil(async () => (await stats(veer)).canary.requests === 5, '5 canary requests in /v1/stats')
+    expect((await stats(veer)).canary).toMatchObject({ errors: 5, harmed: 0 })
+  })
+
+  it('clients that leave before an answer are neither errors, harm nor fuse counts', async () => {
+    const stable = await echoStable()
+    const canary = await bed.upstream('canary', (req) => req.resume()) // never answers
+    const veer = await bed.proxy({
+      stable: { url: stable.url },
+      canary: { url: canary.url },
+      canaryWeight: 100,
+      analysis: { fuse: { consecutiveFailures: 2 } },
+    })
+    for (let i = 0; i < 4; i++) {
+      const gone = new AbortController()
+      const pending = request(veer.url, { signal: gone.signal }).catch(() => 'aborted')
+      await waitUntil(() => canary.seen.length === i + 1, `canary request ${i + 1}`)
+      gone.abort()
+      expect(await pending).toBe('aborted')
+    }
+    await waitUntil(async () => (await stats(veer)).canary.requests === 4, '4 canary requests in /v1/stats')
+    expect((await stats(veer)).canary).toMatchObject({ errors: 0, harmed: 0, saved: 0 })
+    expect(await metric(veer, 'veer_rollbacks_total{route="default",reason="fuse"}')).toBe(0)
+    expect(await metric(veer, 'veer_route_weight{route="default",version="canary"}')).toBe(100)
   })
 
   it('a success in between resets the count', async () => {

@@ -11,7 +11,11 @@ interface OtlpSpan {
   parentSpanId?: string
   name: string
   kind: number
-  attributes: { key: string; value: { stringValue?: string; intValue?: string | number } }[]
+  attributes: {
+    key: string
+    value: { stringValue?: string; intValue?: string | number; boolValue?: boolean }
+  }[]
+  status?: { code?: number }
 }
 
 /** A real OTLP/HTTP (JSON) receiver on loopback that keeps every span it is sent. */
@@ -116,6 +120,38 @@ describe('tracing', () => {
       expect(String(upstream.seen[0]!.headers.traceparent).split('-')[2]).toBe(server.spanId.toLowerCase())
     } finally {
       await shadow.close()
+    }
+  })
+
+  it('a canary failure answered by stable is one span: the retry, marked retried, with stable as the upstream', async () => {
+    collector = await startCollector()
+    upstream = await startUpstream('stable')
+    const canary = await startUpstream('canary', (req, res) => {
+      req.resume()
+      res.writeHead(503).end()
+    })
+    try {
+      veer = await startVeer(['--stable', upstream.url, '--canary', canary.url, '--canary-weight', '100'], {
+        OTEL_TRACES_EXPORTER: 'otlp',
+        OTEL_EXPORTER_OTLP_ENDPOINT: collector.url,
+        OTEL_BSP_SCHEDULE_DELAY: '100',
+      })
+      const res = await request(`${veer.url}/orders/7`)
+      expect(res.statusCode).toBe(200)
+      await res.body.dump()
+      await collector.waitFor(1)
+      // The one span ends with the user's answer (not with the canary's failed attempt).
+      const span = collector.spans[0]!
+      expect(attr(span, 'veer.retried')?.boolValue).toBe(true)
+      expect(attr(span, 'veer.version')?.stringValue).toBe('stable')
+      expect(Number(attr(span, 'http.response.status_code')?.intValue)).toBe(200)
+      expect(span.status?.code ?? 0).not.toBe(2) // not an error: the user got stable's answer
+      // Both upstreams saw the request under the same span.
+      const parent = (h: unknown) => String(h).split('-')[2]
+      expect(parent(canary.seen[0]!.headers.traceparent)).toBe(span.spanId.toLowerCase())
+      expect(parent(upstream.seen[0]!.headers.traceparent)).toBe(span.spanId.toLowerCase())
+    } finally {
+      await canary.close()
     }
   })
 
