@@ -76,6 +76,7 @@ export class ProxyLink {
       this.proxies.register(req.id, req.routes, applied, who.name, now)
       const revision = this.engine.state.revision + 1
       const changes: Change[] = []
+      const aborts: { name: string; why: string }[] = []
       for (const a of req.routes) {
         const stable: UpstreamInfo = a.stable
         const canaryUpstream: UpstreamInfo | null = a.canary
@@ -116,22 +117,38 @@ export class ProxyLink {
           const fromShadow =
             r.canaryFromShadow && shadowUpstream !== null && same(r.shadowUpstream, shadowUpstream)
           const canary = fromShadow ? shadowUpstream : canaryUpstream
-          if (
-            !same(r.stable, stable) ||
-            !same(r.canaryUpstream, canary) ||
-            !same(r.shadowUpstream, shadowUpstream) ||
-            fromShadow !== r.canaryFromShadow
-          ) {
+          const patch = { stable, canaryUpstream: canary, shadowUpstream, canaryFromShadow: fromShadow }
+          if (fromShadow !== r.canaryFromShadow) {
+            // The proxies serve another canary from now on: a versioned, audited change of the route.
+            const why = `proxy ${req.id} announced ${shadowUpstream === null ? 'no shadow' : 'another shadow'}: the canary is its announced one again`
             changes.push({
-              next: { ...r, stable, canaryUpstream: canary, shadowUpstream, canaryFromShadow: fromShadow },
+              next: this.engine.bump(r, patch, revision, now),
               previousWeight: r.canary,
-              audit: null,
+              audit: {
+                who: who.name,
+                role: who.role,
+                action: 'canary-from-shadow-end',
+                route: a.name,
+                from: { canaryFromShadow: true, canary: r.canaryUpstream },
+                to: { canaryFromShadow: false, canary },
+                why,
+              },
               notices: [],
             })
+            if (isActive(r.rollout)) aborts.push({ name: a.name, why })
+          } else if (
+            !same(r.stable, stable) ||
+            !same(r.canaryUpstream, canary) ||
+            !same(r.shadowUpstream, shadowUpstream)
+          ) {
+            changes.push({ next: { ...r, ...patch }, previousWeight: r.canary, audit: null, notices: [] })
           }
         }
       }
       if (changes.length > 0) await this.engine.commit(changes, revision)
+      // A rollout judged on the promoted shadow does not go on with another release as its canary.
+      for (const { name, why } of aborts)
+        await this.engine.abortInQueue(this.engine.state.routes[name]!, who, why)
       this.events.publish('proxy', {
         kind: 'registered',
         id: req.id,

@@ -362,6 +362,34 @@ describe('the flag across registrations (a fake proxy)', () => {
     expect(await route('fp')).toMatchObject({ canary: C, canaryFromShadow: false })
   })
 
+  it('ending it is a versioned, audited change, and aborts a rollout of the promoted shadow', async () => {
+    const fake = new FakeProxy(control, 'fake-3', [{ ...announce(S, C), name: 'fr' }])
+    await fake.register()
+    const promoted = await control.api('POST', '/v1/routes/fr/promote-shadow', {
+      body: { steps: [{ weight: 10, pause: '1h' }] },
+    })
+    expect(promoted.status).toBe(200)
+    const before = await route('fr')
+    expect(before.rollout.phase).not.toMatch(/aborted|completed/)
+    fake.routes = [{ ...announce({ url: S.url, release: 'v6' }, C), name: 'fr' }]
+    await fake.register()
+    const after = await route('fr')
+    expect(after).toMatchObject({ canary: C, canaryFromShadow: false, weights: { canary: 0 } })
+    expect(after.version).toBeGreaterThan(before.version)
+    expect(after.rollout.phase).toBe('aborted')
+    const entries = (await control.api('GET', '/v1/audit?route=fr&limit=100')).json.entries as {
+      action: string
+      who: string
+      why: string
+    }[]
+    const ended = entries.find((e) => e.action === 'canary-from-shadow-end')
+    expect(ended).toMatchObject({
+      who: expect.any(String),
+      why: expect.stringMatching(/fake-3 announced another shadow/),
+    })
+    expect(entries.at(-1)!.action).toBe('rollout-abort')
+  })
+
   it('ends when a registration announces a different shadow release', async () => {
     const fake = new FakeProxy(control, 'fake-2', [{ ...announce(S, null), name: 'fq' }])
     await fake.register()
