@@ -4,6 +4,8 @@
  * Recording is an array increment; quantiles are read off the merged slots when someone asks.
  * Buckets of the same layout merge by addition, so windows of many proxies combine exactly.
  */
+import type { VersionReport } from '../../config/wire.ts'
+
 const SUB_BUCKETS = 4
 const MIN_MS = 0.05
 const BUCKETS = 128
@@ -176,16 +178,8 @@ export function emptyCounts(): SecondCounts {
 }
 
 /** Counts as reported over the wire, where the newer fields may be absent (older proxies). */
-export interface PartialCounts {
-  readonly requests: number
-  readonly errors: number
-  readonly failed?: number
-  readonly harmed?: number
-  readonly saved?: number
-  readonly latency: readonly number[]
-}
+export type PartialCounts = VersionReport
 
-/** Add `b` into `into` (same bucket layout); returns `into`. */
 export function addInto(into: SecondCounts, b: PartialCounts): SecondCounts {
   into.requests += b.requests
   into.errors += b.errors

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { AnnouncedRoute, FuseReport, RegisterResponse } from '../../config/wire.ts'
 import { type LoggedProcess, spawnVeer, started } from './process.ts'
-import { runVeer } from './veer.ts'
+import { runVeer, startVeer, type VeerProcess } from './veer.ts'
 
 export const TOKENS = {
   operator: 'op-token-0123456789abcdef',
@@ -18,6 +18,24 @@ export const TOKENS = {
 
 export function tempDir(prefix = 'veer-control-'): string {
   return mkdtempSync(join(tmpdir(), prefix))
+}
+
+/** A `veer proxy` from `configFile` that follows `control` (proxy token in `tokenFile`), with its own state dir. */
+export function startLinkedProxy(
+  configFile: string,
+  control: ControlProcess,
+  tokenFile: string,
+): Promise<VeerProcess> {
+  return startVeer([
+    '--config',
+    configFile,
+    '--control',
+    control.url,
+    '--token-file',
+    tokenFile,
+    '--state-dir',
+    tempDir(),
+  ])
 }
 
 /** A token file with an operator (alice), a rotated second operator (bob), a reader and a proxy. */

@@ -9,9 +9,17 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Agent, request } from 'undici'
 import { afterEach, describe, expect, it } from 'vitest'
-import { type ControlProcess, runCli, startControl, TOKENS, tempDir, until } from '../helpers/control.ts'
+import {
+  type ControlProcess,
+  runCli,
+  startControl,
+  startLinkedProxy,
+  TOKENS,
+  tempDir,
+  until,
+} from '../helpers/control.ts'
 import { type Handler, startUpstream, type Upstream } from '../helpers/upstream.ts'
-import { startVeer, type VeerProcess, writeConfig } from '../helpers/veer.ts'
+import { type VeerProcess, writeConfig } from '../helpers/veer.ts'
 
 let running: { stop(signal?: NodeJS.Signals): Promise<unknown> }[] = []
 let upstreams: Upstream[] = []
@@ -52,7 +60,7 @@ async function bed(
       },
     ],
   })
-  const proxy = await startVeer(['--config', file, '--control', control.url, '--token-file', tokenFile])
+  const proxy = await startLinkedProxy(file, control, tokenFile)
   running.push(proxy)
   await until(async () => (await control.api('GET', '/v1/routes/shop')).status === 200)
   return { control, proxy }

@@ -7,9 +7,16 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { type ControlProcess, startControl, TOKENS, tempDir, until } from '../helpers/control.ts'
+import {
+  type ControlProcess,
+  startControl,
+  startLinkedProxy,
+  TOKENS,
+  tempDir,
+  until,
+} from '../helpers/control.ts'
 import { startUpstream, type Upstream } from '../helpers/upstream.ts'
-import { startVeer, type VeerProcess, writeConfig } from '../helpers/veer.ts'
+import { type VeerProcess, writeConfig } from '../helpers/veer.ts'
 
 let control: ControlProcess
 let stable: Upstream
@@ -64,20 +71,7 @@ beforeAll(async () => {
       },
     ],
   })
-  proxies = await Promise.all(
-    [0, 1, 2].map(() =>
-      startVeer([
-        '--config',
-        file,
-        '--control',
-        control.url,
-        '--token-file',
-        tokenFile,
-        '--state-dir',
-        tempDir(),
-      ]),
-    ),
-  )
+  proxies = await Promise.all([0, 1, 2].map(() => startLinkedProxy(file, control, tokenFile)))
   await until(async () => {
     const list = (await control.api('GET', '/v1/proxies')).json.proxies
     return (

@@ -15,12 +15,13 @@ import {
   runCli,
   sleep,
   startControl,
+  startLinkedProxy,
   TOKENS,
   tempDir,
   until,
 } from '../helpers/control.ts'
 import { startUpstream, type Upstream } from '../helpers/upstream.ts'
-import { startVeer, type VeerProcess, writeConfig } from '../helpers/veer.ts'
+import { type VeerProcess, writeConfig } from '../helpers/veer.ts'
 
 let control: ControlProcess
 let stable: Upstream
@@ -51,16 +52,7 @@ beforeAll(async () => {
       { name: 'plain', match: { pathPrefix: '/plain' }, stable: { url: stable.url, release: 'v1' } },
     ],
   })
-  proxy = await startVeer([
-    '--config',
-    file,
-    '--control',
-    control.url,
-    '--token-file',
-    tokenFile,
-    '--state-dir',
-    tempDir(),
-  ])
+  proxy = await startLinkedProxy(file, control, tokenFile)
   // The proxy is listed a moment before its routes are committed: wait for them, then for its ack.
   await until(async () => (await control.api('GET', '/v1/routes/plain')).status === 200, 20_000)
   await synced()

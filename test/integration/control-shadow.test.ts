@@ -11,12 +11,13 @@ import {
   runCli,
   sleep,
   startControl,
+  startLinkedProxy,
   TOKENS,
   tempDir,
   until,
 } from '../helpers/control.ts'
 import { startUpstream, type Upstream } from '../helpers/upstream.ts'
-import { startVeer, type VeerProcess, writeConfig } from '../helpers/veer.ts'
+import { type VeerProcess, writeConfig } from '../helpers/veer.ts'
 
 let control: ControlProcess
 let stable: Upstream
@@ -41,16 +42,7 @@ beforeAll(async () => {
       { name: 'plain', stable: { url: stable.url, release: 'v1' } },
     ],
   })
-  proxy = await startVeer([
-    '--config',
-    file,
-    '--control',
-    control.url,
-    '--token-file',
-    tokenFile,
-    '--state-dir',
-    tempDir(),
-  ])
+  proxy = await startLinkedProxy(file, control, tokenFile)
   await synced()
 })
 
@@ -62,6 +54,8 @@ afterAll(async () => {
 
 /** Until the proxy is live and has acked control's current revision. */
 async function synced(): Promise<void> {
+  // The proxy is listed a moment before its routes are committed: wait for them first.
+  await until(async () => (await control.api('GET', '/v1/routes/shop')).status === 200)
   const revision = (await control.api('GET', '/v1/routes')).json.revision
   await until(async () => {
     const list = (await control.api('GET', '/v1/proxies')).json.proxies

@@ -7,9 +7,16 @@
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { type ControlProcess, startControl, TOKENS, tempDir, until } from '../helpers/control.ts'
+import {
+  type ControlProcess,
+  startControl,
+  startLinkedProxy,
+  TOKENS,
+  tempDir,
+  until,
+} from '../helpers/control.ts'
 import { startUpstream, type Upstream } from '../helpers/upstream.ts'
-import { startVeer, type VeerProcess, writeConfig } from '../helpers/veer.ts'
+import { type VeerProcess, writeConfig } from '../helpers/veer.ts'
 
 let control: ControlProcess
 let stable: Upstream
@@ -47,16 +54,7 @@ beforeAll(async () => {
       },
     ],
   })
-  proxy = await startVeer([
-    '--config',
-    file,
-    '--control',
-    control.url,
-    '--token-file',
-    tokenFile,
-    '--state-dir',
-    tempDir(),
-  ])
+  proxy = await startLinkedProxy(file, control, tokenFile)
   await until(async () => {
     const list = (await control.api('GET', '/v1/proxies')).json.proxies
     return list.length === 1 && list[0].live && list[0].appliedRevision >= 1

@@ -8,6 +8,7 @@ import { dirname } from 'node:path'
 import { request } from 'undici'
 import { describe, expect, it } from 'vitest'
 import { testBed, waitUntil } from '../helpers/bed.ts'
+import type { Upstream } from '../helpers/upstream.ts'
 import { startVeer, type VeerProcess, writeConfig } from '../helpers/veer.ts'
 
 const bed = testBed()
@@ -34,6 +35,15 @@ async function metric(veer: VeerProcess, prefix: string): Promise<number> {
   return line === undefined ? 0 : Number(line.split(' ').pop())
 }
 
+/** A proxy in front of `stable` and `canary`, all traffic to canary unless `route` says otherwise. */
+function canaryProxy(
+  stable: Upstream,
+  canary: Upstream,
+  route: Record<string, unknown> = {},
+): Promise<VeerProcess> {
+  return bed.proxy({ stable: { url: stable.url }, canary: { url: canary.url }, canaryWeight: 100, ...route })
+}
+
 /** A canary that answers `status` to everything, counting what it got. */
 async function failingCanary(status: number) {
   return bed.upstream('canary', (req, res) => {
@@ -55,11 +65,7 @@ describe('fallback to stable', () => {
   it('a GET that fails on canary with a 5xx is answered by stable; the failure counts against canary', async () => {
     const stable = await echoStable()
     const canary = await failingCanary(503)
-    const veer = await bed.proxy({
-      stable: { url: stable.url },
-      canary: { url: canary.url },
-      canaryWeight: 100,
-    })
+    const veer = await canaryProxy(stable, canary)
     for (let i = 0; i < 5; i++) {
       const res = await request(`${veer.url}/item/${i}`)
       expect(res.statusCode).toBe(200)
@@ -88,10 +94,7 @@ describe('fallback to stable', () => {
     const stable = await echoStable()
     const canary = await failingCanary(503)
     const shadow = await echoStable() // answers as stable does: every comparison is a match
-    const veer = await bed.proxy({
-      stable: { url: stable.url },
-      canary: { url: canary.url },
-      canaryWeight: 100,
+    const veer = await canaryProxy(stable, canary, {
       shadow: { url: shadow.url, percent: 100 },
     })
     for (let i = 0; i < 5; i++) {
@@ -115,11 +118,7 @@ describe('fallback to stable', () => {
   it('a GET whose canary connection is reset is answered by stable', async () => {
     const stable = await echoStable()
     const canary = await bed.upstream('canary', (req) => req.socket.destroy())
-    const veer = await bed.proxy({
-      stable: { url: stable.url },
-      canary: { url: canary.url },
-      canaryWeight: 100,
-    })
+    const veer = await canaryProxy(stable, canary)
     const res = await request(veer.url)
     expect(res.statusCode).toBe(200)
     expect(await res.body.text()).toBe('stable GET ')
@@ -129,11 +128,7 @@ describe('fallback to stable', () => {
   it('a POST is not repeated: the user gets canary failure, counted as harm', async () => {
     const stable = await echoStable()
     const canary = await failingCanary(500)
-    const veer = await bed.proxy({
-      stable: { url: stable.url },
-      canary: { url: canary.url },
-      canaryWeight: 100,
-    })
+    const veer = await canaryProxy(stable, canary)
     const res = await request(veer.url, { method: 'POST', body: 'order=1' })
     expect(res.statusCode).toBe(500)
     expect(res.headers['x-veer-version']).toBe('canary')
@@ -146,11 +141,7 @@ describe('fallback to stable', () => {
   it('a POST with an Idempotency-Key and a small body is retried on stable with the whole body', async () => {
     const stable = await echoStable()
     const canary = await failingCanary(502)
-    const veer = await bed.proxy({
-      stable: { url: stable.url },
-      canary: { url: canary.url },
-      canaryWeight: 100,
-    })
+    const veer = await canaryProxy(stable, canary)
     const body = 'x'.repeat(20_000)
     const res = await request(veer.url, { method: 'POST', body, headers: { 'idempotency-key': 'k-1' } })
     expect(res.statusCode).toBe(200)
@@ -161,10 +152,7 @@ describe('fallback to stable', () => {
   it('a body above maxBodyBytes is not kept, so not retried', async () => {
     const stable = await echoStable()
     const canary = await failingCanary(502)
-    const veer = await bed.proxy({
-      stable: { url: stable.url },
-      canary: { url: canary.url },
-      canaryWeight: 100,
+    const veer = await canaryProxy(stable, canary, {
       analysis: { fallback: { maxBodyBytes: 1000 } },
     })
     const res = await request(veer.url, {
@@ -180,26 +168,16 @@ describe('fallback to stable', () => {
   it('errorStatuses decide what falls back (429 added), and fallback can be switched off', async () => {
     const stable = await echoStable()
     const canary = await failingCanary(429)
-    const on = await bed.proxy({
-      stable: { url: stable.url },
-      canary: { url: canary.url },
-      canaryWeight: 100,
+    const on = await canaryProxy(stable, canary, {
       analysis: { errorStatuses: ['5xx', '429'] },
     })
     expect((await request(on.url)).statusCode).toBe(200)
-    const plain = await bed.proxy({
-      stable: { url: stable.url },
-      canary: { url: canary.url },
-      canaryWeight: 100,
-    })
+    const plain = await canaryProxy(stable, canary)
     const res = await request(plain.url)
     expect(res.statusCode).toBe(429) // not an error by default: passed on as it is
     await res.body.text()
     const failing = await failingCanary(503)
-    const off = await bed.proxy({
-      stable: { url: stable.url },
-      canary: { url: failing.url },
-      canaryWeight: 100,
+    const off = await canaryProxy(stable, failing, {
       analysis: { fallback: { enabled: false } },
     })
     const seen = await request(off.url)
@@ -210,9 +188,7 @@ describe('fallback to stable', () => {
   it('a tester who forces canary with the override header gets canary failure', async () => {
     const stable = await echoStable()
     const canary = await failingCanary(503)
-    const veer = await bed.proxy({
-      stable: { url: stable.url },
-      canary: { url: canary.url },
+    const veer = await canaryProxy(stable, canary, {
       canaryWeight: 0,
       allowOverride: true,
     })
@@ -227,9 +203,7 @@ describe('fuse', () => {
   it('N consecutive canary errors zero the canary at once, before any statistics', async () => {
     const stable = await echoStable()
     const canary = await failingCanary(500)
-    const veer = await bed.proxy({
-      stable: { url: stable.url },
-      canary: { url: canary.url },
+    const veer = await canaryProxy(stable, canary, {
       canaryWeight: 50,
       analysis: { fuse: { consecutiveFailures: 4 }, fallback: { enabled: false } },
     })
@@ -248,10 +222,8 @@ describe('fuse', () => {
   it('shows in /v1/config and /v1/stats with what tripped it', async () => {
     const stable = await echoStable()
     const canary = await failingCanary(500)
-    const veer = await bed.proxy({
-      stable: { url: stable.url },
+    const veer = await canaryProxy(stable, canary, {
       canary: { url: canary.url, release: 'v2' },
-      canaryWeight: 100,
       analysis: { fuse: { consecutiveFailures: 3 }, fallback: { enabled: false } },
     })
     // Three in flight at once: all three end as errors, the third trips it.
@@ -320,9 +292,7 @@ describe('fuse', () => {
   it('a tester forcing the canary at weight 0 does not trip it', async () => {
     const stable = await echoStable()
     const canary = await failingCanary(500)
-    const veer = await bed.proxy({
-      stable: { url: stable.url },
-      canary: { url: canary.url },
+    const veer = await canaryProxy(stable, canary, {
       canaryWeight: 0,
       allowOverride: true,
       analysis: { fuse: { consecutiveFailures: 2 } },
@@ -341,10 +311,7 @@ describe('fuse', () => {
   it('clients that leave before an answer are neither errors, harm nor fuse counts', async () => {
     const stable = await echoStable()
     const canary = await bed.upstream('canary', (req) => req.resume()) // never answers
-    const veer = await bed.proxy({
-      stable: { url: stable.url },
-      canary: { url: canary.url },
-      canaryWeight: 100,
+    const veer = await canaryProxy(stable, canary, {
       analysis: { fuse: { consecutiveFailures: 2 } },
     })
     for (let i = 0; i < 4; i++) {
@@ -367,10 +334,7 @@ describe('fuse', () => {
       req.resume()
       res.writeHead(n++ % 3 === 2 ? 200 : 500).end()
     })
-    const veer = await bed.proxy({
-      stable: { url: stable.url },
-      canary: { url: canary.url },
-      canaryWeight: 100,
+    const veer = await canaryProxy(stable, canary, {
       analysis: { fuse: { consecutiveFailures: 3 }, fallback: { enabled: false } },
     })
     for (let i = 0; i < 30; i++) await (await request(veer.url)).body.text()

@@ -7,16 +7,7 @@ import {
   type Judgement,
 } from '../../proxy/analysis/judge.ts'
 import { bucketOf } from '../../proxy/analysis/window.ts'
-
-/** A small seeded PRNG (mulberry32) so the simulations repeat. */
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+import { rng } from '../helpers/rng.ts'
 
 const SIGMA = Math.log(3) / 1.6448536269514722 // lognormal latencies: median 20 ms, p95 60 ms, p99 ~95 ms
 

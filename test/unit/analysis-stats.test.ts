@@ -9,16 +9,7 @@ import {
   RateRatioTest,
 } from '../../proxy/analysis/stats.ts'
 import { bucketOf, bucketUpperMs } from '../../proxy/analysis/window.ts'
-
-/** A small seeded PRNG (mulberry32) so the simulations repeat. */
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+import { rng } from '../helpers/rng.ts'
 
 /** Binomial(n, p) by inversion (exact; O(n·p) work, meant for small means). */
 function binomial(rand: () => number, n: number, p: number): number {

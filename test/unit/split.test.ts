@@ -1,16 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { cookieValue, stickyHash } from '../../proxy/split/sticky.ts'
 import { WeylSequence, weightThreshold } from '../../proxy/split/weighted.ts'
-
-/** A small seeded PRNG (mulberry32) so property tests are reproducible. */
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+import { rng } from '../helpers/rng.ts'
 
 describe('weighted sequence', () => {
   it.each([0, 1, 5, 20, 33, 50, 75, 99, 100])(
