@@ -14,3 +14,29 @@ export function createLogger(level: string): Logger {
   setInterval(() => logger.flush(), 1000).unref()
   return logger
 }
+
+/**
+ * At most one line per `everyMs` for a message that can repeat at request rate (a dead shadow's
+ * errors): the line that passes tells how many were held back since the one before it.
+ */
+export class LogLimiter {
+  readonly #everyMs: number
+  #next = 0
+  #held = 0
+
+  constructor(everyMs = 1000) {
+    this.#everyMs = everyMs
+  }
+
+  /** -1: hold this line back (it is counted); otherwise write it, with this many held back before it. */
+  take(now: number = Date.now()): number {
+    if (now < this.#next) {
+      this.#held++
+      return -1
+    }
+    this.#next = now + this.#everyMs
+    const held = this.#held
+    this.#held = 0
+    return held
+  }
+}

@@ -27,7 +27,12 @@ export function errorTable(codes: readonly string[]): Uint8Array {
   return table
 }
 
-function compileShadow(rc: RouteConfig, states: RouteStates, errorStatus: Uint8Array): ShadowTarget {
+function compileShadow(
+  rc: RouteConfig,
+  states: RouteStates,
+  errorStatus: Uint8Array,
+  accessLog: boolean,
+): ShadowTarget {
   const sh = rc.shadow!
   const counter = states.metrics.shadow
   const bound = (outcome: string) => {
@@ -55,6 +60,8 @@ function compileShadow(rc: RouteConfig, states: RouteStates, errorStatus: Uint8A
     state: states.version(rc.name, 'shadow'),
     errorStatus,
     stats: states.shadowStats(rc.name),
+    // As the proxy writes shadow lines (server.ts): with the access log, at level info.
+    log: accessLog && states.log.isLevelEnabled('info') ? states.log : null,
     ignore: new FieldFilter(sh.compare.ignore),
     redact: new Set(sh.compare.redact.map((h) => h.toLowerCase())),
     outcomes: {
@@ -283,7 +290,7 @@ export function compileRoutes(generation: number, config: ProxyConfig, states: R
       preserveHost: rc.preserveHost,
       headersTimeout: rc.timeouts.headers,
       bodyTimeout: rc.timeouts.body,
-      shadow: rc.shadow ? compileShadow(rc, states, errorStatus) : null,
+      shadow: rc.shadow ? compileShadow(rc, states, errorStatus, config.log.access) : null,
       errorStatus,
       outcomeHeader: a.outcomeHeader === '' ? null : a.outcomeHeader.toLowerCase(),
       fallback:

@@ -22,6 +22,8 @@ export class Upstream {
   failures = 0
   /** 0 while healthy; else the Date.now() until which the upstream gets no traffic. */
   ejectedUntil = 0
+  /** A half-open probe is in flight (see `admit`): droppable traffic waits for its outcome. */
+  probing = false
 
   constructor(origin: string, settings: PoolSettings) {
     this.origin = origin
@@ -47,12 +49,30 @@ export class Upstream {
     return false
   }
 
+  /**
+   * `isEjected` for traffic that may be dropped instead (shadow copies): false while ejected; once the
+   * ejection runs out, true for one request, the probe, and false for the rest until it ends. The
+   * failure count stays at the threshold meanwhile, so a failed probe ejects again at once, and a
+   * connection made (`connectSucceeded`) clears it. `probing = false` ends a probe that told neither.
+   */
+  admit(): boolean {
+    if (this.ejectedUntil !== 0) {
+      if (Date.now() < this.ejectedUntil) return false
+      this.ejectedUntil = 0
+      this.probing = true
+      return true
+    }
+    return !this.probing
+  }
+
   connectFailed(ejectAfter: number, ejectForMs: number): void {
     if (++this.failures >= ejectAfter) this.ejectedUntil = Date.now() + ejectForMs
+    this.probing = false
   }
 
   connectSucceeded(): void {
     this.failures = 0
+    this.probing = false
   }
 }
 

@@ -2,17 +2,23 @@
  * Shadow mirroring: a sampled copy of a request goes to the route's shadow upstream, its answer is
  * compared with the primary's and thrown away. The shadow never delays the primary: its body copy is
  * fed from the primary's stream without ever pausing it (and dropped past `maxBodyBytes`), it has its
- * own small pool, and when that pool is busy the copy is dropped and counted, never queued.
+ * own small pool, and when that pool is busy the copy is dropped and counted, never queued. A shadow
+ * that fails to connect `health.ejectAfter` times in a row is ejected like a primary upstream (see
+ * `Upstream.admit`): its copies are dropped unsent until a single probe after `health.ejectFor` connects.
+ * Its `error` lines are written at most once a second; the next tells how many were held back.
  */
 import type { IncomingMessage } from 'node:http'
 import { performance } from 'node:perf_hooks'
 import { PassThrough, pipeline, Transform, type TransformCallback } from 'node:stream'
+import type { Logger } from 'pino'
 import type { Dispatcher } from 'undici'
 import type { ShadowConfig } from '../../config/types.ts'
 import { ERROR } from '../analysis/window.ts'
+import { classifyUpstreamError, isConnectFailure } from '../errors.ts'
 import type { VersionMetrics } from '../metrics.ts'
 import type { Backend, VersionState } from '../route-table.ts'
 import type { WeylSequence } from '../split/weighted.ts'
+import type { Tracing } from '../tracing.ts'
 import type { Upstream } from '../upstreams.ts'
 import { type Answer, compareAnswers, type FieldFilter, pathPattern } from './compare.ts'
 import type { ShadowStats } from './stats.ts'
@@ -38,6 +44,8 @@ export interface ShadowTarget {
   /** The route's error table (see route-table.ts errorTable): 1 at a status counted as an error. */
   readonly errorStatus: Uint8Array
   readonly stats: ShadowStats
+  /** Where the count of held-back `error` lines goes; null when shadow lines are not written (log.access). */
+  readonly log: Logger | null
   readonly ignore: FieldFilter
   readonly redact: ReadonlySet<string>
   /** Counter children of veer_shadow_requests_total for this route. */
@@ -53,6 +61,9 @@ export interface ShadowTarget {
 /** What a mirror needs from the proxy. */
 export interface MirrorHost {
   shadowFinished(m: Mirror, status: number, outcome: string, seconds: number): void
+  /** Passive health (config `health`), as for the primary upstreams. */
+  readonly ejectAfter: number
+  readonly ejectForMs: number
 }
 
 class Capture {
@@ -148,15 +159,14 @@ class BodyTee extends Transform {
   }
 }
 
+/** Collects the answer of the shadow copy, or of the second copy to the primary (`capture` tells which). */
 class ShadowHandler implements Dispatcher.DispatchHandler {
   readonly #mirror: Mirror
   readonly #capture: Capture
-  readonly #onEnd: (ok: boolean) => void
 
-  constructor(mirror: Mirror, capture: Capture, onEnd: (ok: boolean) => void) {
+  constructor(mirror: Mirror, capture: Capture) {
     this.#mirror = mirror
     this.#capture = capture
-    this.#onEnd = onEnd
   }
 
   onRequestStart(): void {}
@@ -173,12 +183,12 @@ class ShadowHandler implements Dispatcher.DispatchHandler {
   onResponseEnd(): void {
     this.#capture.done = true
     this.#capture.ok = true
-    this.#onEnd(true)
+    this.#mirror.answerEnded(this.#capture, null)
   }
 
-  onResponseError(): void {
+  onResponseError(_c: Controller, err: Error): void {
     this.#capture.done = true
-    this.#onEnd(false)
+    this.#mirror.answerEnded(this.#capture, err)
   }
 }
 
@@ -195,6 +205,8 @@ export class Mirror {
   secondary: Capture | null = null
   /** Opaque tracing span of the shadow copy (proxy/tracing.ts), or null. */
   span: unknown = null
+  /** The tracing that made `span` (set with it): ends it when the host is not told (a held-back error). */
+  tracing: Tracing | null = null
   /** The primary's body when the request has one: a tee that also feeds the shadow's copy. */
   primaryBody: Transform | null = null
   #tee: BodyTee | null = null
@@ -253,7 +265,7 @@ export class Mirror {
     this.#shadowStart = performance.now()
     t.upstream.pool.dispatch(
       { path: this.path, method: this.method, headers: this.headers, body: this.#shadowBody },
-      new ShadowHandler(this, this.shadow, (ok) => this.#shadowEnded(ok)),
+      new ShadowHandler(this, this.shadow),
     )
     if (secondaryHeaders !== null) {
       this.secondary = new Capture()
@@ -263,35 +275,64 @@ export class Mirror {
       primary.inflight++
       primary.pool.dispatch(
         { path: this.path, method: this.method, headers: secondaryHeaders, body: null },
-        new ShadowHandler(this, this.secondary, () => {
-          primary.inflight--
-          this.#settle()
-        }),
+        new ShadowHandler(this, this.secondary),
       )
     }
   }
 
-  #shadowEnded(ok: boolean): void {
-    this.target.upstream.inflight--
+  /** An answer ended: `err` null when it came whole. */
+  answerEnded(capture: Capture, err: Error | null): void {
+    if (capture === this.shadow) this.#shadowEnded(err)
+    else {
+      this.primaryBackend.upstream.inflight--
+      this.#settle()
+    }
+  }
+
+  #shadowEnded(err: Error | null): void {
+    const t = this.target
+    const upstream = t.upstream
+    upstream.inflight--
     const seconds = (performance.now() - this.#shadowStart) / 1000
     this.#shadowSeconds = seconds
-    if (!ok) {
-      const outcome = this.#dropped ? 'dropped' : 'error'
-      if (this.#dropped) {
-        // The proxy cut it (its body copy went past maxBodyBytes, or the primary stopped reading it): not
-        // the shadow's failure, so it stays out of the shadow's error counts and analysis window.
-        this.target.stats.dropped++
-        this.target.outcomes.dropped()
-      } else {
-        this.target.stats.errors++
-        this.target.outcomes.error()
-        this.#record(0, seconds)
-      }
-      this.host.shadowFinished(this, 0, outcome, seconds)
+    // Passive health: a connect failure counts towards ejection; an answer, or any other failure of a
+    // copy the shadow received, means it took a connection; a copy the proxy cut tells neither.
+    if (err !== null && isConnectFailure(classifyUpstreamError(err), err))
+      upstream.connectFailed(this.host.ejectAfter, this.host.ejectForMs)
+    else if (err !== null && this.#dropped) upstream.probing = false
+    else if (upstream.failures !== 0 || upstream.probing) upstream.connectSucceeded()
+    if (err === null) this.#record(this.shadow.status, seconds)
+    else if (this.#dropped) {
+      // The proxy cut it (its body copy went past maxBodyBytes, or the primary stopped reading it): not
+      // the shadow's failure, so it stays out of the shadow's error counts and analysis window.
+      t.stats.dropped++
+      t.outcomes.dropped()
+      this.host.shadowFinished(this, 0, 'dropped', seconds)
     } else {
-      this.#record(this.shadow.status, seconds)
+      t.stats.errors++
+      t.outcomes.error()
+      this.#record(0, seconds)
+      this.#failed(seconds)
     }
     this.#settle()
+  }
+
+  /** Tell the host of a failure, at most once a second per shadow when its lines are written. */
+  #failed(seconds: number): void {
+    const t = this.target
+    if (t.log !== null) {
+      const held = t.stats.errorLines.take()
+      if (held < 0) {
+        if (this.span !== null) this.tracing?.endShadow(this, 0, 'error')
+        return
+      }
+      if (held > 0)
+        t.log.info(
+          { route: this.route, version: 'shadow', upstream: t.upstream.origin, suppressed: held },
+          'shadow errors suppressed',
+        )
+    }
+    this.host.shadowFinished(this, 0, 'error', seconds)
   }
 
   #record(status: number, seconds: number): void {
@@ -407,9 +448,11 @@ export function startMirror(
   if (t.methods !== null && !t.methods.has(method)) return null
   if (t.paths !== null && !t.paths.some((p) => path.startsWith(p))) return null
   const cfg = t.config
+  // admit() last: when it lets a half-open probe through, that request must be sent.
   if (
     t.upstream.inflight >= cfg.maxInflight ||
-    (hasBody && contentLength(upstreamHeaders) > cfg.maxBodyBytes)
+    (hasBody && contentLength(upstreamHeaders) > cfg.maxBodyBytes) ||
+    !t.upstream.admit()
   ) {
     t.stats.dropped++
     t.outcomes.dropped()

@@ -1,7 +1,8 @@
 /**
  * Per-route shadow bookkeeping that outlives config snapshots: outcome counts, mismatch rates by path
- * pattern, learned noisy fields, and a bounded ring of recent diff samples.
+ * pattern, learned noisy fields, a bounded ring of recent diff samples, and the shadow's error-line limiter.
  */
+import { LogLimiter } from '../log.ts'
 import type { Difference } from './compare.ts'
 import { FieldFilter } from './compare.ts'
 
@@ -30,6 +31,8 @@ export class ShadowStats {
   /** Fields seen to differ between two answers of the same version (Diffy's primary vs secondary). */
   readonly noise = new FieldFilter([])
   readonly noiseChecks = { sent: 0, compared: 0 }
+  /** The shadow's `error` lines: at most one a second, the next one written tells how many were held. */
+  readonly errorLines = new LogLimiter(1000)
   /** Fields seen to differ once between two answers of the same version, not yet called noisy. */
   readonly #noiseOnce = new Map<string, true>()
   #diffs: DiffSample[] = []
