@@ -116,9 +116,8 @@ export class ProxyServer implements ExchangeHost, MirrorHost {
     if (fallback !== null && backend !== route.stable && !forced && retryable(fallback, req.method!, head)) {
       if (!head.hasBody) ex.retry = { head, body: null }
       else if (route.shadow === null || route.shadow.threshold === 0) {
-        // (A mirrored body is teed as it streams; a kept one is not mirrored, so a route that mirrors
-        // retries only bodiless requests.)
         // A body is kept for the retry only when its length is known and small: read it, then forward.
+        // (A mirrored body is teed as it streams, so a route that mirrors retries only bodiless requests.)
         const length = Number(head.get('content-length'))
         if (length <= fallback.maxBodyBytes) return this.#readThenForward(ex, head, length)
       }
@@ -255,7 +254,8 @@ export class ProxyServer implements ExchangeHost, MirrorHost {
       if (!error) state.streak = 0
       else {
         if (!ex.retried) flags |= HARMED
-        if (++state.streak >= ex.route.fuseAfter && ex.route.fuseAfter !== 0 && ex.route.fuse === null) {
+        // `>=`: errors of requests still in flight on the old table may pass N before the swap.
+        if (ex.route.fuseAfter !== 0 && ++state.streak >= ex.route.fuseAfter && ex.route.fuse === null) {
           state.streak = 0
           this.#trip(ex.route, status, ex.error)
         }
