@@ -8,6 +8,7 @@ import { dirname } from 'node:path'
 import { request } from 'undici'
 import { describe, expect, it } from 'vitest'
 import { testBed, waitUntil } from '../helpers/bed.ts'
+import { settled, shadowStats } from '../helpers/shadow.ts'
 import type { Upstream } from '../helpers/upstream.ts'
 import { startVeer, type VeerProcess, writeConfig } from '../helpers/veer.ts'
 
@@ -102,16 +103,8 @@ describe('fallback to stable', () => {
       expect(res.statusCode).toBe(200)
       await res.body.text()
     }
-    type Shadow = { sent: number; compared: number; mismatches: number; inflight: number }
-    let last: Shadow | undefined
-    await waitUntil(async () => {
-      const body = (await (await request(`${veer.adminUrl}/v1/stats`)).body.json()) as {
-        routes: { shadow: Shadow }[]
-      }
-      last = body.routes[0]!.shadow
-      return last.sent === 5 && last.inflight === 0
-    }, 'the 5 shadow copies to end')
-    // The failed attempt had no answer to compare with (and stable's is not the primary the copy was made for).
+    await waitUntil(async () => (await shadowStats(veer)).sent === 5, 'the 5 shadow copies to be sent')
+    const last = await settled(veer)
     expect(last).toMatchObject({ compared: 0, mismatches: 0 })
   })
 

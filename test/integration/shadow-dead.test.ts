@@ -12,6 +12,7 @@ import { createServer as createNetServer, type Server, type Socket } from 'node:
 import { request } from 'undici'
 import { describe, expect, it } from 'vitest'
 import { testBed, waitUntil } from '../helpers/bed.ts'
+import { settled } from '../helpers/shadow.ts'
 import { deadPort } from '../helpers/upstream.ts'
 import type { VeerProcess } from '../helpers/veer.ts'
 
@@ -53,38 +54,6 @@ function expected(method: string, url: string, bodySha: string): Buffer {
 }
 
 const EMPTY_SHA = createHash('sha256').digest('hex')
-
-interface ShadowSummary {
-  sent: number
-  dropped: number
-  errors: number
-  compared: number
-  mismatches: number
-  inflight: number
-  ejected: boolean
-}
-
-async function shadowStats(v: VeerProcess): Promise<ShadowSummary> {
-  const body = (await (await request(`${v.adminUrl}/v1/stats`)).body.json()) as {
-    routes: { name: string; shadow: ShadowSummary | null }[]
-  }
-  const shadow = body.routes.find((r) => r.name === 'default')?.shadow
-  if (!shadow) throw new Error(`route default has no shadow in /v1/stats: ${JSON.stringify(body)}`)
-  return shadow
-}
-
-async function settled(v: VeerProcess): Promise<ShadowSummary> {
-  let last: ShadowSummary | undefined
-  await waitUntil(
-    async () => {
-      last = await shadowStats(v)
-      return last.inflight === 0
-    },
-    'shadow requests to end',
-    10_000,
-  )
-  return last!
-}
 
 async function outcomes(v: VeerProcess, outcome: string): Promise<number> {
   const text = await (await request(`${v.adminUrl}/metrics`)).body.text()

@@ -14,6 +14,7 @@ import { Readable } from 'node:stream'
 import { request } from 'undici'
 import { describe, expect, it } from 'vitest'
 import { testBed, waitUntil } from '../helpers/bed.ts'
+import { settled, shadowStats } from '../helpers/shadow.ts'
 import { deadPort, type Handler } from '../helpers/upstream.ts'
 import type { VeerProcess } from '../helpers/veer.ts'
 import { closeRawClients, RawClient, type RawResponse } from './raw-http.ts'
@@ -64,45 +65,6 @@ function recording(
       res.end(JSON.stringify({ name, url: req.url, length: body.length, sha: sha256(body) }))
     })
   }
-}
-
-interface ShadowSummary {
-  sent: number
-  dropped: number
-  errors: number
-  compared: number
-  mismatches: number
-  mismatchRate: number
-  inflight: number
-  byPath: Record<string, { compared: number; mismatches: number; mismatchRate: number }>
-  noisyFields: string[]
-  noiseChecks: { sent: number; compared: number }
-  window: unknown
-  headline: string
-  verdict: { result: string; checks: { check: string }[] }
-}
-
-async function shadowStats(v: VeerProcess): Promise<ShadowSummary> {
-  const body = (await (await request(`${v.adminUrl}/v1/stats`)).body.json()) as {
-    routes: { name: string; shadow: ShadowSummary | null }[]
-  }
-  const shadow = body.routes.find((r) => r.name === 'default')?.shadow
-  if (!shadow) throw new Error(`route default has no shadow in /v1/stats: ${JSON.stringify(body)}`)
-  return shadow
-}
-
-/** Waits until every shadow request sent has ended (answered, failed or dropped), and returns the stats. */
-async function settled(v: VeerProcess, ms = 10_000): Promise<ShadowSummary> {
-  let last: ShadowSummary | undefined
-  await waitUntil(
-    async () => {
-      last = await shadowStats(v)
-      return last.inflight === 0
-    },
-    'shadow requests to end',
-    ms,
-  )
-  return last!
 }
 
 /** The sum of a metric's samples whose labels include `labels`. */
