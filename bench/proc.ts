@@ -42,6 +42,20 @@ export function pinSelf(core: number): boolean {
   return r.status === 0
 }
 
+/**
+ * Pin the harness (its load generator threads included) to LOAD_CORE, leaving PROXY_CORE to `subject`.
+ * Call describeMachine() first: availableParallelism() follows this process's affinity.
+ */
+export function pinHarness(subject: string): { pinned: boolean; description: string } {
+  const pinned = pinSelf(LOAD_CORE)
+  return {
+    pinned,
+    description: pinned
+      ? `taskset — ${subject} on core ${PROXY_CORE}; upstream(s), load generator and harness on core ${LOAD_CORE}`
+      : 'none (taskset missing or fewer than 2 cores)',
+  }
+}
+
 function pinned(core: number | null, command: string, args: readonly string[]): [string, string[]] {
   if (core === null || !pinning) return [command, [...args]]
   return ['taskset', ['-c', String(core), command, ...args]]

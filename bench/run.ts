@@ -14,11 +14,9 @@ import { type OtlpSink, startOtlpSink } from './otlp-sink.ts'
 import { checkAnswers, observeCanary } from './probe.ts'
 import {
   cpuMicros,
-  LOAD_CORE,
   logTail,
   machineMicros,
-  pinning,
-  pinSelf,
+  pinHarness,
   rssKiB,
   selfAndReapedMicros,
   stopAll,
@@ -88,14 +86,11 @@ const wrk = args['no-wrk']
 const nginx = needs.has('nginx')
   ? await findNginx(args.install)
   : { available: false, path: null, version: null, note: 'not chosen' }
-const pinnedSelf = pinSelf(LOAD_CORE)
+const { pinned: pinnedSelf, description: pinningText } = pinHarness('proxy')
 const settings: Settings = {
   ...settingsBase,
   loadTool: wrk.available ? 'wrk -t1' : 'Node closed-loop generator (undici Pool)',
-  pinning:
-    pinning && pinnedSelf
-      ? 'taskset — proxy on core 1; upstream(s), load generator and harness on core 0'
-      : 'none (taskset missing or fewer than 2 cores)',
+  pinning: pinningText,
 }
 log(`load: ${settings.loadTool} (wrk: ${wrk.note}); pinning: ${settings.pinning}`)
 
@@ -247,7 +242,7 @@ const report: Report = {
   machine,
   wrk: { used: wrk.available, version: wrk.version, note: wrk.note },
   nginx: { used: nginx.available, version: nginx.version, note: nginx.note },
-  taskset: pinning && pinnedSelf,
+  taskset: pinnedSelf,
   settings,
   subjects: results,
   targets: checkTargets(results, settings.rate),

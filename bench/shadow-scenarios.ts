@@ -13,7 +13,7 @@ import { positiveInt, startHarness } from './harness.ts'
 import { fixedRate, type LatencyResult } from './load.ts'
 import { describeMachine } from './machine.ts'
 import { checkAnswers } from './probe.ts'
-import { freePort, LOAD_CORE, logTail, pinning, pinSelf, rssKiB, stopAll, stopProcess } from './proc.ts'
+import { freePort, logTail, pinHarness, rssKiB, stopAll, stopProcess } from './proc.ts'
 import { median } from './stats.ts'
 import {
   type Context,
@@ -58,11 +58,8 @@ const settings = {
 }
 
 const machine = describeMachine() // before pinning (availableParallelism follows this process's affinity)
-const pinnedSelf = pinSelf(LOAD_CORE)
-settings.pinning =
-  pinning && pinnedSelf
-    ? 'taskset — veer on core 1; upstreams, load generator and harness on core 0'
-    : 'none (taskset missing or fewer than 2 cores)'
+const { pinned: pinnedSelf, description: pinningText } = pinHarness('veer')
+settings.pinning = pinningText
 log(`pinning: ${settings.pinning}`)
 
 // Shadows answer what stable answers (bodies included), so comparisons match.
@@ -358,7 +355,7 @@ mkdirSync(resultsDir, { recursive: true })
 writeFileSync(join(resultsDir, 'shadow.md'), markdown)
 writeFileSync(
   join(resultsDir, 'shadow.json'),
-  `${JSON.stringify({ date, machine, taskset: pinning && pinnedSelf, settings, scenarios: results, wallSeconds }, null, 2)}\n`,
+  `${JSON.stringify({ date, machine, taskset: pinnedSelf, settings, scenarios: results, wallSeconds }, null, 2)}\n`,
 )
 process.stdout.write(`\n${markdown}\n`)
 log(`wrote bench/results/shadow.md and bench/results/shadow.json (${wallSeconds.toFixed(0)} s)`)

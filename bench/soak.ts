@@ -29,8 +29,7 @@ import {
   freePort,
   LOAD_CORE,
   logTail,
-  pinning,
-  pinSelf,
+  pinHarness,
   rssKiB,
   runCapture,
   stopAll,
@@ -96,11 +95,8 @@ const { root, resultsDir, tmpDir, startedAt, log } = startHarness('veer-soak', w
 settings.veerRoot = args['veer-root'] === undefined ? root : resolve(args['veer-root'])
 
 const machine = describeMachine() // before pinning (availableParallelism follows this process's affinity)
-const pinnedSelf = pinSelf(LOAD_CORE)
-settings.pinning =
-  pinning && pinnedSelf
-    ? 'taskset — veer on core 1; upstream(s), load generator and harness on core 0'
-    : 'none (taskset missing or fewer than 2 cores)'
+const { pinned: pinnedSelf, description: pinningText } = pinHarness('veer')
+settings.pinning = pinningText
 
 const loadavg = (): string => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')
 const MiB = 1024 * 1024
@@ -400,7 +396,7 @@ const cpuPct = cpuUs / (wallLoad * 1e4)
 const report = {
   date: new Date().toISOString(),
   machine,
-  taskset: pinning && pinnedSelf,
+  taskset: pinnedSelf,
   settings,
   load,
   veerCountedRps: counted,
