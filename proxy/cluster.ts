@@ -12,6 +12,7 @@ import { AggregatorRegistry, type Registry } from 'prom-client'
 import type { ProxyConfig } from '../config/types.ts'
 import { type AdminViews, createAdminServer, type RawStats } from './admin.ts'
 import { watchConfigFile } from './config-watch.ts'
+import type { LineSink } from './log.ts'
 import type { DiffSample } from './shadow/stats.ts'
 
 /** Messages between the primary and its workers (besides prom-client's own). */
@@ -44,6 +45,7 @@ export async function runPrimary(
   configPath: string | null,
   count: number,
   log: Logger,
+  sink: LineSink,
 ): Promise<void> {
   const aggregator = new AggregatorRegistry()
   const workers = new Set<Worker>()
@@ -167,8 +169,7 @@ export async function runPrimary(
     admin.close()
     admin.closeAllConnections()
     log.info({ workers: count }, 'veer proxy stopped')
-    log.flush()
-    process.exit(0)
+    void sink.drained().then(() => process.exit(0))
   }
   const drain = (signal: NodeJS.Signals) => {
     if (draining) return

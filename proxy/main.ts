@@ -39,8 +39,8 @@ export async function runProxy(argv: string[]): Promise<void> {
   const first = await parsed.load()
   if (!first.ok) throw new UsageError(first.issues.map(formatIssue).join('\n'))
   if (parsed.workers > 1 && cluster.isPrimary) {
-    const log = createLogger(first.config.log.level)
-    await runPrimary(first.config, parsed.configPath, parsed.workers, log).catch((err: Error) => {
+    const { log, sink } = createLogger(first.config.log.level, true)
+    await runPrimary(first.config, parsed.configPath, parsed.workers, log, sink).catch((err: Error) => {
       throw new UsageError(err.message)
     })
     return
@@ -89,7 +89,7 @@ export async function startProxy(
   /** A `--workers` worker: no admin listener of its own; the primary asks it over IPC. */
   worker = false,
 ): Promise<void> {
-  const log = createLogger(config.log.level)
+  const { log, sink } = createLogger(config.log.level, worker)
   // With --control, the weights last applied from control (the last-known-good file) serve from the
   // first request: a proxy restarted while control is away comes up on them, not on its file's.
   const lastKnown = control && (await openKnownGood(control.stateDir, config, log))
@@ -101,7 +101,7 @@ export async function startProxy(
   const states = new RouteStates(metrics, pools, log)
   let generation = 1
   const first = compileRoutes(generation, lastKnown?.config ?? config, states)
-  const proxy = new ProxyServer(first, log, await createTracing(log))
+  const proxy = new ProxyServer(first, log, sink, await createTracing(log))
   const link =
     control &&
     new ControlLink({
@@ -275,7 +275,7 @@ export async function startProxy(
     await link?.stop()
     await pools.closeAll()
     log.info({ signal }, 'veer proxy stopped')
-    log.flush()
+    await sink.drained()
     process.exit(0)
   }
   link?.start()

