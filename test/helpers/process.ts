@@ -14,6 +14,8 @@ export interface LoggedProcess {
   readonly child: ChildProcess
   /** Parsed JSON log lines so far. */
   readonly logs: LogLine[]
+  /** stdout lines that were not JSON (a torn or interleaved line would land here). */
+  readonly unparsed: string[]
   readonly stderr: () => string
   /** Resolves with the first log line for which `test` holds (waits up to `ms`). */
   waitForLog(test: (line: LogLine) => boolean, ms?: number): Promise<LogLine>
@@ -24,6 +26,7 @@ export interface LoggedProcess {
 export function spawnVeer(args: string[], env: NodeJS.ProcessEnv): LoggedProcess {
   const child = spawn(process.execPath, [VEER_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env })
   const logs: LogLine[] = []
+  const unparsed: string[] = []
   const waiters: { test: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = []
   let stderr = ''
   let buffered = ''
@@ -37,6 +40,7 @@ export function spawnVeer(args: string[], env: NodeJS.ProcessEnv): LoggedProcess
       try {
         parsed = JSON.parse(line)
       } catch {
+        unparsed.push(line)
         continue
       }
       logs.push(parsed)
@@ -66,6 +70,7 @@ export function spawnVeer(args: string[], env: NodeJS.ProcessEnv): LoggedProcess
   return {
     child,
     logs,
+    unparsed,
     stderr: () => stderr,
     waitForLog,
     exited,

@@ -97,6 +97,34 @@ describe('--workers', () => {
     )
   })
 
+  it('writes every access line of both workers whole through their shared stdout pipe', async () => {
+    const stable = await bed.upstream('stable')
+    const { veer } = await startCluster({ routes: [{ name: 'default', stable: { url: stable.url } }] })
+    // Lines of ~3 KiB, so each 4 KiB (PIPE_BUF) write holds one: no line may be lost, or torn by a
+    // chunk boundary or the other worker's writes. (Whether a write over PIPE_BUF would interleave
+    // depends on how full the pipe is, which a test cannot force; the sink never makes one here.)
+    const long = `/${'p'.repeat(3000)}`
+    const n = 400
+    const pool = new Pool(veer.url, { connections: 20 })
+    try {
+      await Promise.all(
+        Array.from({ length: n }, async (_, i) => {
+          const res = await pool.request({ path: `${long}/${i}`, method: 'GET' })
+          await res.body.dump()
+          expect(res.statusCode).toBe(200)
+        }),
+      )
+    } finally {
+      await pool.close()
+    }
+    const access = () => veer.logs.filter((l) => l.msg === 'access')
+    await waitUntil(() => access().length === n, 'an access line for every request')
+    expect(veer.unparsed).toEqual([])
+    const paths = new Set(access().map((l) => Number(String(l.path).slice(long.length + 1))))
+    expect(paths.size).toBe(n)
+    expect(new Set(access().map((l) => l.pid)).size).toBe(2)
+  })
+
   it('passes a config change to every worker, and replaces a worker that dies', async () => {
     const stable = await bed.upstream('stable')
     const canary = await bed.upstream('canary')
