@@ -42,7 +42,9 @@ interface Chunk {
  * A line sink on a file descriptor: lines are copied into chunks, and full chunks are written with
  * asynchronous fs.write, one at a time, so a request never waits on a write(2). A partial chunk is
  * written at least every `flushMs`. A line never spans two chunks, so with `chunkBytes` ≤ PIPE_BUF each
- * write(2) carries whole lines and writers sharing one pipe never interleave within a line.
+ * write(2) carries whole lines and writers sharing one pipe never interleave within a line (up to
+ * PIPE_BUF long). Buffers held for a slow stdout are bounded by `maxQueued` bytes; lines beyond are
+ * dropped and counted, and a `log lines dropped` line takes their place.
  */
 export class LineSink {
   readonly #fd: number
@@ -51,11 +53,16 @@ export class LineSink {
   #current: Chunk
   readonly #queue: Chunk[] = []
   readonly #spare: Buffer[] = []
-  #queued = 0
+  /** Bytes of the buffers queued or being written: what a slow stdout costs in memory. */
+  #held = 0
+  /** The chunk being written: its write(2) is in flight unless `#retry` is set (waiting after EAGAIN). */
   #writing: Chunk | null = null
+  #retry: NodeJS.Timeout | null = null
+  /** A flush came while a write was in flight: the partial chunk goes out when that write is done. */
+  #flushWanted = false
   #broken = false
   #waiters: Array<() => void> = []
-  /** Lines dropped since the last time that was written (stdout too slow, or closed). */
+  /** Lines dropped since the last `log lines dropped` line. */
   #dropped = 0
   readonly #timer: NodeJS.Timeout
 
@@ -67,20 +74,31 @@ export class LineSink {
     this.#timer = setInterval(() => this.flush(), flushMs).unref()
   }
 
+  /** Bytes of buffers waiting for stdout (at most `maxQueued`, plus the chunk being filled). */
+  get held(): number {
+    return this.#held
+  }
+
   /** Append one line (with its newline). False when it was dropped. */
   write(line: string): boolean {
+    if (this.#broken) {
+      this.#dropped++
+      return false
+    }
+    if (this.#dropped !== 0) this.#noteDropped()
     let c = this.#current
     // A one-byte string of n characters takes at most 3n bytes; only a long line needs its exact length.
     if (line.length * 3 > c.buf.length - c.end) {
       const bytes = Buffer.byteLength(line)
       if (bytes > c.buf.length - c.end) {
-        if (this.#queued + c.end + bytes > this.#maxQueued || this.#broken) {
+        const own = bytes > this.#chunkBytes ? bytes : 0
+        if (this.#held + (c.end > 0 ? c.buf.length : 0) + own > this.#maxQueued) {
           this.#dropped++
           return false
         }
         this.#seal()
         c = this.#current
-        if (bytes > c.buf.length) {
+        if (own > 0) {
           // A line longer than a chunk is a chunk of its own.
           this.#enqueue({ buf: Buffer.from(line), end: bytes, at: 0 })
           return true
@@ -94,7 +112,9 @@ export class LineSink {
   /** Write what is buffered; `done` runs once all of it (and what was queued before) is written. */
   flush(done?: () => void): void {
     if (done !== undefined) this.#waiters.push(done)
-    if (this.#current.end > 0) this.#seal()
+    if (this.#dropped !== 0 && !this.#broken) this.#noteDropped()
+    if (this.#writing !== null) this.#flushWanted = true
+    else if (this.#current.end > 0) this.#seal()
     else this.#next()
   }
 
@@ -109,61 +129,94 @@ export class LineSink {
     })
   }
 
-  /** On exit: write what is queued synchronously. A chunk already handed to a write is not written twice. */
-  flushSync(): void {
+  /**
+   * At exit: write what is left synchronously, retrying a full non-blocking stdout for up to
+   * `budgetMs`. A write(2) still in flight on the thread pool cannot be waited for here: the rest is
+   * written behind it, as pino's SonicBoom does, and could land before it. A clean exit waits for
+   * `drained()` first, so only a crash, or a stdout stuck for drained()'s whole timeout, gets here.
+   */
+  flushAtExit(budgetMs = 2000): void {
     clearInterval(this.#timer)
-    if (this.#current.end > 0) {
-      this.#queue.push(this.#current)
-      this.#current = { buf: Buffer.alloc(0), end: 0, at: 0 }
+    if (this.#broken) return
+    if (this.#retry !== null) {
+      // Waiting to retry after EAGAIN, not in flight: its remainder goes first.
+      clearTimeout(this.#retry)
+      this.#queue.unshift(this.#writing!)
+      this.#writing = null
     }
+    if (this.#dropped !== 0) this.#noteDropped()
+    if (this.#current.end > 0) this.#queue.push(this.#current)
+    this.#current = { buf: Buffer.alloc(0), end: 0, at: 0 }
+    const deadline = Date.now() + budgetMs
+    const nap = new Int32Array(new SharedArrayBuffer(4))
     for (const c of this.#queue) {
-      for (let tries = 0; c.at < c.end && tries < 100; tries++) {
+      while (c.at < c.end) {
         try {
           c.at += writeSync(this.#fd, c.buf, c.at, c.end - c.at)
         } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') break
+          // Give up whole rather than write later lines behind a cut one.
+          if ((err as NodeJS.ErrnoException).code !== 'EAGAIN' || Date.now() > deadline) {
+            this.#queue.length = 0
+            return
+          }
+          Atomics.wait(nap, 0, 0, 5)
         }
       }
     }
     this.#queue.length = 0
   }
 
-  /** Move the current chunk to the queue and start a fresh one. */
+  /** Stop writing (before the descriptor is closed): what is not written yet is dropped. */
+  close(): void {
+    clearInterval(this.#timer)
+    if (this.#retry !== null) clearTimeout(this.#retry)
+    this.#retry = null
+    this.#broken = true
+  }
+
+  #noteDropped(): void {
+    const n = this.#dropped
+    this.#dropped = 0
+    const note = `{"level":40,"time":"${isoNow()}","pid":${process.pid},"dropped":${n},"msg":"log lines dropped"}\n`
+    // Not written either: the count waits for the next line that is.
+    if (!this.write(note)) this.#dropped = n
+  }
+
+  /** Move the current chunk, when it has anything, to the queue and start a fresh one. */
   #seal(): void {
     const full = this.#current
-    const buf = this.#spare.pop() ?? Buffer.allocUnsafe(this.#chunkBytes)
-    this.#current = { buf, end: 0, at: 0 }
+    if (full.end === 0) return
+    this.#current = { buf: this.#spare.pop() ?? Buffer.allocUnsafe(this.#chunkBytes), end: 0, at: 0 }
     this.#enqueue(full)
   }
 
   #enqueue(c: Chunk): void {
     this.#queue.push(c)
-    this.#queued += c.end
+    this.#held += c.buf.length
     this.#next()
   }
 
   #next(): void {
     if (this.#writing !== null) return
     const c = this.#queue.shift()
-    if (c === undefined) {
-      const waiters = this.#waiters
-      if (waiters.length > 0) {
-        this.#waiters = []
-        for (const w of waiters) w()
-      }
+    if (c !== undefined) {
+      this.#writing = c
+      this.#send()
       return
     }
-    if (this.#dropped > 0 && !this.#broken) {
-      const note = `{"level":40,"time":"${isoNow()}","pid":${process.pid},"dropped":${this.#dropped},"msg":"log lines dropped"}\n`
-      this.#dropped = 0
-      this.#queue.unshift(c)
-      this.#writing = { buf: Buffer.from(note), end: Buffer.byteLength(note), at: 0 }
-      this.#queued += this.#writing.end
-    } else this.#writing = c
-    this.#send()
+    if (this.#flushWanted) {
+      this.#flushWanted = false
+      if (this.#current.end > 0) return this.#seal()
+    }
+    const waiters = this.#waiters
+    if (waiters.length > 0) {
+      this.#waiters = []
+      for (const w of waiters) w()
+    }
   }
 
   #send = (): void => {
+    this.#retry = null
     const c = this.#writing!
     write(this.#fd, c.buf, c.at, c.end - c.at, null, this.#written)
   }
@@ -173,18 +226,19 @@ export class LineSink {
     if (err !== null) {
       if (err.code === 'EAGAIN') {
         // A non-blocking pipe that is full: give its reader a moment.
-        setTimeout(this.#send, 10)
+        this.#retry = setTimeout(this.#send, 10)
         return
       }
-      // stdout is gone (EPIPE, EBADF …): nothing more can be written; lines are counted as dropped.
+      // stdout is gone (EPIPE, EBADF …): nothing more can be written; later lines count as dropped.
       this.#broken = true
-      for (const q of this.#queue) this.#queued -= q.end
+      for (const q of this.#queue) this.#held -= q.buf.length
       this.#queue.length = 0
+      this.#current.end = 0
       n = c.end - c.at
     }
     c.at += n
     if (c.at < c.end) return this.#send()
-    this.#queued -= c.end
+    this.#held -= c.buf.length
     this.#writing = null
     if (c.buf.length === this.#chunkBytes && this.#spare.length < 2) this.#spare.push(c.buf)
     this.#next()
@@ -202,7 +256,7 @@ export function createLogger(level: string, shared = false): { log: Logger; sink
     { level, base: { pid: process.pid }, timestamp: () => `,"time":"${isoNow()}"`, messageKey: 'msg' },
     sink,
   )
-  process.on('exit', () => sink.flushSync())
+  process.on('exit', () => sink.flushAtExit())
   return { log, sink }
 }
 

@@ -1,5 +1,14 @@
-import { spawnSync } from 'node:child_process'
-import { closeSync, constants, mkdtempSync, openSync, readFileSync, readSync, rmSync } from 'node:fs'
+import { spawn, spawnSync } from 'node:child_process'
+import {
+  closeSync,
+  constants,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  writeSync,
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
@@ -26,6 +35,7 @@ describe('LineSink', () => {
       expect(sink.write(l)).toBe(true)
     }
     await sink.drained()
+    sink.close()
     closeSync(fd)
     expect(readFileSync(file, 'utf8')).toBe(expected.join(''))
   })
@@ -39,6 +49,7 @@ describe('LineSink', () => {
     expect(readFileSync(file, 'utf8')).toBe('')
     await sink.drained()
     expect(readFileSync(file, 'utf8')).toBe(line(1))
+    sink.close()
     closeSync(fd)
   })
 
@@ -74,6 +85,7 @@ describe('LineSink', () => {
       else if (done) break
       else await new Promise((r) => setTimeout(r, 2))
     }
+    sink.close()
     closeSync(fd)
     const lines = Buffer.concat(got).toString('utf8').trimEnd().split('\n')
     const records = lines.map((l) => JSON.parse(l) as { i?: number; msg?: string; dropped?: number })
@@ -85,13 +97,69 @@ describe('LineSink', () => {
     expect(notes.map((n) => n.dropped).reduce((a, b) => a! + b!, 0)).toBe(dropped)
   }, 30_000)
 
+  it('holds no more buffers than its lines need while stdout is stuck, however often it flushes', async () => {
+    const fifo = join(dir, 'fifo')
+    expect(spawnSync('mkfifo', [fifo]).status).toBe(0)
+    const fd = openSync(fifo, constants.O_RDWR | constants.O_NONBLOCK)
+    // Fill the pipe so that every write gets EAGAIN; flush every millisecond.
+    const filler = Buffer.alloc(4096, 'f')
+    for (;;) {
+      try {
+        writeSync(fd, filler)
+      } catch {
+        break
+      }
+    }
+    const sink = new LineSink(fd, 4096, 1)
+    let bytes = 0
+    for (let i = 0; i < 150; i++) {
+      const l = line(i)
+      bytes += Buffer.byteLength(l)
+      sink.write(l)
+      await new Promise((r) => setTimeout(r, 2))
+    }
+    // The lines fill a few chunks; a flush while a write waits must not seal a fresh chunk each time.
+    expect(sink.held).toBeLessThanOrEqual(bytes + 2 * 4096)
+    sink.close()
+    closeSync(fd)
+  })
+
+  it('at exit, retries a full non-blocking stdout until its reader catches up, losing nothing', async () => {
+    const script = [
+      `import { LineSink } from ${JSON.stringify(join(import.meta.dirname, '../../proxy/log.ts'))}`,
+      // Touching process.stdout makes a piped fd 1 non-blocking, as a console exporter would.
+      `process.stdout`,
+      `const sink = new LineSink(1)`,
+      `process.on('exit', () => sink.flushAtExit())`,
+      `for (let i = 0; i < 12000; i++) sink.write(JSON.stringify({ i, pad: 'p'.repeat(80) }) + '\\n')`,
+      `await sink.drained(100)`,
+      `process.exit(0)`,
+    ].join('\n')
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    })
+    // The reader sleeps for 0.6 s first: the child's pipe fills and its exit has to wait for it.
+    child.stdout.pause()
+    setTimeout(() => child.stdout.resume(), 600)
+    let out = ''
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d))
+    const code = await new Promise((r) => child.on('close', r))
+    expect(code).toBe(0)
+    const ids = out
+      .trimEnd()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { i: number }).i)
+    expect(ids.length).toBe(12000)
+    expect(ids.every((id, k) => id === k)).toBe(true)
+  }, 15_000)
+
   it('writes what is buffered when the process exits', () => {
     const file = join(dir, 'out')
     const script = [
       `import { openSync } from 'node:fs'`,
       `import { LineSink } from ${JSON.stringify(join(import.meta.dirname, '../../proxy/log.ts'))}`,
       `const sink = new LineSink(openSync(${JSON.stringify(file)}, 'w'), 256)`,
-      `process.on('exit', () => sink.flushSync())`,
+      `process.on('exit', () => sink.flushAtExit())`,
       `for (let i = 0; i < 40; i++) sink.write(JSON.stringify({ i }) + '\\n')`,
       `process.exit(0)`,
     ].join('\n')
