@@ -213,11 +213,24 @@ export const subjects: readonly Subject[] = [
       STICKY_HEADER,
     ],
   }),
-  veerSubject('veer-shadow', 'veer, every request mirrored (--shadow, 100%) to a 3rd upstream, compared', {
-    needs: ['shadow-upstream'],
-    flags: (ctx) => ['--stable', loopback(ctx.stablePort), '--shadow', loopback(ctx.shadowPort!)],
-    observe: shadowCounters,
-  }),
+  veerSubject(
+    'veer-shadow',
+    'veer, every request mirrored (100%) to a 3rd upstream and compared; the shadow pool is sized for the load (connections 64, maxInflight 256: at the default 16 about half the copies are dropped at full load)',
+    {
+      needs: ['shadow-upstream'],
+      config: (ctx, port, admin) =>
+        [
+          `listen: 127.0.0.1:${port}`,
+          `admin: 127.0.0.1:${admin}`,
+          'routes:',
+          '  - name: default',
+          `    stable: { url: "${loopback(ctx.stablePort)}" }`,
+          `    shadow: { url: "${loopback(ctx.shadowPort!)}", percent: 100, connections: 64, maxInflight: 256 }`,
+          '',
+        ].join('\n'),
+      observe: shadowCounters,
+    },
+  ),
   veerSubject('veer-tracing', 'veer, OpenTelemetry tracing on, 1% traceidratio, OTLP/HTTP to a local sink', {
     needs: ['otlp-sink'],
     env: (ctx) => ({

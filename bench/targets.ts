@@ -120,8 +120,10 @@ function mirroredShare(subjects: readonly SubjectResult[]): string {
     dropped += r.observed?.['shadow dropped'] ?? 0
   }
   if (sent + dropped === 0) return ''
+  const share = `mirrored ${pct(sent / (sent + dropped))} of requests`
+  if (dropped === 0) return `${share} (none dropped)`
   return (
-    `mirrored ${pct(sent / (sent + dropped))} of requests (${dropped.toLocaleString('en-US')} dropped at the ` +
-    'shadow pool’s limits), so this is the cost of that share, not of a full 100%'
+    `${share} (${dropped.toLocaleString('en-US')} dropped at the shadow pool’s limits), so this is the ` +
+    'cost of that share, not of a full 100%'
   )
 }

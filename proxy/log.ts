@@ -31,6 +31,27 @@ export function jsonFields(fields: Record<string, string | number>): string {
   return out
 }
 
+/**
+ * The JSON line of one request (`access`, `shadow`): the same JSON pino would write, at a fraction of
+ * its cost. `fields` is the part fixed per route and version (`jsonFields`: pid, route, version,
+ * release, upstream); `extra` is `,"key":value…` of what only some lines carry.
+ */
+export function requestLine(
+  msg: string,
+  fields: string,
+  method: string,
+  path: string,
+  status: number,
+  seconds: number,
+  extra: string,
+): string {
+  return (
+    `{"level":30,"time":"${isoNow()}"${fields},"method":${JSON.stringify(method)},` +
+    `"path":${JSON.stringify(path)},"status":${status === 0 ? 'null' : status}${extra},` +
+    `"duration_ms":${Math.round(seconds * 1e6) / 1000},"msg":"${msg}"}\n`
+  )
+}
+
 interface Chunk {
   readonly buf: Buffer
   end: number

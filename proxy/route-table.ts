@@ -40,16 +40,17 @@ function compileShadow(
     const child = counter.labels(rc.name, outcome)
     return () => child.inc()
   }
+  // Its own small pool (distinct settings make a distinct pool even for a shared origin): a slow or
+  // dead shadow fills only this one, and nothing queues behind it (maxPending 0; maxInflight drops).
+  const upstream = states.pools.get(sh.url, {
+    connections: sh.connections,
+    maxPending: 0,
+    timeouts: { ...sh.timeouts, idle: 4000 },
+  })
   return Object.freeze({
     route: rc.name,
     config: sh,
-    // Its own small pool (distinct settings make a distinct pool even for a shared origin): a slow or
-    // dead shadow fills only this one, and nothing queues behind it (maxPending 0; maxInflight drops).
-    upstream: states.pools.get(sh.url, {
-      connections: sh.connections,
-      maxPending: 0,
-      timeouts: { ...sh.timeouts, idle: 4000 },
-    }),
+    upstream,
     threshold: weightThreshold(sh.percent),
     sequence: states.sequence(`${rc.name} shadow`),
     noiseThreshold: weightThreshold(sh.compare.noiseSample * 100),
@@ -63,6 +64,13 @@ function compileShadow(
     stats: states.shadowStats(rc.name),
     // As the proxy writes shadow lines (server.ts): with the access log, at level info.
     log: accessLog && states.log.isLevelEnabled('info') ? states.log : null,
+    lineFields: jsonFields({
+      pid: process.pid,
+      route: rc.name,
+      version: 'shadow',
+      release: sh.release,
+      upstream: upstream.origin,
+    }),
     ignore: new FieldFilter(sh.compare.ignore),
     redact: new Set(sh.compare.redact.map((h) => h.toLowerCase())),
     outcomes: {

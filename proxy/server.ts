@@ -11,7 +11,7 @@ import { ERROR, FAILED, HARMED, SAVED } from './analysis/window.ts'
 import type { ProxyErrorCode } from './errors.ts'
 import { Exchange, type ExchangeHost } from './forward.ts'
 import { appendVia, type ForwardingPolicy, pathOf, RequestHead } from './headers.ts'
-import { isoNow, type LineSink } from './log.ts'
+import { type LineSink, requestLine } from './log.ts'
 import { sendError, sendErrorOnSocket } from './respond.ts'
 import type { Backend, CompiledRoute, Fallback, RouteTable } from './route-table.ts'
 import { type Mirror, type MirrorHost, startMirror } from './shadow/mirror.ts'
@@ -21,6 +21,7 @@ import type { Tracing } from './tracing.ts'
 import { tunnel } from './upgrade.ts'
 
 const VIA = '1.1 veer'
+const RETRIED_EXTRA = ',"retried":"stable"'
 
 export class ProxyServer implements ExchangeHost, MirrorHost {
   readonly server: Server
@@ -279,15 +280,16 @@ export class ProxyServer implements ExchangeHost, MirrorHost {
     if (this.#inflight === 0 && this.#idle !== null) this.#idle()
   }
 
-  /** The access line, built by hand: the same JSON pino would write, at a fifth of the cost. */
   #access(ex: Exchange, status: number, seconds: number): void {
     const req = ex.req
+    const extra =
+      ex.error === null
+        ? ex.retried
+          ? RETRIED_EXTRA
+          : ''
+        : `,"error":"${ex.error}"${ex.retried ? RETRIED_EXTRA : ''}`
     this.#sink.write(
-      `{"level":30,"time":"${isoNow()}"${ex.backend.accessFields},"method":${JSON.stringify(req.method)}` +
-        `,"path":${JSON.stringify(pathOf(req.url!))},"status":${status === 0 ? 'null' : status}` +
-        (ex.error === null ? '' : `,"error":"${ex.error}"`) +
-        `,"duration_ms":${Math.round(seconds * 1e6) / 1000}` +
-        (ex.retried ? ',"retried":"stable","msg":"access"}\n' : ',"msg":"access"}\n'),
+      requestLine('access', ex.backend.accessFields, req.method!, pathOf(req.url!), status, seconds, extra),
     )
   }
 
@@ -311,20 +313,16 @@ export class ProxyServer implements ExchangeHost, MirrorHost {
       (this.#accessSample < 1 && outcome !== 'error' && Math.random() >= this.#accessSample)
     )
       return
-    this.#log.info(
-      {
-        route: m.route,
-        version: 'shadow',
-        release: m.target.config.release,
-        method: m.method,
-        path: pathOf(m.path),
-        status: status === 0 ? null : status,
-        outcome,
-        duration_ms: Math.round(seconds * 1e6) / 1000,
-        upstream: m.target.upstream.origin,
-      },
+    const line = requestLine(
       'shadow',
+      m.target.lineFields,
+      m.method,
+      pathOf(m.path),
+      status,
+      seconds,
+      `,"outcome":"${outcome}"`,
     )
+    this.#sink.write(line)
   }
 
   /** Resolves once no request is in flight. */

@@ -46,6 +46,8 @@ export interface ShadowTarget {
   readonly stats: ShadowStats
   /** Where the count of held-back `error` lines goes; null when shadow lines are not written (log.access). */
   readonly log: Logger | null
+  /** The shadow line's fixed fields (pid, route, version, release, upstream), serialised once. */
+  readonly lineFields: string
   readonly ignore: FieldFilter
   readonly redact: ReadonlySet<string>
   /** Counter children of veer_shadow_requests_total for this route. */

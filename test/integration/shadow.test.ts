@@ -163,7 +163,16 @@ describe('shadow mirroring', () => {
     const access = v.logs.filter((l) => l.msg === 'access')
     expect(access.map((l) => l.version)).toEqual(['stable', 'stable', 'stable', 'stable'])
     for (const l of v.logs.filter((l) => l.msg === 'shadow'))
-      expect(l).toMatchObject({ route: 'default', version: 'shadow', release: 'v2', status: 200 })
+      expect(l).toMatchObject({
+        level: 30,
+        route: 'default',
+        version: 'shadow',
+        release: 'v2',
+        upstream: shadow.url,
+        status: 200,
+        outcome: expect.stringMatching(/^(match|mismatch|answered)$/),
+        duration_ms: expect.any(Number),
+      })
   })
 
   it('sends the shadow its own host when the route does not preserve the Host', async () => {
