@@ -31,6 +31,11 @@ export function jsonFields(fields: Record<string, string | number>): string {
   return out
 }
 
+/** The common methods already as JSON strings. */
+const METHOD_JSON: Record<string, string> = Object.fromEntries(
+  ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'].map((m) => [m, `"${m}"`]),
+)
+
 /**
  * The JSON line of one request (`access`, `shadow`): the same JSON pino would write, at a fraction of
  * its cost. `fields` is the part fixed per route and version (`jsonFields`: pid, route, version,
@@ -46,7 +51,7 @@ export function requestLine(
   extra: string,
 ): string {
   return (
-    `{"level":30,"time":"${isoNow()}"${fields},"method":${JSON.stringify(method)},` +
+    `{"level":30,"time":"${isoNow()}"${fields},"method":${METHOD_JSON[method] ?? JSON.stringify(method)},` +
     `"path":${JSON.stringify(path)},"status":${status === 0 ? 'null' : status}${extra},` +
     `"duration_ms":${Math.round(seconds * 1e6) / 1000},"msg":"${msg}"}\n`
   )
@@ -98,6 +103,11 @@ export class LineSink {
   /** Bytes of buffers waiting for stdout (at most `maxQueued`, plus the chunk being filled). */
   get held(): number {
     return this.#held
+  }
+
+  /** A write(2) is in flight on the thread pool (not merely waiting to retry after EAGAIN). */
+  get inFlight(): boolean {
+    return this.#writing !== null && this.#retry === null
   }
 
   /** Append one line (with its newline). False when it was dropped. */
@@ -157,50 +167,54 @@ export class LineSink {
    * `drained()` first, so only a crash, or a stdout stuck for drained()'s whole timeout, gets here.
    */
   flushAtExit(budgetMs = 2000): void {
-    clearInterval(this.#timer)
     if (this.#broken) return
-    if (this.#retry !== null) {
-      // Waiting to retry after EAGAIN, not in flight: its remainder goes first.
-      clearTimeout(this.#retry)
-      this.#queue.unshift(this.#writing!)
-      this.#writing = null
+    // A chunk waiting to retry after EAGAIN is not in flight: its remainder goes first.
+    const queue = this.#retry !== null ? [this.#writing!, ...this.#queue] : [...this.#queue]
+    if (this.#current.end > 0) queue.push(this.#current)
+    if (this.#dropped !== 0) {
+      const note = Buffer.from(this.#droppedNote())
+      queue.push({ buf: note, end: note.length, at: 0 })
     }
-    if (this.#dropped !== 0) this.#noteDropped()
-    if (this.#current.end > 0) this.#queue.push(this.#current)
-    this.#current = { buf: Buffer.alloc(0), end: 0, at: 0 }
+    // Nothing is written after this, asynchronously or not.
+    this.close()
     const deadline = Date.now() + budgetMs
     const nap = new Int32Array(new SharedArrayBuffer(4))
-    for (const c of this.#queue) {
+    for (const c of queue) {
       while (c.at < c.end) {
         try {
           c.at += writeSync(this.#fd, c.buf, c.at, c.end - c.at)
         } catch (err) {
           // Give up whole rather than write later lines behind a cut one.
-          if ((err as NodeJS.ErrnoException).code !== 'EAGAIN' || Date.now() > deadline) {
-            this.#queue.length = 0
-            return
-          }
+          if ((err as NodeJS.ErrnoException).code !== 'EAGAIN' || Date.now() > deadline) return
           Atomics.wait(nap, 0, 0, 5)
         }
       }
     }
-    this.#queue.length = 0
   }
 
-  /** Stop writing (before the descriptor is closed): what is not written yet is dropped. */
+  /**
+   * Stop writing (before the descriptor is closed): what is not written yet is given up, and a write in
+   * flight is the last one.
+   */
   close(): void {
     clearInterval(this.#timer)
     if (this.#retry !== null) clearTimeout(this.#retry)
     this.#retry = null
     this.#broken = true
+    this.#queue.length = 0
+    this.#current = { buf: Buffer.alloc(0), end: 0, at: 0 }
+  }
+
+  #droppedNote(): string {
+    const n = this.#dropped
+    this.#dropped = 0
+    return `{"level":40,"time":"${isoNow()}","pid":${process.pid},"dropped":${n},"msg":"log lines dropped"}\n`
   }
 
   #noteDropped(): void {
     const n = this.#dropped
-    this.#dropped = 0
-    const note = `{"level":40,"time":"${isoNow()}","pid":${process.pid},"dropped":${n},"msg":"log lines dropped"}\n`
     // Not written either: the count waits for the next line that is.
-    if (!this.write(note)) this.#dropped = n
+    if (!this.write(this.#droppedNote())) this.#dropped = n
   }
 
   /** Move the current chunk, when it has anything, to the queue and start a fresh one. */
@@ -218,7 +232,7 @@ export class LineSink {
   }
 
   #next(): void {
-    if (this.#writing !== null) return
+    if (this.#writing !== null || this.#broken) return
     const c = this.#queue.shift()
     if (c !== undefined) {
       this.#writing = c
@@ -244,6 +258,11 @@ export class LineSink {
 
   #written = (err: NodeJS.ErrnoException | null, n: number): void => {
     const c = this.#writing!
+    if (this.#broken) {
+      // close() came while this was in flight: it was the last write.
+      this.#writing = null
+      return
+    }
     if (err !== null) {
       if (err.code === 'EAGAIN') {
         // A non-blocking pipe that is full: give its reader a moment.
