@@ -290,14 +290,22 @@ export class LineSink {
  * when stdout is a pipe or socket every write stays within PIPE_BUF.
  */
 export function createLogger(level: string, shared = false): { log: Logger; sink: LineSink } {
-  const stat = fstatSync(1)
-  const sink = new LineSink(1, shared && (stat.isFIFO() || stat.isSocket()) ? PIPE_BUF : CHUNK)
+  const sink = new LineSink(1, shared && isPipe(1) ? PIPE_BUF : CHUNK)
   const log = pino(
     { level, base: { pid: process.pid }, timestamp: () => `,"time":"${isoNow()}"`, messageKey: 'msg' },
     sink,
   )
   process.on('exit', () => sink.flushAtExit())
   return { log, sink }
+}
+
+function isPipe(fd: number): boolean {
+  try {
+    const stat = fstatSync(fd)
+    return stat.isFIFO() || stat.isSocket()
+  } catch {
+    return false // a closed stdout: the first write finds out, and lines are counted as dropped
+  }
 }
 
 /**

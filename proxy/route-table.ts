@@ -106,7 +106,7 @@ export interface Backend {
   readonly upstream: Upstream
   readonly state: VersionState
   /** The access line's fixed fields (pid, route, version, release, upstream), serialised once. */
-  readonly accessFields: string
+  readonly lineFields: string
 }
 
 export interface CompiledRoute {
@@ -277,7 +277,7 @@ export function compileRoutes(generation: number, config: ProxyConfig, states: R
       release,
       upstream: pools.get(url, settings),
       state: states.version(rc.name, version),
-      accessFields: jsonFields({ pid: process.pid, route: rc.name, version, release, upstream: url }),
+      lineFields: jsonFields({ pid: process.pid, route: rc.name, version, release, upstream: url }),
     })
     const canary = rc.canary ? backend('canary', rc.canary.url, rc.canary.release) : null
     const weight = canary ? rc.canaryWeight : 0

@@ -282,14 +282,10 @@ export class ProxyServer implements ExchangeHost, MirrorHost {
 
   #access(ex: Exchange, status: number, seconds: number): void {
     const req = ex.req
-    const extra =
-      ex.error === null
-        ? ex.retried
-          ? RETRIED_EXTRA
-          : ''
-        : `,"error":"${ex.error}"${ex.retried ? RETRIED_EXTRA : ''}`
+    const error = ex.error === null ? '' : `,"error":"${ex.error}"`
+    const extra = ex.retried ? error + RETRIED_EXTRA : error
     this.#sink.write(
-      requestLine('access', ex.backend.accessFields, req.method!, pathOf(req.url!), status, seconds, extra),
+      requestLine('access', ex.backend.lineFields, req.method!, pathOf(req.url!), status, seconds, extra),
     )
   }
 
@@ -313,16 +309,10 @@ export class ProxyServer implements ExchangeHost, MirrorHost {
       (this.#accessSample < 1 && outcome !== 'error' && Math.random() >= this.#accessSample)
     )
       return
-    const line = requestLine(
-      'shadow',
-      m.target.lineFields,
-      m.method,
-      pathOf(m.path),
-      status,
-      seconds,
-      `,"outcome":"${outcome}"`,
+    const extra = `,"outcome":"${outcome}"`
+    this.#sink.write(
+      requestLine('shadow', m.target.lineFields, m.method, pathOf(m.path), status, seconds, extra),
     )
-    this.#sink.write(line)
   }
 
   /** Resolves once no request is in flight. */
