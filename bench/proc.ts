@@ -290,13 +290,22 @@ export function cpuMicros(pid: number): number {
   return (ticks * 1e6) / clockTicks
 }
 
-/** Resident set size in KiB (VmRSS), summed over the process tree. */
-export function rssKiB(pid: number): number {
+const RSS_FIELDS = {
+  VmRSS: /^VmRSS:\s+(\d+)\s+kB/m,
+  /** anonymous pages: heaps, buffers, stacks (what the process itself allocated) */
+  RssAnon: /^RssAnon:\s+(\d+)\s+kB/m,
+  /** file-backed pages: the node binary and libraries mapped in (shared with other node processes) */
+  RssFile: /^RssFile:\s+(\d+)\s+kB/m,
+}
+
+/** Resident set size in KiB (VmRSS, or one of its parts), summed over the process tree. */
+export function rssKiB(pid: number, field: keyof typeof RSS_FIELDS = 'VmRSS'): number {
+  const pattern = RSS_FIELDS[field]
   let kib = 0
   for (const p of processTree(pid)) {
     try {
       const status = readFileSync(`/proc/${p}/status`, 'utf8')
-      const match = /^VmRSS:\s+(\d+)\s+kB/m.exec(status)
+      const match = pattern.exec(status)
       if (match?.[1] !== undefined) kib += Number(match[1])
     } catch {
       // exited

@@ -105,6 +105,9 @@ interface Sample {
   /** seconds since the load started (negative: before it) */
   t: number
   rssMiB: number
+  /** RSS of anonymous pages (heaps, buffers) and of file-backed ones (the node binary, libraries) */
+  anonMiB: number
+  fileMiB: number
   heapUsedMiB: number
   heapTotalMiB: number
   newSpaceMiB: number
@@ -152,7 +155,10 @@ function requestsTotal(text: string): number {
 }
 
 async function sample(running: Running, t: number): Promise<Sample> {
-  const rssMiB = rssKiB(running.proc!.pid) / 1024
+  const pid = running.proc!.pid
+  const rssMiB = rssKiB(pid) / 1024
+  const anonMiB = rssKiB(pid, 'RssAnon') / 1024
+  const fileMiB = rssKiB(pid, 'RssFile') / 1024
   let text = ''
   try {
     text = await getText(`http://127.0.0.1:${running.admin}/metrics`)
@@ -163,6 +169,8 @@ async function sample(running: Running, t: number): Promise<Sample> {
   return {
     t,
     rssMiB,
+    anonMiB,
+    fileMiB,
     heapUsedMiB: gauge(text, 'nodejs_heap_size_used_bytes') / MiB,
     heapTotalMiB: gauge(text, 'nodejs_heap_size_total_bytes') / MiB,
     newSpaceMiB: space('new'),
@@ -326,7 +334,7 @@ const ticker = setInterval(() => {
       const prev = samples.at(-2)!
       const rps = (s.requests - prev.requests) / Math.max(1, s.t - prev.t)
       log(
-        `t=${String(s.t).padStart(4)} s  RSS ${s.rssMiB.toFixed(1)} MiB · heap ${s.heapUsedMiB.toFixed(1)}/` +
+        `t=${String(s.t).padStart(4)} s  RSS ${s.rssMiB.toFixed(1)} MiB (anon ${s.anonMiB.toFixed(1)}) · heap ${s.heapUsedMiB.toFixed(1)}/` +
           `${s.heapTotalMiB.toFixed(1)} MiB (new ${s.newSpaceMiB.toFixed(1)}, old ${s.oldSpaceMiB.toFixed(1)}) · ` +
           `external ${s.externalMiB.toFixed(1)} MiB · ${Math.round(rps)} req/s · ${s.connections} conns · load ${s.loadavg}`,
       )
@@ -430,20 +438,21 @@ const lines = [
   `Load: ${load.tool}, ${settings.rate.toLocaleString('en-US')} req/s of GET / (~100 B answers) for ${seconds} s. ` +
     `veer: \`${join(settings.veerRoot, 'bin/veer.js')}\`, access log ${settings.accessLog ? 'on' : 'off'}, ` +
     `shadow ${settings.shadow}${settings.nodeOptions === '' ? '' : `, NODE_OPTIONS \`${settings.nodeOptions}\``}. ` +
-    `Pinning: ${settings.pinning}. RSS is VmRSS from /proc; heap figures are veer's own nodejs_* gauges ` +
+    `Pinning: ${settings.pinning}. RSS is VmRSS from /proc, split into anonymous pages (RssAnon: heaps, buffers) and file-backed ones (RssFile: the node binary and libraries, shared between node processes); heap figures are veer's own nodejs_* gauges ` +
     `(GET /metrics), sampled every ${settings.sampleSeconds} s.`,
   '',
-  '| when | t s | RSS MiB | heap used MiB | heap total MiB | new space MiB | old space MiB | external MiB | client conns | load avg |',
-  '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+  '| when | t s | RSS MiB | anon MiB | file MiB | heap used MiB | heap total MiB | new space MiB | old space MiB | external MiB | client conns | load avg |',
+  '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
   ...marks.map(({ label, sample: s }) =>
     s === null
-      ? `| ${label} | — | — | — | — | — | — | — | — | — |`
-      : `| ${label} | ${s.t} | ${f(s.rssMiB)} | ${f(s.heapUsedMiB)} | ${f(s.heapTotalMiB)} | ${f(s.newSpaceMiB)} | ` +
-        `${f(s.oldSpaceMiB)} | ${f(s.externalMiB)} | ${s.connections} | ${s.loadavg} |`,
+      ? `| ${label} | — | — | — | — | — | — | — | — | — | — | — |`
+      : `| ${label} | ${s.t} | ${f(s.rssMiB)} | ${f(s.anonMiB)} | ${f(s.fileMiB)} | ${f(s.heapUsedMiB)} | ` +
+        `${f(s.heapTotalMiB)} | ${f(s.newSpaceMiB)} | ${f(s.oldSpaceMiB)} | ${f(s.externalMiB)} | ${s.connections} | ${s.loadavg} |`,
   ),
   '',
   `- RSS slope over t = ${slopeFrom}–${seconds} s: **${f(slope, 2)} MiB/min** (least squares over ${tail.length} samples); ` +
     `heap used ${f(heapSlope, 2)} MiB/min; old space ${f(oldSlope, 2)} MiB/min; peak RSS ${f(maxRss)} MiB.`,
+  `- At the end of the load: RSS ${f(last.rssMiB)} MiB = ${f(last.anonMiB)} anonymous + ${f(last.fileMiB)} file-backed (+ shared memory); idle after start ${f(samples[0]!.anonMiB)} anonymous + ${f(samples[0]!.fileMiB)} file-backed.`,
   `- Peak RSS in each minute of load: ${peaksPerMinute.map((p) => f(p)).join(', ')} MiB.`,
   `- Latency: p50 ${f(load.p50Ms, 2)} ms, p99 ${f(load.p99Ms, 2)} ms (${load.note}).`,
   `- Rate: ${f(load.rps, 0)} req/s achieved by the load tool (${load.requests.toLocaleString('en-US')} requests); ` +
