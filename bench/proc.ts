@@ -290,28 +290,35 @@ export function cpuMicros(pid: number): number {
   return (ticks * 1e6) / clockTicks
 }
 
-const RSS_FIELDS = {
-  VmRSS: /^VmRSS:\s+(\d+)\s+kB/m,
-  /** anonymous pages: heaps, buffers, stacks (what the process itself allocated) */
-  RssAnon: /^RssAnon:\s+(\d+)\s+kB/m,
-  /** file-backed pages: the node binary and libraries mapped in (shared with other node processes) */
-  RssFile: /^RssFile:\s+(\d+)\s+kB/m,
+/** Resident memory in KiB, summed over the process tree, read once from each /proc/PID/status. */
+export interface RssKiB {
+  /** VmRSS */
+  rss: number
+  /** RssAnon: heaps, buffers, stacks (what the process itself allocated) */
+  anon: number
+  /** RssFile: the node binary and libraries mapped in (shared with other node processes) */
+  file: number
 }
 
-/** Resident set size in KiB (VmRSS, or one of its parts), summed over the process tree. */
-export function rssKiB(pid: number, field: keyof typeof RSS_FIELDS = 'VmRSS'): number {
-  const pattern = RSS_FIELDS[field]
-  let kib = 0
+const STATUS_KIB = /^(VmRSS|RssAnon|RssFile):\s+(\d+)\s+kB/gm
+const PART: Record<string, keyof RssKiB> = { VmRSS: 'rss', RssAnon: 'anon', RssFile: 'file' }
+
+export function rssParts(pid: number): RssKiB {
+  const kib: RssKiB = { rss: 0, anon: 0, file: 0 }
   for (const p of processTree(pid)) {
     try {
       const status = readFileSync(`/proc/${p}/status`, 'utf8')
-      const match = pattern.exec(status)
-      if (match?.[1] !== undefined) kib += Number(match[1])
+      for (const m of status.matchAll(STATUS_KIB)) kib[PART[m[1]!]!] += Number(m[2])
     } catch {
       // exited
     }
   }
   return kib
+}
+
+/** Resident set size in KiB (VmRSS), summed over the process tree. */
+export function rssKiB(pid: number): number {
+  return rssParts(pid).rss
 }
 
 /** CPU time of this process plus its reaped children (wrk ends up here), in microseconds. */

@@ -30,7 +30,7 @@ import {
   LOAD_CORE,
   logTail,
   pinHarness,
-  rssKiB,
+  rssParts,
   runCapture,
   stopAll,
 } from './proc.ts'
@@ -155,10 +155,10 @@ function requestsTotal(text: string): number {
 }
 
 async function sample(running: Running, t: number): Promise<Sample> {
-  const pid = running.proc!.pid
-  const rssMiB = rssKiB(pid) / 1024
-  const anonMiB = rssKiB(pid, 'RssAnon') / 1024
-  const fileMiB = rssKiB(pid, 'RssFile') / 1024
+  const kib = rssParts(running.proc!.pid)
+  const rssMiB = kib.rss / 1024
+  const anonMiB = kib.anon / 1024
+  const fileMiB = kib.file / 1024
   let text = ''
   try {
     text = await getText(`http://127.0.0.1:${running.admin}/metrics`)
