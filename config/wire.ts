@@ -11,9 +11,40 @@
  * A proxy that has not reported for 10 s is no longer "live" and does not hold up a rollout step.
  */
 
+/** One side of a route: where it is served from and which release it is (an image tag, a commit). */
+export interface Upstream {
+  readonly url: string
+  readonly release: string
+}
+
+/**
+ * The releases a route serves: its stable and its canary (none: null). A canary weight belongs to one
+ * pair: when a proxy's config names another pair, control's weight is not for it (control/release.ts).
+ * The canary is the one served, so after `promote-shadow` it is the proxy's shadow.
+ */
+export interface ReleasePair {
+  readonly stable: Upstream
+  readonly canary: Upstream | null
+}
+
+export function sameUpstream(a: Upstream | null | undefined, b: Upstream | null | undefined): boolean {
+  if (a == null || b == null) return a == null && b == null
+  return a.url === b.url && a.release === b.release
+}
+
+export function samePair(a: ReleasePair, b: ReleasePair): boolean {
+  return sameUpstream(a.stable, b.stable) && sameUpstream(a.canary, b.canary)
+}
+
 /** Weights and identity of one route as control holds it. `version` is the route's config version (ETag). */
 export interface RouteWeights {
   readonly version: number
+  /**
+   * The release pair these weights are for. A proxy applies them to a route only while its own config
+   * serves this same pair; otherwise (its file names a new release control has not taken in yet, or an
+   * older one) it serves the route as its file says. Required: weights without it are refused.
+   */
+  readonly pair: ReleasePair
   /** Canary share in percent, 0..100; stable gets the rest. */
   readonly canary: number
   /**
@@ -34,12 +65,22 @@ export interface RouteWeights {
 
 export interface AnnouncedRoute {
   readonly name: string
-  readonly stable: { readonly url: string; readonly release: string }
-  readonly canary: { readonly url: string; readonly release: string } | null
+  readonly stable: Upstream
+  readonly canary: Upstream | null
   /** The shadow upstream in the proxy's config; absent (older proxies) counts as none. */
-  readonly shadow?: { readonly url: string; readonly release: string } | null
-  /** The weight in the proxy's own config: control adopts it only for a route it does not know yet. */
+  readonly shadow?: Upstream | null
+  /**
+   * The weight in the proxy's own config: control adopts it for a route it does not know yet, and for a
+   * new release pair (a release change resets the canary weight to it).
+   */
   readonly canaryWeight: number
+  /**
+   * Set when this proxy's config was reloaded into another stable or canary since it last registered:
+   * the stable and canary it announced before. A change an operator just made, so control takes the new
+   * pair in even when it is one control served before (going back). Absent on a plain (re)registration:
+   * then a pair control has already moved away from is a stale config, not a change.
+   */
+  readonly changedFrom?: { readonly stable: Upstream; readonly canary: Upstream | null }
 }
 
 export interface RegisterRequest {

@@ -123,7 +123,7 @@ export class RolloutClock {
     const revision = this.engine.state.revision + 1
     if (!ro.applied) {
       if (now - this.startedAt < this.graceMs) return false
-      const sync = this.proxies.sync(name, ro.stepRevision, now)
+      const sync = this.proxies.sync(r, ro.stepRevision, now)
       if (sync.applied < sync.live) return false
       await this.engine.transition(r, { type: 'applied' }, ROLLOUT, null, now, revision)
       return true

@@ -73,7 +73,7 @@ export class Engine {
 
   view(r: RouteRecord, now = Date.now()): RouteView {
     const analysis = this.d.analysis?.view(r.name, r.rollout) ?? null
-    return routeView(r, this.d.proxies.sync(r.name, r.revision, now), now, analysis)
+    return routeView(r, this.d.proxies.sync(r, r.revision, now), now, analysis)
   }
 
   routes(): RouteView[] {

@@ -1,14 +1,16 @@
 /**
  * The proxy side of the wire protocol (config/wire.ts), as control serves it: registration (a route
  * control does not know yet is adopted with the weight the proxy announced; from then on control is its
- * source of truth), the weights a proxy follows, and acks/NACKs, which may let a rollout step count as
- * applied.
+ * source of truth for that release pair, and a new pair is a release change: control/release.ts), the
+ * weights a proxy follows, and acks/NACKs, which may let a rollout step count as applied.
  */
 import type { Logger } from 'pino'
 import type {
   AckRequest,
+  AnnouncedRoute,
   RegisterRequest,
   RegisterResponse,
+  ReleasePair,
   ReportRequest,
   RouteWeights,
 } from '../config/wire.ts'
@@ -19,7 +21,17 @@ import type { Change, Engine } from './engine.ts'
 import { ApiError } from './errors.ts'
 import type { EventHub } from './events.ts'
 import type { ProxyEntry, ProxyRegistry } from './proxies.ts'
-import { isActive } from './rollout.ts'
+import {
+  classify,
+  describeUpstream,
+  isHandoff,
+  pairOf,
+  sameUpstream,
+  servedPair,
+  servesShadow,
+  supersede,
+} from './release.ts'
+import { advance, isActive } from './rollout.ts'
 import type { RouteRecord, UpstreamInfo } from './store.ts'
 
 export interface LinkDeps {
@@ -60,6 +72,9 @@ export class ProxyLink {
     for (const [name, rep] of Object.entries(report.routes)) {
       const r = Object.hasOwn(routes, name) ? routes[name] : undefined
       if (r === undefined) continue
+      // A proxy serving another release pair (a stale config) reports on other releases than the
+      // route's: its outcomes and its fuse say nothing of this canary.
+      if (!this.proxies.serves(p, r)) continue
       this.analysis?.feed(name, r.rollout, rep, p.id)
       if (rep.fuse !== undefined) this.clock.fuse(name, rep.fuse, p.id)
       else if (isActive(r.rollout) && r.rollout.plan.analysis.enabled) judge = true
@@ -68,7 +83,10 @@ export class ProxyLink {
     if (judge) this.clock.tick()
   }
 
-  /** A proxy registers: routes it announces that control does not know are adopted with their weight. */
+  /**
+   * A proxy registers: routes control does not know are adopted with their weight; a route announced
+   * with a new release pair is a release change (control/release.ts says which pairs are).
+   */
   register(req: RegisterRequest, who: Identity): Promise<RegisterResponse> {
     return this.engine.queue(async () => {
       const now = Date.now()
@@ -76,79 +94,53 @@ export class ProxyLink {
       this.proxies.register(req.id, req.routes, applied, who.name, now)
       const revision = this.engine.state.revision + 1
       const changes: Change[] = []
-      const aborts: { name: string; why: string }[] = []
       for (const a of req.routes) {
-        const stable: UpstreamInfo = a.stable
-        const canaryUpstream: UpstreamInfo | null = a.canary
-        const shadowUpstream: UpstreamInfo | null = a.shadow ?? null
         const r = this.engine.state.routes[a.name]
         if (r === undefined) {
-          const canary = canaryUpstream === null ? 0 : a.canaryWeight
-          const next: RouteRecord = {
-            name: a.name,
-            version: 1,
-            revision,
-            canary,
-            shadow: null,
-            stable,
-            canaryUpstream,
-            shadowUpstream,
-            canaryFromShadow: false,
-            rollout: null,
-            createdAt: now,
-            updatedAt: now,
-          }
-          const audit = {
-            who: who.name,
-            role: who.role,
-            action: 'route-register',
-            route: a.name,
-            from: null,
-            to: { canary },
-            why: `announced by proxy ${req.id}`,
-          }
-          changes.push({ next, previousWeight: canary, audit, notices: [] })
-        } else {
-          // A canary promoted from the shadow stays so while proxies announce that same shadow (they
-          // serve it as the canary, whatever canary their file has). A different shadow, or none, means
-          // the configs moved on: the release put into canary or stable, or a new release to mirror (not
-          // to serve unvetted). The flag then ends and the announced canary counts again, as it does for
-          // any route; a weight above 0 with none is NACKed by the proxies, which holds a rollout step.
-          const fromShadow =
-            r.canaryFromShadow && shadowUpstream !== null && same(r.shadowUpstream, shadowUpstream)
-          const canary = fromShadow ? shadowUpstream : canaryUpstream
-          const patch = { stable, canaryUpstream: canary, shadowUpstream, canaryFromShadow: fromShadow }
-          if (fromShadow !== r.canaryFromShadow) {
-            // The proxies serve another canary from now on: a versioned, audited change of the route.
-            const why = `proxy ${req.id} announced ${shadowUpstream === null ? 'no shadow' : 'another shadow'}: the canary is its announced one again`
-            changes.push({
-              next: this.engine.bump(r, patch, revision, now),
-              previousWeight: r.canary,
-              audit: {
-                who: who.name,
-                role: who.role,
-                action: 'canary-from-shadow-end',
-                route: a.name,
-                from: { canaryFromShadow: true, canary: r.canaryUpstream },
-                to: { canaryFromShadow: false, canary },
-                why,
-              },
-              notices: [],
-            })
-            if (isActive(r.rollout)) aborts.push({ name: a.name, why })
-          } else if (
-            !same(r.stable, stable) ||
-            !same(r.canaryUpstream, canary) ||
-            !same(r.shadowUpstream, shadowUpstream)
-          ) {
-            changes.push({ next: { ...r, ...patch }, previousWeight: r.canary, audit: null, notices: [] })
-          }
+          changes.push(adopt(a, req.id, who, revision, now))
+          continue
+        }
+        const kind = classify(a, r)
+        if (kind === 'change') {
+          changes.push(...this.releaseChange(r, a, req.id, who, revision, now))
+          continue
+        }
+        if (kind === 'stale') {
+          this.log.warn(
+            { proxy: req.id, route: a.name, announced: servedPair(a, r), serving: pairOf(r) },
+            'proxy announced a release pair control has moved away from; it serves its own file for this route until its config catches up',
+          )
+          continue
+        }
+        // The same pair. A canary promoted from the shadow stays so while proxies announce that same
+        // shadow (they serve it as the canary, whatever canary their file has). A different shadow, or
+        // none, while the canary served stays the same (the config now names the promoted release as
+        // its canary) ends the flag: a versioned, audited change. A rollout goes on: its canary is the
+        // same release, served from the canary slot now.
+        const fromShadow = servesShadow(a, r)
+        const shadowUpstream = a.shadow ?? null
+        if (fromShadow !== r.canaryFromShadow) {
+          const why = `proxy ${req.id} announced ${shadowUpstream === null ? 'no shadow' : 'another shadow'}: the canary is its announced one again`
+          changes.push({
+            next: this.engine.bump(r, { shadowUpstream, canaryFromShadow: false }, revision, now),
+            previousWeight: r.canary,
+            audit: {
+              who: who.name,
+              role: who.role,
+              action: 'canary-from-shadow-end',
+              route: a.name,
+              from: { canaryFromShadow: true, canary: r.canaryUpstream },
+              to: { canaryFromShadow: false, canary: r.canaryUpstream },
+              why,
+            },
+            notices: [],
+          })
+        } else if (!sameUpstream(r.shadowUpstream, shadowUpstream)) {
+          // A new shadow to mirror serves no user: bookkeeping, persisted but not versioned.
+          changes.push({ next: { ...r, shadowUpstream }, previousWeight: r.canary, audit: null, notices: [] })
         }
       }
       if (changes.length > 0) await this.engine.commit(changes, revision)
-      // A rollout judged on the promoted shadow does not go on with another release as its canary.
-      for (const { name, why } of aborts)
-        await this.engine.abortInQueue(this.engine.state.routes[name]!, who, why)
       this.events.publish('proxy', {
         kind: 'registered',
         id: req.id,
@@ -161,22 +153,106 @@ export class ProxyLink {
     })
   }
 
-  /** What a proxy follows: the revision and the weights of the routes it announced. */
+  /**
+   * A new release pair for `r`: the canary weight goes to the file's (0 without a canary), a rollout of
+   * the old canary is aborted (its own audit entry first, same revision), the promoted-shadow flag ends,
+   * and the change is audited as `release-change` (a hand-off when the new stable was the canary).
+   */
+  private releaseChange(
+    r: RouteRecord,
+    a: AnnouncedRoute,
+    proxy: string,
+    who: Identity,
+    revision: number,
+    now: number,
+  ): Change[] {
+    const from = pairOf(r)
+    const to: ReleasePair = { stable: a.stable, canary: a.canary }
+    const canary = to.canary === null ? 0 : a.canaryWeight
+    const handoff = isHandoff(from, to)
+    const changes: Change[] = []
+    const why = releaseWhy(from, to, { from: r.canary, to: canary }, proxy, handoff)
+    let rollout = r.rollout
+    if (isActive(rollout)) {
+      const reason = `release changed (${why})`
+      const out = advance(rollout, { type: 'abort', reason }, { now, revision })
+      if (!out.ok) throw new Error('abort of a running rollout was refused')
+      rollout = out.rollout
+      changes.push({
+        next: this.engine.bump(r, { rollout }, revision, now),
+        previousWeight: r.canary,
+        audit: {
+          who: who.name,
+          role: who.role,
+          action: 'rollout-abort',
+          route: r.name,
+          from: { canary: r.canary, step: r.rollout!.step + 1, phase: r.rollout!.phase },
+          to: { canary, step: r.rollout!.step + 1, phase: 'aborted' },
+          why: reason,
+          proxy,
+        },
+        notices: [],
+      })
+    }
+    const next = this.engine.bump(
+      r,
+      {
+        stable: to.stable,
+        canaryUpstream: to.canary,
+        shadowUpstream: a.shadow ?? null,
+        canaryFromShadow: false,
+        canary,
+        rollout,
+        superseded: supersede(r.superseded, from, to),
+      },
+      revision,
+      now,
+    )
+    changes.push({
+      next,
+      previousWeight: r.canary,
+      audit: {
+        who: who.name,
+        role: who.role,
+        action: 'release-change',
+        route: r.name,
+        from: { ...from, weight: r.canary },
+        to: { ...to, weight: canary, ...(handoff && { handoff: true }) },
+        why,
+        proxy,
+      },
+      notices: ['release-changed'],
+    })
+    this.log.info(
+      { route: r.name, proxy, from, to, canary, handoff },
+      handoff ? 'release hand-off' : 'release changed',
+    )
+    return changes
+  }
+
+  /**
+   * What a proxy follows: the revision and the weights of the routes it announced, each with the release
+   * pair it is for (a proxy whose file serves another pair keeps its file's weight for that route).
+   */
   weightsFor(id: string): RegisterResponse {
     const p = this.proxies.get(id)
     const routes: Record<string, RouteWeights> = {}
     for (const a of p?.routes ?? []) {
       const r = this.engine.state.routes[a.name]
-      if (r === undefined) continue
-      const weights: { version: number; canary: number; shadow?: number; canaryFromShadow?: true } = {
-        version: r.version,
-        canary: r.canary,
-      }
+      const pair = r === undefined ? null : pairOf(r)
+      if (r === undefined || pair === null) continue
+      const weights: {
+        version: number
+        pair: ReleasePair
+        canary: number
+        shadow?: number
+        canaryFromShadow?: true
+      } = { version: r.version, pair, canary: r.canary }
       // No shadow percent yet: the proxy keeps its file's (and older proxies see the message they know).
       if (r.shadow !== null) weights.shadow = r.shadow
       // Only to a proxy that announced the promoted shadow: one with another shadow must not serve that
       // release to users, and every proxy that announces a shadow is assumed to know the flag.
-      if (r.canaryFromShadow && a.shadow && same(a.shadow, r.shadowUpstream)) weights.canaryFromShadow = true
+      if (servesShadow(a, r)) weights.canaryFromShadow = true
       routes[a.name] = weights
     }
     return { revision: this.engine.state.revision, routes }
@@ -207,6 +283,53 @@ export class ProxyLink {
   }
 }
 
-function same(a: UpstreamInfo | null, b: UpstreamInfo | null): boolean {
-  return a === b || (a !== null && b !== null && a.url === b.url && a.release === b.release)
+/** A route control did not know: adopted with the weight the proxy's file gives it. */
+function adopt(a: AnnouncedRoute, proxy: string, who: Identity, revision: number, now: number): Change {
+  const canary = a.canary === null ? 0 : a.canaryWeight
+  const next: RouteRecord = {
+    name: a.name,
+    version: 1,
+    revision,
+    canary,
+    shadow: null,
+    stable: a.stable,
+    canaryUpstream: a.canary,
+    shadowUpstream: a.shadow ?? null,
+    canaryFromShadow: false,
+    superseded: [],
+    rollout: null,
+    createdAt: now,
+    updatedAt: now,
+  }
+  const audit = {
+    who: who.name,
+    role: who.role,
+    action: 'route-register',
+    route: a.name,
+    from: null,
+    to: { canary },
+    why: `announced by proxy ${proxy}`,
+    proxy,
+  }
+  return { next, previousWeight: canary, audit, notices: [] }
+}
+
+/** `hand-off: v2 … is now the stable; stable v1 (…) → v2 (…), canary v2 (…) → v3 (…); canary weight 100% → 0%; announced by proxy X`. */
+function releaseWhy(
+  from: ReleasePair | null,
+  to: ReleasePair,
+  weights: { from: number; to: number },
+  proxy: string,
+  handoff: boolean,
+): string {
+  const side = (name: string, a: UpstreamInfo | null, b: UpstreamInfo | null) =>
+    sameUpstream(a, b) ? [] : [`${name} ${describeUpstream(a)} → ${describeUpstream(b)}`]
+  const sides = [
+    ...side('stable', from?.stable ?? null, to.stable),
+    ...side('canary', from?.canary ?? null, to.canary),
+  ].join(', ')
+  const lead = handoff
+    ? `hand-off: ${to.stable.release}, the canary at ${weights.from}%, is now the stable`
+    : 'new release pair'
+  return `${lead}; ${sides}; canary weight ${weights.from}% → ${weights.to}%; announced by proxy ${proxy}`
 }

@@ -30,6 +30,7 @@ const VERB: Record<Notice, string> = {
   promoted: 'rollout promoted',
   'rolled-back': 'ROLLED BACK',
   completed: 'rollout completed',
+  'release-changed': 'has a new release pair',
 }
 
 const EMOJI: Record<Notice, string> = {
@@ -40,6 +41,7 @@ const EMOJI: Record<Notice, string> = {
   promoted: ':fast_forward:',
   'rolled-back': ':rotating_light:',
   completed: ':white_check_mark:',
+  'release-changed': ':package:',
 }
 
 /** The JSON body a webhook receives: the notification plus a one-line `text` for Slack and the like. */

@@ -4,6 +4,7 @@
  * control restart proxies register again (their watch gets 404 unknown_proxy, or a refused connection).
  */
 import type { AnnouncedRoute, ReportRequest } from '../config/wire.ts'
+import { pairOf, type Releases, samePair, servedPair } from './release.ts'
 
 export interface ProxyEntry {
   readonly id: string
@@ -94,18 +95,41 @@ export class ProxyRegistry {
     return p.watching > 0 || now - p.lastSeen <= this.liveMs
   }
 
-  /** Live proxies serving `route`, and how many of them have applied `revision` or later. */
-  sync(route: string, revision: number, now: number): { live: number; applied: number; lagging: string[] } {
+  /**
+   * Whether `p` serves route `r`'s release pair: it announced the route with the stable and canary
+   * control holds. One that announces another pair (a stale config) serves the route by its own file.
+   */
+  serves(p: ProxyEntry, r: Releases & { readonly name: string }): boolean {
+    const a = p.routes.find((x) => x.name === r.name)
+    const pair = pairOf(r)
+    return a !== undefined && pair !== null && samePair(servedPair(a, r), pair)
+  }
+
+  /**
+   * Live proxies serving route `r`'s release pair, and how many of them have applied `revision` or
+   * later; `stale` are live proxies announcing the route with another pair. They do not hold up a step
+   * (their traffic is not this canary's), and the views show them.
+   */
+  sync(
+    r: Releases & { readonly name: string },
+    revision: number,
+    now: number,
+  ): { live: number; applied: number; lagging: string[]; stale: string[] } {
     let live = 0
     let applied = 0
     const lagging: string[] = []
+    const stale: string[] = []
     for (const p of this.proxies.values()) {
-      if (!this.isLive(p, now) || !p.routes.some((r) => r.name === route)) continue
+      if (!this.isLive(p, now) || !p.routes.some((x) => x.name === r.name)) continue
+      if (!this.serves(p, r)) {
+        stale.push(p.id)
+        continue
+      }
       live++
       if (p.appliedRevision >= revision) applied++
       else lagging.push(p.id)
     }
-    return { live, applied, lagging }
+    return { live, applied, lagging, stale }
   }
 
   /** Resolves with the current revision once it is above `after`, or null after `waitMs`. */

@@ -61,7 +61,16 @@ export interface Rollout {
   readonly reason: string | null
 }
 
-export type Notice = 'started' | 'step' | 'paused' | 'resumed' | 'promoted' | 'rolled-back' | 'completed'
+export type Notice =
+  | 'started'
+  | 'step'
+  | 'paused'
+  | 'resumed'
+  | 'promoted'
+  | 'rolled-back'
+  | 'completed'
+  /** Not of a rollout: a route's stable or canary changed (control/release.ts); one it ran is aborted. */
+  | 'release-changed'
 
 export type RolloutEvent =
   | { readonly type: 'promote'; readonly full: boolean }

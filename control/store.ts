@@ -10,14 +10,12 @@ import { closeSync, fsyncSync, openSync } from 'node:fs'
 import { mkdir, open, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
+import type { ReleasePair, Upstream } from '../config/wire.ts'
 import type { Rollout } from './rollout.ts'
 
 export const FORMAT_VERSION = 1
 
-export interface UpstreamInfo {
-  readonly url: string
-  readonly release: string
-}
+export type UpstreamInfo = Upstream
 
 export interface RouteRecord {
   readonly name: string
@@ -38,6 +36,11 @@ export interface RouteRecord {
    * weight 0 after an abort); cleared when a proxy registers with a different shadow or none (link.ts).
    */
   readonly canaryFromShadow: boolean
+  /**
+   * Release pairs (stable, canary served) this route moved away from, newest first: a proxy announcing
+   * one of them again without having just changed to it runs a stale config (control/release.ts).
+   */
+  readonly superseded: readonly ReleasePair[]
   readonly rollout: Rollout | null
   readonly createdAt: number
   readonly updatedAt: number
@@ -67,6 +70,8 @@ export interface AuditEntry {
   readonly harm?: { readonly harmed: number; readonly saved: number; readonly canaryRequests: number }
   /** A rollback by a proxy's fuse: what tripped it, where. */
   readonly fuse?: unknown
+  /** A change a proxy's registration made (a route adopted, a release change): which proxy. */
+  readonly proxy?: string
 }
 
 export type AuditDraft = Omit<AuditEntry, 'seq' | 'time'>
@@ -81,6 +86,8 @@ export class Store {
   readonly dir: string
   state: ControlState
   private readonly entries: AuditEntry[]
+  /** Each route's newest versioned change: what the views show as how its state came to be. */
+  private readonly last = new Map<string, AuditEntry>()
   private total: number
   private readonly auditPath: string
   private readonly statePath: string
@@ -90,6 +97,7 @@ export class Store {
     this.dir = dir
     this.state = state
     this.entries = entries
+    for (const e of entries) this.#noteLast(e)
     this.total = total
     this.auditPath = join(dir, 'audit.log')
     this.statePath = join(dir, 'state.json')
@@ -144,8 +152,18 @@ export class Store {
     }
     this.total += out.length
     this.entries.push(...out)
+    for (const e of out) this.#noteLast(e)
     if (this.entries.length > MEMORY) this.entries.splice(0, this.entries.length - MEMORY)
     return out
+  }
+
+  /** The route's newest versioned audit entry (among those kept in memory), or null. */
+  lastChange(route: string): AuditEntry | null {
+    return this.last.get(route) ?? null
+  }
+
+  #noteLast(e: AuditEntry): void {
+    if (e.route !== null && e.revision !== undefined) this.last.set(e.route, e)
   }
 
   audit(query: { limit: number; route: string | null }): { total: number; entries: AuditEntry[] } {
@@ -218,6 +236,7 @@ async function readState(path: string): Promise<ControlState> {
       shadow: r.shadow ?? null,
       shadowUpstream: r.shadowUpstream ?? null,
       canaryFromShadow: r.canaryFromShadow ?? false,
+      superseded: r.superseded ?? [],
     }
   return { ...state, routes }
 }

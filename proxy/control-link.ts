@@ -9,6 +9,7 @@ import { hostname } from 'node:os'
 import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
 import { Pool } from 'undici'
+import type { ProxyConfig } from '../config/types.ts'
 import type {
   AckRequest,
   AnnouncedRoute,
@@ -20,7 +21,13 @@ import type {
 import { addInto, emptyCounts, type OutcomeWindow, SLOT_MS } from './analysis/window.ts'
 import { Backoff } from './backoff.ts'
 import type { KnownGoodFile } from './control-cache.ts'
-import { type ControlWeights, parseRevision, type Revision } from './control-weights.ts'
+import {
+  type ControlWeights,
+  markChanged,
+  otherReleases,
+  parseRevision,
+  type Revision,
+} from './control-weights.ts'
 import type { RouteTable } from './route-table.ts'
 
 /** Calls other than the watch; a control that takes longer is treated as away. */
@@ -33,6 +40,8 @@ const MAX_REPORT_SLOTS = (29 * 1000) / SLOT_MS
 /** What the link needs from the proxy it steers. */
 export interface ControlHost {
   readonly table: RouteTable
+  /** The config file as loaded (without control's weights). */
+  readonly file: ProxyConfig
   /** The routes of the config file, as control is told of them. */
   announce(): AnnouncedRoute[]
   /** Install control's weights over the file's; the reason when they cannot be (and nothing changed). */
@@ -46,6 +55,11 @@ export interface ControlStatus {
   /** The control revision applied (0: none yet). */
   revision: number
   lastError: string | null
+  /**
+   * Routes served as the file says because control's weights are for another release pair (a new
+   * release control has not taken in yet, or a config control moved away from).
+   */
+  otherReleases: string[]
 }
 
 /** A non-2xx answer from control. */
@@ -113,6 +127,8 @@ export class ControlLink {
   #announce = 0
   #registered = -1
   #announced = ''
+  /** The routes as control last took them (a successful registration); null before the first. */
+  #heard: readonly AnnouncedRoute[] | null = null
   #watch: AbortController | null = null
   #stopped = false
   #timer: NodeJS.Timeout | null = null
@@ -155,7 +171,14 @@ export class ControlLink {
 
   status(): ControlStatus {
     const { url, id, connected, revision, lastError } = this
-    return { url, id, connected, revision, lastError }
+    return {
+      url,
+      id,
+      connected,
+      revision,
+      lastError,
+      otherReleases: otherReleases(this.#host.file, this.weights),
+    }
   }
 
   async #run(): Promise<void> {
@@ -191,10 +214,17 @@ export class ControlLink {
   async #register(): Promise<void> {
     const announce = this.#announce
     const routes = this.#host.announce()
-    const body: RegisterRequest = { id: this.id, routes, appliedRevision: this.revision }
+    // A reload that changed a route's releases since control last heard from this proxy says so: an
+    // operator's change, which control takes in even when it goes back to a pair served before.
+    const body: RegisterRequest = {
+      id: this.id,
+      routes: markChanged(routes, this.#heard),
+      appliedRevision: this.revision,
+    }
     const answer = await this.#call('POST', '/v1/proxies/register', body)
     this.#registered = announce
     this.#announced = JSON.stringify(routes)
+    this.#heard = routes
     if (!this.connected) {
       this.connected = true
       this.#warned = false

@@ -4,11 +4,19 @@
  * file's. Control is the source of truth for the weights of the routes it names, and for their shadow
  * percent once it has one, and may make a route's shadow its canary (`canaryFromShadow`, after
  * `veer promote-shadow`); every other setting, and the weight of a route it does not name, comes from
- * the file.
+ * the file. Control's weights for a route are for one release pair (`RouteWeights.pair`): while the
+ * file serves another (a new release not yet taken in by control, or an old config), the route is
+ * served as the file says, so an old weight never reaches a new release, not for one request.
  */
 import type { Issue } from '../config/load.ts'
-import type { ProxyConfig, RouteConfig } from '../config/types.ts'
-import type { AnnouncedRoute, RouteWeights } from '../config/wire.ts'
+import type { ProxyConfig, RouteConfig, UpstreamConfig } from '../config/types.ts'
+import {
+  type AnnouncedRoute,
+  type ReleasePair,
+  type RouteWeights,
+  samePair,
+  type Upstream,
+} from '../config/wire.ts'
 
 export type ControlWeights = Readonly<Record<string, RouteWeights>>
 
@@ -18,14 +26,51 @@ export interface Revision {
   readonly routes: ControlWeights
 }
 
+const side = (u: Pick<UpstreamConfig, 'url' | 'release'>): Upstream => ({ url: u.url, release: u.release })
+
+/** The routes of the file as control is told of them. */
 export function announcedRoutes(config: ProxyConfig): AnnouncedRoute[] {
   return config.routes.map((rc) => ({
     name: rc.name,
-    stable: { url: rc.stable.url, release: rc.stable.release },
-    canary: rc.canary ? { url: rc.canary.url, release: rc.canary.release } : null,
-    shadow: rc.shadow ? { url: rc.shadow.url, release: rc.shadow.release } : null,
+    stable: side(rc.stable),
+    canary: rc.canary ? side(rc.canary) : null,
+    shadow: rc.shadow ? side(rc.shadow) : null,
     canaryWeight: rc.canaryWeight,
   }))
+}
+
+/**
+ * `routes` with `changedFrom` on each route whose stable or canary differs from what control last
+ * heard from this proxy (`before`: its last successful registration; null before the first).
+ */
+export function markChanged(
+  routes: readonly AnnouncedRoute[],
+  before: readonly AnnouncedRoute[] | null,
+): AnnouncedRoute[] {
+  return routes.map((a) => {
+    const b = before?.find((x) => x.name === a.name)
+    if (b === undefined) return a
+    const from: ReleasePair = { stable: b.stable, canary: b.canary }
+    return samePair(from, { stable: a.stable, canary: a.canary }) ? a : { ...a, changedFrom: from }
+  })
+}
+
+/** The release pair a route of the file serves under weights `w`: its shadow is the canary after promote-shadow. */
+export function servedPair(rc: RouteConfig, w: RouteWeights | undefined): ReleasePair {
+  const canary = w?.canaryFromShadow === true ? rc.shadow : rc.canary
+  return { stable: side(rc.stable), canary: canary ? side(canary) : null }
+}
+
+/** Routes of the file that control's weights are not for: the file serves another release pair. */
+export function otherReleases(config: ProxyConfig, weights: ControlWeights | null): string[] {
+  if (weights === null) return []
+  return config.routes
+    .filter(
+      (rc) =>
+        Object.hasOwn(weights, rc.name) &&
+        !samePair(servedPair(rc, weights[rc.name]), weights[rc.name]!.pair),
+    )
+    .map((rc) => rc.name)
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> =>
@@ -44,15 +89,21 @@ export function parseRevision(raw: unknown): Revision | string {
   const routes: Record<string, RouteWeights> = {}
   for (const [name, w] of Object.entries(raw.routes)) {
     if (!isObject(w) || typeof w.canary !== 'number' || typeof w.version !== 'number')
-      return `routes.${name} must be {version, canary} with numbers`
+      return `routes.${name} must be {version, pair, canary} with numbers`
+    const pair = pairOf(w.pair)
+    if (pair === null)
+      return `routes.${name}.pair must be {stable: {url, release}, canary: {url, release} | null} (a control older than this proxy sends none; upgrade control first)`
     if (w.shadow !== undefined && typeof w.shadow !== 'number')
       return `routes.${name}.shadow must be a number when given (got ${JSON.stringify(w.shadow)})`
     if (w.canaryFromShadow !== undefined && w.canaryFromShadow !== true)
       return `routes.${name}.canaryFromShadow must be true when given (got ${JSON.stringify(w.canaryFromShadow)})`
-    const weights: { version: number; canary: number; shadow?: number; canaryFromShadow?: true } = {
-      version: w.version,
-      canary: w.canary,
-    }
+    const weights: {
+      version: number
+      pair: ReleasePair
+      canary: number
+      shadow?: number
+      canaryFromShadow?: true
+    } = { version: w.version, pair, canary: w.canary }
     if (w.shadow !== undefined) weights.shadow = w.shadow
     if (w.canaryFromShadow === true) weights.canaryFromShadow = true
     routes[name] = Object.freeze(weights)
@@ -60,11 +111,22 @@ export function parseRevision(raw: unknown): Revision | string {
   return Object.freeze({ revision: raw.revision, routes: Object.freeze(routes) })
 }
 
+const isUpstream = (v: unknown): v is Upstream =>
+  isObject(v) && typeof v.url === 'string' && typeof v.release === 'string'
+
+function pairOf(v: unknown): ReleasePair | null {
+  if (!isObject(v) || !isUpstream(v.stable) || !(v.canary === null || isUpstream(v.canary))) return null
+  const canary = v.canary === null ? null : Object.freeze(side(v.canary))
+  return Object.freeze({ stable: Object.freeze(side(v.stable)), canary })
+}
+
 export type Weighted = { ok: true; config: ProxyConfig } | { ok: false; issues: Issue[] }
 
 /**
- * The file's config with control's canary weights and shadow percents laid over it, checked whole: one
- * value this proxy cannot apply (out of range, or a weight above 0 for a route that has no canary here)
+ * The file's config with control's canary weights and shadow percents laid over it, checked whole. A
+ * route whose file serves another release pair than the weights are for keeps the file's settings
+ * (control's weight belongs to the other pair; control is told of the new one and answers with its
+ * own). One value this proxy cannot apply (out of range, or a weight above 0 for a route that has no canary here)
  * and nothing is applied. Routes control does not name keep the file's weight; routes only control knows
  * are not this proxy's. A shadow percent for a route with no shadow here is ignored: there is nothing
  * to mirror, and no request goes anywhere it would not go anyway. `canaryFromShadow` makes the route's
@@ -76,7 +138,7 @@ export function withWeights(config: ProxyConfig, weights: ControlWeights | null)
   const routes = config.routes.map((rc, i): RouteConfig => {
     // Own keys only: a route may well be named "constructor".
     const w = Object.hasOwn(weights, rc.name) ? weights[rc.name]! : undefined
-    if (w === undefined) return rc
+    if (w === undefined || !samePair(servedPair(rc, w), w.pair)) return rc
     if (w.canaryFromShadow === true) return fromShadow(rc, i, w, issues)
     const shadow = rc.shadow && w.shadow !== undefined && w.shadow !== rc.shadow.percent ? w.shadow : null
     if (w.canary === rc.canaryWeight && shadow === null) return rc

@@ -114,6 +114,9 @@ export async function startProxy(
         get table() {
           return proxy.table
         },
+        get file() {
+          return fileConfig
+        },
         announce: () => announcedRoutes(fileConfig),
         apply: (revision, weights) => {
           const next = withWeights(fileConfig, weights)

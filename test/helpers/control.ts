@@ -218,6 +218,9 @@ export function announced(name: string, canaryWeight = 0, canary = true): Announ
   }
 }
 
+/** The release pair control's weights for an `announced` route are for. */
+export const pairOf = (a: AnnouncedRoute) => ({ stable: a.stable, canary: a.canary })
+
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /** Poll `fn` until it returns a truthy value (or throw after `ms`). */

@@ -9,13 +9,21 @@ import { EventEmitter } from 'node:events'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import { performance } from 'node:perf_hooks'
-import type {
-  AckRequest,
-  RegisterRequest,
-  RegisterResponse,
-  ReportRequest,
-  RouteWeights,
+import {
+  type AckRequest,
+  type RegisterRequest,
+  type RegisterResponse,
+  type ReleasePair,
+  type ReportRequest,
+  type RouteWeights,
+  samePair,
 } from '../../config/wire.ts'
+
+/**
+ * setWeights for a route no proxy announced yet: the first pair announced takes it over with its weight
+ * (as a real control's stored route would be for the release its proxies serve).
+ */
+const NO_PAIR: ReleasePair = { stable: { url: 'http://127.0.0.1:9', release: 'none' }, canary: null }
 
 export interface Received<T> {
   /** performance.now() of this test process when the call arrived. */
@@ -40,6 +48,7 @@ export class FakeControl {
   failWith: number | null = null
   revision = 1
   readonly routes: Record<string, RouteWeights> = {}
+  readonly #pairs = new Map<string, ReleasePair>()
   readonly registers: Received<RegisterRequest>[] = []
   readonly acks: Received<AckRequest>[] = []
   readonly reports: Received<ReportRequest>[] = []
@@ -69,7 +78,8 @@ export class FakeControl {
   setWeights(weights: Record<string, number>): number {
     this.revision++
     for (const [name, canary] of Object.entries(weights)) {
-      this.routes[name] = { version: (this.routes[name]?.version ?? 0) + 1, canary }
+      const pair = this.routes[name]?.pair ?? this.#pairs.get(name) ?? NO_PAIR
+      this.routes[name] = { version: (this.routes[name]?.version ?? 0) + 1, pair, canary }
     }
     for (const w of this.#watchers) if (this.revision > w.revision) this.#answer(w)
     return this.revision
@@ -163,8 +173,17 @@ export class FakeControl {
       this.#record('register', reg.id, reg)
       let adopted = false
       for (const r of reg.routes) {
-        if (this.routes[r.name] === undefined) {
-          this.routes[r.name] = { version: 1, canary: r.canaryWeight }
+        // Its weights are for the pair last announced (a real control tells stale configs apart too).
+        const pair = { stable: r.stable, canary: r.canary }
+        this.#pairs.set(r.name, pair)
+        const known = this.routes[r.name]
+        if (known === undefined) {
+          this.routes[r.name] = { version: 1, pair, canary: r.canaryWeight }
+          adopted = true
+        } else if (known.pair === NO_PAIR) {
+          this.routes[r.name] = { ...known, pair }
+        } else if (!samePair(known.pair, pair)) {
+          this.routes[r.name] = { version: known.version + 1, pair, canary: r.canaryWeight }
           adopted = true
         }
       }

@@ -329,7 +329,7 @@ describe('veer proxy --control', () => {
     await control.waitFor('ack', (a) => a.id === reg.id && a.body.revision === rev && a.body.error === null)
   })
 
-  it('keeps control weights over a reloaded file, announces new routes, and refuses a file they do not fit', async () => {
+  it('keeps control weights over a reloaded file of the same releases, and serves a new release pair as its file says', async () => {
     control = await startFakeControl(TOKEN)
     const { stable, canary } = await twoVersions()
     const file = writeConfig(config(stable, canary))
@@ -341,14 +341,24 @@ describe('veer proxy --control', () => {
     await v.waitForLog((l) => l.msg === 'config applied' && l.trigger === 'file change')
     expect(await canaryWeight(v)).toBe(40)
     const reg = await control.waitFor('register', (r) => r.body.routes.some((x) => x.name === 'extra'))
-    expect(reg.body.routes.find((r) => r.name === 'api')!.canaryWeight).toBe(5)
+    const api = reg.body.routes.find((r) => r.name === 'api')!
+    expect(api.canaryWeight).toBe(5)
+    expect(api.changedFrom).toBeUndefined() // same stable and canary: not a release change
     expect(reg.body.appliedRevision).toBe(rev)
 
-    // Without its canary, api cannot take control's 40: the reload is refused, the old table serves.
+    // Without its canary, api serves another pair: control's 40 is not for it. The file's settings
+    // serve from the reload on (all stable), and control is told what it changed from.
     writeConfig(config(stable, null, 0, [extra]), join(file, '..'))
-    const refused = await v.waitForLog((l) => l.msg === 'config rejected, keeping the current one')
-    expect(refused).toMatchObject({ field: 'routes[0].canary', reason: expect.stringMatching(/"api".*40/) })
-    expect(await canaryWeight(v)).toBe(40)
+    const changed = await control.waitFor('register', (r) =>
+      r.body.routes.some((x) => x.name === 'api' && x.canary === null),
+    )
+    expect(changed.body.routes.find((r) => r.name === 'api')!.changedFrom).toEqual({
+      stable: { url: stable.url, release: 's-1' },
+      canary: { url: canary.url, release: 'c-2' },
+    })
+    await control.waitFor('ack', (a) => a.body.revision === control!.revision && a.body.error === null)
+    expect(await canaryWeight(v)).toBe(0)
+    expect(await served(v, 10)).toEqual({ stable: 10, canary: 0, failed: 0 })
   })
 
   it('still drains cleanly on SIGTERM with the link running', async () => {

@@ -327,7 +327,11 @@ describe('the flag across registrations (a fake proxy)', () => {
   it('stays while the same shadow is announced, and ends with another shadow or none', async () => {
     const fake = new FakeProxy(control, 'fake-1', [announce(S)])
     const first = await fake.register()
-    expect(first.routes.fp).toEqual({ version: 1, canary: 0 })
+    expect(first.routes.fp).toEqual({
+      version: 1,
+      pair: { stable: { url: 'http://127.0.0.1:3001', release: 'v1' }, canary: C },
+      canary: 0,
+    })
     const promoted = await control.api('POST', '/v1/routes/fp/promote-shadow', {
       body: { steps: [{ weight: 0 }] },
     })
@@ -341,11 +345,15 @@ describe('the flag across registrations (a fake proxy)', () => {
     expect(same.routes.fp).toMatchObject({ canaryFromShadow: true })
     expect(await route('fp')).toMatchObject({ canary: S, canaryFromShadow: true })
 
-    // A registration with no shadow (the release moved into the file's canary or stable) ends it.
+    // A registration with no shadow and the file's canary C: the proxies serve C again, another release
+    // than the promoted S, so it is a release change (C starts at the file's weight), and the flag ends.
     fake.routes = [announce(null)]
     const none = await fake.register()
     expect(Object.hasOwn(none.routes.fp!, 'canaryFromShadow')).toBe(false)
+    expect(none.routes.fp!.pair.canary).toEqual(C)
     expect(await route('fp')).toMatchObject({ canary: C, canaryFromShadow: false, shadow: null })
+    const last = (await control.api('GET', '/v1/audit?route=fp&limit=100')).json.entries.at(-1)
+    expect(last).toMatchObject({ action: 'release-change', proxy: 'fake-1' })
 
     // A new shadow release after that is a release to mirror, not the promoted one.
     fake.routes = [announce({ url: S.url, release: 'v4' })]
@@ -374,12 +382,38 @@ describe('the flag across registrations (a fake proxy)', () => {
       who: string
       why: string
     }[]
-    const ended = entries.find((e) => e.action === 'canary-from-shadow-end')
-    expect(ended).toMatchObject({
-      who: expect.any(String),
-      why: expect.stringMatching(/fake-3 announced another shadow/),
+    // The proxies serve C again, not the promoted S: a release change, and the rollout of S is aborted
+    // first (its own entry, saying why).
+    expect(entries.slice(-2).map((e) => e.action)).toEqual(['rollout-abort', 'release-change'])
+    expect(entries.at(-2)).toMatchObject({ why: expect.stringMatching(/^release changed \(/) })
+    expect(entries.at(-1)).toMatchObject({ who: expect.any(String), why: expect.stringMatching(/fake-3/) })
+  })
+
+  it('ends without a release change when the config names the promoted release as its canary', async () => {
+    const fake = new FakeProxy(control, 'fake-4', [{ ...announce(S, C), name: 'fs' }])
+    await fake.register()
+    const promoted = await control.api('POST', '/v1/routes/fs/promote-shadow', {
+      body: { steps: [{ weight: 30 }] },
     })
-    expect(entries.at(-1)!.action).toBe('rollout-abort')
+    expect(promoted.status).toBe(200)
+    const before = await route('fs')
+    // The file now names S as its canary, and mirrors nothing: the same pair is served, at the same weight.
+    fake.routes = [{ ...announce(null, S), name: 'fs' }]
+    const reg = await fake.register()
+    expect(reg.routes.fs).not.toHaveProperty('canaryFromShadow')
+    expect(reg.routes.fs!.pair.canary).toEqual(S)
+    const after = await route('fs')
+    expect(after).toMatchObject({ canary: S, canaryFromShadow: false, weights: before.weights })
+    expect(after.version).toBeGreaterThan(before.version)
+    const entries = (await control.api('GET', '/v1/audit?route=fs&limit=100')).json.entries as {
+      action: string
+      why: string
+    }[]
+    expect(entries.at(-1)).toMatchObject({
+      action: 'canary-from-shadow-end',
+      why: expect.stringMatching(/fake-4 announced no shadow/),
+    })
+    expect(entries.some((e) => e.action === 'release-change')).toBe(false)
   })
 
   it('ends when a registration announces a different shadow release', async () => {

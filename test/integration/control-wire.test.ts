@@ -4,7 +4,15 @@
  * a silent proxy stops holding it up. Also measures the delay from an API write to a watch seeing it.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { announced, type ControlProcess, FakeProxy, sleep, startControl, until } from '../helpers/control.ts'
+import {
+  announced,
+  type ControlProcess,
+  FakeProxy,
+  pairOf,
+  sleep,
+  startControl,
+  until,
+} from '../helpers/control.ts'
 
 let control: ControlProcess
 const timers: NodeJS.Timeout[] = []
@@ -29,12 +37,18 @@ const route = async (name: string) => (await control.api('GET', `/v1/routes/${na
 
 describe('register', () => {
   it('creates unknown routes with the announced weight; after that control is the source of truth', async () => {
-    const p1 = new FakeProxy(control, 'reg-1', [announced('reg', 15), announced('reg-plain', 0, false)])
+    const reg = announced('reg', 15)
+    const plain = announced('reg-plain', 0, false)
+    const p1 = new FakeProxy(control, 'reg-1', [reg, plain])
     const r1 = await p1.register()
-    expect(r1.routes).toEqual({ reg: { version: 1, canary: 15 }, 'reg-plain': { version: 1, canary: 0 } })
+    expect(r1.routes).toEqual({
+      reg: { version: 1, pair: pairOf(reg), canary: 15 },
+      'reg-plain': { version: 1, pair: pairOf(plain), canary: 0 },
+    })
+    // The same release pair at another weight: control's weight stands.
     const p2 = new FakeProxy(control, 'reg-2', [announced('reg', 40)])
     const r2 = await p2.register()
-    expect(r2.routes).toEqual({ reg: { version: 1, canary: 15 } })
+    expect(r2.routes).toEqual({ reg: { version: 1, pair: pairOf(reg), canary: 15 } })
     expect(r2.revision).toBe(r1.revision)
     const view = await route('reg')
     expect(view.stable).toEqual({ url: 'http://127.0.0.1:3001', release: 'v1' })
@@ -62,7 +76,7 @@ describe('watch, ack, report', () => {
     const got = await pending
     expect(got).toEqual({
       revision: put.json.revision,
-      routes: { w: { version: put.json.version, canary: 33 } },
+      routes: { w: { version: put.json.version, pair: pairOf(announced('w')), canary: 33 } },
     })
   })
 

@@ -14,6 +14,10 @@ import { announcedRoutes, parseRevision, sameWeights, withWeights } from '../../
 import { ProxyMetrics } from '../../proxy/metrics.ts'
 import { compileRoutes, RouteStates } from '../../proxy/route-table.ts'
 import { UpstreamPools } from '../../proxy/upstreams.ts'
+import { paired } from '../helpers/pairs.ts'
+
+/** Any release pair: parseRevision checks its shape, not whose it is. */
+const P = { stable: { url: 'http://127.0.0.1:1', release: 'v1' }, canary: null }
 
 const pools = new UpstreamPools()
 afterAll(() => pools.destroyAll())
@@ -89,7 +93,7 @@ describe('control weights over the file config', () => {
   })
 
   it('lays control weights over the routes it names; others keep the file weight', () => {
-    const next = withWeights(base, { api: w(40), other: w(90) })
+    const next = withWeights(base, paired(base, { api: w(40), other: w(90) }))
     expect(next.ok).toBe(true)
     if (!next.ok) return
     expect(next.config.routes.map((r) => r.canaryWeight)).toEqual([40, 0])
@@ -101,13 +105,13 @@ describe('control weights over the file config', () => {
 
   it('hands back the same config when nothing changes', () => {
     expect(withWeights(base, null)).toEqual({ ok: true, config: base })
-    const same = withWeights(base, { api: w(10), constructor: w(0) })
+    const same = withWeights(base, paired(base, { api: w(10), constructor: w(0) }))
     expect(same.ok && same.config).toBe(base)
   })
 
   it('refuses, whole, a weight it cannot apply, naming the field and the fix', () => {
     // "constructor" has no canary: an own key is needed, not Object.prototype.constructor.
-    const bad = withWeights(base, { api: w(50), constructor: w(20) })
+    const bad = withWeights(base, paired(base, { api: w(50), constructor: w(20) }))
     expect(bad).toEqual({
       ok: false,
       issues: [
@@ -119,24 +123,34 @@ describe('control weights over the file config', () => {
         },
       ],
     })
-    const range = withWeights(base, { api: w(101) })
+    const range = withWeights(base, paired(base, { api: w(101) }))
     expect(range.ok === false && range.issues[0]).toMatchObject({
       path: 'routes[0].canaryWeight',
       message: expect.stringMatching(/101.*0 to 100/),
     })
-    expect(withWeights(base, { api: w(2.5) }).ok).toBe(false)
-    expect(withWeights(base, {}).ok).toBe(true)
+    expect(withWeights(base, paired(base, { api: w(2.5) })).ok).toBe(false)
+    expect(withWeights(base, paired(base, {})).ok).toBe(true)
   })
 
   it('reads a revision, or says what is wrong with it', () => {
-    expect(parseRevision({ revision: 3, routes: { api: { version: 2, canary: 5 } } })).toEqual({
+    expect(parseRevision({ revision: 3, routes: { api: { version: 2, pair: P, canary: 5 } } })).toEqual({
       revision: 3,
-      routes: { api: { version: 2, canary: 5 } },
+      routes: { api: { version: 2, pair: P, canary: 5 } },
     })
     expect(parseRevision(null)).toMatch(/not a JSON object/)
     expect(parseRevision({ revision: -1, routes: {} })).toMatch(/revision/)
     expect(parseRevision({ revision: 1 })).toMatch(/routes/)
     expect(parseRevision({ revision: 1, routes: { api: { canary: '5' } } })).toMatch(/routes\.api/)
+    // Weights without the release pair they are for (an older control) are not applied to any release.
+    expect(parseRevision({ revision: 1, routes: { api: { version: 1, canary: 5 } } })).toMatch(
+      /routes\.api\.pair must be .*upgrade control/,
+    )
+    expect(
+      parseRevision({
+        revision: 1,
+        routes: { api: { version: 1, canary: 5, pair: { stable: { url: 'x' } } } },
+      }),
+    ).toMatch(/routes\.api\.pair/)
   })
 })
 
@@ -163,7 +177,7 @@ describe('control shadow percent over the file config', () => {
   })
 
   it("lays the percent over the route's shadow, keeping the rest of it; absent keeps the file's", () => {
-    const next = withWeights(base, { shop: s(0) })
+    const next = withWeights(base, paired(base, { shop: s(0) }))
     expect(next.ok).toBe(true)
     if (!next.ok) return
     const shadow = next.config.routes[0]!.shadow!
@@ -172,18 +186,18 @@ describe('control shadow percent over the file config', () => {
     expect(Object.isFrozen(shadow)).toBe(true)
     expect(base.routes[0]!.shadow!.percent).toBe(25)
     expect(sameWeights(next.config, base)).toBe(false)
-    const back = withWeights(next.config, { shop: s(100) })
+    const back = withWeights(next.config, paired(next.config, { shop: s(100) }))
     expect(back.ok && back.config.routes[0]!.shadow!.percent).toBe(100)
     // No shadow percent from control (an older control, or none set yet): the file's 25 stays.
-    const same = withWeights(base, { shop: w(0), plain: w(0) })
+    const same = withWeights(base, paired(base, { shop: w(0), plain: w(0) }))
     expect(same.ok && same.config).toBe(base)
-    expect(withWeights(base, { shop: s(25) })).toEqual({ ok: true, config: base })
+    expect(withWeights(base, paired(base, { shop: s(25) }))).toEqual({ ok: true, config: base })
   })
 
   it('ignores a percent for a route with no shadow here; refuses one out of range, whole', () => {
-    const none = withWeights(base, { plain: s(50) })
+    const none = withWeights(base, paired(base, { plain: s(50) }))
     expect(none.ok && none.config).toBe(base)
-    const bad = withWeights(base, { shop: s(101), plain: s(0) })
+    const bad = withWeights(base, paired(base, { shop: s(101), plain: s(0) }))
     expect(bad).toEqual({
       ok: false,
       issues: [
@@ -193,19 +207,21 @@ describe('control shadow percent over the file config', () => {
         },
       ],
     })
-    expect(withWeights(base, { shop: s(-1) }).ok).toBe(false)
+    expect(withWeights(base, paired(base, { shop: s(-1) })).ok).toBe(false)
   })
 
   it('reads a revision with or without shadow percents', () => {
-    expect(parseRevision({ revision: 3, routes: { shop: { version: 2, canary: 0, shadow: 10 } } })).toEqual({
+    expect(
+      parseRevision({ revision: 3, routes: { shop: { version: 2, pair: P, canary: 0, shadow: 10 } } }),
+    ).toEqual({
       revision: 3,
-      routes: { shop: { version: 2, canary: 0, shadow: 10 } },
+      routes: { shop: { version: 2, pair: P, canary: 0, shadow: 10 } },
     })
-    const old = parseRevision({ revision: 3, routes: { shop: { version: 2, canary: 0 } } })
+    const old = parseRevision({ revision: 3, routes: { shop: { version: 2, pair: P, canary: 0 } } })
     expect(typeof old !== 'string' && Object.hasOwn(old.routes.shop!, 'shadow')).toBe(false)
-    expect(parseRevision({ revision: 3, routes: { shop: { version: 2, canary: 0, shadow: '5' } } })).toMatch(
-      /routes\.shop\.shadow must be a number/,
-    )
+    expect(
+      parseRevision({ revision: 3, routes: { shop: { version: 2, pair: P, canary: 0, shadow: '5' } } }),
+    ).toMatch(/routes\.shop\.shadow must be a number/)
   })
 })
 
@@ -247,17 +263,17 @@ describe('last-known-good file', () => {
     if (typeof empty === 'string') throw new Error(empty)
     expect(empty).toMatchObject({ known: null, config: base })
     await Promise.all([
-      empty.cache.save({ revision: 7, routes: { api: w(20) } }),
-      empty.cache.save({ revision: 8, routes: { api: w(30, 2) } }),
+      empty.cache.save({ revision: 7, routes: paired(base, { api: w(20) }) }),
+      empty.cache.save({ revision: 8, routes: paired(base, { api: w(30, 2) }) }),
     ])
     expect(readdirSync(dir)).toEqual([CACHE_FILE]) // the temp file was renamed, not left
     expect(JSON.parse(readFileSync(join(dir, CACHE_FILE), 'utf8'))).toMatchObject({ revision: 8 })
     const again = await openKnownGood(dir, base, silent)
     if (typeof again === 'string') throw new Error(again)
-    expect(again.known).toEqual({ revision: 8, routes: { api: w(30, 2) } })
+    expect(again.known).toEqual({ revision: 8, routes: paired(base, { api: w(30, 2) }) })
     expect(again.config.routes[0]!.canaryWeight).toBe(30)
 
-    await again.cache.save({ revision: 9, routes: { constructor: w(5) } }) // no canary there
+    await again.cache.save({ revision: 9, routes: paired(base, { constructor: w(5) }) }) // no canary there
     expect(await openKnownGood(dir, base, silent)).toMatchObject({ known: null, config: base })
     writeFileSync(join(dir, CACHE_FILE), '{"revision": 3, "rou')
     expect(await openKnownGood(dir, base, silent)).toMatchObject({ known: null, config: base })

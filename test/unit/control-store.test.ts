@@ -28,6 +28,7 @@ function stateAt(revision: number, canary: number): ControlState {
         stable: null,
         canaryUpstream: null,
         shadowUpstream: null,
+        superseded: [],
         canaryFromShadow: false,
         rollout: null,
         createdAt: 1,

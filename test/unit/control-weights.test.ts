@@ -7,6 +7,10 @@ import { parseRevision, sameWeights, withWeights } from '../../proxy/control-wei
 import { ProxyMetrics } from '../../proxy/metrics.ts'
 import { compileRoutes, RouteStates } from '../../proxy/route-table.ts'
 import { UpstreamPools } from '../../proxy/upstreams.ts'
+import { paired } from '../helpers/pairs.ts'
+
+/** Any release pair: parseRevision checks its shape, not whose it is. */
+const P = { stable: { url: 'http://127.0.0.1:1', release: 'v1' }, canary: null }
 
 const pools = new UpstreamPools()
 afterAll(() => pools.destroyAll())
@@ -47,7 +51,7 @@ describe('canaryFromShadow over the file config', () => {
   const base = config()
 
   it("serves the shadow's url and release as the canary at control's weight, mirroring nothing", () => {
-    const next = withWeights(base, { shop: promoted(50, 25) })
+    const next = withWeights(base, paired(base, { shop: promoted(50, 25) }))
     expect(next.ok).toBe(true)
     if (!next.ok) return
     const shop = next.config.routes[0]!
@@ -79,21 +83,21 @@ describe('canaryFromShadow over the file config', () => {
   })
 
   it('replaces a file canary, even at weight 0, and is a different table from the file at 0', () => {
-    const next = withWeights(base, { both: promoted(0) })
+    const next = withWeights(base, paired(base, { both: promoted(0) }))
     expect(next.ok).toBe(true)
     if (!next.ok) return
     const both = next.config.routes[1]!
     expect(both.canary).toEqual({ url: 'http://127.0.0.1:5', release: 'v4' })
     expect([both.canaryWeight, both.shadow!.percent]).toEqual([0, 0])
-    const plain = withWeights(base, { both: { version: 3, canary: 0, shadow: 0 } })
+    const plain = withWeights(base, paired(base, { both: { version: 3, canary: 0, shadow: 0 } }))
     expect(plain.ok && sameWeights(next.config, plain.config)).toBe(false)
     // Applied again on top of itself it changes nothing.
-    const again = withWeights(next.config, { both: promoted(0) })
+    const again = withWeights(next.config, paired(next.config, { both: promoted(0) }))
     expect(again.ok && again.config).toBe(next.config)
   })
 
   it('refuses it, whole, for a route with no shadow here, and checks the weight', () => {
-    const bad = withWeights(base, { shop: promoted(20), plain: promoted(0) })
+    const bad = withWeights(base, paired(base, { shop: promoted(20), plain: promoted(0) }))
     expect(bad).toEqual({
       ok: false,
       issues: [
@@ -105,22 +109,28 @@ describe('canaryFromShadow over the file config', () => {
         },
       ],
     })
-    expect(withWeights(base, { shop: promoted(101) }).ok).toBe(false)
-    expect(withWeights(base, { shop: promoted(2.5) }).ok).toBe(false)
+    expect(withWeights(base, paired(base, { shop: promoted(101) })).ok).toBe(false)
+    expect(withWeights(base, paired(base, { shop: promoted(2.5) })).ok).toBe(false)
   })
 
   it('reads the flag in a revision; anything but true is refused', () => {
-    expect(parseRevision({ revision: 4, routes: { shop: promoted(10, 0) } })).toEqual({
+    expect(parseRevision({ revision: 4, routes: { shop: { ...promoted(10, 0), pair: P } } })).toEqual({
       revision: 4,
-      routes: { shop: { version: 3, canary: 10, shadow: 0, canaryFromShadow: true } },
+      routes: { shop: { version: 3, pair: P, canary: 10, shadow: 0, canaryFromShadow: true } },
     })
-    const old = parseRevision({ revision: 4, routes: { shop: { version: 3, canary: 10 } } })
+    const old = parseRevision({ revision: 4, routes: { shop: { version: 3, pair: P, canary: 10 } } })
     expect(typeof old !== 'string' && Object.hasOwn(old.routes.shop!, 'canaryFromShadow')).toBe(false)
     expect(
-      parseRevision({ revision: 4, routes: { shop: { version: 3, canary: 0, canaryFromShadow: 'yes' } } }),
+      parseRevision({
+        revision: 4,
+        routes: { shop: { version: 3, pair: P, canary: 0, canaryFromShadow: 'yes' } },
+      }),
     ).toMatch(/routes\.shop\.canaryFromShadow must be true/)
     expect(
-      parseRevision({ revision: 4, routes: { shop: { version: 3, canary: 0, canaryFromShadow: false } } }),
+      parseRevision({
+        revision: 4,
+        routes: { shop: { version: 3, pair: P, canary: 0, canaryFromShadow: false } },
+      }),
     ).toMatch(/canaryFromShadow/)
   })
 })
