@@ -43,8 +43,8 @@ export function statusTable(routes: readonly RouteView[]): string {
     const a = ro?.analysis ?? null
     rows.push([
       r.name,
-      `${r.weights.stable}%`,
-      `${r.weights.canary}%`,
+      side(r.stable, r.weights.stable),
+      side(r.canary, r.weights.canary),
       ro === null ? '-' : ro.state,
       ro === null || ro.phase === 'completed' || ro.phase === 'aborted' ? '-' : `${ro.step}/${ro.steps}`,
       timeLeft(r),
@@ -54,6 +54,7 @@ export function statusTable(routes: readonly RouteView[]): string {
       String(r.version),
     ])
     if (a?.reason && a.verdict !== 'pass') reasons.push(`${r.name}: analysis ${a.verdict}: ${a.reason}`)
+    reasons.push(...notes(r))
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)))
   return rows
@@ -65,6 +66,31 @@ export function statusTable(routes: readonly RouteView[]): string {
     )
     .concat(reasons)
     .join('\n')
+}
+
+/** `v2 20%`: a side's release and share; `-` for a route without a canary. */
+function side(u: RouteView['stable'], weight: number): string {
+  return u === null ? '-' : `${u.release} ${weight}%`
+}
+
+/**
+ * The lines under the table for one route: its last change (who, what, why: an abort, a weight set by
+ * hand, a release change, kept across restarts), proxies serving another release, and what to do next.
+ */
+export function notes(r: RouteView): string[] {
+  const out: string[] = []
+  const l = r.last
+  if (l !== null) {
+    const by = l.proxy === undefined ? l.who : `${l.who} (proxy ${l.proxy})`
+    out.push(`${r.name}: last: ${l.action} by ${by} at ${l.time}${l.why === null ? '' : `: ${l.why}`}`)
+  }
+  const stale = r.proxies.stale
+  if (stale.length > 0)
+    out.push(
+      `${r.name}: ${stale.length === 1 ? '1 live proxy serves' : `${stale.length} live proxies serve`} another release pair by its file (a stale config): ${stale.join(', ')}`,
+    )
+  if (r.next !== null) out.push(`${r.name}: next: ${r.next}`)
+  return out
 }
 
 export function proxiesLine(proxies: readonly ProxyView[]): string {

@@ -73,7 +73,8 @@ export class Engine {
 
   view(r: RouteRecord, now = Date.now()): RouteView {
     const analysis = this.d.analysis?.view(r.name, r.rollout) ?? null
-    return routeView(r, this.d.proxies.sync(r, r.revision, now), now, analysis)
+    const last = this.d.store.lastChange(r.name)
+    return routeView(r, this.d.proxies.sync(r, r.revision, now), now, analysis, last)
   }
 
   routes(): RouteView[] {

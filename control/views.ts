@@ -3,7 +3,7 @@ import { formatDuration } from '../config/duration.ts'
 import { type AnalysisSettings, DEFAULT_ANALYSIS } from '../proxy/analysis/judge.ts'
 import type { AnalysisView } from './analysis.ts'
 import { describe, type Rollout, type View } from './rollout.ts'
-import type { RouteRecord, UpstreamInfo } from './store.ts'
+import type { AuditEntry, RouteRecord, UpstreamInfo } from './store.ts'
 
 export interface RolloutView {
   id: string
@@ -48,9 +48,25 @@ export interface RouteView {
   /** After promote-shadow: `canary` is the shadow's release, served to users and no longer mirrored. */
   canaryFromShadow: boolean
   rollout: RolloutView | null
-  /** Live proxies serving the route, and how many of them applied its last change. */
-  proxies: { live: number; inSync: number }
+  /**
+   * Live proxies serving the route's release pair, how many of them applied its last change, and the
+   * ids of live proxies whose config serves another pair (stale: they serve the route by their file).
+   */
+  proxies: { live: number; inSync: number; stale: string[] }
+  /** The route's last versioned change from the audit (kept across restarts): who did what, and why. */
+  last: LastChange | null
+  /** What the operator does next, when the route waits for them (a promoted canary, a rollback). */
+  next: string | null
   updatedAt: string
+}
+
+export interface LastChange {
+  action: string
+  who: string
+  why: string | null
+  time: string
+  /** The proxy that announced it (release changes, routes adopted). */
+  proxy?: string
 }
 
 const iso = (ms: number): string => new Date(ms).toISOString()
@@ -93,11 +109,38 @@ export function rolloutView(r: Rollout, now: number, analysis: AnalysisView | nu
   }
 }
 
+/**
+ * The operator's next step for a route at rest: a canary at 100% is promoted and waits for the config to
+ * make it the stable (the hand-off); a rolled-back canary waits for a fix (a new release in the config).
+ */
+export function nextStep(r: RouteRecord): string | null {
+  const ended = r.rollout === null ? null : r.rollout.phase
+  if (r.canaryUpstream === null || ended === 'progressing' || ended === 'paused') return null
+  const release = r.canaryUpstream.release
+  if (r.canary === 100)
+    return `${release} serves 100%: make ${release} the stable in the proxies' config (with the next release as canary, or none); control records the hand-off and the new canary starts at its canaryWeight (0 when unset)`
+  if (r.canary === 0 && ended === 'aborted')
+    return `${release} was rolled back: start a new rollout of it, or name a fixed release as canary in the proxies' config (it starts at its canaryWeight, 0 when unset)`
+  return null
+}
+
+function lastChange(e: AuditEntry | null): LastChange | null {
+  if (e === null) return null
+  return {
+    action: e.action,
+    who: e.who,
+    why: e.why,
+    time: e.time,
+    ...(e.proxy !== undefined && { proxy: e.proxy }),
+  }
+}
+
 export function routeView(
   r: RouteRecord,
-  sync: { live: number; applied: number },
+  sync: { live: number; applied: number; stale: readonly string[] },
   now: number,
   analysis: AnalysisView | null = null,
+  last: AuditEntry | null = null,
 ): RouteView {
   return {
     name: r.name,
@@ -109,7 +152,9 @@ export function routeView(
     shadow: r.shadowUpstream === null ? null : { ...r.shadowUpstream, percent: r.shadow },
     canaryFromShadow: r.canaryFromShadow,
     rollout: r.rollout === null ? null : rolloutView(r.rollout, now, analysis),
-    proxies: { live: sync.live, inSync: sync.applied },
+    proxies: { live: sync.live, inSync: sync.applied, stale: [...sync.stale] },
+    last: lastChange(last),
+    next: nextStep(r),
     updatedAt: iso(r.updatedAt),
   }
 }

@@ -41,9 +41,14 @@ describe('veer CLI against control', () => {
     expect(lines[0]).toMatch(
       /^ROUTE\s+STABLE\s+CANARY\s+ROLLOUT\s+STEP\s+TIME LEFT\s+ANALYSIS\s+HARMED\/SAVED\s+PROXIES IN SYNC\s+VERSION$/,
     )
-    expect(lines[1]).toMatch(/^api\s+100%\s+0%\s+-\s+-\s+-\s+-\s+-\s+0\/1\s+1$/)
-    expect(lines[2]).toMatch(/^shop\s+95%\s+5%\s+-\s+-\s+-\s+-\s+-\s+0\/1\s+1$/)
-    expect(lines[3]).toBe('proxies: 1 known, 1 live')
+    expect(lines[1]).toMatch(/^api\s+v1 100%\s+v2 0%\s+-\s+-\s+-\s+-\s+-\s+0\/1\s+1$/)
+    expect(lines[2]).toMatch(/^shop\s+v1 95%\s+v2 5%\s+-\s+-\s+-\s+-\s+-\s+0\/1\s+1$/)
+    // Under the table: each route's last change (here: adopted from the proxy that announced it).
+    expect(lines[3]).toMatch(
+      /^api: last: route-register by edge \(proxy edge-1\) at \S+Z: announced by proxy edge-1$/,
+    )
+    expect(lines[4]).toMatch(/^shop: last: route-register by edge \(proxy edge-1\) at \S+Z: /)
+    expect(lines[5]).toBe('proxies: 1 known, 1 live')
   })
 
   it('set-weight, with --if-match, --reason and --output json', async () => {
@@ -79,7 +84,7 @@ describe('veer CLI against control', () => {
     )
     const status = await veer(['status', 'api'])
     expect(status.stdout.split('\n')[1]).toMatch(
-      /^api\s+90%\s+10%\s+(waiting-for-proxies|pausing)\s+1\/3\s+(1h after sync|1h|59m59s)\s+(-|inconclusive)\s+0\/0\s+0\/1\s+2$/,
+      /^api\s+v1 90%\s+v2 10%\s+(waiting-for-proxies|pausing)\s+1\/3\s+(1h after sync|1h|59m59s)\s+(-|inconclusive)\s+0\/0\s+0\/1\s+2$/,
     )
     const paused = await veer(['pause', 'api', '--reason', 'look at graphs'])
     expect(paused.stdout).toMatch(/step 1\/3 paused/)
@@ -99,6 +104,13 @@ describe('veer CLI against control', () => {
     const json = JSON.parse((await veer(['status', '--output', 'json'])).stdout)
     expect(json.routes.map((x: { name: string }) => x.name)).toEqual(['api', 'shop'])
     expect(json.proxies[0].id).toBe('edge-1')
+    // Promoted: status says who did it and what the operator does next (the hand-off in the config).
+    const after = (await veer(['status', 'api'])).stdout.split('\n')
+    expect(after[1]).toMatch(/^api\s+v1 0%\s+v2 100%\s+completed\s/)
+    expect(after).toContainEqual(expect.stringMatching(/^api: last: rollout-promote by alice at \S+Z/))
+    expect(after).toContainEqual(
+      "api: next: v2 serves 100%: make v2 the stable in the proxies' config (with the next release as canary, or none); control records the hand-off and the new canary starts at its canaryWeight (0 when unset)",
+    )
   })
 
   it('abort rolls back to canary 0 at once, and is safe to repeat', async () => {
@@ -109,6 +121,12 @@ describe('veer CLI against control', () => {
     expect(r.code).toBe(0)
     expect(r.stdout).toMatch(/^shop: canary 0% \(stable 100%\), rollout aborted, version \d+\n$/)
     expect((await veer(['abort', 'shop'])).code).toBe(0)
+    // Aborted by whom and why, and what next: the status the operator sees.
+    const status = (await veer(['status', 'shop'])).stdout.split('\n')
+    expect(status).toContainEqual(
+      expect.stringMatching(/^shop: last: rollout-abort by alice at \S+Z: errors$/),
+    )
+    expect(status).toContainEqual(expect.stringMatching(/^shop: next: v2 was rolled back: /))
   })
 
   it('takes the token from --token-file (a bare token, or control’s own TOKEN ROLE NAME file)', async () => {
