@@ -313,6 +313,11 @@ const registerBody = obj(
           canary: upstreamInfo,
           shadow: upstreamInfo,
           canaryWeight: int('Canary weight in the proxy’s own config', 0, 100, 0),
+          changedFrom: obj(
+            'The stable and canary this proxy announced before a reload changed them',
+            { stable: upstreamInfo, canary: upstreamInfo },
+            { required: ['stable'], optional: true },
+          ),
         },
         { required: ['name', 'stable'] },
       ),
@@ -409,7 +414,13 @@ export function parseRegister(v: unknown): RegisterRequest {
   return {
     id: req.id,
     appliedRevision: req.appliedRevision,
-    routes: req.routes.map((r) => ({ ...r, canary: r.canary ?? null, shadow: r.shadow ?? null })),
+    routes: req.routes.map((r) => {
+      const { changedFrom, ...route } = r
+      const out = { ...route, canary: r.canary ?? null, shadow: r.shadow ?? null }
+      return changedFrom === undefined
+        ? out
+        : { ...out, changedFrom: { stable: changedFrom.stable, canary: changedFrom.canary ?? null } }
+    }),
   }
 }
 

@@ -142,4 +142,18 @@ describe('webhooks', () => {
     expect(JSON.stringify(control.logs)).not.toContain('secret-path')
     expect(hanging.attempts).toBe(1)
   })
+
+  it('tell of a release change: a new canary announced, at its file weight, with the proxy that said so', async () => {
+    const before = ok.bodies.length
+    const next = { ...announced('hooked', 0), canary: { url: 'http://127.0.0.1:3004', release: 'v3' } }
+    await new FakeProxy(control, 'edge-2', [announced('hooked', 20)]).register()
+    await new FakeProxy(control, 'edge-2', [next]).register()
+    await until(() => ok.bodies.some((b, i) => i >= before && b.event === 'release-changed'), 5000)
+    const hook = ok.bodies.slice(before).find((b) => b.event === 'release-changed')!
+    expect(hook).toMatchObject({ route: 'hooked', who: 'edge', previousWeight: 20, weight: 0 })
+    expect(hook.why).toMatch(/edge-2/)
+    expect(hook.text).toMatch(
+      /^:package: veer: route \*hooked\* has a new release pair: canary 20% → 0% \(by edge\) — /,
+    )
+  })
 })
