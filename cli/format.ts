@@ -53,7 +53,10 @@ export function statusTable(routes: readonly RouteView[]): string {
       `${r.proxies.inSync}/${r.proxies.live}`,
       String(r.version),
     ])
-    if (a?.reason && a.verdict !== 'pass') reasons.push(`${r.name}: analysis ${a.verdict}: ${a.reason}`)
+    // A running rollout's live verdict; an ended one's is in its last change (the audit, kept across restarts).
+    const running = ro !== null && (ro.phase === 'progressing' || ro.phase === 'paused')
+    if (running && a?.reason && a.verdict !== 'pass')
+      reasons.push(`${r.name}: analysis ${a.verdict}: ${a.reason}`)
     reasons.push(...notes(r))
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)))

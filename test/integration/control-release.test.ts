@@ -292,4 +292,46 @@ describe('a weight belongs to a release pair', () => {
     // B's file still says v3 at its own weight (unset: 0), not control's 100 of the v3 pair it left.
     expect(await served(b, 10)).toEqual({ v2: 10 })
   })
+
+  it('status tells what holds after a manual weight, an abort and a control restart: who, what, why', async () => {
+    const stateDir = tempDir()
+    control = await startControl({ stateDir })
+    const p = await linked(writeConfig(config('v1', 'v2')))
+    const set = await control.api('PUT', '/v1/routes/api/weights', { body: { canary: 30, reason: 'try it' } })
+    expect(set.json).toMatchObject({
+      last: { action: 'set-weight', who: 'alice', why: 'try it' },
+      next: null,
+    })
+    expect(await status()).toMatch(/^api: last: set-weight by alice at \S+Z: try it$/m)
+    const started = await control.api('POST', '/v1/routes/api/rollout', {
+      body: { steps: [{ weight: 50, pause: '1h' }, { weight: 100 }] },
+    })
+    await synced(p, started.json.revision)
+    const aborted = await control.api('POST', '/v1/routes/api/abort', { body: { reason: 'p99 up' } })
+    expect(aborted.json).toMatchObject({
+      weights: { canary: 0 },
+      rollout: { phase: 'aborted' },
+      last: { action: 'rollout-abort', who: 'alice', why: 'p99 up' },
+    })
+    const before = await status()
+    expect(before).toMatch(/^api: last: rollout-abort by alice at \S+Z: p99 up$/m)
+    expect(before).toMatch(/^api: next: v2 was rolled back: /m)
+
+    // A restart: the same state, the same account of it.
+    expect(await control.stop()).toBe(0)
+    control = await startControl({ stateDir })
+    const after = await route()
+    expect(after).toMatchObject({
+      weights: { canary: 0 },
+      stable: side('v1'),
+      canary: side('v2'),
+      rollout: { phase: 'aborted', reason: 'p99 up' },
+      last: { action: 'rollout-abort', who: 'alice', why: 'p99 up' },
+    })
+    const text = await status()
+    expect(text).toMatch(/^api\s+v1 100%\s+v2 0%\s+aborted\s/m)
+    expect(text.split('\n').filter((l) => l.startsWith('api: '))).toEqual(
+      before.split('\n').filter((l) => l.startsWith('api: ')),
+    )
+  })
 })
