@@ -10,12 +10,13 @@
  * and on Ctrl-C.
  */
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { Pool, request } from 'undici'
+import { parse as parseYaml, stringify as toYaml } from 'yaml'
 import { killAllSync, logTail, type Managed, startProcess, stopProcess, waitReady } from '../bench/proc.ts'
 import { loadConfigFile } from '../config/load.ts'
 import type { RouteView } from '../control/views.ts'
@@ -24,6 +25,8 @@ import { type SampleApp, startSampleApp } from './sample-app.ts'
 
 const ROOT = new URL('../', import.meta.url).pathname
 const CONFIG = `${ROOT}config/default.yaml`
+/** Act 3's next release, the new canary after the hand-off. */
+const V3_PORT = 3003
 const BIN = `${ROOT}bin/veer.js`
 const once = process.argv.includes('--once')
 const tty = process.stdout.isTTY === true
@@ -67,6 +70,9 @@ const adminUrl = `http://${config.admin.host}:${config.admin.port}`
 const controlUrl = `http://${CONTROL.host}:${CONTROL.port}`
 
 const dir = mkdtempSync(join(tmpdir(), 'veer-demo-'))
+/** The proxy runs on a copy of config/default.yaml, which act 3 edits as an operator would. */
+const proxyConfig = join(dir, 'veer.yaml')
+writeFileSync(proxyConfig, readFileSync(CONFIG))
 const apps: SampleApp[] = []
 const procs: Managed[] = []
 let load: Load | null = null
@@ -387,6 +393,44 @@ async function runAct(act: string, reason: string): Promise<ActEnd> {
 const durationOf = (r: RouteView) =>
   Date.parse(r.rollout!.endedAt ?? r.rollout!.updatedAt) - Date.parse(r.rollout!.startedAt)
 
+/**
+ * Act 3, the hand-off: v2 serves 100%, so the config makes v2 the stable and names the next release,
+ * v3, as the canary (no canaryWeight). Control records a release change and v3 starts at 0%: its
+ * predecessor's 100% never reaches it.
+ */
+async function handOff(): Promise<void> {
+  console.log('act 3: the hand-off: the config now names v2 as stable and the next release v3 as canary')
+  const v3 = await startSampleApp('v3', V3_PORT)
+  apps.push(v3)
+  const next = parseYaml(readFileSync(CONFIG, 'utf8'))
+  const r0 = next.routes[0]
+  r0.stable = { url: route.canary!.url, release: route.canary!.release }
+  r0.canary = { url: `http://127.0.0.1:${V3_PORT}`, release: 'v3' }
+  delete r0.canaryWeight
+  writeFileSync(proxyConfig, toYaml(next))
+  const audit = `/v1/audit?route=${encodeURIComponent(route.name)}&limit=5`
+  let change: { proxy?: string; why: string; to: { handoff?: boolean } } | undefined
+  for (let i = 0; change === undefined; i++) {
+    if (i > 100) throw new Error(`control recorded no release change: ${logTail(proxyProc)}`)
+    await sleep(100)
+    change = (await control('GET', audit)).entries.find(
+      (e: { action: string }) => e.action === 'release-change',
+    )
+  }
+  const from = load!.snapshot()
+  await sleep(2000)
+  const seen = since(from, load!.seen)
+  const r = await getRoute()
+  console.log(`
+  ${change.to.handoff ? 'HAND-OFF' : 'RELEASE CHANGE'} recorded by control (audit release-change, from proxy ${change.proxy ?? '?'}):
+    ${change.why}
+    now       stable ${r.stable?.release} ${r.weights.stable}%, canary ${r.canary?.release} ${r.weights.canary}%, route version ${r.version}
+    v3 got    ${v3.requests} requests since it started; v2 served ${seen.stable} of the ${seen.requests} in the last 2 s
+    next      veer rollout ${route.name} --plan FILE rolls v3 out, as in act 2
+`)
+  if (v3.requests !== 0 || r.weights.canary !== 0) ok = false
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Main
 
@@ -432,7 +476,7 @@ const proxyProc = startProcess(
     BIN,
     'proxy',
     '--config',
-    CONFIG,
+    proxyConfig,
     '--control',
     controlUrl,
     '--token-file',
@@ -544,6 +588,7 @@ const act2 = await runAct('act 2', 'demo act 2: v2 (fixed)').catch((err: Error) 
     users saw            ${act2.users.canaryErrors} 5xx from canary, ${act2.users.stableErrors} from stable, ${act2.users.failed} no answer, of ${act2.users.requests} requests
 `)
 }
+if (ok) await handOff().catch((err: Error) => fail(err.message))
 await load.stop()
 
 if (!ok) await fail('the demo did not go as expected (see above)')
@@ -555,10 +600,9 @@ if (once) {
   await exit(0)
 }
 stayingUp = true
-console.log(`everything keeps running (load stopped); v2 serves 100%. Try:
+console.log(`everything keeps running (load stopped); v2 is the stable, v3 the canary at 0%. Try:
   curl -si ${proxyUrl}/hello                                  # v2 now
-  curl -si ${proxyUrl}/hello -H 'x-veer-version: stable'      # tester override: v1
+  curl -si ${proxyUrl}/hello -H 'x-veer-version: canary'      # tester override: v3
   npx veer status --token-file ${operatorTokenFile}
-  npx veer abort ${route.name} --token-file ${operatorTokenFile}      # back to v1 at once
   curl -s ${adminUrl}/v1/stats ; curl -s ${adminUrl}/metrics | grep ^veer_
 press Ctrl-C to stop.`)

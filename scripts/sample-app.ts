@@ -18,6 +18,8 @@ export interface SampleApp {
   readonly release: string
   /** What it serves now. */
   readonly knobs: Readonly<SampleKnobs>
+  /** Requests it has received since it started. */
+  readonly requests: number
   /** Change its behaviour from the next request on (the error count starts again). */
   set(knobs: Partial<SampleKnobs>): void
   /** Stop listening and drop every connection (keep-alive ones included). */
@@ -32,8 +34,10 @@ export function startSampleApp(
   const k: SampleKnobs = { errorRate: 0, extraDelayMs: 0, ...knobs }
   let served = 0
   let failed = 0
+  let requests = 0
   const server = createServer((req, res) => {
     req.resume()
+    requests++
     served++
     // Fail when the running count of failures falls behind errorRate × requests.
     const fail = k.errorRate > 0 && failed < Math.floor(served * k.errorRate)
@@ -60,6 +64,9 @@ export function startSampleApp(
     server,
     release,
     knobs: k,
+    get requests() {
+      return requests
+    },
     set(knobs) {
       Object.assign(k, knobs)
       served = 0

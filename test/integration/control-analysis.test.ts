@@ -132,7 +132,9 @@ describe('analysis in control', () => {
     expect(metrics).toContain('veer_rollbacks_total{route="shop",reason="errors"} 1')
     const status = await runCli(['status', '--control', control.url], { VEER_TOKEN: TOKENS.read })
     expect(status.code).toBe(0)
-    expect(status.stdout).toMatch(/^shop\s+\S+ 100%\s+\S+ 0%\s+aborted\s+-\s+-\s+fail\s+0\/\d+\s+1\/1\s+\d+$/m)
+    expect(status.stdout).toMatch(
+      /^shop\s+\S+ 100%\s+\S+ 0%\s+aborted\s+-\s+-\s+fail\s+0\/\d+\s+1\/1\s+\d+$/m,
+    )
     // Who rolled it back and why: the verdict with its figures, from the audit (kept across restarts).
     expect(status.stdout).toMatch(/^shop: last: rollout-abort by analysis at \S+Z: .*errors: canary /m)
     // The proxy follows the rollback: no more canary traffic.

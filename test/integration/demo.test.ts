@@ -13,7 +13,7 @@ const free = (port: number) =>
   })
 
 describe('npm run demo', () => {
-  it('rolls back the buggy v2 by analysis with a summary, promotes the fixed v2 to 100%, and stops', async () => {
+  it('rolls back the buggy v2 by analysis with a summary, promotes the fixed v2 to 100%, hands off to v3 at 0%, and stops', async () => {
     const t0 = Date.now()
     const child = spawn(process.execPath, [`${ROOT}scripts/demo.ts`, '--once'], {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -44,8 +44,13 @@ describe('npm run demo', () => {
     expect(act2).toMatch(/PROMOTED: v2 serves 100%; the rollout completed [\d.]+ s after it started/)
     expect(act2).toMatch(/analysis +pass: /)
     expect(act2).toMatch(/users saw +0 5xx from canary/)
+    // Act 3: the config makes v2 the stable and names v3: a hand-off, and v3 starts at 0%, not at 100%.
+    const act3 = out.split(/^act 3: /m)[1]
+    expect(act3).toMatch(/HAND-OFF recorded by control \(audit release-change, from proxy \S+\)/)
+    expect(act3).toMatch(/now +stable v2 100%, canary v3 0%, route version \d+/)
+    expect(act3).toMatch(/v3 got +0 requests since it started; v2 served (\d+) of the \1 in the last 2 s/)
     expect(out).toContain('curl -si http://127.0.0.1:8080/hello')
     // Everything it started is gone.
-    for (const port of [8080, 9901, 9900, 3001, 3002]) expect(await free(port)).toBe(true)
+    for (const port of [8080, 9901, 9900, 3001, 3002, 3003]) expect(await free(port)).toBe(true)
   }, 90_000)
 })
