@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { type ControlConfig, loadControlConfig } from '../config/control-config.ts'
-import { parseTokens, type Tokens } from './auth.ts'
+import { parseTokens, type TokenResult, type Tokens } from './auth.ts'
 import { DEFAULT_NOTIFIER, type NotifierOptions } from './notify.ts'
 
 export const CONTROL_HELP = `Usage: veer control [--config FILE] [flags]
@@ -15,6 +15,7 @@ started with --control URL register their routes and follow its weights.
   --state-dir DIR        where state.json and audit.log live (default ./veer-state)
   --token-file FILE      tokens, one "TOKEN ROLE NAME" a line (ROLE: read, operator, proxy), or a bare
                          TOKEN (operator "default"); re-read on SIGHUP. VEER_TOKEN adds operator "env"
+                         (a VEER_TOKEN the file also lists: the file's line holds)
   --webhook URL          POST rollout events (JSON with a Slack-compatible "text") here; repeatable.
                          VEER_WEBHOOKS adds URLs (separated by spaces or commas)
   --tls-cert FILE        serve HTTPS with this PEM certificate chain (with --tls-key)
@@ -27,8 +28,10 @@ export class ControlUsageError extends Error {}
 export interface ControlSetup {
   readonly config: ControlConfig
   /** Re-reads the token file (SIGHUP); the error is one line without any token in it. */
-  readonly readTokens: () => { ok: true; tokens: Tokens } | { ok: false; error: string }
+  readonly readTokens: () => TokenResult
   readonly tokens: Tokens
+  /** What start-up says about the token sources (a VEER_TOKEN the file also lists). */
+  readonly tokenNotes: readonly string[]
   readonly tls: { cert: Buffer; key: Buffer } | null
   readonly notifier: NotifierOptions
   /** Wire protocol long-poll hold, proxy liveness window, start-up grace, tick: env knobs (tests). */
@@ -133,6 +136,7 @@ export async function parseControlArgs(
     config,
     readTokens,
     tokens: first.tokens,
+    tokenNotes: first.notes,
     tls,
     notifier: {
       ...DEFAULT_NOTIFIER,

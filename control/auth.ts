@@ -1,7 +1,9 @@
 /**
  * Bearer tokens with roles. The token file has one token a line: `TOKEN ROLE NAME` (ROLE: read,
  * operator or proxy), or a bare `TOKEN` (operator "default"); `#` starts a comment. VEER_TOKEN adds an
- * operator named "env". Several tokens may be valid at once, so a token can be rotated without a gap.
+ * operator named "env", unless the token file lists that same token: then the file's line (its role and
+name) is the one that holds, and control says so once at start (`VEER_TOKEN` exported for the CLI
+must not stop control from starting). Several tokens may be valid at once, so a token can be rotated without a gap.
  * Tokens are kept only as SHA-256 digests and compared in constant time; they never reach a log or an
  * error message.
  */
@@ -35,7 +37,7 @@ const NAME = /^[A-Za-z0-9._@-]{1,64}$/
 
 const digest = (token: string): Buffer => createHash('sha256').update(token).digest()
 
-export type TokenResult = { ok: true; tokens: Tokens } | { ok: false; error: string }
+export type TokenResult = { ok: true; tokens: Tokens; notes: string[] } | { ok: false; error: string }
 
 function checkToken(token: string, where: string): string | null {
   if (!TOKEN.test(token)) return `${where}: the token has characters other than visible ASCII`
@@ -82,9 +84,18 @@ export function parseTokens(text: string | null, source: string, env: string | u
     const problem = add(token!, identity, where)
     if (problem) return { ok: false, error: problem }
   }
+  const notes: string[] = []
   if (env !== undefined && env !== '') {
-    const problem = add(env.trim(), { name: 'env', role: 'operator' }, 'VEER_TOKEN')
-    if (problem) return { ok: false, error: problem }
+    const token = env.trim()
+    const listed = entries.find((e) => timingSafeEqual(e.digest, digest(token)))
+    if (listed !== undefined)
+      notes.push(
+        `VEER_TOKEN is also listed in ${source}; the file's line holds (role ${listed.identity.role}, name ${listed.identity.name})`,
+      )
+    else {
+      const problem = add(token, { name: 'env', role: 'operator' }, 'VEER_TOKEN')
+      if (problem) return { ok: false, error: problem }
+    }
   }
   if (entries.length === 0)
     return {
@@ -94,7 +105,7 @@ export function parseTokens(text: string | null, source: string, env: string | u
           ? 'no token: give --token-file FILE or set VEER_TOKEN (every call but /healthz needs one)'
           : `${source}: has no token; write one per line: TOKEN [ROLE NAME]`,
     }
-  return { ok: true, tokens: new Tokens(entries) }
+  return { ok: true, tokens: new Tokens(entries), notes }
 }
 
 export class Tokens {

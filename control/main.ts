@@ -150,4 +150,5 @@ export async function runControl(argv: string[]): Promise<void> {
     },
     'veer control started',
   )
+  for (const note of setup.tokenNotes) log.info({ note }, 'token sources overlap')
 }

@@ -150,6 +150,23 @@ describe('running', () => {
     }
   })
 
+  it("starts with VEER_TOKEN exported for the CLI when the token file lists it: the file's line holds", async () => {
+    const c = await startControl({ env: { VEER_TOKEN: TOKENS.operator } })
+    try {
+      const note = await c.waitForLog((l) => l.msg === 'token sources overlap')
+      expect(note.note).toBe(
+        `VEER_TOKEN is also listed in ${c.tokenFile}; the file's line holds (role operator, name alice)`,
+      )
+      expect(JSON.stringify(c.logs)).not.toContain(TOKENS.operator)
+      const r = await c.api('PUT', '/v1/routes/none/weights', { body: { canary: 1 } })
+      expect(r.status).toBe(404) // authenticated as alice, the route is unknown
+      const denied = await c.api('GET', '/v1/audit?limit=5', { token: TOKENS.operator })
+      expect(denied.status).toBe(200)
+    } finally {
+      expect(await c.stop()).toBe(0)
+    }
+  })
+
   it('repeated auth failures from one address get 429 with Retry-After; a valid token still passes', async () => {
     const c = await startControl({
       env: { VEER_CONTROL_AUTH_BURST: '3', VEER_CONTROL_AUTH_REFILL_MS: '60000' },

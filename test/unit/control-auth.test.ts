@@ -28,6 +28,17 @@ describe('token file', () => {
     expect(both.check(`Bearer ${A}`)?.name).toBe('env')
   })
 
+  it('takes a VEER_TOKEN the file also lists as the file says, and tells so (no token in the note)', () => {
+    const r = parseTokens(`${A} read grafana\n${B} operator alice`, 'tokens', `${A}\n`)
+    if (!r.ok) throw new Error(r.error)
+    expect(r.tokens.size).toBe(2)
+    expect(r.tokens.check(`Bearer ${A}`)).toEqual({ name: 'grafana', role: 'read' })
+    expect(r.notes).toEqual([
+      "VEER_TOKEN is also listed in tokens; the file's line holds (role read, name grafana)",
+    ])
+    expect(parseTokens(`${B} operator alice`, 'tokens', A)).toMatchObject({ ok: true, notes: [] })
+  })
+
   it('accepts several tokens at once (rotation) and only those', () => {
     const t = tokens(`${A} operator old\n${B} operator new`)
     expect(t.check(`Bearer ${A}`)?.name).toBe('old')
