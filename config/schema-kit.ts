@@ -2,7 +2,7 @@
  * A small declarative schema: one description of each config field gives both the validator (one pass,
  * every problem reported with its path and a fix) and the published JSON Schema, so the two never drift.
  */
-import { formatDuration, parseDuration } from './duration.ts'
+import { formatDuration, lacksUnit, parseDuration } from './duration.ts'
 
 export interface Issue {
   path: string
@@ -104,9 +104,18 @@ export function oneOf<T extends string>(description: string, values: readonly T[
 /** A duration such as `500ms`, `5s`, `2m`; parsed to milliseconds. */
 export function duration(description: string, min: number, max: number, fallback?: number): Field<number> {
   return field(
-    { type: ['string', 'number'], format: 'duration', pattern: '^[0-9.]+(ms|s|m|h)$', description },
+    {
+      type: ['string', 'number'],
+      format: 'duration',
+      pattern: '^([0-9.]+(ms|s|m|h)|0)$',
+      minimum: 0,
+      maximum: 0,
+      description,
+    },
     (v) => {
       const ms = parseDuration(v)
+      if (ms === undefined && lacksUnit(v))
+        return problem(`has no unit; write "${v}s" (or ${v}ms, ${v}m, ${v}h)`)
       if (ms === undefined) return problem('must be a duration such as 500ms, 5s or 2m')
       if (ms < min || ms > max)
         return problem(`must be between ${formatDuration(min)} and ${formatDuration(max)}`)

@@ -1,8 +1,8 @@
 /**
  * The rollout clock: on every tick (and at once after an ack) each running rollout is checked. A step
  * whose revision every live proxy serving the route has acked becomes applied and its pause starts; a
- * pause that has run out moves the rollout on; with analysis enabled the judge is asked, and a `fail`
- * rolls back at once while an `inconclusive` at the end of a pause holds the rollout paused. Every
+ * pause that has run out moves the rollout on; with analysis enabled the judge is asked, applied or not,
+ * and a `fail` rolls back at once while an `inconclusive` at the end of a pause holds the rollout paused. Every
  * change goes through the engine's one queue, so the clock never races an operator's call.
  */
 import type { Logger } from 'pino'
@@ -121,16 +121,11 @@ export class RolloutClock {
     if (!isActive(ro)) return false
     const now = Date.now()
     const revision = this.engine.state.revision + 1
-    if (!ro.applied) {
-      if (now - this.startedAt < this.graceMs) return false
-      const sync = this.proxies.sync(r, ro.stepRevision, now)
-      if (sync.applied < sync.live) return false
-      await this.engine.transition(r, { type: 'applied' }, ROLLOUT, null, now, revision)
-      return true
-    }
-    if (ro.phase !== 'progressing') return false
+    // The canary is judged from its first request: a step the proxies serve but that does not count as
+    // applied yet (the start-up grace, a proxy still to ack) is rolled back on a failed check too. Only
+    // a pass waits for the step to be applied and its pause to run.
     let verdict: Verdict = { result: 'pass', reason: '' }
-    if (ro.plan.analysis.enabled) {
+    if (ro.phase === 'progressing' && ro.plan.analysis.enabled) {
       verdict = this.judge({ route: name, rollout: ro, now })
       if (verdict.result === 'fail') {
         const harm = this.analysis?.harm(name, ro)
@@ -144,10 +139,21 @@ export class RolloutClock {
           { ...(verdict.evidence && { evidence: verdict.evidence }), ...(harm && { harm }) },
         )
         this.rolledBack(name, verdict.check ?? 'analysis')
-        this.log.warn({ route: name, reason: verdict.reason, harm }, 'canary rolled back by analysis')
+        this.log.warn(
+          { route: name, reason: verdict.reason, harm, applied: ro.applied },
+          'canary rolled back by analysis',
+        )
         return false
       }
     }
+    if (!ro.applied) {
+      if (now - this.startedAt < this.graceMs) return false
+      const sync = this.proxies.sync(r, ro.stepRevision, now)
+      if (sync.applied < sync.live) return false
+      await this.engine.transition(r, { type: 'applied' }, ROLLOUT, null, now, revision)
+      return true
+    }
+    if (ro.phase !== 'progressing') return false
     if (ro.deadline === null || now < ro.deadline) return false
     if (verdict.result === 'inconclusive') {
       const why = `analysis inconclusive: ${verdict.reason}`

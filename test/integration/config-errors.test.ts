@@ -163,6 +163,15 @@ describe('veer proxy --config', () => {
     )
   })
 
+  it('a duration without its unit names the field and the fix, never taken as milliseconds', async () => {
+    const file = writeConfig({ routes: [route({ timeouts: { headers: 30 } })] })
+    await oneLine(
+      ['--config', file],
+      /routes\[0\]\.timeouts\.headers/,
+      /has no unit; write "30s" \(or 30ms, 30m, 30h\)/,
+    )
+  })
+
   it('two routes with the same name', async () => {
     const file = writeConfig({ routes: [route(), route({ match: { pathPrefix: '/v2' } })] })
     await oneLine(['--config', file], /routes\[1\]\.name/, /repeats the name of routes\[0\]/, /own name/)

@@ -43,8 +43,9 @@ async function bed(
   stable: Upstream,
   canary: Upstream,
   analysis: Record<string, unknown> = {},
+  env: Record<string, string> = {},
 ): Promise<{ control: ControlProcess; proxy: VeerProcess }> {
-  const control = await startControl()
+  const control = await startControl({ env })
   running.push(control)
   const tokenFile = join(tempDir(), 'proxy-token')
   writeFileSync(tokenFile, `${TOKENS.proxy}\n`)
@@ -104,6 +105,28 @@ const phaseOf = async (control: ControlProcess) =>
   (await control.api('GET', '/v1/routes/shop')).json.rollout?.phase as string | undefined
 
 describe('analysis in control', () => {
+  it('judges a step from its first canary request: rolled back while the start-up grace still holds it unapplied', async () => {
+    const stable = await upstream('stable')
+    const canary = await upstream('canary', halfFailing())
+    // A grace far longer than the test: the step cannot count as applied before the rollback.
+    const { control, proxy } = await bed(stable, canary, {}, { VEER_CONTROL_GRACE_MS: '600000' })
+    const start = await control.api('POST', '/v1/routes/shop/rollout', {
+      body: { steps: [{ weight: 20, pause: '1h' }, { weight: 100 }] },
+    })
+    expect(start.status).toBe(200)
+    expect(start.json.rollout).toMatchObject({ applied: false })
+    await load(proxy, async () => (await phaseOf(control)) === 'aborted')
+    const route = (await control.api('GET', '/v1/routes/shop')).json
+    expect(route.rollout).toMatchObject({ phase: 'aborted', applied: false })
+    expect(route.weights.canary).toBe(0)
+    const audit = (await control.api('GET', '/v1/audit?route=shop&limit=1')).json.entries[0]
+    expect(audit).toMatchObject({
+      who: 'analysis',
+      action: 'rollout-abort',
+      why: expect.stringMatching(/^analysis failed: errors: /),
+    })
+  })
+
   it('rolls back a canary that fails half its requests, with evidence; users got stable answers', async () => {
     const stable = await upstream('stable')
     const canary = await upstream('canary', halfFailing())

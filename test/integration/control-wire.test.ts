@@ -128,7 +128,7 @@ describe('a rollout step waits for every live proxy', () => {
     await sleep(400)
     let view = await route('step')
     expect(view.rollout.state).toBe('waiting-for-proxies')
-    expect(view.proxies).toEqual({ live: 2, inSync: 1 })
+    expect(view.proxies).toEqual({ live: 2, inSync: 1, stale: [] })
     const acked = Date.now()
     await p2.ack(rev)
     // The 300 ms pause runs only from the last ack on; then step 2 waits for both proxies again.
@@ -158,7 +158,7 @@ describe('a rollout step waits for every live proxy', () => {
       const r = await route('silent')
       return r.rollout.state === 'waiting-for-promote' ? r : null
     }, 4000)
-    expect(view.proxies).toEqual({ live: 1, inSync: 1 })
+    expect(view.proxies).toEqual({ live: 1, inSync: 1, stale: [] })
     const listed = (await control.api('GET', '/v1/proxies')).json.proxies.find(
       (x: { id: string }) => x.id === 'silent-2',
     )

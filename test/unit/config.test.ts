@@ -22,11 +22,27 @@ describe('durations', () => {
     ['1.5s', 1500],
     ['2m', 120_000],
     ['1h', 3_600_000],
-    [750, 750],
+    [0, 0],
+    ['0', 0],
   ])('%s is %i ms', (text, ms) => expect(parseDuration(text)).toBe(ms))
 
-  it.each(['5', 's', '5 s', '-1s', '5d', '', 'abc'])('%j is not a duration', (text) => {
+  it.each(['5', 750, 30, 's', '5 s', '-1s', '5d', '', 'abc'])('%j is not a duration', (text) => {
     expect(parseDuration(text)).toBeUndefined()
+  })
+
+  it.each([
+    [30, '"30s" (or 30ms, 30m, 30h)'],
+    ['250', '"250s" (or 250ms, 250m, 250h)'],
+  ])('a bare %j in a config names the field and the fix', (value, fix) => {
+    const result = validateConfig({ routes: [{ ...route(), timeouts: { connect: value } }] })
+    expect(result.ok).toBe(false)
+    if (result.ok) return
+    expect(result.issues).toEqual([
+      {
+        path: 'routes[0].timeouts.connect',
+        message: `has no unit; write ${fix} (got ${JSON.stringify(value)})`,
+      },
+    ])
   })
 })
 
