@@ -1,4 +1,4 @@
-// End-to-end automatic rollback on loopback:  npm run bench:rollback [-- --runs N]
+// End-to-end automatic rollback on loopback:  npm run bench:rollback [-- --runs N] [--grace MS]
 // A real `veer control`, a real `veer proxy --control`, a stable upstream failing 0.1% of requests and
 // a canary failing 5%, open-loop GET load at 400 req/s. A rollout puts the canary at 20% (default
 // analysis); we measure, per run, from the rollout start: when control decided (audit time), when the
@@ -26,7 +26,9 @@ const MAX_MS = 20_000
 const TOKEN = 'e2e-operator-token-0123456789abcdef'
 const PROXY_TOKEN = 'e2e-proxy-token-0123456789abcdef0'
 
-const { values } = parseArgs({ options: { runs: { type: 'string' } } })
+const { values } = parseArgs({ options: { runs: { type: 'string' }, grace: { type: 'string' } } })
+/** Control's start-up grace (VEER_CONTROL_GRACE_MS): 0 by default here; 10000 is what a fresh control has. */
+const GRACE_MS = values.grace === undefined ? 0 : positiveInt(values.grace, 0, 600_000)
 const RUNS = positiveInt(values.runs, 5, 50)
 const h = startHarness('veer-rollback-e2e', 15)
 const BIN = join(h.root, 'bin/veer.js')
@@ -101,7 +103,11 @@ async function oneRun(fallback: boolean, index: number): Promise<Run> {
       '--token-file',
       tokens,
     ],
-    { core: null, logPath: `${dir}-control.log`, env: { ...process.env, VEER_CONTROL_GRACE_MS: '0' } },
+    {
+      core: null,
+      logPath: `${dir}-control.log`,
+      env: { ...process.env, VEER_CONTROL_GRACE_MS: String(GRACE_MS) },
+    },
   )
   const controlUrl = `http://127.0.0.1:${controlPort}`
   await waitReady(control, controlPort, 10_000, `${controlUrl}/healthz`)

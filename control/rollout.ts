@@ -202,12 +202,16 @@ export function advance(r: Rollout, event: RolloutEvent, ctx: Ctx): Outcome {
     }
     case 'resume': {
       if (r.phase !== 'paused') return refuse('not_paused', 'the rollout is not paused')
-      const running = r.applied && r.leftMs !== null
+      // A step paused after its pause had run out (analysis held it: inconclusive) gets its whole pause
+      // again, to gather the traffic it lacked; otherwise the time that was left.
+      const step = r.plan.steps[r.step]!.pause
+      const leftMs = r.leftMs === 0 && step !== null ? step : r.leftMs
+      const running = r.applied && leftMs !== null
       const resumed: Rollout = {
         ...r,
         phase: 'progressing',
-        deadline: running ? ctx.now + r.leftMs! : null,
-        leftMs: running ? null : r.leftMs,
+        deadline: running ? ctx.now + leftMs! : null,
+        leftMs: running ? null : leftMs,
         updatedAt: ctx.now,
         reason: null,
       }

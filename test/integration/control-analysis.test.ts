@@ -207,6 +207,38 @@ describe('analysis in control', () => {
     expect(route.rollout.analysis.verdict).toBe('inconclusive')
   })
 
+  it('inconclusive is not a dead end: resume gives the step its pause again, and with traffic it passes', async () => {
+    const stable = await upstream('stable')
+    const canary = await upstream('canary')
+    const { control, proxy } = await bed(stable, canary)
+    await control.api('POST', '/v1/routes/shop/rollout', {
+      body: { steps: [{ weight: 50, pause: '1s' }, { weight: 100 }], analysis: { minRequests: 30 } },
+    })
+    await until(async () => (await phaseOf(control)) === 'paused')
+    expect((await control.api('GET', '/v1/routes/shop')).json.rollout).toMatchObject({
+      step: 1,
+      pauseLeftMs: 0,
+      reason: expect.stringMatching(/^analysis inconclusive: /),
+    })
+    const resumed = await control.api('POST', '/v1/routes/shop/resume', {
+      body: { reason: 'traffic is back' },
+    })
+    expect(resumed.json.rollout).toMatchObject({ phase: 'progressing', step: 1, stepPause: '1s' })
+    expect(resumed.json.rollout.pauseLeftMs).toBeGreaterThan(0)
+    const seen = await load(
+      proxy,
+      async () => (await control.api('GET', '/v1/routes/shop')).json.rollout.step === 2,
+    )
+    const route = (await control.api('GET', '/v1/routes/shop')).json
+    expect(route.rollout).toMatchObject({ phase: 'progressing', step: 2, state: 'waiting-for-promote' })
+    expect(route.weights.canary).toBe(100)
+    expect(seen.canary).toBeGreaterThan(0)
+    const held = (await control.api('GET', '/v1/audit?route=shop&limit=10')).json.entries.map(
+      (e: { action: string; who: string }) => `${e.action} ${e.who}`,
+    )
+    expect(held).toEqual(expect.arrayContaining(['rollout-pause analysis', 'rollout-resume alice']))
+  })
+
   it('a proxy fuse rolls the route back at once, before any statistics', async () => {
     const stable = await upstream('stable')
     const canary = await upstream('canary', (req, res) => {

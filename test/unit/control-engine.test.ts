@@ -89,7 +89,7 @@ describe('analysis seam', () => {
     await store.close()
   })
 
-  it('inconclusive at the end of a pause holds the rollout paused; resume goes on', async () => {
+  it('inconclusive at the end of a pause holds the rollout paused; resume runs the pause again, then goes on', async () => {
     let verdict: Verdict = { result: 'inconclusive', reason: 'only 12 canary requests' }
     const { engine, store, events, tick } = await engineWith(() => verdict)
     await engine.startRollout('shop', plan(true), operator, null)
@@ -103,7 +103,11 @@ describe('analysis seam', () => {
       'analysis inconclusive: only 12 canary requests',
     ])
     verdict = { result: 'pass', reason: '' }
-    await engine.act('shop', { type: 'resume' }, operator, null)
+    const resumed = await engine.act('shop', { type: 'resume' }, operator, null)
+    // The step's whole 50 ms again: the held step had none left.
+    expect(resumed.rollout).toMatchObject({ phase: 'progressing', step: 1, state: 'pausing' })
+    expect(resumed.rollout!.pauseLeftMs).toBeGreaterThan(0)
+    await new Promise((res) => setTimeout(res, 80))
     await tick()
     r = engine.route('shop')
     expect([r.canary, r.rollout!.step]).toEqual([100, 1])

@@ -201,6 +201,27 @@ describe('rollout state machine: every state × every event', () => {
 })
 
 describe('rollout timing', () => {
+  it('a step held at the end of its pause (inconclusive) gets its whole pause again on resume', () => {
+    const must = (r: ReturnType<typeof advance>): Rollout => {
+      if (!r.ok) throw new Error(r.message)
+      return r.rollout
+    }
+    const fresh = start(plan, 'r', { now: T0, revision: 1 }).rollout
+    const applied = must(advance(fresh, { type: 'applied' }, { now: T0, revision: 1 }))
+    // The pause ran out; the clock pauses the rollout instead of moving on (too little traffic).
+    const held = must(
+      advance(applied, { type: 'pause', reason: 'inconclusive' }, { now: T0 + 31_000, revision: 2 }),
+    )
+    expect(held.leftMs).toBe(0)
+    const resumed = must(advance(held, { type: 'resume' }, { now: T0 + 90_000, revision: 3 }))
+    expect(resumed).toMatchObject({ phase: 'progressing', step: 0, deadline: T0 + 90_000 + 30_000 })
+    expect(describeRollout(resumed, T0 + 90_000)).toEqual({ state: 'pausing', pauseLeftMs: 30_000 })
+    // Paused with time left, a resume keeps only what was left.
+    const part = must(advance(applied, { type: 'pause', reason: null }, { now: T0 + 20_000, revision: 2 }))
+    const back = must(advance(part, { type: 'resume' }, { now: T0 + 50_000, revision: 3 }))
+    expect(back.deadline).toBe(T0 + 50_000 + 10_000)
+  })
+
   it('a timed step advances on the first tick at or after its deadline, and only then', () => {
     const fresh = start(plan, 'r', { now: T0, revision: 1 }).rollout
     const applied = advance(fresh, { type: 'applied' }, { now: T0 + 100, revision: 1 })
