@@ -1,6 +1,7 @@
 /** Human output of the operator client: the `veer status` table and one-line summaries of a route. */
 import { formatDuration } from '../config/duration.ts'
 import type { ProxyView } from '../control/proxies.ts'
+import type { AuditEntry } from '../control/store.ts'
 import type { RouteView } from '../control/views.ts'
 
 /** 1m25s, 40s, 750ms: whole seconds above ten seconds. */
@@ -20,6 +21,52 @@ function timeLeft(r: RouteView): string {
   if (ro.pauseLeftMs === null) return ro.state === 'paused' ? 'promote' : '-'
   if (ro.state === 'pausing') return left(ro.pauseLeftMs)
   return `${left(ro.pauseLeftMs)} ${ro.state === 'paused' ? '(paused)' : 'after sync'}`
+}
+
+/** Columns padded to their widest cell, the last one left as it is. */
+function table(rows: readonly string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)))
+  return rows
+    .map((row) =>
+      row
+        .map((cell, i) => cell.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n')
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v)
+
+/** A value in a history line: an upstream by its release, null as `-`. */
+function brief(v: unknown): string {
+  if (v === null || v === undefined) return '-'
+  if (isRecord(v) && typeof v.release === 'string' && typeof v.url === 'string') return v.release
+  return typeof v === 'object' ? JSON.stringify(v) : String(v)
+}
+
+/** `canary 40 → 0, step 2 → 2`: each setting the entry's `to` names, from its `from` (only those that changed). */
+export function fromTo(from: unknown, to: unknown): string {
+  if (!isRecord(to)) return to === null || to === undefined ? '' : brief(to)
+  const before = isRecord(from) ? from : null
+  const parts: string[] = []
+  for (const [k, v] of Object.entries(to)) {
+    if (before === null) parts.push(`${k} ${brief(v)}`)
+    else if (brief(before[k]) !== brief(v)) parts.push(`${k} ${brief(before[k])} → ${brief(v)}`)
+  }
+  return parts.join(', ')
+}
+
+/** `veer history`: one line per audit entry, oldest first. */
+export function historyTable(entries: readonly AuditEntry[]): string {
+  if (entries.length === 0) return 'no audit entries match'
+  const rows = [['TIME', 'WHO', 'ACTION', 'FROM → TO', 'WHY']]
+  for (const e of entries) {
+    const who = e.proxy === undefined ? e.who : `${e.who} (proxy ${e.proxy})`
+    rows.push([e.time, who, e.action, fromTo(e.from, e.to) || '-', e.why ?? '-'])
+  }
+  return table(rows)
 }
 
 export function statusTable(routes: readonly RouteView[]): string {
@@ -59,16 +106,7 @@ export function statusTable(routes: readonly RouteView[]): string {
       reasons.push(`${r.name}: analysis ${a.verdict}: ${a.reason}`)
     reasons.push(...notes(r))
   }
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)))
-  return rows
-    .map((row) =>
-      row
-        .map((cell, i) => cell.padEnd(widths[i]!))
-        .join('  ')
-        .trimEnd(),
-    )
-    .concat(reasons)
-    .join('\n')
+  return [table(rows), ...reasons].join('\n')
 }
 
 /** `v2 20%`: a side's release and share; `-` for a route without a canary. */

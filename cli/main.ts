@@ -13,6 +13,7 @@ Commands:
   proxy       the data plane: weighted, sticky and override routing between stable and canary
   control     the control process: HTTP API, staged rollouts, durable state and audit log
   status      routes, weights, rollout step and time left, proxies in sync
+  history     a route's audit entries: who changed what, when and why
   set-weight  set a route's canary weight
   shadow      set the percent of a route's requests mirrored to its shadow
   rollout     start a staged rollout from a plan file

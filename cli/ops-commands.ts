@@ -1,6 +1,7 @@
 /** The operator client's command names, known to the dispatcher without loading the client. */
 export const OPS_COMMANDS: ReadonlySet<string> = new Set([
   'status',
+  'history',
   'set-weight',
   'shadow',
   'rollout',
@@ -13,6 +14,7 @@ export const OPS_COMMANDS: ReadonlySet<string> = new Set([
 
 export type OpsCommand =
   | 'status'
+  | 'history'
   | 'set-weight'
   | 'shadow'
   | 'rollout'

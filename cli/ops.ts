@@ -1,15 +1,17 @@
 /**
- * `veer status | set-weight | shadow | rollout | promote-shadow | promote | pause | resume | abort`: the
+ * `veer status | history | set-weight | shadow | rollout | promote-shadow | promote | pause | resume | abort`: the
  * operator client of the control API. Human output by default, the API's JSON with --output json;
  * errors are one line on stderr and the exit codes of client.ts.
  */
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { parseDocument } from 'yaml'
+import { ACTIONS_HINT, parseActions, parseTime, TIME_HINT } from '../control/audit-query.ts'
 import type { ProxyView } from '../control/proxies.ts'
+import type { AuditEntry } from '../control/store.ts'
 import type { RouteView } from '../control/views.ts'
 import { type CliError, ControlClient, EXIT, readToken, usage } from './client.ts'
-import { proxiesLine, statusTable, summary } from './format.ts'
+import { historyTable, proxiesLine, statusTable, summary } from './format.ts'
 import type { OpsCommand } from './ops-commands.ts'
 
 const COMMON = `  --control URL          control API (default http://127.0.0.1:9900, or VEER_CONTROL_URL)
@@ -25,6 +27,14 @@ const COMMANDS = {
     about: 'Routes with their weights, rollout step and time left, and how many live proxies are in sync.',
     flags: '  --watch                redraw every second until Ctrl-C\n',
     positionals: [0, 1],
+  },
+  history: {
+    usage: 'veer history ROUTE [--action A[,B]] [--since T] [--until T] [--limit N]',
+    about:
+      "ROUTE's audit entries, oldest first: time, who, action, from → to, why (the newest --limit of those that match).",
+    flags:
+      '  --action A[,B]         only these actions (e.g. release-change,rollout-abort)\n  --since T, --until T   an RFC 3339 time (2025-06-01T12:00:00Z) or a duration ago (90m, 2h)\n  --limit N              at most N entries (default 50, at most 10000), fetched page by page\n',
+    positionals: [1, 1],
   },
   'set-weight': {
     usage: 'veer set-weight ROUTE N [--if-match VERSION] [--reason TEXT]',
@@ -100,6 +110,10 @@ const OPTIONS = {
   reason: { type: 'string' },
   plan: { type: 'string' },
   full: { type: 'boolean' },
+  action: { type: 'string' },
+  since: { type: 'string' },
+  until: { type: 'string' },
+  limit: { type: 'string' },
 } as const
 
 const ONLY: Record<string, OpsCommand[]> = {
@@ -109,6 +123,10 @@ const ONLY: Record<string, OpsCommand[]> = {
   reason: ['set-weight', 'shadow', 'rollout', 'promote-shadow', 'promote', 'pause', 'resume', 'abort'],
   plan: ['rollout', 'promote-shadow'],
   full: ['promote'],
+  action: ['history'],
+  since: ['history'],
+  until: ['history'],
+  limit: ['history'],
 }
 
 const write = (text: string) => process.stdout.write(text.endsWith('\n') ? text : `${text}\n`)
@@ -161,7 +179,8 @@ export async function runOps(command: OpsCommand, argv: string[]): Promise<void>
       throw usage(`--plan FILE is required (a YAML or JSON plan); see veer ${command} --help`)
     body = readPlan(values.plan)
   } else if (command === 'promote') body = values.full === true ? { full: true } : {}
-  else if (command !== 'status') body = {}
+  else if (command !== 'status' && command !== 'history') body = {}
+  const query = command === 'history' ? historyQuery(route!, values) : null
   if (typeof values.reason === 'string' && body !== undefined)
     (body as Record<string, unknown>).reason = values.reason
   const client = new ControlClient(
@@ -170,6 +189,7 @@ export async function runOps(command: OpsCommand, argv: string[]): Promise<void>
   )
 
   if (command === 'status') return status(client, route, json, values.watch === true)
+  if (query !== null) return history(client, query, json)
   const path = `/v1/routes/${encodeURIComponent(route!)}`
   const headers: Record<string, string> = {}
   if (typeof values['if-match'] === 'string')
@@ -182,6 +202,55 @@ export async function runOps(command: OpsCommand, argv: string[]): Promise<void>
         : await client.call('POST', `${path}/${command}`, body)
   const view = reply.body as RouteView
   write(json ? JSON.stringify(view, null, 2) : summary(view))
+}
+
+interface HistoryQuery {
+  readonly params: URLSearchParams
+  readonly limit: number
+}
+
+/** `veer history`'s flags as the query of GET /v1/audit, checked here first (a usage error is exit 2). */
+function historyQuery(route: string, values: Record<string, string | boolean | undefined>): HistoryQuery {
+  const params = new URLSearchParams({ route })
+  const now = Date.now()
+  for (const name of ['since', 'until'] as const) {
+    const text = values[name]
+    if (typeof text !== 'string') continue
+    if (parseTime(text, now) === undefined)
+      throw usage(`--${name} must be ${TIME_HINT} (got ${JSON.stringify(text)})`)
+    params.set(name, text)
+  }
+  if (typeof values.action === 'string') {
+    if (parseActions(values.action) === undefined)
+      throw usage(`--action must be ${ACTIONS_HINT} (got ${JSON.stringify(values.action)})`)
+    params.set('action', values.action)
+  }
+  const text = values.limit
+  const limit = typeof text === 'string' ? Number(text) : 50
+  if (!Number.isInteger(limit) || limit < 1 || limit > 10_000)
+    throw usage(`--limit must be a whole number from 1 to 10000 (got ${JSON.stringify(text)})`)
+  return { params, limit }
+}
+
+/** Pages of GET /v1/audit, newest first, until `limit` entries or no more; printed oldest first. */
+async function history(client: ControlClient, q: HistoryQuery, json: boolean): Promise<void> {
+  const pages: AuditEntry[][] = []
+  let got = 0
+  let before: string | null = null
+  do {
+    const params = new URLSearchParams(q.params)
+    params.set('limit', String(Math.min(1000, q.limit - got)))
+    if (before !== null) params.set('before', before)
+    const page = (await client.call('GET', `/v1/audit?${params}`)).body as {
+      entries: AuditEntry[]
+      next: string | null
+    }
+    pages.unshift(page.entries)
+    got += page.entries.length
+    before = page.next
+  } while (before !== null && got < q.limit)
+  const entries = pages.flat()
+  write(json ? JSON.stringify({ entries }, null, 2) : historyTable(entries))
 }
 
 function readPlan(file: string): unknown {

@@ -4,8 +4,10 @@
  * authenticated first (401), rate-limited after repeated failures (429), routed (404/405), checked
  * against the token's role (403), and only then read; every refusal is one JSON error (errors.ts).
  */
+
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Logger } from 'pino'
+import { ACTIONS_HINT, parseActions, parseTime, TIME_HINT } from './audit-query.ts'
 import { type Access, allows, type FailureLimiter, type Identity, type Tokens } from './auth.ts'
 import type { Engine } from './engine.ts'
 import { ApiError } from './errors.ts'
@@ -245,9 +247,40 @@ const ENDPOINTS: readonly Endpoint[] = [
       GET: {
         access: 'read',
         handle: async (d, c) => {
+          const q = c.url.searchParams
           const limit = intParam(c.url, 'limit', 1, 10_000, 100)
-          const route = c.url.searchParams.get('route')
-          sendJson(c.res, 200, d.engine.audit({ limit, route }))
+          const now = Date.now()
+          const time = (name: string): number | null => {
+            const text = q.get(name)
+            if (text === null) return null
+            const t = parseTime(text, now)
+            if (t === undefined)
+              throw new ApiError(
+                'invalid_query',
+                `?${name}= must be ${TIME_HINT} (got ${JSON.stringify(text)})`,
+              )
+            return t
+          }
+          const actionText = q.get('action')
+          const actions = actionText === null ? null : parseActions(actionText)
+          if (actions === undefined)
+            throw new ApiError(
+              'invalid_query',
+              `?action= must be ${ACTIONS_HINT} (got ${JSON.stringify(actionText)})`,
+            )
+          const before = q.has('before') ? intParam(c.url, 'before', 1, Number.MAX_SAFE_INTEGER, 0) : null
+          sendJson(
+            c.res,
+            200,
+            d.engine.audit({
+              limit,
+              route: q.get('route'),
+              actions,
+              since: time('since'),
+              until: time('until'),
+              before,
+            }),
+          )
         },
       },
     },

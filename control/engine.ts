@@ -4,8 +4,10 @@
  * then published: to long-polling proxies, to /v1/events, to webhooks. Because the If-Match check and
  * the write happen in the same queue turn, two writes with the same If-Match cannot both succeed.
  */
+
 import type { Logger } from 'pino'
 import type { AnalysisBook } from './analysis.ts'
+import type { AuditPage, AuditQuery } from './audit-query.ts'
 import type { Identity } from './auth.ts'
 import { ApiError } from './errors.ts'
 import type { EventHub } from './events.ts'
@@ -426,7 +428,7 @@ export class Engine {
     return result.reason
   }
 
-  audit(query: { limit: number; route: string | null }): { total: number; entries: AuditEntry[] } {
+  audit(query: AuditQuery): AuditPage {
     return this.d.store.audit(query)
   }
 

@@ -6,11 +6,13 @@
  * state.json is either the old or the new whole file; audit lines of a change whose state never landed
  * (revision above state.json's) and a torn last line are cut off on the next start, with a warning.
  */
+
 import { closeSync, fsyncSync, openSync } from 'node:fs'
 import { mkdir, open, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import type { ReleasePair, Upstream } from '../config/wire.ts'
+import { type AuditPage, type AuditQuery, auditPage } from './audit-query.ts'
 import type { Rollout } from './rollout.ts'
 
 export const FORMAT_VERSION = 1
@@ -166,9 +168,9 @@ export class Store {
     if (e.route !== null && e.revision !== undefined) this.last.set(e.route, e)
   }
 
-  audit(query: { limit: number; route: string | null }): { total: number; entries: AuditEntry[] } {
-    const matching = query.route === null ? this.entries : this.entries.filter((e) => e.route === query.route)
-    return { total: this.total, entries: matching.slice(-query.limit) }
+  /** A page of the audit kept in memory (the newest 10000 entries): control/audit-query.ts. */
+  audit(query: AuditQuery): AuditPage {
+    return auditPage(this.entries, this.total, query)
   }
 
   async close(): Promise<void> {

@@ -129,6 +129,64 @@ describe('veer CLI against control', () => {
     expect(status).toContainEqual(expect.stringMatching(/^shop: next: v2 was rolled back: /))
   })
 
+  it("history: the route's audit as a table or JSON, filtered by action and time; the API pages", async () => {
+    const all = (await control.api('GET', '/v1/audit?route=shop&limit=10000')).json
+    expect(all.entries.length).toBeGreaterThanOrEqual(5)
+    expect(all.next).toBeNull()
+    // Page by page from the newest, two entries a page: every entry once, in order.
+    const paged: { seq: number }[][] = []
+    let before: string | null = null
+    do {
+      const page: { entries: { seq: number }[]; next: string | null } = (
+        await control.api('GET', `/v1/audit?route=shop&limit=2${before === null ? '' : `&before=${before}`}`)
+      ).json
+      paged.unshift(page.entries)
+      before = page.next
+    } while (before !== null)
+    expect(paged.flat()).toEqual(all.entries)
+
+    const table = await veer(['history', 'shop'])
+    expect([table.code, table.stderr]).toEqual([0, ''])
+    const lines = table.stdout.trim().split('\n')
+    expect(lines[0]).toMatch(/^TIME\s+WHO\s+ACTION\s+FROM → TO\s+WHY$/)
+    expect(lines).toHaveLength(all.entries.length + 1)
+    expect(lines).toContainEqual(
+      expect.stringMatching(/^\S+Z\s+alice\s+set-weight\s+canary 5 → 20\s+more canary$/),
+    )
+    expect(lines).toContainEqual(expect.stringMatching(/\s+rollout-abort\s+canary 40 → 0.*\s+errors$/))
+
+    const aborts = JSON.parse(
+      (await veer(['history', 'shop', '--action', 'rollout-abort,abort', '--output', 'json'])).stdout,
+    )
+    expect(aborts.entries.length).toBeGreaterThan(0)
+    expect(
+      aborts.entries.every((e: { action: string }) => ['rollout-abort', 'abort'].includes(e.action)),
+    ).toBe(true)
+    const third = all.entries[2]!
+    const since = JSON.parse(
+      (await veer(['history', 'shop', '--since', third.time, '--output', 'json'])).stdout,
+    )
+    expect(since.entries[0].time >= third.time).toBe(true)
+    expect(since.entries.at(-1)).toEqual(all.entries.at(-1))
+    const until = JSON.parse(
+      (await veer(['history', 'shop', '--until', third.time, '--output', 'json'])).stdout,
+    )
+    expect(until.entries.every((e: { time: string }) => e.time < third.time)).toBe(true)
+    const newest = JSON.parse((await veer(['history', 'shop', '--limit', '2', '--output', 'json'])).stdout)
+    expect(newest.entries).toEqual(all.entries.slice(-2))
+
+    const bare = await veer(['history', 'shop', '--since', '30'])
+    expect([bare.code, bare.stderr]).toEqual([
+      2,
+      expect.stringMatching(/^veer history: --since must be an RFC 3339 time/),
+    ])
+    for (const q of ['since=30', 'until=yesterday', 'action=Bad!', 'before=x']) {
+      const r = await control.api('GET', `/v1/audit?route=shop&${q}`)
+      expect([r.status, r.json.error]).toEqual([400, 'invalid_query'])
+      expect(r.json.message).toMatch(new RegExp(`^\\?${q.split('=')[0]}=`))
+    }
+  })
+
   it('takes the token from --token-file (a bare token, or control’s own TOKEN ROLE NAME file)', async () => {
     const bare = join(dir, 'token')
     writeFileSync(bare, `${TOKENS.read}\n`)
@@ -210,7 +268,7 @@ describe('veer CLI against control', () => {
   })
 
   it('--help of each command exits 0', async () => {
-    for (const c of ['status', 'set-weight', 'rollout', 'promote', 'pause', 'resume', 'abort']) {
+    for (const c of ['status', 'history', 'set-weight', 'rollout', 'promote', 'pause', 'resume', 'abort']) {
       const r = await runCli([c, '--help'])
       expect(r.code).toBe(0)
       expect(r.stdout).toMatch(new RegExp(`^Usage: veer ${c}`))
