@@ -12,7 +12,7 @@ import type { AnalysisBook } from './analysis.ts'
 import type { Actor, Engine } from './engine.ts'
 import type { Judge, Verdict } from './judge.ts'
 import type { ProxyRegistry } from './proxies.ts'
-import { isActive } from './rollout.ts'
+import { DEFAULT_INCONCLUSIVE, isActive } from './rollout.ts'
 
 const ROLLOUT: Actor = { name: 'rollout', role: 'system' }
 const ANALYSIS: Actor = { name: 'analysis', role: 'system' }
@@ -156,8 +156,27 @@ export class RolloutClock {
     if (ro.phase !== 'progressing') return false
     if (ro.deadline === null || now < ro.deadline) return false
     if (verdict.result === 'inconclusive') {
+      const policy = ro.plan.analysis.inconclusive ?? DEFAULT_INCONCLUSIVE
+      const done = ro.extensions ?? 0
       const why = `analysis inconclusive: ${verdict.reason}`
-      await this.engine.transition(r, { type: 'pause', reason: why }, ANALYSIS, why, now, revision)
+      if (policy.action === 'abort') {
+        await this.engine.transition(r, { type: 'abort', reason: why }, ANALYSIS, why, now, revision)
+        this.rolledBack(name, 'inconclusive')
+        this.log.warn({ route: name, reason: verdict.reason }, 'canary rolled back: analysis inconclusive')
+      } else if (policy.action === 'extend' && policy.extendMs !== null && done < policy.limit) {
+        const more = `${why}; the step's pause is extended by ${formatDuration(policy.extendMs)} (${done + 1} of ${policy.limit})`
+        await this.engine.transition(
+          r,
+          { type: 'extend', ms: policy.extendMs },
+          ANALYSIS,
+          more,
+          now,
+          revision,
+        )
+      } else {
+        const held = policy.action === 'extend' ? `${why} (after ${done} extensions)` : why
+        await this.engine.transition(r, { type: 'pause', reason: held }, ANALYSIS, held, now, revision)
+      }
       return false
     }
     const held = ro.plan.steps[ro.step]!.pause ?? 0

@@ -30,11 +30,31 @@ export interface SmokeCheck {
   readonly timeoutMs: number
 }
 
+/**
+ * What an inconclusive verdict at the end of a step's pause does (as Argo Rollouts' inconclusive
+ * limits): `pause` the rollout (the default; `resume` gives the step its pause again), `extend` the
+ * pause by `extendMs`, at most `limit` times a step (then pause), or `abort` (roll back).
+ */
+export interface InconclusivePolicy {
+  readonly action: 'pause' | 'extend' | 'abort'
+  readonly extendMs: number | null
+  readonly limit: number
+}
+
+export const DEFAULT_INCONCLUSIVE: InconclusivePolicy = { action: 'pause', extendMs: null, limit: 3 }
+
 export interface Plan {
   readonly mode: Mode
   readonly steps: readonly Step[]
-  /** `settings` absent (plans stored by older versions): the defaults (proxy/analysis/judge.ts). */
-  readonly analysis: { readonly enabled: boolean; readonly settings?: AnalysisSettings }
+  /**
+   * `settings` absent (plans stored by older versions): the defaults (proxy/analysis/judge.ts);
+   * `inconclusive` absent: DEFAULT_INCONCLUSIVE.
+   */
+  readonly analysis: {
+    readonly enabled: boolean
+    readonly settings?: AnalysisSettings
+    readonly inconclusive?: InconclusivePolicy
+  }
   /** Absent: no smoke check. */
   readonly smoke?: SmokeCheck
 }
@@ -59,6 +79,8 @@ export interface Rollout {
   readonly endedAt: number | null
   /** Why it was paused or aborted. */
   readonly reason: string | null
+  /** How many times this step's pause was extended on an inconclusive verdict (absent: none). */
+  readonly extensions?: number
 }
 
 export type Notice =
@@ -79,6 +101,8 @@ export type RolloutEvent =
   | { readonly type: 'abort'; readonly reason: string | null }
   | { readonly type: 'applied' }
   | { readonly type: 'tick' }
+  /** The running pause gets `ms` more from now (an inconclusive verdict, plan `inconclusive: extend`). */
+  | { readonly type: 'extend'; readonly ms: number }
 
 export interface Ctx {
   readonly now: number
@@ -126,6 +150,7 @@ function enter(r: Rollout, step: number, ctx: Ctx): Rollout {
     leftMs: r.plan.steps[step]!.pause,
     updatedAt: ctx.now,
     reason: null,
+    extensions: 0,
   }
 }
 
@@ -233,6 +258,16 @@ export function advance(r: Rollout, event: RolloutEvent, ctx: Ctx): Outcome {
     case 'tick':
       if (r.phase !== 'progressing' || r.deadline === null || ctx.now < r.deadline) return unchanged
       return next(r, ctx, [])
+    case 'extend': {
+      if (r.phase !== 'progressing' || r.deadline === null) return unchanged
+      const extended: Rollout = {
+        ...r,
+        deadline: ctx.now + event.ms,
+        extensions: (r.extensions ?? 0) + 1,
+        updatedAt: ctx.now,
+      }
+      return ok(extended, [], 'versioned')
+    }
   }
 }
 

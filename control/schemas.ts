@@ -26,7 +26,13 @@ import type {
 } from '../config/wire.ts'
 import { type AnalysisSettings, DEFAULT_ANALYSIS } from '../proxy/analysis/judge.ts'
 import { ApiError } from './errors.ts'
-import { blueGreenSteps, type Plan, type SmokeCheck } from './rollout.ts'
+import {
+  blueGreenSteps,
+  DEFAULT_INCONCLUSIVE,
+  type InconclusivePolicy,
+  type Plan,
+  type SmokeCheck,
+} from './rollout.ts'
 
 export const MAX_PAUSE_MS = 7 * 24 * 3_600_000
 const MAX_STEPS = 100
@@ -145,6 +151,20 @@ const planBody = obj('A rollout plan', {
           3_600_000,
         ),
       }),
+      inconclusive: obj('What an inconclusive verdict (too little traffic) at the end of a pause does', {
+        action: oneOf(
+          'pause the rollout (resume gives the step its pause again), extend the pause, or abort (roll back)',
+          ['pause', 'extend', 'abort'] as const,
+          DEFAULT_INCONCLUSIVE.action,
+        ),
+        extend: duration('With action extend: how much longer the pause runs each time', 1, MAX_PAUSE_MS),
+        limit: int(
+          'With action extend: at most this many extensions a step, then it pauses',
+          1,
+          100,
+          DEFAULT_INCONCLUSIVE.limit,
+        ),
+      }),
     },
     { optional: true },
   ),
@@ -201,6 +221,7 @@ export function parsePlan(v: unknown): { plan: Plan; reason?: string } {
         preview?: number
         analysis?: { enabled: boolean } & Omit<AnalysisSettings, 'latency'> & {
             latency: Omit<AnalysisSettings['latency'], 'p99MaxMs'> & { p99MaxMs?: number }
+            inconclusive: { action: InconclusivePolicy['action']; extend?: number; limit: number }
           }
         smoke?: { url: string; requests: number; expectStatus: number[]; timeout: number }
         reason?: string
@@ -237,6 +258,12 @@ export function parsePlan(v: unknown): { plan: Plan; reason?: string } {
         message: 'blue-green plans have no steps (preview at 0%, then 100%); remove it',
       })
     }
+    const inc = p.analysis?.inconclusive
+    if (inc?.action === 'extend' && inc.extend === undefined)
+      issues.push({
+        path: 'analysis.inconclusive.extend',
+        message: 'is required with action extend: how much longer the pause runs, e.g. "2m"',
+      })
   }
   if (issues.length > 0 || !p) fail('invalid_plan', issues)
   const steps =
@@ -255,6 +282,11 @@ export function parsePlan(v: unknown): { plan: Plan; reason?: string } {
             errors: a.errors,
             outcome: a.outcome,
             latency: { ...a.latency, p99MaxMs: a.latency.p99MaxMs ?? null },
+          },
+          inconclusive: {
+            action: a.inconclusive.action,
+            extendMs: a.inconclusive.extend ?? null,
+            limit: a.inconclusive.limit,
           },
         }
   const plan: Plan = { mode: p.mode, steps, analysis }

@@ -2,7 +2,13 @@
 import { formatDuration } from '../config/duration.ts'
 import { type AnalysisSettings, DEFAULT_ANALYSIS } from '../proxy/analysis/judge.ts'
 import type { AnalysisView } from './analysis.ts'
-import { describe, type Rollout, type View } from './rollout.ts'
+import {
+  DEFAULT_INCONCLUSIVE,
+  describe,
+  type InconclusivePolicy,
+  type Rollout,
+  type View,
+} from './rollout.ts'
 import type { AuditEntry, RouteRecord, UpstreamInfo } from './store.ts'
 
 export interface RolloutView {
@@ -20,11 +26,17 @@ export interface RolloutView {
   pauseEndsAt: string | null
   stepRevision: number
   applied: boolean
+  /** Times this step's pause was extended on an inconclusive verdict (plan `inconclusive: extend`). */
+  extensions: number
   plan: {
     mode: string
     steps: { weight: number; pause: string | null }[]
-    /** The plan's analysis settings (defaults filled in). */
-    analysis: { enabled: boolean; settings: AnalysisSettings }
+    /** The plan's analysis settings (defaults filled in), and what an inconclusive verdict does. */
+    analysis: {
+      enabled: boolean
+      settings: AnalysisSettings
+      inconclusive: { action: InconclusivePolicy['action']; extend: string | null; limit: number }
+    }
     /** Only when the plan has a smoke check. */
     smoke?: { url: string; requests: number; expectStatus: number[]; timeout: string }
   }
@@ -72,6 +84,12 @@ export interface LastChange {
 const iso = (ms: number): string => new Date(ms).toISOString()
 const dur = (ms: number | null): string | null => (ms === null ? null : formatDuration(ms))
 
+const inconclusiveView = (p: InconclusivePolicy) => ({
+  action: p.action,
+  extend: dur(p.extendMs),
+  limit: p.limit,
+})
+
 export function rolloutView(r: Rollout, now: number, analysis: AnalysisView | null = null): RolloutView {
   const { state, pauseLeftMs } = describe(r, now)
   const step = r.plan.steps[r.step]!
@@ -88,10 +106,15 @@ export function rolloutView(r: Rollout, now: number, analysis: AnalysisView | nu
     pauseEndsAt: r.deadline === null ? null : iso(r.deadline),
     stepRevision: r.stepRevision,
     applied: r.applied,
+    extensions: r.extensions ?? 0,
     plan: {
       mode: r.plan.mode,
       steps: r.plan.steps.map((s) => ({ weight: s.weight, pause: dur(s.pause) })),
-      analysis: { enabled: r.plan.analysis.enabled, settings: r.plan.analysis.settings ?? DEFAULT_ANALYSIS },
+      analysis: {
+        enabled: r.plan.analysis.enabled,
+        settings: r.plan.analysis.settings ?? DEFAULT_ANALYSIS,
+        inconclusive: inconclusiveView(r.plan.analysis.inconclusive ?? DEFAULT_INCONCLUSIVE),
+      },
       ...(r.plan.smoke && {
         smoke: {
           url: r.plan.smoke.url,

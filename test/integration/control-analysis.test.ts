@@ -239,6 +239,48 @@ describe('analysis in control', () => {
     expect(held).toEqual(expect.arrayContaining(['rollout-pause analysis', 'rollout-resume alice']))
   })
 
+  it('a plan may say what inconclusive does: extend the pause (then pass with traffic), or abort', async () => {
+    const stable = await upstream('stable')
+    const canary = await upstream('canary')
+    const { control, proxy } = await bed(stable, canary)
+    await control.api('POST', '/v1/routes/shop/rollout', {
+      body: {
+        steps: [{ weight: 50, pause: '300ms' }, { weight: 100 }],
+        analysis: { minRequests: 30, inconclusive: { action: 'extend', extend: '1s', limit: 2 } },
+      },
+    })
+    const actions = async () =>
+      (await control.api('GET', '/v1/audit?route=shop&limit=20')).json.entries.map(
+        (e: { action: string; who: string }) => `${e.action} ${e.who}`,
+      ) as string[]
+    await until(async () => (await actions()).includes('rollout-extend analysis'))
+    const extended = (await control.api('GET', '/v1/routes/shop')).json.rollout
+    expect(extended).toMatchObject({ phase: 'progressing', step: 1, extensions: 1 })
+    expect(extended.plan.analysis.inconclusive).toEqual({ action: 'extend', extend: '1s', limit: 2 })
+    await load(proxy, async () => (await control.api('GET', '/v1/routes/shop')).json.rollout.step === 2)
+    expect((await control.api('GET', '/v1/routes/shop')).json.weights.canary).toBe(100)
+    expect(await actions()).not.toContain('rollout-pause analysis')
+
+    // Abort: no traffic at all (a new control, so no report of the traffic above reaches it), and the
+    // step is rolled back when its pause ends.
+    const quiet = await bed(await upstream('stable-2'), await upstream('canary-2'))
+    await quiet.control.api('POST', '/v1/routes/shop/rollout', {
+      body: {
+        steps: [{ weight: 10, pause: '200ms' }, { weight: 100 }],
+        analysis: { inconclusive: { action: 'abort' } },
+      },
+    })
+    await until(async () => (await phaseOf(quiet.control)) === 'aborted')
+    const last = (await quiet.control.api('GET', '/v1/audit?route=shop&limit=1')).json.entries[0]
+    expect(last).toMatchObject({
+      who: 'analysis',
+      action: 'rollout-abort',
+      why: expect.stringMatching(/^analysis inconclusive: /),
+    })
+    const metrics = (await quiet.control.api('GET', '/metrics', { token: TOKENS.read })).text
+    expect(metrics).toContain('veer_rollbacks_total{route="shop",reason="inconclusive"} 1')
+  })
+
   it('a proxy fuse rolls the route back at once, before any statistics', async () => {
     const stable = await upstream('stable')
     const canary = await upstream('canary', (req, res) => {

@@ -210,6 +210,14 @@ describe('bad input changes nothing', () => {
       'invalid_plan',
     ],
     [
+      'a plan whose inconclusive action extend has no extend duration',
+      'POST',
+      '/v1/routes/shop/rollout',
+      { body: { steps: [{ weight: 5, pause: '1m' }], analysis: { inconclusive: { action: 'extend' } } } },
+      400,
+      'invalid_plan',
+    ],
+    [
       'a plan for an unknown route',
       'POST',
       '/v1/routes/nope/rollout',

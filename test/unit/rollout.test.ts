@@ -201,6 +201,34 @@ describe('rollout state machine: every state × every event', () => {
 })
 
 describe('rollout timing', () => {
+  it('extend gives the running pause more time from now and counts it; a new step starts at none', () => {
+    const must = (r: ReturnType<typeof advance>): Rollout => {
+      if (!r.ok) throw new Error(r.message)
+      return r.rollout
+    }
+    const applied = must(
+      advance(
+        start(plan, 'r', { now: T0, revision: 1 }).rollout,
+        { type: 'applied' },
+        { now: T0, revision: 1 },
+      ),
+    )
+    const once = advance(applied, { type: 'extend', ms: 5000 }, { now: T0 + 30_000, revision: 2 })
+    expect(once.ok && [once.change, once.rollout.deadline, once.rollout.extensions]).toEqual([
+      'versioned',
+      T0 + 35_000,
+      1,
+    ])
+    const twice = must(advance(must(once), { type: 'extend', ms: 5000 }, { now: T0 + 35_000, revision: 3 }))
+    expect(twice.extensions).toBe(2)
+    expect(must(advance(twice, { type: 'tick' }, { now: T0 + 40_000, revision: 4 })).extensions).toBe(0)
+    // Nothing to extend while no pause runs (not applied yet, or paused).
+    const fresh = start(plan, 'r', { now: T0, revision: 1 }).rollout
+    expect(advance(fresh, { type: 'extend', ms: 5000 }, { now: T0, revision: 2 })).toMatchObject({
+      change: 'none',
+    })
+  })
+
   it('a step held at the end of its pause (inconclusive) gets its whole pause again on resume', () => {
     const must = (r: ReturnType<typeof advance>): Rollout => {
       if (!r.ok) throw new Error(r.message)
