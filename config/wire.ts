@@ -63,6 +63,9 @@ export interface RouteWeights {
   readonly canaryFromShadow?: true
 }
 
+/** RouteWeights while it is being built, before it is handed on (or frozen). */
+export type RouteWeightsDraft = { -readonly [K in keyof RouteWeights]: RouteWeights[K] }
+
 export interface AnnouncedRoute {
   readonly name: string
   readonly stable: Upstream

@@ -13,6 +13,7 @@ import type {
   ReleasePair,
   ReportRequest,
   RouteWeights,
+  RouteWeightsDraft,
 } from '../config/wire.ts'
 import type { AnalysisBook } from './analysis.ts'
 import type { Identity } from './auth.ts'
@@ -241,13 +242,7 @@ export class ProxyLink {
       const r = this.engine.state.routes[a.name]
       const pair = r === undefined ? null : pairOf(r)
       if (r === undefined || pair === null) continue
-      const weights: {
-        version: number
-        pair: ReleasePair
-        canary: number
-        shadow?: number
-        canaryFromShadow?: true
-      } = { version: r.version, pair, canary: r.canary }
+      const weights: RouteWeightsDraft = { version: r.version, pair, canary: r.canary }
       // No shadow percent yet: the proxy keeps its file's (and older proxies see the message they know).
       if (r.shadow !== null) weights.shadow = r.shadow
       // Only to a proxy that announced the promoted shadow: one with another shadow must not serve that

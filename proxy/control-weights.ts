@@ -14,6 +14,7 @@ import {
   type AnnouncedRoute,
   type ReleasePair,
   type RouteWeights,
+  type RouteWeightsDraft,
   samePair,
   type Upstream,
 } from '../config/wire.ts'
@@ -97,13 +98,7 @@ export function parseRevision(raw: unknown): Revision | string {
       return `routes.${name}.shadow must be a number when given (got ${JSON.stringify(w.shadow)})`
     if (w.canaryFromShadow !== undefined && w.canaryFromShadow !== true)
       return `routes.${name}.canaryFromShadow must be true when given (got ${JSON.stringify(w.canaryFromShadow)})`
-    const weights: {
-      version: number
-      pair: ReleasePair
-      canary: number
-      shadow?: number
-      canaryFromShadow?: true
-    } = { version: w.version, pair, canary: w.canary }
+    const weights: RouteWeightsDraft = { version: w.version, pair, canary: w.canary }
     if (w.shadow !== undefined) weights.shadow = w.shadow
     if (w.canaryFromShadow === true) weights.canaryFromShadow = true
     routes[name] = Object.freeze(weights)
