@@ -22,6 +22,7 @@ import { addInto, emptyCounts, type OutcomeWindow, SLOT_MS } from './analysis/wi
 import { Backoff } from './backoff.ts'
 import type { KnownGoodFile } from './control-cache.ts'
 import {
+  announcedRoutes,
   type ControlWeights,
   markChanged,
   otherReleases,
@@ -40,10 +41,8 @@ const MAX_REPORT_SLOTS = (29 * 1000) / SLOT_MS
 /** What the link needs from the proxy it steers. */
 export interface ControlHost {
   readonly table: RouteTable
-  /** The config file as loaded (without control's weights). */
+  /** The config file as loaded (without control's weights); control is told of its routes. */
   readonly file: ProxyConfig
-  /** The routes of the config file, as control is told of them. */
-  announce(): AnnouncedRoute[]
   /** Install control's weights over the file's; the reason when they cannot be (and nothing changed). */
   apply(revision: number, weights: ControlWeights): string | null
 }
@@ -164,7 +163,7 @@ export class ControlLink {
 
   /** After a config reload: register again if the routes to announce changed. */
   reannounce(): void {
-    if (JSON.stringify(this.#host.announce()) === this.#announced) return
+    if (JSON.stringify(announcedRoutes(this.#host.file)) === this.#announced) return
     this.#announce++
     this.#watch?.abort()
   }
@@ -213,7 +212,7 @@ export class ControlLink {
 
   async #register(): Promise<void> {
     const announce = this.#announce
-    const routes = this.#host.announce()
+    const routes = announcedRoutes(this.#host.file)
     // A reload that changed a route's releases since control last heard from this proxy says so: an
     // operator's change, which control takes in even when it goes back to a pair served before.
     const body: RegisterRequest = {

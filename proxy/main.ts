@@ -15,7 +15,7 @@ import { answerPrimary, runPrimary, tellStarted } from './cluster.ts'
 import { watchConfigFile } from './config-watch.ts'
 import { openKnownGood } from './control-cache.ts'
 import { ControlLink } from './control-link.ts'
-import { announcedRoutes, sameWeights, withWeights } from './control-weights.ts'
+import { sameWeights, withWeights } from './control-weights.ts'
 import { createLogger } from './log.ts'
 import { ProxyMetrics } from './metrics.ts'
 import { compileRoutes, RouteStates } from './route-table.ts'
@@ -117,7 +117,6 @@ export async function startProxy(
         get file() {
           return fileConfig
         },
-        announce: () => announcedRoutes(fileConfig),
         apply: (revision, weights) => {
           const next = withWeights(fileConfig, weights)
           if (!next.ok) return next.issues.map(formatIssue).join('; ')
