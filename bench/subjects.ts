@@ -112,12 +112,14 @@ export interface VeerOptions {
   /** a YAML config instead of flags: written to its own directory (veer watches that directory) */
   config?: (ctx: Context, port: number, admin: number) => string
   env?: (ctx: Context) => NodeJS.ProcessEnv
+  /** Another checkout's bin/veer.js instead of this repo's (the `veer-base` subject). */
+  root?: string
 }
 
 export async function startVeer(name: string, ctx: Context, opts: VeerOptions): Promise<Running> {
   const port = await freePort()
   const admin = await freePort()
-  const args = [join(ctx.root, 'bin/veer.js'), 'proxy']
+  const args = [join(opts.root ?? ctx.root, 'bin/veer.js'), 'proxy']
   if (opts.config !== undefined) {
     const dir = join(ctx.tmpDir, `${name}-config`)
     mkdirSync(dir, { recursive: true })
@@ -191,6 +193,8 @@ export async function shadowCounters(running: Running): Promise<Record<string, n
   return out
 }
 
+const BASE = process.env.BENCH_BASE
+
 export const subjects: readonly Subject[] = [
   {
     name: 'direct',
@@ -200,6 +204,19 @@ export const subjects: readonly Subject[] = [
     start: async (ctx) => ({ port: ctx.stablePort, proc: null }),
   },
   veerSubject('veer', 'veer proxy, plain forward to stable (metrics, analysis window, access log on)', {}),
+  {
+    name: 'veer-base',
+    about:
+      'veer from another checkout (env BENCH_BASE=DIR, e.g. a worktree of main before a change), plain forward: before and after in one run',
+    sticky: false,
+    unavailable: () =>
+      BASE === undefined
+        ? 'set BENCH_BASE=DIR (a veer checkout with node_modules) to compare with it'
+        : existsSync(join(BASE, 'bin/veer.js'))
+          ? null
+          : `BENCH_BASE=${BASE}: no bin/veer.js there`,
+    start: (ctx) => startVeer('veer-base', ctx, { root: BASE! }),
+  },
   veerSubject('veer-canary-sticky', 'veer, 20% canary to a 2nd upstream, sticky on x-user-id', {
     sticky: true,
     flags: (ctx) => [

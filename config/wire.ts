@@ -2,7 +2,7 @@
  * The wire protocol between `veer proxy` and `veer control` (JSON over HTTP, bearer token with the
  * `proxy` role). The two processes meet only here: proxy/ never imports control/, and both import this.
  *
- * Flow (proxy side, proxy/control-link.ts):
+ * Flow (proxy side, proxy/control/link.ts):
  *   1. POST /v1/proxies/register   RegisterRequest  → RegisterResponse   (on start and after every reconnect)
  *   2. GET  /v1/proxies/{id}/watch?revision=N       → WatchResponse (200) as soon as control's revision > N,
  *      or 204 after ~20 s with nothing new (long-poll; the proxy asks again at once)

@@ -13,15 +13,15 @@ import { configView, createAdminServer, localViews, rawDiffs, rawStats } from '.
 import { PROXY_HELP, parseProxyArgs } from './args.ts'
 import { answerPrimary, runPrimary, tellStarted } from './cluster.ts'
 import { watchConfigFile } from './config-watch.ts'
-import { openKnownGood } from './control-cache.ts'
-import { ControlLink } from './control-link.ts'
-import { sameWeights, withWeights } from './control-weights.ts'
+import { openKnownGood } from './control/cache.ts'
+import { ControlLink } from './control/link.ts'
+import { sameWeights, withWeights } from './control/weights.ts'
+import { ProxyServer } from './listen/server.ts'
 import { createLogger } from './log.ts'
 import { ProxyMetrics } from './metrics.ts'
-import { compileRoutes, RouteStates } from './route-table.ts'
-import { ProxyServer } from './server.ts'
+import { compileRoutes, RouteStates } from './routes/table.ts'
 import { createTracing } from './tracing.ts'
-import { UpstreamPools } from './upstreams.ts'
+import { UpstreamPools } from './upstream/pools.ts'
 
 export class UsageError extends Error {}
 

@@ -16,8 +16,8 @@ import {
   trace,
 } from '@opentelemetry/api'
 import type { Logger } from 'pino'
-import type { Exchange } from './forward.ts'
-import { pathOf, type RequestHead } from './headers.ts'
+import type { Exchange } from './chain/exchange.ts'
+import { pathOf, type RequestHead } from './listen/headers.ts'
 import type { Mirror } from './shadow/mirror.ts'
 
 export interface Tracing {

@@ -1,7 +1,7 @@
 // Header sanitising: RequestHead.parse + addForwarding on a realistic 10-field browser request (what
 // the proxy does to every request head), and responseHeaders on a realistic 10-field upstream answer.
 import { test } from 'vitest'
-import { type ForwardingPolicy, RequestHead, responseHeaders } from '../../proxy/headers.ts'
+import { type ForwardingPolicy, RequestHead, responseHeaders } from '../../proxy/listen/headers.ts'
 import { BATCH, nsPerOp, sink } from './report.ts'
 
 const policy: ForwardingPolicy = { trustedHops: 0, via: '1.1 veer', overrideHeader: 'x-veer-version' }

@@ -4,9 +4,9 @@ import { afterAll, test } from 'vitest'
 import { validateConfig } from '../../config/load.ts'
 import type { ProxyConfig } from '../../config/types.ts'
 import { ProxyMetrics } from '../../proxy/metrics.ts'
-import { compileRoutes, RouteStates } from '../../proxy/route-table.ts'
+import { compileRoutes, RouteStates } from '../../proxy/routes/table.ts'
 import { pickBackend } from '../../proxy/split/pick.ts'
-import { UpstreamPools } from '../../proxy/upstreams.ts'
+import { UpstreamPools } from '../../proxy/upstream/pools.ts'
 import { BATCH, nsPerOp, sink } from './report.ts'
 
 const pools = new UpstreamPools()

@@ -1,5 +1,5 @@
 /** Which version serves a request: override, then sticky hash or weighted sequence, then health. */
-import type { Backend, CompiledRoute } from '../route-table.ts'
+import type { Backend, CompiledRoute } from '../routes/table.ts'
 import { stickyHash } from './sticky.ts'
 
 const ALL = 2 ** 32

@@ -1,7 +1,7 @@
 /** Control's weights for tests that are not about release pairs: each route's pair as its file serves it. */
 import type { ProxyConfig } from '../../config/types.ts'
 import type { RouteWeights } from '../../config/wire.ts'
-import { servedPair } from '../../proxy/control-weights.ts'
+import { servedPair } from '../../proxy/control/weights.ts'
 
 type Unpaired = Omit<RouteWeights, 'pair'>
 

@@ -1,12 +1,12 @@
-/** control-weights.ts after promote-shadow: control's `canaryFromShadow` makes a route's shadow its canary. */
+/** proxy/control/weights.ts after promote-shadow: control's `canaryFromShadow` makes a route's shadow its canary. */
 import pino from 'pino'
 import { afterAll, describe, expect, it } from 'vitest'
 import { validateConfig } from '../../config/load.ts'
 import type { ProxyConfig } from '../../config/types.ts'
-import { parseRevision, sameWeights, withWeights } from '../../proxy/control-weights.ts'
+import { parseRevision, sameWeights, withWeights } from '../../proxy/control/weights.ts'
 import { ProxyMetrics } from '../../proxy/metrics.ts'
-import { compileRoutes, RouteStates } from '../../proxy/route-table.ts'
-import { UpstreamPools } from '../../proxy/upstreams.ts'
+import { compileRoutes, RouteStates } from '../../proxy/routes/table.ts'
+import { UpstreamPools } from '../../proxy/upstream/pools.ts'
 import { paired } from '../helpers/pairs.ts'
 
 /** Any release pair: parseRevision checks its shape, not whose it is. */

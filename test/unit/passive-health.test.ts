@@ -5,7 +5,7 @@
  */
 import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { LogLimiter } from '../../proxy/log.ts'
-import { Upstream } from '../../proxy/upstreams.ts'
+import { Upstream } from '../../proxy/upstream/pools.ts'
 
 const timeouts = { connect: 100, headers: 100, body: 100, idle: 100 }
 const upstreams: Upstream[] = []

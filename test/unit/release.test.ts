@@ -1,5 +1,5 @@
 /**
- * Release identity (control/release.ts and the proxy's half in proxy/control-weights.ts): which
+ * Release identity (control/release.ts and the proxy's half in proxy/control/weights.ts): which
  * announcements are the route's pair, a change, or a stale config; hand-offs; and that a proxy never
  * lays control's weight on a release pair it was not set for.
  */
@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest'
 import { validateConfig } from '../../config/load.ts'
 import type { AnnouncedRoute, ReleasePair, RouteWeights, Upstream } from '../../config/wire.ts'
 import { classify, isHandoff, type Releases, SUPERSEDED_KEPT, supersede } from '../../control/release.ts'
-import { markChanged, otherReleases, withWeights } from '../../proxy/control-weights.ts'
+import { markChanged, otherReleases, withWeights } from '../../proxy/control/weights.ts'
 
 const up = (release: string, port = 1): Upstream => ({ url: `http://127.0.0.1:${port}`, release })
 const pair = (stable: Upstream, canary: Upstream | null): ReleasePair => ({ stable, canary })

@@ -3,9 +3,9 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { validateConfig } from '../../config/load.ts'
 import type { ProxyConfig } from '../../config/types.ts'
 import { ProxyMetrics } from '../../proxy/metrics.ts'
-import { compileRoutes, hostName, RouteStates } from '../../proxy/route-table.ts'
+import { compileRoutes, hostName, RouteStates } from '../../proxy/routes/table.ts'
 import { pickBackend } from '../../proxy/split/pick.ts'
-import { UpstreamPools } from '../../proxy/upstreams.ts'
+import { UpstreamPools } from '../../proxy/upstream/pools.ts'
 
 const pools = new UpstreamPools()
 afterAll(() => pools.destroyAll())

@@ -9,7 +9,7 @@ import { hostname } from 'node:os'
 import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
 import { Pool } from 'undici'
-import type { ProxyConfig } from '../config/types.ts'
+import type { ProxyConfig } from '../../config/types.ts'
 import type {
   AckRequest,
   AnnouncedRoute,
@@ -17,10 +17,11 @@ import type {
   ReportRequest,
   RouteReport,
   VersionReport,
-} from '../config/wire.ts'
-import { addInto, emptyCounts, type OutcomeWindow, SLOT_MS } from './analysis/window.ts'
+} from '../../config/wire.ts'
+import { addInto, emptyCounts, type OutcomeWindow, SLOT_MS } from '../analysis/window.ts'
+import type { RouteTable } from '../routes/table.ts'
 import { Backoff } from './backoff.ts'
-import type { KnownGoodFile } from './control-cache.ts'
+import type { KnownGoodFile } from './cache.ts'
 import {
   announcedRoutes,
   type ControlWeights,
@@ -28,8 +29,7 @@ import {
   otherReleases,
   parseRevision,
   type Revision,
-} from './control-weights.ts'
-import type { RouteTable } from './route-table.ts'
+} from './weights.ts'
 
 /** Calls other than the watch; a control that takes longer is treated as away. */
 const CALL_TIMEOUT_MS = 5_000

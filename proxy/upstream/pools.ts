@@ -4,7 +4,7 @@
  * Each upstream also carries its passive-health state (consecutive connect failures, ejection).
  */
 import { Pool } from 'undici'
-import type { TimeoutsConfig } from '../config/types.ts'
+import type { TimeoutsConfig } from '../../config/types.ts'
 
 export interface PoolSettings {
   readonly connections: number

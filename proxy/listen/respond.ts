@@ -1,7 +1,7 @@
 /** The one place the proxy's own error answers are written (see errors.ts for the codes). */
 import type { ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
-import { errorBody, PROXY_ERRORS, type ProxyErrorCode } from './errors.ts'
+import { errorBody, PROXY_ERRORS, type ProxyErrorCode } from '../errors.ts'
 
 export const ERROR_HEADER = 'x-veer-error'
 

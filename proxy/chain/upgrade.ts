@@ -8,11 +8,11 @@ import type { Socket } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type { Duplex } from 'node:stream'
 import type { Dispatcher } from 'undici'
-import { classifyUpstreamError, isConnectFailure } from './errors.ts'
-import type { ExchangeHost } from './forward.ts'
-import { responseHeaders } from './headers.ts'
-import { endSocket, sendErrorOnSocket } from './respond.ts'
-import type { Backend } from './route-table.ts'
+import { classifyUpstreamError, isConnectFailure } from '../errors.ts'
+import { responseHeaders } from '../listen/headers.ts'
+import { endSocket, sendErrorOnSocket } from '../listen/respond.ts'
+import type { Backend } from '../routes/table.ts'
+import type { ExchangeHost } from './exchange.ts'
 
 type Controller = Dispatcher.DispatchController
 

@@ -7,9 +7,9 @@
 import { mkdir, open, readFile, rename } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import type { Logger } from 'pino'
-import { formatIssue } from '../config/load.ts'
-import type { ProxyConfig } from '../config/types.ts'
-import { parseRevision, type Revision, withWeights } from './control-weights.ts'
+import { formatIssue } from '../../config/load.ts'
+import type { ProxyConfig } from '../../config/types.ts'
+import { parseRevision, type Revision, withWeights } from './weights.ts'
 
 export const CACHE_FILE = 'control-cache.json'
 

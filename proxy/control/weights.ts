@@ -8,8 +8,8 @@
  * file serves another (a new release not yet taken in by control, or an old config), the route is
  * served as the file says, so an old weight never reaches a new release, not for one request.
  */
-import type { Issue } from '../config/load.ts'
-import type { ProxyConfig, RouteConfig, UpstreamConfig } from '../config/types.ts'
+import type { Issue } from '../../config/load.ts'
+import type { ProxyConfig, RouteConfig, UpstreamConfig } from '../../config/types.ts'
 import {
   type AnnouncedRoute,
   type ReleasePair,
@@ -17,7 +17,7 @@ import {
   type RouteWeightsDraft,
   samePair,
   type Upstream,
-} from '../config/wire.ts'
+} from '../../config/wire.ts'
 
 export type ControlWeights = Readonly<Record<string, RouteWeights>>
 

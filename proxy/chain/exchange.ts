@@ -6,11 +6,11 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Dispatcher } from 'undici'
-import { classifyUpstreamError, isConnectFailure } from './errors.ts'
-import { type RequestHead, responseHeaders } from './headers.ts'
-import { sendError } from './respond.ts'
-import type { Backend, CompiledRoute } from './route-table.ts'
-import type { Mirror } from './shadow/mirror.ts'
+import { classifyUpstreamError, isConnectFailure } from '../errors.ts'
+import { type RequestHead, responseHeaders } from '../listen/headers.ts'
+import { sendError } from '../listen/respond.ts'
+import type { Backend, CompiledRoute } from '../routes/table.ts'
+import type { Mirror } from '../shadow/mirror.ts'
 
 type Controller = Dispatcher.DispatchController
 

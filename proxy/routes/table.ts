@@ -4,16 +4,16 @@
  * children. A change builds a new table and swaps one reference; requests in flight keep the old one.
  */
 import type { Logger } from 'pino'
-import type { ProxyConfig, RouteConfig } from '../config/types.ts'
-import type { FuseReport } from '../config/wire.ts'
-import { OutcomeWindow } from './analysis/window.ts'
-import { jsonFields } from './log.ts'
-import type { ProxyMetrics, VersionMetrics, VersionName } from './metrics.ts'
-import { FieldFilter } from './shadow/compare.ts'
-import type { ShadowTarget } from './shadow/mirror.ts'
-import { ShadowStats } from './shadow/stats.ts'
-import { WeylSequence, weightThreshold } from './split/weighted.ts'
-import type { Upstream, UpstreamPools } from './upstreams.ts'
+import type { ProxyConfig, RouteConfig } from '../../config/types.ts'
+import type { FuseReport } from '../../config/wire.ts'
+import { OutcomeWindow } from '../analysis/window.ts'
+import { jsonFields } from '../log.ts'
+import type { ProxyMetrics, VersionMetrics, VersionName } from '../metrics.ts'
+import { FieldFilter } from '../shadow/compare.ts'
+import type { ShadowTarget } from '../shadow/mirror.ts'
+import { ShadowStats } from '../shadow/stats.ts'
+import { WeylSequence, weightThreshold } from '../split/weighted.ts'
+import type { Upstream, UpstreamPools } from '../upstream/pools.ts'
 
 /**
  * The statuses a route counts as errors, as a table indexed by status (0..599): one array read per

@@ -1,5 +1,5 @@
 /**
- * Reconnect delays for the control link (control-link.ts), pure: the timers are the caller's.
+ * Reconnect delays for the control link (link.ts), pure: the timers are the caller's.
  * Jittered exponential backoff: steps of 100 ms doubling up to a 5 s cap; each delay is drawn from ±50%
  * around its step and never exceeds the cap, so many proxies that lost control at once do not come back
  * in lockstep, and none waits more than the cap once control is back.
