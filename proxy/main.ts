@@ -19,7 +19,8 @@ import { sameWeights, withWeights } from './control/weights.ts'
 import { ProxyServer } from './listen/server.ts'
 import { createLogger } from './log.ts'
 import { ProxyMetrics } from './metrics.ts'
-import { compileRoutes, RouteStates } from './routes/table.ts'
+import { compile } from './routes/compile.ts'
+import { RouteStates } from './routes/states.ts'
 import { createTracing } from './tracing.ts'
 import { UpstreamPools } from './upstream/pools.ts'
 
@@ -98,10 +99,15 @@ export async function startProxy(
   let fileConfig = config
   const metrics = new ProxyMetrics()
   const pools = new UpstreamPools()
-  const states = new RouteStates(metrics, pools, log)
+  /**
+   * Routes whose fuse tripped: compiled with canary weight 0 until control (or the file) changes the
+   * route's weights after the trip.
+   */
+  const fuses = new Map<string, FuseReport>()
+  const states = new RouteStates({ metrics, pools, log, sink, tracing: await createTracing(log), onFuse })
   let generation = 1
-  const first = compileRoutes(generation, lastKnown?.config ?? config, states)
-  const proxy = new ProxyServer(first, log, sink, await createTracing(log))
+  const first = compile(generation, lastKnown?.config ?? config, fuses, states)
+  const proxy = new ProxyServer(first, states)
   const link =
     control &&
     new ControlLink({
@@ -124,24 +130,24 @@ export async function startProxy(
           // a newer version that still sends traffic to the canary (a rollout step that raced the report)
           // does not lift it.
           let cleared = false
-          for (const [route, fuse] of states.fuses) {
+          for (const [route, fuse] of fuses) {
             const w = Object.hasOwn(weights, route) ? weights[route] : undefined
             if (w === undefined) continue
-            if (w.canary === 0 || servesOther(next.config, route, fuse)) cleared = states.fuses.delete(route)
+            if (w.canary === 0 || servesOther(next.config, route, fuse)) cleared = fuses.delete(route)
           }
           if (!cleared && sameWeights(next.config, proxy.table.config)) return null
           generation++
-          proxy.swap(compileRoutes(generation, next.config, states))
+          proxy.swap(compile(generation, next.config, fuses, states))
           log.info({ configVersion: generation, revision, trigger: 'control' }, 'config applied')
           log.flush()
           return null
         },
       },
     })
-  proxy.onFuse = (route, canary, reason) => {
-    if (states.fuses.has(route)) return
+  function onFuse(route: string, canary: { url: string; release: string }, reason: string): void {
+    if (fuses.has(route)) return
     const version = link?.weights?.[route]?.version ?? 0
-    states.fuses.set(route, {
+    fuses.set(route, {
       reason,
       version,
       at: Date.now(),
@@ -150,7 +156,7 @@ export async function startProxy(
     })
     metrics.rollbacks.labels(route, 'fuse').inc()
     generation++
-    proxy.swap(compileRoutes(generation, proxy.table.config, states))
+    proxy.swap(compile(generation, proxy.table.config, fuses, states))
     log.warn({ route, reason, configVersion: generation }, 'canary weight set to 0 by the fuse')
   }
   const admin = {
@@ -221,13 +227,13 @@ export async function startProxy(
       }
       // A fuse holds across reloads, unless the file now serves another canary or sets its weight to 0 (a
       // weight change alone, a pipeline's next step say, does not lift it).
-      for (const [route, fuse] of [...states.fuses]) {
+      for (const [route, fuse] of [...fuses]) {
         const after = weighted.config.routes.find((r) => r.name === route)
         if (after === undefined || after.canaryWeight === 0 || servesOther(weighted.config, route, fuse))
-          states.fuses.delete(route)
+          fuses.delete(route)
       }
       generation++
-      proxy.swap(compileRoutes(generation, weighted.config, states))
+      proxy.swap(compile(generation, weighted.config, fuses, states))
       fileConfig = next.config
       admin.configHash = hash
       link?.reannounce()

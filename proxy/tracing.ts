@@ -111,15 +111,15 @@ class OtelTracing implements Tracing {
       if (head.tracestateAt !== -1) incoming.tracestate = head.headers[head.tracestateAt + 1]
       parent = propagation.extract(ROOT_CONTEXT, incoming, getter)
     }
-    const span = this.#tracer.startSpan(`${ex.req.method} ${ex.route.name}`, SERVER, parent)
+    const span = this.#tracer.startSpan(`${ex.method} ${ex.route.name}`, SERVER, parent)
     if (span.isRecording()) {
       const b = ex.backend
       span.setAttributes({
         'veer.route': ex.route.name,
         'veer.version': b.version,
         'veer.release': b.release,
-        'http.request.method': ex.req.method ?? '',
-        'url.path': pathOf(ex.req.url ?? ''),
+        'http.request.method': ex.method,
+        'url.path': pathOf(ex.url),
         'server.address': b.upstream.host,
       })
     }

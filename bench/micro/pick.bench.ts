@@ -4,7 +4,8 @@ import { afterAll, test } from 'vitest'
 import { validateConfig } from '../../config/load.ts'
 import type { ProxyConfig } from '../../config/types.ts'
 import { ProxyMetrics } from '../../proxy/metrics.ts'
-import { compileRoutes, RouteStates } from '../../proxy/routes/table.ts'
+import { compile } from '../../proxy/routes/compile.ts'
+import { RouteStates } from '../../proxy/routes/states.ts'
 import { pickBackend } from '../../proxy/split/pick.ts'
 import { UpstreamPools } from '../../proxy/upstream/pools.ts'
 import { BATCH, nsPerOp, sink } from './report.ts'
@@ -29,10 +30,11 @@ const result = validateConfig({
   ],
 })
 if (!result.ok) throw new Error(JSON.stringify(result.issues))
-const table = compileRoutes(
+const table = compile(
   1,
   result.config as ProxyConfig,
-  new RouteStates(new ProxyMetrics(), pools, pino({ level: 'silent' })),
+  new Map(),
+  new RouteStates({ metrics: new ProxyMetrics(), pools, log: pino({ level: 'silent' }) }),
 )
 const plain = table.match(undefined, '/plain')!
 const weighted = table.match(undefined, '/weighted')!

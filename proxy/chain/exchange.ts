@@ -1,60 +1,49 @@
 /**
- * One proxied request: the undici dispatch handler that streams the upstream's answer to the client
- * with backpressure, and records the outcome once at the end. All per-request state lives on this one
- * object; the listeners it needs on the response are module functions, so nothing is allocated per
- * request beyond the exchange itself.
+ * One proxied request: the undici dispatch handler that passes the upstream's answer through its route's
+ * chain (handler.ts) to the client, with backpressure. All per-request state lives on this one object;
+ * subclasses write the answer to one kind of client: an HTTP response here, an upgraded socket in
+ * upgrade.ts. Listeners are module functions, so nothing is allocated per request beyond the exchange.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { performance } from 'node:perf_hooks'
+import type { Readable } from 'node:stream'
 import type { Dispatcher } from 'undici'
-import { classifyUpstreamError, isConnectFailure } from '../errors.ts'
-import { type RequestHead, responseHeaders } from '../listen/headers.ts'
+import { classifyUpstreamError, type ProxyErrorCode } from '../errors.ts'
+import { appendVia, type RequestHead, responseHeaders } from '../listen/headers.ts'
 import { sendError } from '../listen/respond.ts'
 import type { Backend, CompiledRoute } from '../routes/table.ts'
 import type { Mirror } from '../shadow/mirror.ts'
+import type { Chain, UpstreamFields } from './handler.ts'
 
 type Controller = Dispatcher.DispatchController
 
-/** What an exchange needs from the server that started it. */
+/** What an exchange needs from the listener that started it. */
 export interface ExchangeHost {
-  /** Adds the proxy's own response fields (Via, version header, Connection: close when draining). */
-  decorate(out: string[], backend: Backend, switching?: boolean): string[]
-  readonly ejectAfter: number
-  readonly ejectForMs: number
+  /** Every answer then carries Connection: close (see main.ts's drain). */
+  readonly draining: boolean
+  /** An exchange began (counted until `finished`). */
+  started(): void
   finished(ex: Exchange): void
-  /**
-   * A request that failed on canary (`ex.retry` set): send it to stable, which answers the user instead.
-   * False when that cannot be done (the client left, stable is ejected or full): the failure is answered.
-   */
-  retry(ex: Exchange): boolean
 }
 
-/** What a retry on stable needs: the request's head (host rewritten for stable) and its kept body. */
-export interface RetryPlan {
-  readonly head: RequestHead
-  readonly body: Buffer | null
-}
-
-const kExchange = Symbol('veer.exchange')
 const CLIENT_GONE = new Error('client closed the connection')
-const RETRIED = new Error('canary failed: the request was retried on stable')
-type Tagged = ServerResponse & { [kExchange]?: Exchange }
+const TAKEN_OVER = new Error('the answer was taken over (canary failed: retried on stable)')
 
-function onClientClose(this: Tagged): void {
-  const ex = this[kExchange]
-  if (ex !== undefined && !ex.done) ex.clientGone()
-}
+/** The request body for the upstream: the client's stream, a kept copy (fallback), or none. */
+export type Body = Readable | Buffer | null
 
-function onClientDrain(this: Tagged): void {
-  this[kExchange]?.controller?.resume()
-}
-
-export class Exchange implements Dispatcher.DispatchHandler {
+export abstract class Exchange implements Dispatcher.DispatchHandler {
   readonly host: ExchangeHost
-  readonly req: IncomingMessage
-  readonly res: ServerResponse
+  readonly chain: Chain
   readonly route: CompiledRoute
   readonly backend: Backend
+  /** The head for the upstream; a fallback attempt reuses it. */
+  readonly head: RequestHead
+  readonly method: string
+  /** The request target as sent (path and query). */
+  readonly url: string
   readonly start: number
+  body: Body
   controller: Controller | null = null
   /** Upstream status, 0 until one came back. */
   status = 0
@@ -65,8 +54,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
   span: unknown = null
   /** The shadow copy of this request, fed the primary's answer for comparison; null when not mirrored. */
   mirror: Mirror | null = null
-  /** Set on a canary request that may fall back to stable when it fails (analysis.fallback). */
-  retry: RetryPlan | null = null
+  /** A canary attempt that may fall back to stable when it fails (analysis.fallback); body is kept. */
+  fallback = false
   /** This canary attempt failed and stable was asked instead: the user never saw this failure. */
   retried = false
   /** On a fallback attempt: the canary backend whose failure it rescues. */
@@ -78,21 +67,60 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   constructor(
     host: ExchangeHost,
-    req: IncomingMessage,
-    res: ServerResponse,
+    chain: Chain,
     route: CompiledRoute,
     backend: Backend,
+    head: RequestHead,
+    method: string,
+    url: string,
+    body: Body,
     start: number,
   ) {
     this.host = host
-    this.req = req
-    this.res = res
+    this.chain = chain
     this.route = route
     this.backend = backend
+    this.head = head
+    this.method = method
+    this.url = url
+    this.body = body
     this.start = start
-    // A fallback attempt takes over the response of the failed one: one close listener serves both.
-    if ((res as Tagged)[kExchange] === undefined) res.on('close', onClientClose)
-    ;(res as Tagged)[kExchange] = this
+    // Counted from now: a client that leaves while a fallback reads the body finishes the exchange.
+    backend.upstream.inflight++
+    host.started()
+  }
+
+  dispatchOptions(): Dispatcher.DispatchOptions {
+    return { path: this.url, method: this.method, headers: this.head.headers, body: this.body }
+  }
+
+  /** The status the outcome counts: 0 when the proxy answered, or when the client left before any. */
+  get outcomeStatus(): number {
+    return this.error === null || (this.error === 'client_closed' && this.status !== 0) ? this.status : 0
+  }
+
+  /** Write the answer's head to the client. */
+  protected abstract answer(status: number, message: string | undefined, fields: string[]): void
+  /** Write a body chunk; false when the client is full (call `controller.resume()` once it drains). */
+  protected abstract write(chunk: Buffer): boolean
+  protected abstract end(trailers: UpstreamFields): void
+  /** Answer with the proxy's own error, or cut the connection when an answer is under way. */
+  protected abstract fail(code: ProxyErrorCode): void
+  /** The answer's head went to the client. */
+  abstract get answered(): boolean
+  /** The client's connection is gone. */
+  abstract get gone(): boolean
+  /** A new exchange for the same client answer, from another backend (the fallback to stable). */
+  abstract again(backend: Backend): Exchange
+
+  /** Adds the proxy's own response fields: Via, the version header, Connection: close when draining. */
+  decorate(out: string[], switching = false): string[] {
+    const a = this.route.answer
+    if (a.via !== null) appendVia(out, a.via)
+    if (a.versionHeader !== '') out.push(a.versionHeader, this.backend.version)
+    // `switching`: a 101, whose Connection: upgrade must stand alone even while draining.
+    if (this.host.draining && !switching) out.push('connection', 'close')
+    return out
   }
 
   onRequestStart(controller: Controller): void {
@@ -104,63 +132,37 @@ export class Exchange implements Dispatcher.DispatchHandler {
   onResponseStart(
     controller: Controller,
     statusCode: number,
-    headers: Record<string, string | string[] | undefined>,
+    fields: UpstreamFields,
     statusMessage?: string,
   ): void {
     if (this.done) return controller.abort(CLIENT_GONE)
     // 1xx informational answers are not forwarded; Node answers a client's 100-continue itself.
     if (statusCode < 200) return
     this.status = statusCode
-    const upstream = this.backend.upstream
-    if (upstream.failures !== 0) upstream.connectSucceeded()
-    // The canary's failed answer is dropped unread (the connection goes with it) when stable takes over:
-    // a new connection per rescue, on the failure path only. retry() marks this attempt `retried` and
-    // finishes it, so no later callback of it touches the response.
-    if (this.retry !== null && this.route.errorStatus[statusCode] === 1 && this.host.retry(this))
-      return controller.abort(RETRIED)
-    const outcome = this.route.outcomeHeader
-    if (outcome !== null && headers[outcome] === 'fail') this.outcomeFailed = true
-    const out = this.host.decorate(responseHeaders(headers, []), this.backend)
-    const res = this.res
-    try {
-      res.writeHead(statusCode, statusMessage || undefined, out)
-    } catch {
-      // Node refuses reason phrases undici accepts (text beyond Latin-1) and keeps the refused one, which
-      // would make every later writeHead throw too: the standard phrase will do. If a field is what Node
-      // refuses, this throws again and undici aborts the exchange (onResponseError answers 502).
-      res.statusMessage = ''
-      res.writeHead(statusCode, out)
-    }
-    if (this.mirror !== null) this.mirror.primaryStart(statusCode, controller.rawHeaders as Buffer[] | null)
+    // A handler that takes the answer over (the fallback) has finished this attempt: its answer is
+    // dropped unread, and the connection goes with it (a new connection per rescue, on the failure path).
+    if (!this.chain.head(this, statusCode, fields)) return controller.abort(TAKEN_OVER)
+    this.answer(statusCode, statusMessage || undefined, this.decorate(responseHeaders(fields, [])))
   }
 
   onResponseData(controller: Controller, chunk: Buffer): void {
     if (this.done) return controller.abort(CLIENT_GONE)
-    if (this.mirror !== null) this.mirror.primaryData(chunk)
-    if (!this.res.write(chunk)) {
-      controller.pause()
-      this.res.once('drain', onClientDrain)
-    }
+    this.chain.data(this, chunk)
+    if (!this.write(chunk)) controller.pause()
   }
 
-  onResponseEnd(_controller: Controller, trailers: Record<string, string | string[] | undefined>): void {
+  onResponseEnd(_controller: Controller, trailers: UpstreamFields): void {
     if (this.done) return
-    for (const _ in trailers) {
-      this.res.addTrailers(trailers as Record<string, string>)
-      break
-    }
-    this.res.end()
+    this.end(trailers)
     this.finish()
   }
 
   onResponseError(_controller: Controller, err: Error): void {
     if (this.done) return
     const code = classifyUpstreamError(err)
-    const upstream = this.backend.upstream
-    if (isConnectFailure(code, err)) upstream.connectFailed(this.host.ejectAfter, this.host.ejectForMs)
     this.error = this.error ?? code
-    if (this.retry !== null && !this.res.headersSent && this.host.retry(this)) return
-    if (!this.res.destroyed) sendError(this.res, code, this.host.decorate([], this.backend))
+    if (!this.chain.error(this, err, code)) return
+    this.fail(code)
     this.finish()
   }
 
@@ -175,7 +177,97 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.done) return
     this.done = true
     this.backend.upstream.inflight--
-    if (this.mirror !== null) this.mirror.primaryEnd(this.error === null)
+    this.chain.done(this)
     this.host.finished(this)
+  }
+}
+
+const kExchange = Symbol('veer.exchange')
+type Tagged = ServerResponse & { [kExchange]?: HttpExchange }
+
+function onClientClose(this: Tagged): void {
+  const ex = this[kExchange]
+  if (ex !== undefined && !ex.done) ex.clientGone()
+}
+
+function onClientDrain(this: Tagged): void {
+  this[kExchange]?.controller?.resume()
+}
+
+/** An exchange answered on a node:http response. */
+export class HttpExchange extends Exchange {
+  readonly req: IncomingMessage
+  readonly res: ServerResponse
+
+  constructor(
+    host: ExchangeHost,
+    route: CompiledRoute,
+    backend: Backend,
+    head: RequestHead,
+    req: IncomingMessage,
+    res: ServerResponse,
+    start: number,
+    body: Body,
+  ) {
+    super(host, route.chain, route, backend, head, req.method!, req.url!, body, start)
+    this.req = req
+    this.res = res
+    // A fallback attempt takes over the response of the failed one: one close listener serves both.
+    if ((res as Tagged)[kExchange] === undefined) res.on('close', onClientClose)
+    ;(res as Tagged)[kExchange] = this
+  }
+
+  again(backend: Backend): Exchange {
+    // Timed from its own dispatch: stable's latency is stable's, not the canary's failure plus stable.
+    const kept = this.body instanceof Buffer ? this.body : null
+    return new HttpExchange(
+      this.host,
+      this.route,
+      backend,
+      this.head,
+      this.req,
+      this.res,
+      performance.now(),
+      kept,
+    )
+  }
+
+  get answered(): boolean {
+    return this.res.headersSent
+  }
+
+  get gone(): boolean {
+    return this.res.destroyed
+  }
+
+  protected answer(status: number, message: string | undefined, fields: string[]): void {
+    const res = this.res
+    try {
+      res.writeHead(status, message, fields)
+    } catch {
+      // Node refuses reason phrases undici accepts (text beyond Latin-1) and keeps the refused one, which
+      // would make every later writeHead throw too: the standard phrase will do. If a field is what Node
+      // refuses, this throws again and undici aborts the exchange (onResponseError answers 502).
+      res.statusMessage = ''
+      res.writeHead(status, fields)
+    }
+  }
+
+  protected write(chunk: Buffer): boolean {
+    if (this.res.write(chunk)) return true
+    this.res.once('drain', onClientDrain)
+    return false
+  }
+
+  protected end(trailers: UpstreamFields): void {
+    for (const _ in trailers) {
+      this.res.addTrailers(trailers as Record<string, string>)
+      break
+    }
+    this.res.end()
+  }
+
+  protected fail(code: ProxyErrorCode): void {
+    if (!this.res.destroyed) sendError(this.res, code, this.decorate([]))
   }
 }

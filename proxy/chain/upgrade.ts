@@ -1,63 +1,75 @@
 /**
- * WebSocket passthrough: the upgrade request goes to the upstream through the same pool; only after the
- * upstream answers 101 are the two sockets joined. Any other answer is relayed as a plain response and
- * the client connection closed, so a refused upgrade never leaves a half-open tunnel.
+ * WebSocket passthrough: the upgrade request goes to the upstream through the route's chain and pool;
+ * only after the upstream answers 101 are the two sockets joined (the exchange ends there: what follows
+ * is not HTTP). Any other answer is relayed as a plain response and the client connection closed, so a
+ * refused upgrade never leaves a half-open tunnel.
  */
 import type { IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
-import { performance } from 'node:perf_hooks'
 import type { Duplex } from 'node:stream'
 import type { Dispatcher } from 'undici'
-import { classifyUpstreamError, isConnectFailure } from '../errors.ts'
-import { responseHeaders } from '../listen/headers.ts'
+import type { ProxyErrorCode } from '../errors.ts'
+import type { RequestHead } from '../listen/headers.ts'
 import { endSocket, sendErrorOnSocket } from '../listen/respond.ts'
-import type { Backend } from '../routes/table.ts'
-import type { ExchangeHost } from './exchange.ts'
+import type { Backend, CompiledRoute } from '../routes/table.ts'
+import { Exchange, type ExchangeHost } from './exchange.ts'
+import type { UpstreamFields } from './handler.ts'
 
 type Controller = Dispatcher.DispatchController
 
-function head(status: number, text: string, fields: readonly (string | Buffer)[]): string {
+function rawHead(status: number, text: string, fields: readonly (string | Buffer)[]): string {
   let out = `HTTP/1.1 ${status} ${text}\r\n`
   for (let i = 0; i < fields.length; i += 2)
     out += `${fields[i]!.toString()}: ${fields[i + 1]!.toString()}\r\n`
   return `${out}\r\n`
 }
 
-class UpgradeHandler implements Dispatcher.DispatchHandler {
-  readonly #host: ExchangeHost
+export class UpgradeExchange extends Exchange {
   readonly #client: Socket
   readonly #first: Buffer
-  readonly #backend: Backend
-  readonly #start: number
-  #controller: Controller | null = null
-  #recorded = false
   /** A (refused) answer's head went to the client: an error now can only cut the connection. */
   #answered = false
 
-  constructor(host: ExchangeHost, client: Socket, first: Buffer, backend: Backend, start: number) {
-    this.#host = host
+  constructor(
+    host: ExchangeHost,
+    route: CompiledRoute,
+    backend: Backend,
+    head: RequestHead,
+    req: IncomingMessage,
+    client: Socket,
+    first: Buffer,
+    start: number,
+  ) {
+    super(host, route.upgradeChain, route, backend, head, 'GET', req.url!, null, start)
     this.#client = client
     this.#first = first
-    this.#backend = backend
-    this.#start = start
-    client.on('error', () => this.#controller?.abort(new Error('client socket error')))
+    client.on('error', () => this.controller?.abort(new Error('client socket error')))
   }
 
-  #record(status: number): void {
-    if (this.#recorded) return
-    this.#recorded = true
-    this.#backend.state.metrics.record(status, (performance.now() - this.#start) / 1000)
+  override dispatchOptions(): Dispatcher.DispatchOptions {
+    return { ...super.dispatchOptions(), upgrade: 'websocket' }
   }
 
-  onRequestStart(controller: Controller): void {
-    this.#controller = controller
+  get answered(): boolean {
+    return this.#answered
   }
 
-  onRequestUpgrade(controller: Controller, statusCode: number, _headers: unknown, upstream: Duplex): void {
-    this.#record(statusCode)
+  get gone(): boolean {
+    return this.#client.destroyed
+  }
+
+  again(): Exchange {
+    throw new Error('an upgrade is never sent twice')
+  }
+
+  onRequestUpgrade(controller: Controller, statusCode: number, _fields: unknown, upstream: Duplex): void {
+    this.status = statusCode
+    this.chain.head(this, statusCode, {})
     const client = this.#client
     if (client.destroyed) {
       upstream.destroy()
+      this.error = 'client_closed'
+      this.finish()
       return
     }
     const raw = (controller.rawHeaders as Buffer[]) ?? []
@@ -65,8 +77,8 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
     const fields: string[] = []
     for (let i = 0; i < raw.length; i += 2)
       fields.push(raw[i]!.toString('latin1'), raw[i + 1]!.toString('latin1'))
-    this.#host.decorate(fields, this.#backend, true)
-    client.write(head(101, 'Switching Protocols', fields))
+    this.decorate(fields, true)
+    client.write(rawHead(101, 'Switching Protocols', fields))
     if (this.#first.length > 0) upstream.write(this.#first)
     upstream.on('error', () => client.destroy())
     client.on('error', () => upstream.destroy())
@@ -74,55 +86,27 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
     client.on('close', () => upstream.destroy())
     upstream.pipe(client)
     client.pipe(upstream)
+    this.finish()
   }
 
-  onResponseStart(
-    _controller: Controller,
-    statusCode: number,
-    headers: Record<string, string | string[] | undefined>,
-    statusMessage?: string,
-  ): void {
-    if (statusCode < 200) return
-    this.#record(statusCode)
-    const fields = this.#host.decorate(responseHeaders(headers, []), this.#backend)
+  protected answer(status: number, message: string | undefined, fields: string[]): void {
     fields.push('connection', 'close')
     this.#answered = true
-    this.#client.write(head(statusCode, statusMessage || 'Upgrade Refused', fields))
+    this.#client.write(rawHead(status, message || 'Upgrade Refused', fields))
   }
 
-  onResponseData(controller: Controller, chunk: Buffer): void {
-    if (!this.#client.write(chunk)) {
-      controller.pause()
-      this.#client.once('drain', () => controller.resume())
-    }
+  protected write(chunk: Buffer): boolean {
+    if (this.#client.write(chunk)) return true
+    this.#client.once('drain', () => this.controller?.resume())
+    return false
   }
 
-  onResponseEnd(): void {
+  protected end(_trailers: UpstreamFields): void {
     endSocket(this.#client)
   }
 
-  onResponseError(_controller: Controller, err: Error): void {
-    this.#record(0)
-    const code = classifyUpstreamError(err)
-    if (isConnectFailure(code, err))
-      this.#backend.upstream.connectFailed(this.#host.ejectAfter, this.#host.ejectForMs)
+  protected fail(code: ProxyErrorCode): void {
     if (this.#answered) this.#client.destroy()
     else sendErrorOnSocket(this.#client, code)
   }
-}
-
-export function tunnel(
-  host: ExchangeHost,
-  req: IncomingMessage,
-  client: Socket,
-  first: Buffer,
-  headers: string[],
-  _route: string,
-  backend: Backend,
-  start: number,
-): void {
-  backend.upstream.pool.dispatch(
-    { path: req.url!, method: 'GET', headers, upgrade: 'websocket', body: null },
-    new UpgradeHandler(host, client, first, backend, start),
-  )
 }

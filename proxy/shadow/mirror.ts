@@ -7,14 +7,15 @@
  * `Upstream.admit`): its copies are dropped unsent until a single probe after `health.ejectFor` connects.
  * Its `error` lines are written at most once a second; the next tells how many were held back.
  */
-import type { IncomingMessage } from 'node:http'
 import { performance } from 'node:perf_hooks'
-import { PassThrough, pipeline, Transform, type TransformCallback } from 'node:stream'
+import { PassThrough, pipeline, type Readable, Transform, type TransformCallback } from 'node:stream'
 import type { Logger } from 'pino'
 import type { Dispatcher } from 'undici'
 import type { ShadowConfig } from '../../config/types.ts'
 import { ERROR } from '../analysis/window.ts'
-import { classifyUpstreamError, isConnectFailure } from '../errors.ts'
+import type { Exchange } from '../chain/exchange.ts'
+import type { PassiveHealth } from '../chain/health.ts'
+import { classifyUpstreamError } from '../errors.ts'
 import type { VersionMetrics } from '../metrics.ts'
 import type { Backend, VersionState } from '../routes/table.ts'
 import type { WeylSequence } from '../split/weighted.ts'
@@ -41,7 +42,7 @@ export interface ShadowTarget {
   /** The route's preserveHost: false sends the shadow its own upstream's host, as the primary gets its. */
   readonly preserveHost: boolean
   readonly state: VersionState
-  /** The route's error table (see route-table.ts errorTable): 1 at a status counted as an error. */
+  /** The route's error table (see routes/compile.ts errorTable): 1 at a status counted as an error. */
   readonly errorStatus: Uint8Array
   readonly stats: ShadowStats
   /** Where the count of held-back `error` lines goes; null when shadow lines are not written (log.access). */
@@ -64,8 +65,7 @@ export interface ShadowTarget {
 export interface MirrorHost {
   shadowFinished(m: Mirror, status: number, outcome: string, seconds: number): void
   /** Passive health (config `health`), as for the primary upstreams. */
-  readonly ejectAfter: number
-  readonly ejectForMs: number
+  readonly health: PassiveHealth
 }
 
 class Capture {
@@ -153,7 +153,7 @@ class BodyTee extends Transform {
    * rest forever (holding an in-flight slot and the drain), and the client's connection would stall.
    * Drop the copy and let `req` go as Node lets an unread body go without a mirror: discarded.
    */
-  abandon(req: IncomingMessage): void {
+  abandon(req: Readable): void {
     if (this.passed) return
     this.dropCopy()
     req.unpipe(this)
@@ -205,6 +205,8 @@ export class Mirror {
   readonly primary = new Capture()
   readonly shadow = new Capture()
   secondary: Capture | null = null
+  /** The head of a second copy to the primary (noise learning: compare.noiseSample), or null. */
+  secondaryHeaders: string[] | null = null
   /** Opaque tracing span of the shadow copy (proxy/tracing.ts), or null. */
   span: unknown = null
   /** The tracing that made `span` (set with it): ends it when the host is not told (a held-back error). */
@@ -212,7 +214,7 @@ export class Mirror {
   /** The primary's body when the request has one: a tee that also feeds the shadow's copy. */
   primaryBody: Transform | null = null
   #tee: BodyTee | null = null
-  #req: IncomingMessage | null = null
+  #req: Readable | null = null
   #shadowBody: PassThrough | null = null
   #shadowStart = 0
   #shadowSeconds = 0
@@ -245,7 +247,7 @@ export class Mirror {
     return this.#dropped
   }
 
-  teeBody(req: IncomingMessage): Transform {
+  teeBody(req: Readable): Transform {
     const copy = new PassThrough()
     const tee = new BodyTee(this, copy)
     pipeline(req, tee, (err) => {
@@ -259,7 +261,8 @@ export class Mirror {
   }
 
   /** Dispatch the shadow request (after the primary's, so the primary goes first). */
-  send(secondaryHeaders: string[] | null): void {
+  send(): void {
+    const secondaryHeaders = this.secondaryHeaders
     const t = this.target
     t.upstream.inflight++
     t.stats.sent++
@@ -297,12 +300,13 @@ export class Mirror {
     upstream.inflight--
     const seconds = (performance.now() - this.#shadowStart) / 1000
     this.#shadowSeconds = seconds
-    // Passive health: a connect failure counts towards ejection; an answer, or any other failure of a
-    // copy the shadow received, means it took a connection; a copy the proxy cut tells neither.
-    if (err !== null && isConnectFailure(classifyUpstreamError(err), err))
-      upstream.connectFailed(this.host.ejectAfter, this.host.ejectForMs)
-    else if (err !== null && this.#dropped) upstream.probing = false
-    else if (upstream.failures !== 0 || upstream.probing) upstream.connectSucceeded()
+    // A copy the proxy cut (its body went past maxBodyBytes, the primary stopped reading) tells neither.
+    this.host.health.observe(
+      upstream,
+      err,
+      err === null ? null : classifyUpstreamError(err),
+      err !== null && this.#dropped,
+    )
     if (err === null) this.#record(this.shadow.status, seconds)
     else if (this.#dropped) {
       // The proxy cut it (its body copy went past maxBodyBytes, or the primary stopped reading it): not
@@ -439,14 +443,14 @@ function pairs(flat: readonly string[]): Record<string, string> {
 export function startMirror(
   host: MirrorHost,
   t: ShadowTarget,
-  req: IncomingMessage,
+  ex: Exchange,
   upstreamHeaders: readonly string[],
   hasBody: boolean,
-  backend: Backend,
-): { mirror: Mirror; secondary: string[] | null } | null {
+): Mirror | null {
   if (t.threshold === 0 || t.sequence.next() >= t.threshold) return null
-  const method = req.method!
-  const path = req.url!
+  const method = ex.method
+  const path = ex.url
+  const backend = ex.backend
   if (t.methods !== null && !t.methods.has(method)) return null
   if (t.paths !== null && !t.paths.some((p) => path.startsWith(p))) return null
   const cfg = t.config
@@ -470,7 +474,7 @@ export function startMirror(
   }
   if (t.header !== null) headers.push(t.header, '1')
   const mirror = new Mirror(host, t, t.route, method, path, backend, headers)
-  if (hasBody) mirror.teeBody(req)
+  if (hasBody) mirror.teeBody(ex.body as Readable)
   const safe = !hasBody && (method === 'GET' || method === 'HEAD')
   // Deterministic as the shadow's own sample (0.05 is every twentieth), and marked like a shadow copy:
   // the primary's upstream can tell this duplicate from the user's request.
@@ -483,7 +487,8 @@ export function startMirror(
       ? upstreamHeaders.slice()
       : null
   if (secondary !== null && t.header !== null) secondary.push(t.header, '1')
-  return { mirror, secondary }
+  mirror.secondaryHeaders = secondary
+  return mirror
 }
 
 function contentLength(headers: readonly string[]): number {

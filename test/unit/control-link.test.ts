@@ -12,7 +12,8 @@ import { CACHE_FILE, openKnownGood } from '../../proxy/control/cache.ts'
 import { reportOf } from '../../proxy/control/link.ts'
 import { announcedRoutes, parseRevision, sameWeights, withWeights } from '../../proxy/control/weights.ts'
 import { ProxyMetrics } from '../../proxy/metrics.ts'
-import { compileRoutes, RouteStates } from '../../proxy/routes/table.ts'
+import { compile } from '../../proxy/routes/compile.ts'
+import { RouteStates } from '../../proxy/routes/states.ts'
 import { UpstreamPools } from '../../proxy/upstream/pools.ts'
 import { paired } from '../helpers/pairs.ts'
 
@@ -227,10 +228,11 @@ describe('control shadow percent over the file config', () => {
 
 describe('report', () => {
   it('adds up each version over the seconds asked for', () => {
-    const table = compileRoutes(
+    const table = compile(
       1,
       config(),
-      new RouteStates(new ProxyMetrics(), pools, pino({ level: 'silent' })),
+      new Map(),
+      new RouteStates({ metrics: new ProxyMetrics(), pools, log: pino({ level: 'silent' }) }),
     )
     const [api, other] = table.routes
     api!.stable.state.window.record(5_100, 1, 0)

@@ -5,7 +5,8 @@ import { validateConfig } from '../../config/load.ts'
 import type { ProxyConfig } from '../../config/types.ts'
 import { parseRevision, sameWeights, withWeights } from '../../proxy/control/weights.ts'
 import { ProxyMetrics } from '../../proxy/metrics.ts'
-import { compileRoutes, RouteStates } from '../../proxy/routes/table.ts'
+import { compile } from '../../proxy/routes/compile.ts'
+import { RouteStates } from '../../proxy/routes/states.ts'
 import { UpstreamPools } from '../../proxy/upstream/pools.ts'
 import { paired } from '../helpers/pairs.ts'
 
@@ -69,10 +70,11 @@ describe('canaryFromShadow over the file config', () => {
     expect(base.routes[0]!.canary).toBeUndefined()
     expect(sameWeights(next.config, base)).toBe(false)
 
-    const table = compileRoutes(
+    const table = compile(
       1,
       next.config,
-      new RouteStates(new ProxyMetrics(), pools, pino({ level: 'silent' })),
+      new Map(),
+      new RouteStates({ metrics: new ProxyMetrics(), pools, log: pino({ level: 'silent' }) }),
     )
     const route = table.routes[0]!
     expect(route.canary).toMatchObject({ version: 'canary', release: 'v3' })

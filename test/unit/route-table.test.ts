@@ -3,7 +3,9 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { validateConfig } from '../../config/load.ts'
 import type { ProxyConfig } from '../../config/types.ts'
 import { ProxyMetrics } from '../../proxy/metrics.ts'
-import { compileRoutes, hostName, RouteStates } from '../../proxy/routes/table.ts'
+import { compile } from '../../proxy/routes/compile.ts'
+import { RouteStates } from '../../proxy/routes/states.ts'
+import { hostName } from '../../proxy/routes/table.ts'
 import { pickBackend } from '../../proxy/split/pick.ts'
 import { UpstreamPools } from '../../proxy/upstream/pools.ts'
 
@@ -14,10 +16,11 @@ function table(routes: Record<string, unknown>[]) {
   const result = validateConfig({ routes })
   if (!result.ok) throw new Error(JSON.stringify(result.issues))
   const metrics = new ProxyMetrics()
-  return compileRoutes(
+  return compile(
     1,
     result.config as ProxyConfig,
-    new RouteStates(metrics, pools, pino({ level: 'silent' })),
+    new Map(),
+    new RouteStates({ metrics: metrics, pools, log: pino({ level: 'silent' }) }),
   )
 }
 
