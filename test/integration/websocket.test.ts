@@ -217,6 +217,38 @@ describe('WebSocket upgrade', () => {
   })
 })
 
+describe('WebSocket upgrade and passive health', () => {
+  /** Close the upstream's listener (and every connection to it): connects to its port are refused. */
+  const stop = (server: Server) =>
+    new Promise<void>((resolve) => {
+      for (const s of upgraded) s.destroy()
+      server.closeAllConnections()
+      server.close(() => resolve())
+    })
+  const reopen = (server: Server, port: number) =>
+    new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve))
+
+  it('a 101 is a connection made: it ends the streak of connect failures, as an answer does', async () => {
+    const ws = await wsUpstream()
+    const server = servers[servers.length - 1]!
+    const port = Number(new URL(ws.url).port)
+    veer = await startProxy({ stable: { url: ws.url } }, { health: { ejectAfter: 2, ejectFor: '60s' } })
+    const get = () => fetch(`http://127.0.0.1:${veer!.port}/x`).then((r) => r.status)
+    await stop(server)
+    expect(await get()).toBe(502) // connect failure 1 of 2
+    await reopen(server, port)
+    const client = await RawClient.open(veer.port)
+    await client.write(UPGRADE)
+    expect((await client.readResponse()).status).toBe(101)
+    client.socket.destroy()
+    await stop(server)
+    // Had the 101 not counted, this second failure in a row would eject the only upstream.
+    expect(await get()).toBe(502)
+    await reopen(server, port)
+    expect(await get()).toBe(200)
+  })
+})
+
 describe('Upgrade: h2c', () => {
   it('is not tunnelled: the upstream sees a plain request without Upgrade or HTTP2-Settings', async () => {
     const ws = await wsUpstream()

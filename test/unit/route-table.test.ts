@@ -20,7 +20,7 @@ function table(routes: Record<string, unknown>[]) {
     1,
     result.config as ProxyConfig,
     new Map(),
-    new RouteStates({ metrics: metrics, pools, log: pino({ level: 'silent' }) }),
+    new RouteStates({ metrics, pools, log: pino({ level: 'silent' }) }),
   )
 }
 
