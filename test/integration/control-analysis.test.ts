@@ -225,10 +225,11 @@ describe('analysis in control', () => {
     })
     expect(resumed.json.rollout).toMatchObject({ phase: 'progressing', step: 1, stepPause: '1s' })
     expect(resumed.json.rollout.pauseLeftMs).toBeGreaterThan(0)
-    const seen = await load(
-      proxy,
-      async () => (await control.api('GET', '/v1/routes/shop')).json.rollout.step === 2,
-    )
+    // step 2 is entered before the proxies confirm its weight (waiting-for-proxies); wait for both
+    const seen = await load(proxy, async () => {
+      const r = (await control.api('GET', '/v1/routes/shop')).json.rollout
+      return r.step === 2 && r.state !== 'waiting-for-proxies'
+    })
     const route = (await control.api('GET', '/v1/routes/shop')).json
     expect(route.rollout).toMatchObject({ phase: 'progressing', step: 2, state: 'waiting-for-promote' })
     expect(route.weights.canary).toBe(100)
