@@ -52,7 +52,14 @@ export async function loadConfigFile(
     }
   }
   const raw = doc.toJS() as unknown
-  if (raw !== null && typeof raw === 'object' && !Array.isArray(raw)) Object.assign(raw, overrides)
+  if (raw !== null && typeof raw === 'object' && !Array.isArray(raw)) {
+    const doc = raw as Record<string, unknown>
+    // --tls-cert/--tls-key replace the file's cert and key only, not its other TLS settings.
+    const tls = doc.tls
+    Object.assign(doc, overrides)
+    if (overrides.tls !== undefined && tls !== null && typeof tls === 'object' && !Array.isArray(tls))
+      doc.tls = { ...tls, ...(overrides.tls as object) }
+  }
   return validateConfig(raw)
 }
 

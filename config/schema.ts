@@ -167,12 +167,39 @@ const route = obj(
   { required: ['name', 'stable'] },
 )
 
+const certificate = obj(
+  'A certificate and its key (PEM files)',
+  {
+    cert: str('PEM file with the certificate chain, leaf first'),
+    key: str('PEM file with the private key'),
+  },
+  { required: ['cert', 'key'] },
+)
+
+const tls = obj(
+  'TLS on the traffic listener (ALPN h2 and http/1.1); the files are read again when they change',
+  {
+    cert: str('PEM file with the default certificate chain, leaf first (or --tls-cert)'),
+    key: str('PEM file with its private key (or --tls-key)'),
+    certificates: list(
+      'More certificates, each served to clients whose SNI name matches one of its DNS names (subjectAltName, *.wildcards too)',
+      certificate,
+    ),
+    clientCA: str(
+      'PEM file of the CAs that sign client certificates: every client must present a valid one (mTLS)',
+    ),
+    minVersion: oneOf('Oldest TLS version accepted', ['TLSv1.2', 'TLSv1.3'], 'TLSv1.2'),
+  },
+  { required: ['cert', 'key'], optional: true },
+)
+
 export const configField = obj('veer proxy configuration', {
   listen: hostPort('Address of the traffic listener', { host: '127.0.0.1', port: 8080 }),
   admin: hostPort('Address of the admin listener (/healthz, /readyz, /metrics, /v1/*)', {
     host: '127.0.0.1',
     port: 9901,
   }),
+  tls,
   trustedHops: int(
     'How many proxies in front of veer are trusted to set X-Forwarded-For/Proto/Host and Forwarded (0: none, the client talks to veer directly)',
     0,
@@ -208,6 +235,34 @@ export const configField = obj('veer proxy configuration', {
     ),
     maxHeaderBytes: int('Largest request header block in bytes (431 above)', 1024, 1024 * 1024, 16 * 1024),
     maxHeaders: int('Most request header fields (431 above)', 8, 10_000, 100),
+    http2: obj('HTTP/2 limits per client connection (a client past them is cut off with GOAWAY)', {
+      maxConcurrentStreams: int('Most streams open at once on one connection', 1, 100_000, 100),
+      initialWindowSize: int(
+        'Flow-control window of each stream, in bytes (the connection gets 4 times this)',
+        65_535,
+        16 * 1024 * 1024,
+        256 * 1024,
+      ),
+      maxSessionMemory: int(
+        'Memory one connection may hold for headers and frames in flight, in MiB (streams past it are refused)',
+        1,
+        1024,
+        10,
+      ),
+      resetBurst: int(
+        'Stream resets (RST_STREAM) a client may send in a burst (rapid-reset guard)',
+        1,
+        1_000_000,
+        1000,
+      ),
+      resetRate: int('Stream resets per second a client may send after its burst', 1, 1_000_000, 33),
+      idleTimeout: duration(
+        'How long a connection with no open stream is kept before it is closed with GOAWAY',
+        100,
+        24 * 60 * MINUTE,
+        5 * MINUTE,
+      ),
+    }),
   }),
   shutdown: obj('Graceful shutdown on SIGTERM/SIGINT', {
     grace: duration(

@@ -63,9 +63,30 @@ export interface AnalysisConfig {
   readonly fuse: { readonly consecutiveFailures: number }
 }
 
+export interface Http2Limits {
+  readonly maxConcurrentStreams: number
+  readonly initialWindowSize: number
+  readonly maxSessionMemory: number
+  readonly resetBurst: number
+  readonly resetRate: number
+  readonly idleTimeout: number
+}
+
+export interface CertificateFiles {
+  readonly cert: string
+  readonly key: string
+}
+
+export interface TlsConfig extends CertificateFiles {
+  readonly certificates: readonly CertificateFiles[]
+  readonly clientCA?: string
+  readonly minVersion: 'TLSv1.2' | 'TLSv1.3'
+}
+
 export interface ProxyConfig {
   readonly listen: HostPort
   readonly admin: HostPort
+  readonly tls?: TlsConfig
   readonly trustedHops: number
   readonly versionHeader: string
   readonly via: boolean
@@ -75,6 +96,7 @@ export interface ProxyConfig {
     readonly keepAliveTimeout: number
     readonly maxHeaderBytes: number
     readonly maxHeaders: number
+    readonly http2: Http2Limits
   }
   readonly shutdown: { readonly grace: number; readonly deadline: number }
   readonly health: { readonly ejectAfter: number; readonly ejectFor: number }

@@ -12,6 +12,8 @@ listener (/healthz /readyz /metrics /v1/config /v1/stats).
   --config FILE          YAML configuration (see README); reloaded on SIGHUP and when the file changes
   --listen HOST:PORT     traffic listener (default 127.0.0.1:8080)
   --admin HOST:PORT      admin listener (default 127.0.0.1:9901)
+  --tls-cert FILE        serve TLS (ALPN h2, http/1.1) with this PEM certificate chain (needs --tls-key)
+  --tls-key FILE         the certificate's PEM private key
 Quick start, one route named "default" (not with --config):
   --stable URL           stable upstream origin, e.g. http://127.0.0.1:3000 (required)
   --canary URL           canary upstream origin
@@ -31,6 +33,8 @@ Quick start, one route named "default" (not with --config):
 const FLAG_PATHS: Record<string, string> = {
   listen: '--listen',
   admin: '--admin',
+  'tls.cert': '--tls-cert',
+  'tls.key': '--tls-key',
   'routes[0].stable.url': '--stable',
   'routes[0].canary.url': '--canary',
   'routes[0].canaryWeight': '--canary-weight',
@@ -100,6 +104,8 @@ export function parseProxyArgs(argv: string[], env: NodeJS.ProcessEnv = process.
         config: { type: 'string' },
         listen: { type: 'string' },
         admin: { type: 'string' },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
         stable: { type: 'string' },
         canary: { type: 'string' },
         'canary-weight': { type: 'string' },
@@ -123,6 +129,14 @@ export function parseProxyArgs(argv: string[], env: NodeJS.ProcessEnv = process.
   const overrides: Record<string, unknown> = {}
   if (values.listen !== undefined) overrides.listen = values.listen
   if (values.admin !== undefined) overrides.admin = values.admin
+  const tlsCert = values['tls-cert'] as string | undefined
+  const tlsKey = values['tls-key'] as string | undefined
+  if ((tlsCert === undefined) !== (tlsKey === undefined))
+    throw new FlagError(
+      tlsCert === undefined ? '--tls-key needs --tls-cert FILE' : '--tls-cert needs --tls-key FILE',
+    )
+  // Laid over the file's tls section (its certificates list and clientCA stay).
+  if (tlsCert !== undefined) overrides.tls = { cert: tlsCert, key: tlsKey }
   const configPath = typeof values.config === 'string' ? values.config : null
   if (configPath !== null) {
     const clash = ROUTE_FLAGS.find((f) => values[f] !== undefined)

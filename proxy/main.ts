@@ -5,7 +5,7 @@
 import cluster from 'node:cluster'
 import { createHash } from 'node:crypto'
 import type { Server } from 'node:http'
-import { type AddressInfo, Server as NetServer, type Socket } from 'node:net'
+import type { AddressInfo } from 'node:net'
 import { formatIssue, type Issue, type LoadResult } from '../config/load.ts'
 import type { ProxyConfig } from '../config/types.ts'
 import type { FuseReport } from '../config/wire.ts'
@@ -17,6 +17,7 @@ import { openKnownGood } from './control/cache.ts'
 import { ControlLink } from './control/link.ts'
 import { sameWeights, withWeights } from './control/weights.ts'
 import { ProxyServer } from './listen/server.ts'
+import { readTls, tlsFiles } from './listen/tls.ts'
 import { createLogger } from './log.ts'
 import { ProxyMetrics } from './metrics.ts'
 import { compile } from './routes/compile.ts'
@@ -97,6 +98,9 @@ export async function startProxy(
   if (typeof lastKnown === 'string') throw new UsageError(`--state-dir: ${lastKnown}`)
   // The file's config; the table's is this with control's weights on top.
   let fileConfig = config
+  // Certificates are read and checked before anything starts: a bad file is a one-line reason.
+  const tls = config.tls === undefined ? null : await readTls(config.tls)
+  if (typeof tls === 'string') throw new UsageError(tls)
   const metrics = new ProxyMetrics()
   const pools = new UpstreamPools()
   /**
@@ -107,7 +111,7 @@ export async function startProxy(
   const states = new RouteStates({ metrics, pools, log, sink, tracing: await createTracing(log), onFuse })
   let generation = 1
   const first = compile(generation, lastKnown?.config ?? config, fuses, states)
-  const proxy = new ProxyServer(first, states)
+  const proxy = new ProxyServer(first, states, tls)
   const link =
     control &&
     new ControlLink({
@@ -174,21 +178,18 @@ export async function startProxy(
   const adminServer = worker ? null : createAdminServer(localViews(admin, metrics))
   // The traffic listener's connections, for the drain: one that has not sent a byte yet carries a request
   // on its way (it was opened during the grace), it is not an idle keep-alive connection to close.
-  const connections = new Set<Socket>()
-  proxy.server.on('connection', (socket: Socket) => {
-    connections.add(socket)
-    socket.once('close', () => connections.delete(socket))
-  })
+  const { listener } = proxy
+  const connections = listener.connections
   let traffic: AddressInfo
   let adminAddress: AddressInfo
   try {
-    traffic = await listen(proxy.server, config.listen.host, config.listen.port)
+    traffic = await listener.listen(config.listen.host, config.listen.port)
     adminAddress =
       adminServer === null ? traffic : await listen(adminServer, config.admin.host, config.admin.port)
   } catch (err) {
     // Which listener failed is known only before they are closed (close() clears `listening`).
-    const which = proxy.server.listening ? '--admin' : '--listen'
-    proxy.server.close()
+    const which = listener.front.listening ? '--admin' : '--listen'
+    listener.front.close()
     adminServer?.close()
     pools.destroyAll()
     const e = err as NodeJS.ErrnoException
@@ -221,9 +222,14 @@ export async function startProxy(
       if (
         next.config.listen.port !== config.listen.port ||
         next.config.admin.port !== config.admin.port ||
-        next.config.listen.host !== config.listen.host
+        next.config.listen.host !== config.listen.host ||
+        JSON.stringify(next.config.tls) !== JSON.stringify(config.tls) ||
+        JSON.stringify(next.config.server.http2) !== JSON.stringify(config.server.http2)
       ) {
-        log.warn({ trigger: why }, 'listen and admin addresses change only on restart; the rest is applied')
+        log.warn(
+          { trigger: why },
+          'listen and admin addresses, tls files and server.http2 change only on restart; the rest is applied',
+        )
       }
       // A fuse holds across reloads, unless the file now serves another canary or sets its weight to 0 (a
       // weight change alone, a pipeline's next step say, does not lift it).
@@ -241,25 +247,56 @@ export async function startProxy(
       log.flush()
     })
   }
-  process.on('SIGHUP', () => reload('SIGHUP'))
+  // Certificates: read again on SIGHUP and when one of their files changes (a Secret swap); a set that
+  // does not load is refused and the current one kept. The files themselves change only on restart.
+  let certificates = tls
+  const recertify = (why: string) => {
+    if (config.tls === undefined) return
+    const t = config.tls
+    reloading = reloading.then(async () => {
+      const next = await readTls(t)
+      if (typeof next === 'string') {
+        log.error({ reason: next, trigger: why }, 'certificates rejected, keeping the current ones')
+        return
+      }
+      if (certificates!.digest === next.digest) return
+      certificates = next
+      listener.setCertificates(next)
+      log.info({ certificates: next.certificates, trigger: why }, 'certificates reloaded')
+      log.flush()
+    })
+  }
+  process.on('SIGHUP', () => {
+    reload('SIGHUP')
+    recertify('SIGHUP')
+  })
   const watcher = configPath === null ? null : await watchConfigFile(configPath, () => reload('file change'))
+  const certWatchers =
+    config.tls === undefined
+      ? []
+      : await Promise.all(tlsFiles(config.tls).map((f) => watchConfigFile(f, () => recertify('file change'))))
 
   let stopping = false
   const drain = async (signal: string) => {
     if (stopping) return
     stopping = true
     const { grace, deadline } = proxy.table.config.shutdown
-    proxy.draining = true
+    // HTTP/1.1 answers now carry Connection: close; HTTP/2 connections get GOAWAY.
+    proxy.drain()
     log.info({ signal, grace, deadline, inflight: proxy.inflight }, 'draining')
     await new Promise((r) => setTimeout(r, grace))
     watcher?.close()
+    for (const w of certWatchers) w.close()
     // Stop accepting and close idle keep-alive connections (not those yet to send a first request: Node
-    // counts them as active). net's close rather than http's, which would also stop the checks that
-    // answer a silent connection 408 after server.headersTimeout, so one could hold the drain to the deadline.
-    const closed = new Promise((r) => NetServer.prototype.close.call(proxy.server, r))
+    // counts them as active). The HTTP servers are not closed: http's close would also stop the checks
+    // that answer a silent connection 408 after server.headersTimeout, so one could hold the drain to
+    // the deadline.
+    const closed = listener.stopAccepting()
     proxy.server.closeIdleConnections()
-    // Every answer now carries Connection: close, so a connection ends with its request. Wait, up to the
-    // deadline, until no request is in flight and no connection is yet to send its first.
+    // HTTP/2 connections opened during the grace get their GOAWAY too.
+    listener.goAway()
+    // A connection ends with its request. Wait, up to the deadline, until no request is in flight and no
+    // connection is yet to send its first.
     const settled = async () => {
       for (;;) {
         await proxy.idle()
@@ -273,10 +310,9 @@ export async function startProxy(
     ])
     if (timedOut)
       log.warn({ inflight: proxy.inflight }, 'drain deadline passed, closing the remaining connections')
-    proxy.server.closeAllConnections()
-    // What is left was handed over by the HTTP server (WebSocket tunnels): without this, an open tunnel
-    // would keep the process alive for as long as it lasts.
-    for (const socket of connections) socket.destroy()
+    // What is left: HTTP/2 streams past the deadline, and what the HTTP server handed over (WebSocket
+    // tunnels), which would otherwise keep the process alive for as long as they last.
+    listener.destroyAll()
     await closed
     adminServer?.close()
     adminServer?.closeAllConnections()

@@ -59,7 +59,7 @@ test('header sanitising', async ({ bench }) => {
       for (let i = 0; i < BATCH; i++) {
         const head = new RequestHead()
         head.parse(requests[i & 63]!, policy)
-        head.addForwarding(policy, '127.0.0.1', 'IPv4')
+        head.addForwarding(policy, '127.0.0.1', 'IPv4', 'http')
         sink.o = head
       }
     }),
@@ -67,7 +67,7 @@ test('header sanitising', async ({ bench }) => {
       for (let i = 0; i < BATCH; i++) {
         const head = new RequestHead()
         head.parse(lbRequests[i & 63]!, trusting)
-        head.addForwarding(trusting, '10.1.2.3', 'IPv4')
+        head.addForwarding(trusting, '10.1.2.3', 'IPv4', 'http')
         sink.o = head
       }
     }),

@@ -113,14 +113,21 @@ export abstract class Exchange implements Dispatcher.DispatchHandler {
   /** A new exchange for the same client answer, from another backend (the fallback to stable). */
   abstract again(backend: Backend): Exchange
 
-  /** Adds the proxy's own response fields: Via, the version header, Connection: close when draining. */
-  decorate(out: string[], switching = false): string[] {
+  /** Adds the proxy's own response fields: Via, the version header, and Connection: close when `close`. */
+  decorate(out: string[], close: boolean): string[] {
     const a = this.route.answer
     if (a.via !== null) appendVia(out, a.via)
     if (a.versionHeader !== '') out.push(a.versionHeader, this.backend.version)
-    // `switching`: a 101, whose Connection: upgrade must stand alone even while draining.
-    if (this.host.draining && !switching) out.push('connection', 'close')
+    if (close) out.push('connection', 'close')
     return out
+  }
+
+  /**
+   * Whether the answer ends its connection: while draining, on HTTP/1.1. HTTP/2 has no Connection
+   * field; its connections get GOAWAY instead (see server.ts).
+   */
+  protected closing(): boolean {
+    return this.host.draining
   }
 
   onRequestStart(controller: Controller): void {
@@ -142,7 +149,11 @@ export abstract class Exchange implements Dispatcher.DispatchHandler {
     // A handler that takes the answer over (the fallback) has finished this attempt: its answer is
     // dropped unread, and the connection goes with it (a new connection per rescue, on the failure path).
     if (!this.chain.head(this, statusCode, fields)) return controller.abort(TAKEN_OVER)
-    this.answer(statusCode, statusMessage || undefined, this.decorate(responseHeaders(fields, [])))
+    this.answer(
+      statusCode,
+      statusMessage || undefined,
+      this.decorate(responseHeaders(fields, []), this.closing()),
+    )
   }
 
   onResponseData(controller: Controller, chunk: Buffer): void {
@@ -268,6 +279,6 @@ export class HttpExchange extends Exchange {
   }
 
   protected fail(code: ProxyErrorCode): void {
-    if (!this.res.destroyed) sendError(this.res, code, this.decorate([]))
+    if (!this.res.destroyed) sendError(this.res, code, this.decorate([], this.closing()))
   }
 }

@@ -77,7 +77,8 @@ export class UpgradeExchange extends Exchange {
     const fields: string[] = []
     for (let i = 0; i < raw.length; i += 2)
       fields.push(raw[i]!.toString('latin1'), raw[i + 1]!.toString('latin1'))
-    this.decorate(fields, true)
+    // A 101's Connection: upgrade must stand alone, even while draining.
+    this.decorate(fields, false)
     client.write(rawHead(101, 'Switching Protocols', fields))
     if (this.#first.length > 0) upstream.write(this.#first)
     upstream.on('error', () => client.destroy())

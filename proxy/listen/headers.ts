@@ -4,6 +4,8 @@
  * configured count of trusted hops, so a client cannot forge its address.
  */
 
+import type { OutgoingHttpHeaders } from 'node:http'
+
 /** Hop-by-hop fields (RFC 9110 7.6.1, RFC 9112 9.6) plus Expect, which the proxy answers itself. */
 const HOP_BY_HOP: Record<string, true> = {
   connection: true,
@@ -65,12 +67,20 @@ export class RequestHead {
   via: string | undefined = undefined
   traceparentAt = -1
   tracestateAt = -1
+  /** HTTP/2's `:authority`, which stands for Host (RFC 9113 8.3.1). */
+  authority: string | undefined = undefined
 
   parse(raw: string[], policy: ForwardingPolicy): void {
     const out = this.headers
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i]!.toLowerCase()
       const value = raw[i + 1]!
+      // HTTP/2 pseudo-header fields (an HTTP/1.1 parser never lets a name start with a colon): the
+      // method and path travel apart, :scheme is the proxy's to set, :authority becomes the Host.
+      if (name.charCodeAt(0) === 58 /* : */) {
+        if (name === ':authority') this.authority = value
+        continue
+      }
       if (HOP_BY_HOP[name] === true) {
         if (name === 'connection')
           this.connection = this.connection === undefined ? value : `${this.connection}, ${value}`
@@ -113,6 +123,13 @@ export class RequestHead {
     if (this.connection !== undefined && PLAIN_CONNECTION[this.connection] !== true) {
       this.dropConnectionNamed(connectionTokens(this.connection))
     }
+    if (this.authority !== undefined) {
+      // A Host beside :authority must say the same; a different one is a duplicate Host.
+      if (this.host === undefined) this.hostCount = 1
+      else if (this.hostCount === 1 && this.host === this.authority) return
+      else this.hostCount++
+      this.host = this.authority
+    }
   }
 
   /** The first value of a (lower-cased) field, e.g. the route's sticky header. */
@@ -150,11 +167,12 @@ export class RequestHead {
   }
 
   /** Append the forwarding fields; `peer` is the client socket's address, `host` the request's Host. */
-  addForwarding(policy: ForwardingPolicy, peer: string, family: string): void {
+  /** `scheme`: how the client reached veer, http or https. */
+  addForwarding(policy: ForwardingPolicy, peer: string, family: string, scheme: string): void {
     const out = this.headers
     const hops = policy.trustedHops
     // Proto and host are single values: the nearest trusted proxy's is the last entry of the list.
-    const proto = (hops > 0 && this.xfp !== undefined && lastEntry(this.xfp)) || 'http'
+    const proto = (hops > 0 && this.xfp !== undefined && lastEntry(this.xfp)) || scheme
     out.push('x-forwarded-for', hops > 0 && this.xff ? `${lastEntries(this.xff, hops)}, ${peer}` : peer)
     out.push('x-forwarded-proto', proto)
     const fwdHost = (hops > 0 && this.xfh !== undefined && lastEntry(this.xfh)) || this.host
@@ -248,4 +266,20 @@ export function appendVia(out: string[], via: string): void {
 export function pathOf(url: string): string {
   const q = url.indexOf('?')
   return q === -1 ? url : url.slice(0, q)
+}
+
+/**
+ * A flat field list as the header object node:http2 sends: names lower case (HTTP/2 has no other),
+ * repeated names as one list, and no prototype, so a field named `__proto__` is an ordinary field.
+ */
+export function fieldObject(fields: readonly string[]): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = Object.create(null)
+  for (let i = 0; i < fields.length; i += 2) {
+    const name = fields[i]!.toLowerCase()
+    const value = fields[i + 1] as string | string[]
+    const prior = out[name]
+    if (prior === undefined) out[name] = value
+    else out[name] = ([] as string[]).concat(prior as string | string[], value)
+  }
+  return out
 }

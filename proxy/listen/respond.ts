@@ -1,7 +1,9 @@
 /** The one place the proxy's own error answers are written (see errors.ts for the codes). */
 import type { ServerResponse } from 'node:http'
+import { constants, type ServerHttp2Stream } from 'node:http2'
 import type { Socket } from 'node:net'
 import { errorBody, PROXY_ERRORS, type ProxyErrorCode } from '../errors.ts'
+import { fieldObject } from './headers.ts'
 
 export const ERROR_HEADER = 'x-veer-error'
 
@@ -26,6 +28,30 @@ export function sendError(res: ServerResponse, code: ProxyErrorCode, extra?: rea
   if (extra) headers.push(...extra)
   res.writeHead(PROXY_ERRORS[code].status, headers)
   res.end(body)
+}
+
+/**
+ * The same answer on an HTTP/2 stream. Once the answer has started, only this stream is reset
+ * (RST_STREAM INTERNAL_ERROR): the connection and its other streams carry on.
+ */
+export function sendErrorOnStream(
+  stream: ServerHttp2Stream,
+  code: ProxyErrorCode,
+  extra?: readonly string[],
+): void {
+  if (stream.destroyed || stream.closed) return
+  if (stream.headersSent) {
+    stream.close(constants.NGHTTP2_INTERNAL_ERROR)
+    return
+  }
+  const body = errorBody(code)
+  const headers = fieldObject(extra ?? [])
+  headers[':status'] = PROXY_ERRORS[code].status
+  headers['content-type'] = 'application/json'
+  headers[ERROR_HEADER] = code
+  headers['content-length'] = String(body.length)
+  stream.respond(headers)
+  stream.end(body)
 }
 
 /** The same answer on a bare socket (parser errors, refused upgrades), then close it. */

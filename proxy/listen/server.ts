@@ -1,14 +1,23 @@
 /**
- * The traffic listener: node:http → route → pick a version → the route's handler chain → undici.
- * Requests read one frozen route table (the one they started on); `swap()` installs the next whole.
- * The proxy's own refusals become answers in one place (respond.ts).
+ * The traffic listener: node:http or node:http2 → route → pick a version → the route's handler chain →
+ * undici. Both protocols take the same steps (`#admit`), only the exchange that writes the answer
+ * differs. Requests read one frozen route table (the one they started on); `swap()` installs the next
+ * whole. The proxy's own refusals become answers in one place (respond.ts).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import {
+  createServer as createHttp2Server,
+  type Http2Server,
+  type IncomingHttpHeaders,
+  type ServerHttp2Session,
+  type ServerHttp2Stream,
+} from 'node:http2'
 import type { Socket } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
 import type { Exchange, ExchangeHost } from '../chain/exchange.ts'
 import { HttpExchange } from '../chain/exchange.ts'
+import { Http2Exchange, StreamBody } from '../chain/http2.ts'
 import { UpgradeExchange } from '../chain/upgrade.ts'
 import type { ProxyErrorCode } from '../errors.ts'
 import type { RouteStates } from '../routes/states.ts'
@@ -16,21 +25,35 @@ import type { Backend, CompiledRoute, RouteTable } from '../routes/table.ts'
 import { pickBackend } from '../split/pick.ts'
 import { cookieValue } from '../split/sticky.ts'
 import { pathOf, RequestHead } from './headers.ts'
-import { sendError, sendErrorOnSocket } from './respond.ts'
+import { Listener } from './listener.ts'
+import { sendError, sendErrorOnSocket, sendErrorOnStream } from './respond.ts'
+import type { TlsMaterial } from './tls.ts'
+
+/** HTTP/2 pseudo-header fields a request carries besides its regular ones (:method :scheme :authority :path). */
+const PSEUDO_FIELDS = 4
 
 export class ProxyServer implements ExchangeHost {
   readonly server: Server
+  readonly http2: Http2Server
+  /** The port: TLS or cleartext, HTTP/1.1 or HTTP/2 (listener.ts). */
+  readonly listener: Listener
   #table: RouteTable
-  draining = false
+  #draining = false
   readonly #states: RouteStates
   readonly #log: Logger
+  readonly #scheme: 'http' | 'https'
   #inflight = 0
   #idle: (() => void) | null = null
+  /** What `#admit` chose, read by its caller right away (one request at a time; nothing allocated). */
+  #route: CompiledRoute | null = null
+  #backend: Backend | null = null
 
-  constructor(table: RouteTable, states: RouteStates) {
+  /** `tls`: the certificates when the listener speaks TLS, null for cleartext. */
+  constructor(table: RouteTable, states: RouteStates, tls: TlsMaterial | null = null) {
     this.#table = table
     this.#states = states
     this.#log = states.log
+    this.#scheme = tls === null ? 'http' : 'https'
     const s = table.config.server
     this.server = createServer(
       {
@@ -54,7 +77,47 @@ export class ProxyServer implements ExchangeHost {
     this.server.maxHeadersCount = 0
     this.server.on('upgrade', this.#onUpgrade)
     this.server.on('clientError', onClientError)
+    const h2 = s.http2
+    this.http2 = createHttp2Server({
+      settings: {
+        maxConcurrentStreams: h2.maxConcurrentStreams,
+        initialWindowSize: h2.initialWindowSize,
+        maxHeaderListSize: s.maxHeaderBytes,
+        enablePush: false,
+      },
+      // Past maxHeaders the handler answers too_many_headers itself; far past it nghttp2 refuses.
+      maxHeaderListPairs: (s.maxHeaders + PSEUDO_FIELDS) * 2,
+      maxSessionMemory: h2.maxSessionMemory,
+      streamResetBurst: h2.resetBurst,
+      streamResetRate: h2.resetRate,
+    })
+    this.http2.on('stream', this.#onStream)
+    this.http2.on('session', (session) => {
+      // The connection's window: room for several streams' windows at once.
+      session.on('connect', () => session.setLocalWindowSize(h2.initialWindowSize * 4))
+      session.on('error', () => session.destroy())
+    })
+    // An idle connection is closed with GOAWAY (a stream still open finishes first).
+    this.http2.setTimeout(h2.idleTimeout)
+    this.http2.on('timeout', (session: ServerHttp2Session) => session.close())
+    this.listener = new Listener({
+      http1: this.server,
+      http2: this.http2,
+      tls,
+      clientCertificates: table.config.tls?.clientCA !== undefined,
+      firstBytesTimeout: s.headersTimeout,
+    })
     states.adopt(table)
+  }
+
+  get draining(): boolean {
+    return this.#draining
+  }
+
+  /** From now on every HTTP/1.1 answer carries Connection: close and HTTP/2 connections get GOAWAY. */
+  drain(): void {
+    this.#draining = true
+    this.listener.goAway()
   }
 
   get table(): RouteTable {
@@ -73,59 +136,131 @@ export class ProxyServer implements ExchangeHost {
 
   #onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     const start = performance.now()
-    const table = this.#table
     const head = new RequestHead()
-    const refused = this.#check(table, req, head)
-    if (refused !== null) return this.#reject(res, refused)
-    const route = table.match(head.host, req.url!)
-    if (route === null) return this.#reject(res, 'no_route')
-    const backend = pickBackend(route, head.override, stickyKey(route, head))
-    if (backend === null) return this.#reject(res, 'no_healthy_upstream')
-    const upstream = backend.upstream
-    if (upstream.inflight >= upstream.limit) return this.#reject(res, 'upstream_overloaded', backend)
     const socket = req.socket
-    head.addForwarding(table.edge.policy, socket.remoteAddress ?? '', socket.remoteFamily ?? 'IPv4')
-    head.setHost(route.preserveHost ? head.host : upstream.host)
+    const refused = this.#admit(
+      head,
+      req.url!,
+      req.rawHeaders,
+      0,
+      req.httpVersionMinor === 1,
+      socket.remoteAddress,
+      socket.remoteFamily,
+    )
+    if (refused !== null) return this.#reject(res, refused)
+    const route = this.#route!
+    const backend = this.#backend!
     const ex = new HttpExchange(this, route, backend, head, req, res, start, head.hasBody ? req : null)
     // A tester who forced a version gets its answer, failure included; users get stable's instead.
     ex.forced = route.allowOverride && head.override !== undefined
     route.chain.request(ex, head)
   }
 
+  #onStream = (
+    stream: ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+    _flags: number,
+    raw: string[],
+  ): void => {
+    const start = performance.now()
+    // A stream the client reset before this ran is gone already, session and all.
+    const session = stream.session
+    if (session === undefined || stream.destroyed) return
+    // A reset with an error code is an 'error' on the stream; its 'close' ends the exchange.
+    stream.on('error', ignore)
+    // A connection that got its GOAWAY while draining still finishes the streams it had opened.
+    if (this.#draining && !session.closed) session.close()
+    const head = new RequestHead()
+    const path = headers[':path']
+    const socket = session.socket
+    const refused = this.#admit(
+      head,
+      path ?? '',
+      raw,
+      PSEUDO_FIELDS,
+      true,
+      socket.remoteAddress,
+      socket.remoteFamily,
+    )
+    if (refused !== null) return this.#rejectStream(stream, refused, headers)
+    const route = this.#route!
+    const backend = this.#backend!
+    // HTTP/2 frames the body itself: one follows unless the HEADERS frame ended the stream.
+    const body = stream.endAfterHeaders ? null : new StreamBody(stream)
+    head.hasBody = body !== null
+    const ex = new Http2Exchange(this, route, backend, head, stream, headers[':method']!, path!, start, body)
+    ex.forced = route.allowOverride && head.override !== undefined
+    route.chain.request(ex, head)
+  }
+
   #onUpgrade = (req: IncomingMessage, socket: Socket, first: Buffer): void => {
     const start = performance.now()
-    const table = this.#table
     const head = new RequestHead()
-    const refused = this.#check(table, req, head)
+    const refused = this.#admit(
+      head,
+      req.url!,
+      req.rawHeaders,
+      0,
+      req.httpVersionMinor === 1,
+      socket.remoteAddress,
+      socket.remoteFamily,
+    )
     if (refused !== null) return sendErrorOnSocket(socket, refused)
-    const route = table.match(head.host, req.url!)
-    if (route === null) return sendErrorOnSocket(socket, 'no_route')
-    const backend = pickBackend(route, head.override, stickyKey(route, head))
-    if (backend === null) return sendErrorOnSocket(socket, 'no_healthy_upstream')
-    if (backend.upstream.inflight >= backend.upstream.limit)
-      return sendErrorOnSocket(socket, 'upstream_overloaded')
-    head.addForwarding(table.edge.policy, socket.remoteAddress ?? '', socket.remoteFamily ?? 'IPv4')
-    head.setHost(route.preserveHost ? head.host : backend.upstream.host)
-    const ex = new UpgradeExchange(this, route, backend, head, req, socket, first, start)
+    const route = this.#route!
+    const ex = new UpgradeExchange(this, route, this.#backend!, head, req, socket, first, start)
     route.upgradeChain.request(ex, head)
   }
 
-  /** Parse the head into `head` and refuse what no upstream should see; null when the request may pass. */
-  #check(table: RouteTable, req: IncomingMessage, head: RequestHead): ProxyErrorCode | null {
-    if (req.url!.charCodeAt(0) !== 47 /* / */) return 'bad_request_target'
-    const raw = req.rawHeaders
-    if (raw.length > table.edge.maxHeaderFields * 2) return 'too_many_headers'
+  /**
+   * The steps every request takes before its chain: parse the head into `head`, refuse what no upstream
+   * should see, match a route, pick a version, check its upstream has room, and add the forwarding
+   * fields. Null when the request may pass (then `#route` and `#backend` hold the choice).
+   * `pseudo`: fields the protocol adds that do not count against maxHeaders (HTTP/2's).
+   * `needsHost`: HTTP/1.1 and HTTP/2 must name the host; HTTP/1.0 need not.
+   */
+  #admit(
+    head: RequestHead,
+    url: string,
+    raw: string[],
+    pseudo: number,
+    needsHost: boolean,
+    peer: string | undefined,
+    family: string | undefined,
+  ): ProxyErrorCode | null {
+    const table = this.#table
+    if (url.charCodeAt(0) !== 47 /* / */) return 'bad_request_target'
+    if (raw.length > (table.edge.maxHeaderFields + pseudo) * 2) return 'too_many_headers'
     head.parse(raw, table.edge.policy)
     if (head.hostCount > 1) return 'duplicate_host'
-    if (head.hostCount === 0 && req.httpVersionMinor === 1) return 'missing_host'
+    if (head.hostCount === 0 && needsHost) return 'missing_host'
     if (head.otherCoding) return 'unsupported_transfer_coding'
+    const route = table.match(head.host, url)
+    if (route === null) return 'no_route'
+    const backend = pickBackend(route, head.override, stickyKey(route, head))
+    if (backend === null) return 'no_healthy_upstream'
+    const upstream = backend.upstream
+    if (upstream.inflight >= upstream.limit) {
+      backend.state.metrics.record(0, 0)
+      return 'upstream_overloaded'
+    }
+    head.addForwarding(table.edge.policy, peer ?? '', family ?? 'IPv4', this.#scheme)
+    head.setHost(route.preserveHost ? head.host : upstream.host)
+    this.#route = route
+    this.#backend = backend
     return null
   }
 
-  #reject(res: ServerResponse, code: ProxyErrorCode, backend?: Backend): void {
-    sendError(res, code, this.draining ? ['connection', 'close'] : undefined)
-    if (backend !== undefined) backend.state.metrics.record(0, 0)
+  #reject(res: ServerResponse, code: ProxyErrorCode): void {
+    sendError(res, code, this.#draining ? ['connection', 'close'] : undefined)
     this.#log.debug({ error: code, method: res.req.method, path: pathOf(res.req.url ?? '') }, 'rejected')
+  }
+
+  #rejectStream(stream: ServerHttp2Stream, code: ProxyErrorCode, headers: IncomingHttpHeaders): void {
+    sendErrorOnStream(stream, code)
+    this.#log.debug(
+      { error: code, method: headers[':method'], path: pathOf(headers[':path'] ?? '') },
+      'rejected',
+    )
   }
 
   started(): void {
@@ -147,6 +282,8 @@ export class ProxyServer implements ExchangeHost {
     })
   }
 }
+
+function ignore(): void {}
 
 /** The user's key for sticky assignment: the route's header, or its cookie. */
 function stickyKey(route: CompiledRoute, head: RequestHead): string | undefined {
