@@ -99,6 +99,11 @@ export abstract class Exchange implements Dispatcher.DispatchHandler {
     return this.error === null || (this.error === 'client_closed' && this.status !== 0) ? this.status : 0
   }
 
+  /** The body for another attempt (`again`): the kept copy, or none (a streamed body is gone). */
+  protected get keptBody(): Buffer | null {
+    return this.body instanceof Buffer ? this.body : null
+  }
+
   /** Write the answer's head to the client. */
   protected abstract answer(status: number, message: string | undefined, fields: string[]): void
   /** Write a body chunk; false when the client is full (call `controller.resume()` once it drains). */
@@ -230,7 +235,6 @@ export class HttpExchange extends Exchange {
 
   again(backend: Backend): Exchange {
     // Timed from its own dispatch: stable's latency is stable's, not the canary's failure plus stable.
-    const kept = this.body instanceof Buffer ? this.body : null
     return new HttpExchange(
       this.host,
       this.route,
@@ -239,7 +243,7 @@ export class HttpExchange extends Exchange {
       this.req,
       this.res,
       performance.now(),
-      kept,
+      this.keptBody,
     )
   }
 

@@ -100,7 +100,6 @@ export class Http2Exchange extends Exchange {
   }
 
   again(backend: Backend): Exchange {
-    const kept = this.body instanceof Buffer ? this.body : null
     return new Http2Exchange(
       this.host,
       this.route,
@@ -110,7 +109,7 @@ export class Http2Exchange extends Exchange {
       this.method,
       this.url,
       performance.now(),
-      kept,
+      this.keptBody,
     )
   }
 

@@ -137,16 +137,7 @@ export class ProxyServer implements ExchangeHost {
   #onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     const start = performance.now()
     const head = new RequestHead()
-    const socket = req.socket
-    const refused = this.#admit(
-      head,
-      req.url!,
-      req.rawHeaders,
-      0,
-      req.httpVersionMinor === 1,
-      socket.remoteAddress,
-      socket.remoteFamily,
-    )
+    const refused = this.#admitMessage(head, req)
     if (refused !== null) return this.#reject(res, refused)
     const route = this.#route!
     const backend = this.#backend!
@@ -196,15 +187,7 @@ export class ProxyServer implements ExchangeHost {
   #onUpgrade = (req: IncomingMessage, socket: Socket, first: Buffer): void => {
     const start = performance.now()
     const head = new RequestHead()
-    const refused = this.#admit(
-      head,
-      req.url!,
-      req.rawHeaders,
-      0,
-      req.httpVersionMinor === 1,
-      socket.remoteAddress,
-      socket.remoteFamily,
-    )
+    const refused = this.#admitMessage(head, req)
     if (refused !== null) return sendErrorOnSocket(socket, refused)
     const route = this.#route!
     const ex = new UpgradeExchange(this, route, this.#backend!, head, req, socket, first, start)
@@ -248,6 +231,20 @@ export class ProxyServer implements ExchangeHost {
     this.#route = route
     this.#backend = backend
     return null
+  }
+
+  /** `#admit` for an HTTP/1.x request (a plain one or an upgrade). */
+  #admitMessage(head: RequestHead, req: IncomingMessage): ProxyErrorCode | null {
+    const socket = req.socket
+    return this.#admit(
+      head,
+      req.url!,
+      req.rawHeaders,
+      0,
+      req.httpVersionMinor === 1,
+      socket.remoteAddress,
+      socket.remoteFamily,
+    )
   }
 
   #reject(res: ServerResponse, code: ProxyErrorCode): void {

@@ -2,12 +2,12 @@
  * `veer control` start-up: a bad flag, token file, address or state dir exits 2 with one line and starts
  * nothing; --listen 127.0.0.1:0 logs the real address; repeated auth failures get 429; HTTPS.
  */
-import { execFileSync } from 'node:child_process'
 import { existsSync, writeFileSync } from 'node:fs'
 import { createServer, type Server } from 'node:net'
 import { join } from 'node:path'
 import { Agent } from 'undici'
 import { afterEach, describe, expect, it } from 'vitest'
+import { makeCa } from '../helpers/certs.ts'
 import { runCli, startControl, TOKENS, tempDir, writeTokenFile } from '../helpers/control.ts'
 
 let holders: Server[] = []
@@ -189,42 +189,13 @@ describe('running', () => {
     }
   })
 
-  it('serves HTTPS with --tls-cert and --tls-key', async (ctx) => {
-    const dir = tempDir()
-    const cert = join(dir, 'cert.pem')
-    const key = join(dir, 'key.pem')
-    try {
-      execFileSync(
-        'openssl',
-        [
-          'req',
-          '-x509',
-          '-newkey',
-          'ec',
-          '-pkeyopt',
-          'ec_paramgen_curve:P-256',
-          '-nodes',
-          '-days',
-          '1',
-          '-keyout',
-          key,
-          '-out',
-          cert,
-          '-subj',
-          '/CN=127.0.0.1',
-          '-addext',
-          'subjectAltName=IP:127.0.0.1',
-        ],
-        { stdio: 'ignore' },
-      )
-    } catch {
-      ctx.skip()
-    }
+  it('serves HTTPS with --tls-cert and --tls-key', async () => {
+    const ca = makeCa()
+    const { cert, key } = ca.leaf('control', ['127.0.0.1'])
     const c = await startControl({ args: ['--tls-cert', cert, '--tls-key', key] })
     try {
       expect(c.url).toMatch(/^https:/)
-      const { readFileSync } = await import('node:fs')
-      const dispatcher = new Agent({ connect: { ca: readFileSync(cert) } })
+      const dispatcher = new Agent({ connect: { ca: ca.certText } })
       const { request } = await import('undici')
       const r = await request(`${c.url}/v1/routes`, {
         dispatcher,
