@@ -339,6 +339,7 @@ export async function startProxy(
       ...(worker ? {} : { admin: `${adminAddress.address}:${adminAddress.port}` }),
       routes: config.routes.map((r) => r.name),
       configVersion: generation,
+      certificates: certificates === null ? undefined : certificates.certificates,
       control: link ? { url: link.url, id: link.id, revision: link.revision } : undefined,
     },
     worker ? 'veer worker started' : 'veer proxy started',

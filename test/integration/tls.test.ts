@@ -28,7 +28,7 @@ const stranger = other.leaf('stranger', ['client.example'])
 
 interface Hello {
   readonly protocol: string | null
-  readonly alpn: string | false
+  readonly alpn: string | false | null
   readonly cert: PeerCertificate
 }
 
@@ -53,7 +53,7 @@ function httpsGet(
   port: number,
   path: string,
   options: ConnectionOptions = {},
-): Promise<{ status: number; body: string; alpn: string | false }> {
+): Promise<{ status: number; body: string; alpn: string | false | null }> {
   return new Promise((ok, fail) => {
     const req = httpsRequest(
       {
