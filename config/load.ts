@@ -118,6 +118,17 @@ function crossCheck(config: ProxyConfig, issues: Issue[]): void {
         message: 'is above 0 but the route has no canary; add canary.url or set canaryWeight to 0',
       })
     }
+    for (const side of ['stable', 'canary', 'shadow'] as const) {
+      const u = route[side]
+      if (u === undefined || u.url.startsWith('https:')) continue
+      for (const key of ['ca', 'serverName'] as const) {
+        if (u[key] !== undefined)
+          issues.push({
+            path: `${at}.${side}.${key}`,
+            message: `applies only to an https:// upstream (url is ${u.url}); remove it or use https://`,
+          })
+      }
+    }
     route.shadow?.paths.forEach((p, k) => {
       if (!p.startsWith('/')) {
         issues.push({

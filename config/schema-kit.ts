@@ -154,22 +154,31 @@ export function hostPort(description: string, fallback?: HostPort): Field<HostPo
     : { ...f, json: { ...f.json, default: `${fallback.host}:${fallback.port}` } }
 }
 
-/** An http:// URL with no path, query or credentials: an upstream origin. */
+/** The upstream URL schemes and the protocol each picks. */
+export const UPSTREAM_SCHEMES = ['http:', 'https:', 'h2c:'] as const
+
+/**
+ * An upstream origin: `http://` (HTTP/1.1), `https://` (TLS; h2 or HTTP/1.1 by ALPN) or `h2c://`
+ * (cleartext HTTP/2), with no path, query or credentials. Given back as `scheme://host[:port]`.
+ */
 export function origin(description: string): Field<string> {
-  return field({ type: 'string', format: 'uri', pattern: '^https?://', description }, (v) => {
-    if (typeof v !== 'string') return problem('must be a URL such as http://127.0.0.1:3000')
+  const example = 'a URL such as http://127.0.0.1:3000 (or https://, h2c://)'
+  return field({ type: 'string', format: 'uri', pattern: '^(https?|h2c)://', description }, (v) => {
+    if (typeof v !== 'string') return problem(`must be ${example}`)
     let url: URL
     try {
       url = new URL(v)
     } catch {
-      return problem('must be a URL such as http://127.0.0.1:3000')
+      return problem(`must be ${example}`)
     }
-    if (url.protocol !== 'http:' && url.protocol !== 'https:')
-      return problem('must start with http:// or https://')
+    if (!(UPSTREAM_SCHEMES as readonly string[]).includes(url.protocol))
+      return problem('must start with http://, https:// or h2c://')
     if (url.username || url.password) return problem('must not carry credentials')
+    if (url.host === '') return problem(`must name a host: ${example}`)
     if ((url.pathname !== '/' && url.pathname !== '') || url.search || url.hash)
       return problem('must be an origin only (scheme, host, port), without a path or query')
-    return url.origin
+    // URL.origin is "null" for a scheme it does not know (h2c:), so it is put together here.
+    return `${url.protocol}//${url.host}`
   })
 }
 

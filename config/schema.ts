@@ -7,13 +7,26 @@ import { bool, duration, hostPort, int, list, num, obj, oneOf, origin, str } fro
 const SECOND = 1000
 const MINUTE = 60 * SECOND
 
+/** How an https:// upstream is verified (shared by stable, canary and shadow). */
+const upstreamTls = {
+  ca: str(
+    'https:// only: PEM file of the CAs that sign the upstream certificate (default: the system CAs); read at start and on reload',
+  ),
+  serverName: str(
+    'https:// only: the name sent as SNI and checked against the upstream certificate (default: the URL host)',
+  ),
+}
+
 const upstream = obj(
   'An upstream version of the service',
   {
-    url: origin('Origin of the upstream, e.g. http://127.0.0.1:3000'),
+    url: origin(
+      'Origin of the upstream: http://host:port (HTTP/1.1), https:// (TLS, h2 or HTTP/1.1 by ALPN) or h2c:// (cleartext HTTP/2)',
+    ),
     release: str('Release id of this version (image tag, commit): in logs, spans and veer_release_info', {
       fallback: 'unknown',
     }),
+    ...upstreamTls,
   },
   { required: ['url'], optional: true },
 )
@@ -23,6 +36,7 @@ const shadow = obj(
   {
     url: origin('Origin of the shadow upstream'),
     release: str('Release id of the shadow version', { fallback: 'unknown' }),
+    ...upstreamTls,
     percent: num(
       'Share of requests mirrored, 0..100 (deterministic: 10 means exactly every tenth)',
       0,
@@ -155,6 +169,12 @@ const route = obj(
     allowOverride: bool('Honour the override header (x-veer-version: stable|canary) from testers', false),
     preserveHost: bool('Send the client Host header to the upstream (false: the upstream host)', true),
     connections: int('Most connections to each upstream origin of this route', 1, 65535, 128),
+    streams: int(
+      'Most concurrent requests on one HTTP/2 connection to an upstream (h2c://, or https:// that chose h2); the upstream may set fewer',
+      1,
+      1000,
+      100,
+    ),
     maxPending: int(
       'Most requests queued per origin beyond its connections before answering 503',
       0,

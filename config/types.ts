@@ -6,6 +6,10 @@ export type { HostPort }
 export interface UpstreamConfig {
   readonly url: string
   readonly release: string
+  /** https:// only: CA file that verifies the upstream's certificate. */
+  readonly ca?: string
+  /** https:// only: SNI and the name checked in the certificate. */
+  readonly serverName?: string
 }
 
 export interface ShadowConfig extends UpstreamConfig {
@@ -46,6 +50,7 @@ export interface RouteConfig {
   readonly allowOverride: boolean
   readonly preserveHost: boolean
   readonly connections: number
+  readonly streams: number
   readonly maxPending: number
   readonly timeouts: TimeoutsConfig
   readonly analysis: AnalysisConfig

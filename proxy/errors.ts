@@ -15,6 +15,10 @@ export const PROXY_ERRORS = {
   headers_too_large: { status: 431, message: 'the request header block is larger than the proxy allows' },
   too_many_headers: { status: 431, message: 'the request has more header fields than the proxy allows' },
   upstream_connect_failed: { status: 502, message: 'the upstream refused or failed the connection' },
+  upstream_tls_failed: {
+    status: 502,
+    message: 'the TLS handshake with the upstream failed or its certificate did not verify',
+  },
   upstream_reset: { status: 502, message: 'the upstream closed the connection before answering' },
   upstream_bad_response: { status: 502, message: 'the upstream sent an invalid response' },
   no_healthy_upstream: {
@@ -57,6 +61,17 @@ export function classifyUpstreamError(err: unknown): ProxyErrorCode {
     case 'EAI_AGAIN':
     case 'EADDRNOTAVAIL':
       return 'upstream_connect_failed'
+    case 'UNABLE_TO_VERIFY_LEAF_SIGNATURE':
+    case 'UNABLE_TO_GET_ISSUER_CERT':
+    case 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY':
+    case 'DEPTH_ZERO_SELF_SIGNED_CERT':
+    case 'SELF_SIGNED_CERT_IN_CHAIN':
+    case 'CERT_HAS_EXPIRED':
+    case 'CERT_NOT_YET_VALID':
+    case 'CERT_UNTRUSTED':
+    case 'CERT_REVOKED':
+    case 'ERR_TLS_CERT_ALTNAME_INVALID':
+      return 'upstream_tls_failed'
     case 'UND_ERR_INFO':
     case 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH':
     case 'HPE_INVALID_CONSTANT':
@@ -65,6 +80,8 @@ export function classifyUpstreamError(err: unknown): ProxyErrorCode {
     case 'HPE_UNEXPECTED_CONTENT_LENGTH':
       return 'upstream_bad_response'
     default:
+      // OpenSSL's handshake failures (an alert from the upstream, no common version) are ERR_SSL_*.
+      if (code?.startsWith('ERR_SSL_')) return 'upstream_tls_failed'
       // undici's HTTPParserError often has no code (it looks the llhttp error number up in a table keyed
       // by name), so its name is what tells an unparsable answer from a dropped connection.
       return (err as { name?: string } | null)?.name === 'HTTPParserError'
@@ -77,6 +94,7 @@ export function classifyUpstreamError(err: unknown): ProxyErrorCode {
 export function isConnectFailure(code: ProxyErrorCode, err: unknown): boolean {
   return (
     code === 'upstream_connect_failed' ||
+    code === 'upstream_tls_failed' ||
     (err as { code?: string } | null)?.code === 'UND_ERR_CONNECT_TIMEOUT'
   )
 }

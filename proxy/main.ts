@@ -24,6 +24,7 @@ import { compile } from './routes/compile.ts'
 import { RouteStates } from './routes/states.ts'
 import { createTracing } from './tracing.ts'
 import { UpstreamPools } from './upstream/pools.ts'
+import { readUpstreamTrust } from './upstream/trust.ts'
 
 export class UsageError extends Error {}
 
@@ -103,6 +104,11 @@ export async function startProxy(
   if (typeof tls === 'string') throw new UsageError(tls)
   const metrics = new ProxyMetrics()
   const pools = new UpstreamPools()
+  // So are the CA files of https:// upstreams (those of the control-cache's config are the file's).
+  const trust = await readUpstreamTrust(config)
+  if (Array.isArray(trust)) throw new UsageError(trust.map(formatIssue).join('\n'))
+  pools.useTrust(trust)
+  let lastTrust = JSON.stringify([...trust])
   /**
    * Routes whose fuse tripped: compiled with canary weight 0 until control (or the file) changes the
    * route's weights after the trip.
@@ -215,10 +221,16 @@ export async function startProxy(
       const next = await reloadSource()
       if (!next.ok) return rejected(next.issues, why)
       const hash = hashOf(next.config)
-      if (hash === admin.configHash) return
+      // The upstream CA files are read again on every reload: a rotated CA makes new pools.
+      const trust = await readUpstreamTrust(next.config)
+      if (Array.isArray(trust)) return rejected(trust, why)
+      const trustKey = JSON.stringify([...trust])
+      if (hash === admin.configHash && trustKey === lastTrust) return
       // Control stays the source of truth: its weights go on top of the new file too.
       const weighted = withWeights(next.config, link?.weights ?? null)
       if (!weighted.ok) return rejected(weighted.issues, why)
+      pools.useTrust(trust)
+      lastTrust = trustKey
       if (
         next.config.listen.port !== config.listen.port ||
         next.config.admin.port !== config.admin.port ||

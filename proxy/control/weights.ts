@@ -190,7 +190,12 @@ function fromShadow(rc: RouteConfig, i: number, w: RouteWeights, issues: Issue[]
   if (sameCanary && rc.canaryWeight === w.canary && sh.percent === 0) return rc
   return Object.freeze({
     ...rc,
-    canary: Object.freeze({ url: sh.url, release: sh.release }),
+    canary: Object.freeze({
+      url: sh.url,
+      release: sh.release,
+      ...(sh.ca === undefined ? {} : { ca: sh.ca }),
+      ...(sh.serverName === undefined ? {} : { serverName: sh.serverName }),
+    }),
     canaryWeight: w.canary,
     shadow: sh.percent === 0 ? sh : Object.freeze({ ...sh, percent: 0 }),
   })

@@ -36,16 +36,8 @@ export function tlsFiles(config: TlsConfig): string[] {
 /** Read and check every file; a one-line problem naming the setting when one is unusable. */
 export async function readTls(config: TlsConfig): Promise<TlsMaterial | string> {
   const digest = createHash('sha256')
-  const ca = config.clientCA === undefined ? undefined : await read('tls.clientCA', config.clientCA, digest)
-  if (ca !== undefined && typeof ca !== 'string') return ca.problem
-  if (ca !== undefined) {
-    try {
-      createSecureContext({ ca })
-      new X509Certificate(ca)
-    } catch (err) {
-      return `tls.clientCA: ${config.clientCA} is not a PEM CA certificate (${(err as Error).message})`
-    }
-  }
+  const ca = config.clientCA === undefined ? undefined : await readCa(config.clientCA, digest)
+  if (ca !== undefined && typeof ca !== 'string') return `tls.clientCA: ${ca.problem}`
   const base = { minVersion: config.minVersion, ca }
   const first = await pair('tls', config, base, digest)
   if (typeof first === 'string') return first
@@ -76,8 +68,23 @@ export function pickContext(material: TlsMaterial, servername: string): SecureCo
   return dot > 0 ? material.byName.get(name.slice(dot)) : undefined
 }
 
+/** A CA bundle file, checked to be PEM certificates; a problem (without the setting's name) if not. */
+export async function readCa(
+  file: string,
+  digest?: ReturnType<typeof createHash>,
+): Promise<string | { problem: string }> {
+  const ca = await read(file, digest)
+  if (typeof ca !== 'string') return ca
+  try {
+    createSecureContext({ ca })
+    new X509Certificate(ca)
+  } catch (err) {
+    return { problem: `${file} is not a PEM CA certificate (${(err as Error).message})` }
+  }
+  return ca
+}
+
 async function read(
-  setting: string,
   file: string,
   digest?: ReturnType<typeof createHash>,
 ): Promise<string | { problem: string }> {
@@ -88,7 +95,7 @@ async function read(
   } catch (err) {
     const e = err as NodeJS.ErrnoException
     return {
-      problem: `${setting}: cannot read ${file} (${e.code === 'ENOENT' ? 'no such file' : (e.code ?? e.message)})`,
+      problem: `cannot read ${file} (${e.code === 'ENOENT' ? 'no such file' : (e.code ?? e.message)})`,
     }
   }
 }
@@ -99,10 +106,10 @@ async function pair(
   base: SecureContextOptions,
   digest: ReturnType<typeof createHash>,
 ): Promise<{ options: SecureContextOptions; info: CertificateInfo } | string> {
-  const cert = await read(`${at}.cert`, files.cert, digest)
-  if (typeof cert !== 'string') return cert.problem
-  const key = await read(`${at}.key`, files.key, digest)
-  if (typeof key !== 'string') return key.problem
+  const cert = await read(files.cert, digest)
+  if (typeof cert !== 'string') return `${at}.cert: ${cert.problem}`
+  const key = await read(files.key, digest)
+  if (typeof key !== 'string') return `${at}.key: ${key.problem}`
   let leaf: X509Certificate
   try {
     leaf = new X509Certificate(cert)

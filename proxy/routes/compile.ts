@@ -3,7 +3,7 @@
  * snapshot. Pure but for memoized reads of `states` (pools, version state, sequences: see states.ts);
  * it sets no gauge and closes nothing. Installing the table (`ProxyServer.swap`) is the one effect.
  */
-import type { ProxyConfig, RouteConfig } from '../../config/types.ts'
+import type { ProxyConfig, RouteConfig, UpstreamConfig } from '../../config/types.ts'
 import type { FuseReport } from '../../config/wire.ts'
 import { Fallback } from '../chain/fallback.ts'
 import { Chain, type ChainHandler } from '../chain/handler.ts'
@@ -91,9 +91,10 @@ function compileShadow(
   }
   // Its own small pool (distinct settings make a distinct pool even for a shared origin): a slow or
   // dead shadow fills only this one, and nothing queues behind it (maxPending 0; maxInflight drops).
-  const upstream = states.pools.get(sh.url, {
+  const upstream = states.pools.get(sh, {
     connections: sh.connections,
     maxPending: 0,
+    streams: rc.streams,
     timeouts: { ...sh.timeouts, idle: 4000 },
   })
   return Object.freeze({
@@ -156,15 +157,26 @@ export function compile(
   const routes = config.routes.map((file): CompiledRoute => {
     const fuse = fuses.get(file.name) ?? null
     const rc = fuse === null || file.canaryWeight === 0 ? file : { ...file, canaryWeight: 0 }
-    const settings = { connections: rc.connections, maxPending: rc.maxPending, timeouts: rc.timeouts }
-    const backend = (version: VersionName, url: string, release: string): Backend => ({
+    const settings = {
+      connections: rc.connections,
+      maxPending: rc.maxPending,
+      streams: rc.streams,
+      timeouts: rc.timeouts,
+    }
+    const backend = (version: VersionName, u: UpstreamConfig): Backend => ({
       version,
-      release,
-      upstream: pools.get(url, settings),
+      release: u.release,
+      upstream: pools.get(u, settings),
       state: states.version(rc.name, version),
-      lineFields: jsonFields({ pid: process.pid, route: rc.name, version, release, upstream: url }),
+      lineFields: jsonFields({
+        pid: process.pid,
+        route: rc.name,
+        version,
+        release: u.release,
+        upstream: u.url,
+      }),
     })
-    const canary = rc.canary ? backend('canary', rc.canary.url, rc.canary.release) : null
+    const canary = rc.canary ? backend('canary', rc.canary) : null
     const weight = canary ? rc.canaryWeight : 0
     const a = rc.analysis
     const errorStatus = errorTable(a.errorStatuses)
@@ -182,7 +194,7 @@ export function compile(
       name: rc.name,
       config: rc,
       prefix: rc.match.pathPrefix,
-      stable: backend('stable', rc.stable.url, rc.stable.release),
+      stable: backend('stable', rc.stable),
       canary,
       threshold: weightThreshold(weight),
       sequence: states.sequence(rc.name),

@@ -2,20 +2,35 @@
  * Upstream connection pools, one per origin and pool settings. They outlive config snapshots: a weight
  * change or reload builds a new route table that reuses the same pools, so no connection is dropped.
  * Each upstream also carries its passive-health state (consecutive connect failures, ejection).
+ *
+ * The URL scheme picks the protocol: `http://` HTTP/1.1, `https://` TLS with ALPN h2 then http/1.1
+ * (verified against the system CAs or the upstream's `ca`), `h2c://` cleartext HTTP/2. An HTTP/2 pool
+ * multiplexes up to `streams` requests on each of its `connections`; on GOAWAY undici lets the
+ * connection's streams finish and opens a new connection for the next ones.
  */
 import { Pool } from 'undici'
-import type { TimeoutsConfig } from '../../config/types.ts'
+import type { TimeoutsConfig, UpstreamConfig } from '../../config/types.ts'
 
 export interface PoolSettings {
   readonly connections: number
   readonly maxPending: number
+  /** Concurrent requests on one HTTP/2 connection. */
+  readonly streams: number
   readonly timeouts: TimeoutsConfig
 }
 
+/** Where an upstream is and how it is verified: the config's upstream fields that make a pool. */
+export type UpstreamTarget = Pick<UpstreamConfig, 'url' | 'ca' | 'serverName'>
+
+export type UpstreamProtocol = 'http/1.1' | 'h2' | 'tls'
+
 export class Upstream {
+  /** As the config writes it (`h2c://` included): in logs, metrics and fuse reports. */
   readonly origin: string
   /** Host header value when the route does not preserve the client's. */
   readonly host: string
+  /** `tls`: h2 or http/1.1, as the upstream's ALPN answer picks per connection. */
+  readonly protocol: UpstreamProtocol
   readonly pool: Pool
   readonly limit: number
   inflight = 0
@@ -25,12 +40,17 @@ export class Upstream {
   /** A half-open probe is in flight (see `admit`): droppable traffic waits for its outcome. */
   probing = false
 
-  constructor(origin: string, settings: PoolSettings) {
-    this.origin = origin
-    this.host = new URL(origin).host
-    this.limit = settings.connections + settings.maxPending
+  /** `ca`: the PEM text of `target.ca`, read by `readUpstreamTrust`. */
+  constructor(target: UpstreamTarget, settings: PoolSettings, ca: string | undefined) {
+    const url = new URL(target.url)
+    this.origin = target.url
+    this.host = url.host
+    const h2c = url.protocol === 'h2c:'
+    this.protocol = h2c ? 'h2' : url.protocol === 'https:' ? 'tls' : 'http/1.1'
+    this.limit =
+      settings.connections * (this.protocol === 'http/1.1' ? 1 : settings.streams) + settings.maxPending
     const t = settings.timeouts
-    this.pool = new Pool(origin, {
+    const options: Pool.Options & { useH2c: boolean } = {
       connections: settings.connections,
       pipelining: 1,
       connectTimeout: t.connect,
@@ -38,7 +58,22 @@ export class Upstream {
       bodyTimeout: t.body,
       keepAliveTimeout: t.idle,
       keepAliveMaxTimeout: Math.max(t.idle, 600_000),
-    })
+      allowH2: this.protocol !== 'http/1.1',
+      // The Pool reads useH2c at its top level (to build its connector), not from h2Options.
+      useH2c: h2c,
+      ...(this.protocol === 'http/1.1' ? {} : { h2Options: { maxConcurrentStreams: settings.streams } }),
+      ...(this.protocol === 'tls'
+        ? {
+            connect: {
+              preferH2: true,
+              rejectUnauthorized: true,
+              ...(ca === undefined ? {} : { ca }),
+              ...(target.serverName === undefined ? {} : { servername: target.serverName }),
+            },
+          }
+        : {}),
+    }
+    this.pool = new Pool(h2c ? `http://${url.host}` : target.url, options)
   }
 
   isEjected(): boolean {
@@ -76,19 +111,28 @@ export class Upstream {
   }
 }
 
-function keyOf(origin: string, s: PoolSettings): string {
+function keyOf(target: UpstreamTarget, s: PoolSettings, ca: string | undefined): string {
   const t = s.timeouts
-  return `${origin} ${s.connections} ${s.maxPending} ${t.connect} ${t.headers} ${t.body} ${t.idle}`
+  return `${target.url} ${s.connections} ${s.maxPending} ${s.streams} ${t.connect} ${t.headers} ${t.body} ${t.idle} ${target.serverName ?? ''} ${ca ?? ''}`
 }
 
 export class UpstreamPools {
   readonly #byKey = new Map<string, Upstream>()
+  #trust: ReadonlyMap<string, string> = new Map()
 
-  get(origin: string, settings: PoolSettings): Upstream {
-    const key = keyOf(origin, settings)
+  /** The CA files' texts for the next compiles (`readUpstreamTrust`); pools made before keep theirs. */
+  useTrust(trust: ReadonlyMap<string, string>): void {
+    this.#trust = trust
+  }
+
+  get(target: UpstreamTarget, settings: PoolSettings): Upstream {
+    const ca = target.ca === undefined ? undefined : this.#trust.get(target.ca)
+    if (target.ca !== undefined && ca === undefined)
+      throw new Error(`${target.ca} was not read before compile`)
+    const key = keyOf(target, settings, ca)
     let upstream = this.#byKey.get(key)
     if (!upstream) {
-      upstream = new Upstream(origin, settings)
+      upstream = new Upstream(target, settings, ca)
       this.#byKey.set(key, upstream)
     }
     return upstream

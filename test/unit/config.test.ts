@@ -72,7 +72,7 @@ describe('config validation', () => {
     ],
     [
       { routes: [route({ stable: { url: 'ftp://x' } })] },
-      'routes[0].stable.url must start with http:// or https://',
+      'routes[0].stable.url must start with http://, https:// or h2c://',
     ],
     [
       { routes: [route({ stable: { url: 'http://h:1/path' } })] },

@@ -10,7 +10,11 @@ import { Upstream } from '../../proxy/upstream/pools.ts'
 const timeouts = { connect: 100, headers: 100, body: 100, idle: 100 }
 const upstreams: Upstream[] = []
 const make = () => {
-  const u = new Upstream('http://127.0.0.1:1', { connections: 1, maxPending: 0, timeouts })
+  const u = new Upstream(
+    { url: 'http://127.0.0.1:1' },
+    { connections: 1, maxPending: 0, streams: 1, timeouts },
+    undefined,
+  )
   upstreams.push(u)
   return u
 }
