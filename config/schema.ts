@@ -2,6 +2,7 @@
  * The proxy's configuration: every key, its type, default and meaning, in one place. `load.ts` validates
  * with it, `write-schema.ts` publishes it as JSON Schema for editors, README documents it.
  */
+import { GRPC_CODES } from './grpc-codes.ts'
 import { bool, duration, hostPort, int, list, num, obj, oneOf, origin, str } from './schema-kit.ts'
 
 const SECOND = 1000
@@ -115,6 +116,11 @@ const analysis = obj('What counts against a version, the fallback to stable, and
     'Answers counted as errors, besides transport failures and timeouts: a code (429) or a class (5xx)',
     str('A status code such as 503, or a class such as 5xx'),
     { fallback: ['5xx'] },
+  ),
+  grpcErrorCodes: list(
+    'gRPC status codes counted as errors (a call answers HTTP 200 whatever its grpc-status)',
+    oneOf('A gRPC status code name', [...GRPC_CODES]),
+    { fallback: ['UNKNOWN', 'DEADLINE_EXCEEDED', 'UNIMPLEMENTED', 'INTERNAL', 'UNAVAILABLE', 'DATA_LOSS'] },
   ),
   outcomeHeader: str(
     'Response header by which the upstream reports a business outcome: the value `fail` counts as a failed outcome ("" for none)',

@@ -58,6 +58,7 @@ export interface RouteConfig {
 
 export interface AnalysisConfig {
   readonly errorStatuses: readonly string[]
+  readonly grpcErrorCodes: readonly string[]
   readonly outcomeHeader: string
   readonly fallback: {
     readonly enabled: boolean

@@ -4,7 +4,9 @@
  * prom-client child still validates and hashes its labels on every `inc`/`observe`, while a request
  * here only increments two array slots and adds to a sum. The text is built when /metrics is scraped.
  */
+
 import client, { type Counter, type Gauge } from 'prom-client'
+import { GRPC_CODES } from '../config/grpc-codes.ts'
 
 export type VersionName = 'stable' | 'canary' | 'shadow'
 
@@ -16,6 +18,8 @@ export class VersionMetrics {
   readonly route: string
   readonly version: VersionName
   readonly byCode = new Float64Array(600)
+  /** gRPC calls, by status code and grpc-status: `code * 17 + grpc`; made on the first call. */
+  byGrpc: Float64Array | null = null
   /** Per-bucket (not cumulative) counts; the last slot is above the largest bound. */
   readonly buckets = new Float64Array(LATENCY_BUCKETS.length + 1)
   sum = 0
@@ -26,9 +30,11 @@ export class VersionMetrics {
     this.version = version
   }
 
-  /** `status` 0 means no response came back. */
-  record(status: number, seconds: number): void {
-    this.byCode[status > 0 && status < 600 ? status : 0]!++
+  /** `status` 0 means no response came back; `grpc` is a gRPC call's status, -1 for other requests. */
+  record(status: number, seconds: number, grpc = -1): void {
+    const code = status > 0 && status < 600 ? status : 0
+    if (grpc < 0) this.byCode[code]!++
+    else (this.byGrpc ??= new Float64Array(600 * GRPC_CODES.length))[code * GRPC_CODES.length + grpc]!++
     let b = 0
     while (b < LATENCY_BUCKETS.length && seconds > LATENCY_BUCKETS[b]!) b++
     this.buckets[b]!++
@@ -40,7 +46,7 @@ export class VersionMetrics {
 type Value = { labels: Record<string, string | number>; value: number; metricName?: string }
 
 const REQUESTS_HELP =
-  'Requests proxied, by route, version and status code (code="error" when no response came back)'
+  'Requests proxied, by route, version and status code (code="error" when no response came back), and grpc_code for gRPC calls'
 const DURATION_HELP = 'Time from request start to response end, seconds'
 
 export class ProxyMetrics {
@@ -70,6 +76,24 @@ export class ProxyMetrics {
                 labels: { route: v.route, version: v.version, code: code === 0 ? 'error' : code },
                 value: n,
               })
+          }
+          // gRPC calls carry grpc_code; other series leave it out, which PromQL reads as grpc_code="".
+          const g = v.byGrpc
+          if (g !== null) {
+            for (let i = 0; i < g.length; i++) {
+              const n = g[i]!
+              if (n === 0) continue
+              const code = Math.floor(i / GRPC_CODES.length)
+              values.push({
+                labels: {
+                  route: v.route,
+                  version: v.version,
+                  code: code === 0 ? 'error' : code,
+                  grpc_code: GRPC_CODES[i % GRPC_CODES.length]!,
+                },
+                value: n,
+              })
+            }
           }
         }
         return {

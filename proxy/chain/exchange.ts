@@ -13,6 +13,7 @@ import { appendVia, type RequestHead, responseHeaders } from '../listen/headers.
 import { sendError } from '../listen/respond.ts'
 import type { Backend, CompiledRoute } from '../routes/table.ts'
 import type { Mirror } from '../shadow/mirror.ts'
+import { grpcStatusOf, grpcTimeoutMs, UNKNOWN } from './grpc.ts'
 import type { Chain, UpstreamFields } from './handler.ts'
 
 type Controller = Dispatcher.DispatchController
@@ -64,6 +65,8 @@ export abstract class Exchange implements Dispatcher.DispatchHandler {
   outcomeFailed = false
   /** A tester forced this version (override header): its failures are neither harm nor fuse counts. */
   forced = false
+  /** A gRPC call's status (from the upstream's trailers or trailers-only head, or the proxy's own); -1 if none. */
+  grpc = -1
 
   constructor(
     host: ExchangeHost,
@@ -91,7 +94,18 @@ export abstract class Exchange implements Dispatcher.DispatchHandler {
   }
 
   dispatchOptions(): Dispatcher.DispatchOptions {
-    return { path: this.url, method: this.method, headers: this.head.headers, body: this.body }
+    const options: Dispatcher.DispatchOptions = {
+      path: this.url,
+      method: this.method,
+      headers: this.head.headers,
+      body: this.body,
+    }
+    // A gRPC call's deadline (also passed on in grpc-timeout): veer waits no longer for the answer.
+    if (this.head.grpcTimeout !== undefined) {
+      const ms = grpcTimeoutMs(this.head.grpcTimeout)
+      if (ms !== undefined && ms < this.route.headersTimeout) options.headersTimeout = ms
+    }
+    return options
   }
 
   /** The status the outcome counts: 0 when the proxy answered, or when the client left before any. */
@@ -151,6 +165,10 @@ export abstract class Exchange implements Dispatcher.DispatchHandler {
     // 1xx informational answers are not forwarded; Node answers a client's 100-continue itself.
     if (statusCode < 200) return
     this.status = statusCode
+    if (this.head.grpc) {
+      const g = fields['grpc-status']
+      if (g !== undefined) this.grpc = grpcStatusOf(g)
+    }
     // A handler that takes the answer over (the fallback) has finished this attempt: its answer is
     // dropped unread, and the connection goes with it (a new connection per rescue, on the failure path).
     if (!this.chain.head(this, statusCode, fields)) return controller.abort(TAKEN_OVER)
@@ -169,6 +187,12 @@ export abstract class Exchange implements Dispatcher.DispatchHandler {
 
   onResponseEnd(_controller: Controller, trailers: UpstreamFields): void {
     if (this.done) return
+    if (this.head.grpc) {
+      const g = trailers['grpc-status']
+      // A 200 that ends without a status is UNKNOWN to the client ("no status received").
+      if (g !== undefined) this.grpc = grpcStatusOf(g)
+      else if (this.grpc === -1 && this.status === 200) this.grpc = UNKNOWN
+    }
     this.end(trailers)
     this.finish()
   }

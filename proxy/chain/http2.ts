@@ -9,9 +9,10 @@ import { performance } from 'node:perf_hooks'
 import { Readable } from 'node:stream'
 import type { ProxyErrorCode } from '../errors.ts'
 import { fieldObject, type RequestHead } from '../listen/headers.ts'
-import { sendErrorOnStream } from '../listen/respond.ts'
+import { sendErrorOnStream, sendGrpcError } from '../listen/respond.ts'
 import type { Backend, CompiledRoute } from '../routes/table.ts'
 import { type Body, Exchange, type ExchangeHost } from './exchange.ts'
+import { grpcCodeFor } from './grpc.ts'
 import type { UpstreamFields } from './handler.ts'
 
 const kExchange = Symbol('veer.exchange')
@@ -20,6 +21,7 @@ type Tagged = ServerHttp2Stream & { [kExchange]?: Http2Exchange }
 const NO_TRAILERS: OutgoingHttpHeaders = Object.freeze(Object.create(null))
 /** The trailers are known only at the end of the upstream's answer: the stream waits for them. */
 const RESPOND = { waitForTrailers: true } as const
+const END = { endStream: true } as const
 
 function onStreamClose(this: Tagged): void {
   const ex = this[kExchange]
@@ -129,7 +131,9 @@ export class Http2Exchange extends Exchange {
     // HTTP/2 has no reason phrase.
     const headers = fieldObject(fields)
     headers[':status'] = status
-    this.stream.respond(headers, RESPOND)
+    // A gRPC answer whose head carries grpc-status is trailers-only: it ends with its head, no body,
+    // no trailers (a client would read an empty trailing HEADERS as a missing status).
+    this.stream.respond(headers, this.grpc >= 0 ? END : RESPOND)
   }
 
   protected write(chunk: Buffer): boolean {
@@ -148,7 +152,10 @@ export class Http2Exchange extends Exchange {
   }
 
   protected fail(code: ProxyErrorCode): void {
-    sendErrorOnStream(this.stream, code, this.decorate([], false))
+    if (this.head.grpc) {
+      if (!this.stream.headersSent) this.grpc = grpcCodeFor(code)
+      sendGrpcError(this.stream, code, this.decorate([], false))
+    } else sendErrorOnStream(this.stream, code, this.decorate([], false))
   }
 }
 

@@ -9,9 +9,11 @@ import { pathOf } from '../listen/headers.ts'
 import { type LineSink, requestLine } from '../log.ts'
 import type { CompiledRoute } from '../routes/table.ts'
 import type { Exchange } from './exchange.ts'
+import { GRPC_CODES } from './grpc.ts'
 import type { ChainHandler, UpstreamFields } from './handler.ts'
 
 const RETRIED_EXTRA = ',"retried":"stable"'
+const GRPC_EXTRA = GRPC_CODES.map((name) => `,"grpc_code":"${name}"`)
 
 /** Called when a route's fuse trips (main.ts zeroes the canary and tells control). */
 export type FuseTrip = (route: string, canary: { url: string; release: string }, reason: string) => void
@@ -51,11 +53,14 @@ export class Outcome implements ChainHandler {
     const status = ex.outcomeStatus
     const backend = ex.backend
     const state = backend.state
-    state.metrics.record(status, seconds)
+    const grpc = ex.grpc
+    state.metrics.record(status, seconds, grpc)
     // A client that left before any answer says nothing about the upstream: no error, no success.
     const unjudged = ex.error === 'client_closed' && status === 0
     const route = ex.route
-    const error = !unjudged && (status === 0 || route.errorStatus[status] === 1)
+    const error =
+      !unjudged &&
+      (status === 0 || route.errorStatus[status] === 1 || (grpc > 0 && route.grpcErrors[grpc] === 1))
     let flags = error ? ERROR : 0
     if (ex.outcomeFailed) flags |= FAILED
     if (backend.version === 'canary' && !unjudged && !ex.forced) {
@@ -65,7 +70,7 @@ export class Outcome implements ChainHandler {
         // `>=`: errors of requests still in flight on the old table may pass N before the swap.
         if (route.fuseAfter !== 0 && ++state.streak >= route.fuseAfter && route.fuse === null) {
           state.streak = 0
-          this.#trip(route, status, ex.error)
+          this.#trip(route, status, ex.error, grpc)
         }
       }
     }
@@ -77,13 +82,15 @@ export class Outcome implements ChainHandler {
     const sink = this.#sink
     if (sink !== null && (ex.error !== null || this.#sample >= 1 || Math.random() < this.#sample)) {
       const failed = ex.error === null ? '' : `,"error":"${ex.error}"`
-      const extra = ex.retried ? failed + RETRIED_EXTRA : failed
+      const called = grpc < 0 ? failed : failed + GRPC_EXTRA[grpc]
+      const extra = ex.retried ? called + RETRIED_EXTRA : called
       sink.write(requestLine('access', backend.lineFields, ex.method, pathOf(ex.url), status, seconds, extra))
     }
   }
 
-  #trip(route: CompiledRoute, status: number, error: string | null): void {
-    const last = status === 0 ? (error ?? 'no answer') : String(status)
+  #trip(route: CompiledRoute, status: number, error: string | null, grpc: number): void {
+    const last =
+      grpc > 0 ? `grpc-status ${GRPC_CODES[grpc]}` : status === 0 ? (error ?? 'no answer') : String(status)
     this.#log.warn({ route: route.name, after: route.fuseAfter, last }, 'canary fuse tripped')
     this.#onFuse(
       route.name,

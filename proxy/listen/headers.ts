@@ -67,6 +67,12 @@ export class RequestHead {
   via: string | undefined = undefined
   traceparentAt = -1
   tracestateAt = -1
+  /** A gRPC call (content-type application/grpc, +proto, +json…): its errors are answered the gRPC way. */
+  grpc = false
+  /** The client sent `TE: trailers`. */
+  teTrailers = false
+  /** The call's deadline as the client wrote it (`100m`, `5S`), unparsed. */
+  grpcTimeout: string | undefined = undefined
   /** HTTP/2's `:authority`, which stands for Host (RFC 9113 8.3.1). */
   authority: string | undefined = undefined
 
@@ -82,7 +88,11 @@ export class RequestHead {
         continue
       }
       if (HOP_BY_HOP[name] === true) {
-        if (name === 'connection')
+        // TE is hop-by-hop, but on a gRPC call `trailers` goes on (below): gRPC servers want it, and
+        // RFC 9113 8.2.2 lets HTTP/2 carry exactly this value.
+        if (name === 'te') {
+          if (value.toLowerCase().includes('trailers')) this.teTrailers = true
+        } else if (name === 'connection')
           this.connection = this.connection === undefined ? value : `${this.connection}, ${value}`
         else if (name === 'transfer-encoding') {
           this.hasBody = true
@@ -113,6 +123,10 @@ export class RequestHead {
         this.cookie = this.cookie === undefined ? value : `${this.cookie}; ${value}`
       } else if (name === policy.overrideHeader) {
         this.override = value
+      } else if (name === 'content-type') {
+        if (value.startsWith('application/grpc')) this.grpc = true
+      } else if (name === 'grpc-timeout') {
+        this.grpcTimeout = value
       } else if (name === 'traceparent') {
         this.traceparentAt = out.length
       } else if (name === 'tracestate') {
@@ -123,6 +137,7 @@ export class RequestHead {
     if (this.connection !== undefined && PLAIN_CONNECTION[this.connection] !== true) {
       this.dropConnectionNamed(connectionTokens(this.connection))
     }
+    if (this.teTrailers && this.grpc) out.push('te', 'trailers')
     if (this.authority !== undefined) {
       // A Host beside :authority must say the same; a different one is a duplicate Host.
       if (this.host === undefined) this.hostCount = 1

@@ -2,6 +2,7 @@
 import type { ServerResponse } from 'node:http'
 import { constants, type ServerHttp2Stream } from 'node:http2'
 import type { Socket } from 'node:net'
+import { grpcCodeFor } from '../chain/grpc.ts'
 import { errorBody, PROXY_ERRORS, type ProxyErrorCode } from '../errors.ts'
 import { fieldObject } from './headers.ts'
 
@@ -53,6 +54,46 @@ export function sendErrorOnStream(
   stream.respond(headers)
   stream.end(body)
 }
+
+/**
+ * The proxy's error to a gRPC client: trailers-only (HTTP 200, `grpc-status`, `grpc-message`), as
+ * gRPC clients read failures; `x-veer-error` still names the code. After the answer started, a reset.
+ */
+export function sendGrpcError(
+  stream: ServerHttp2Stream,
+  code: ProxyErrorCode,
+  extra?: readonly string[],
+): void {
+  if (stream.destroyed || stream.closed) return
+  if (stream.headersSent) {
+    stream.close(constants.NGHTTP2_INTERNAL_ERROR)
+    return
+  }
+  const headers = fieldObject(extra ?? [])
+  headers[':status'] = 200
+  headers['content-type'] = 'application/grpc'
+  headers['grpc-status'] = String(grpcCodeFor(code))
+  headers['grpc-message'] = GRPC_MESSAGES[code]
+  headers[ERROR_HEADER] = code
+  stream.respond(headers, { endStream: true })
+}
+
+/**
+ * grpc-message, percent-encoded as gRPC's HTTP/2 spec asks: every byte outside 0x20..0x7E, and `%`
+ * (the messages are plain ASCII, so this keeps them as they are).
+ */
+const GRPC_MESSAGES = Object.fromEntries(
+  Object.entries(PROXY_ERRORS).map(([code, { message }]) => [
+    code,
+    [...Buffer.from(`veer: ${message}`)]
+      .map((b) =>
+        b >= 0x20 && b <= 0x7e && b !== 0x25
+          ? String.fromCharCode(b)
+          : `%${b.toString(16).toUpperCase().padStart(2, '0')}`,
+      )
+      .join(''),
+  ]),
+) as Record<ProxyErrorCode, string>
 
 /** The same answer on a bare socket (parser errors, refused upgrades), then close it. */
 export function sendErrorOnSocket(socket: Socket, code: ProxyErrorCode): void {

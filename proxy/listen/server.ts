@@ -26,7 +26,7 @@ import { pickBackend } from '../split/pick.ts'
 import { cookieValue } from '../split/sticky.ts'
 import { pathOf, RequestHead } from './headers.ts'
 import { Listener } from './listener.ts'
-import { sendError, sendErrorOnSocket, sendErrorOnStream } from './respond.ts'
+import { sendError, sendErrorOnSocket, sendErrorOnStream, sendGrpcError } from './respond.ts'
 import type { TlsMaterial } from './tls.ts'
 
 /** HTTP/2 pseudo-header fields a request carries besides its regular ones (:method :scheme :authority :path). */
@@ -253,7 +253,8 @@ export class ProxyServer implements ExchangeHost {
   }
 
   #rejectStream(stream: ServerHttp2Stream, code: ProxyErrorCode, headers: IncomingHttpHeaders): void {
-    sendErrorOnStream(stream, code)
+    if (headers['content-type']?.startsWith('application/grpc')) sendGrpcError(stream, code)
+    else sendErrorOnStream(stream, code)
     this.#log.debug(
       { error: code, method: headers[':method'], path: pathOf(headers[':path'] ?? '') },
       'rejected',

@@ -3,9 +3,11 @@
  * snapshot. Pure but for memoized reads of `states` (pools, version state, sequences: see states.ts);
  * it sets no gauge and closes nothing. Installing the table (`ProxyServer.swap`) is the one effect.
  */
+
 import type { ProxyConfig, RouteConfig, UpstreamConfig } from '../../config/types.ts'
 import type { FuseReport } from '../../config/wire.ts'
 import { Fallback } from '../chain/fallback.ts'
+import { grpcErrorTable } from '../chain/grpc.ts'
 import { Chain, type ChainHandler } from '../chain/handler.ts'
 import { PassiveHealth } from '../chain/health.ts'
 import { MirrorTee } from '../chain/mirror-tee.ts'
@@ -206,6 +208,7 @@ export function compile(
       bodyTimeout: rc.timeouts.body,
       shadow,
       errorStatus,
+      grpcErrors: grpcErrorTable(a.grpcErrorCodes),
       outcomeHeader: a.outcomeHeader === '' ? null : a.outcomeHeader.toLowerCase(),
       fallback,
       fuseAfter: canary !== null ? a.fuse.consecutiveFailures : 0,

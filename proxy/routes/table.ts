@@ -60,6 +60,8 @@ export interface CompiledRoute {
   /** 1 at each status counted as an error (analysis.errorStatuses); see compile.ts errorTable. */
   readonly errorStatus: Uint8Array
   /** Lower-case response header carrying a business outcome (`fail`), or null. */
+  /** 1 at each gRPC status counted as an error (analysis.grpcErrorCodes). */
+  readonly grpcErrors: Uint8Array
   readonly outcomeHeader: string | null
   /** Retry of failed canary requests on stable, or null (off, or no canary). */
   readonly fallback: Fallback | null

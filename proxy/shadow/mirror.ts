@@ -447,7 +447,9 @@ export function startMirror(
   upstreamHeaders: readonly string[],
   hasBody: boolean,
 ): Mirror | null {
-  if (t.threshold === 0 || t.sequence.next() >= t.threshold) return null
+  // gRPC calls are not mirrored: a stream is not told from a unary call by its head, and a long-lived
+  // stream copied to a shadow would hold a shadow connection for its whole life.
+  if (t.threshold === 0 || ex.head.grpc || t.sequence.next() >= t.threshold) return null
   const method = ex.method
   const path = ex.url
   const backend = ex.backend
