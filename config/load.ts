@@ -129,6 +129,25 @@ function crossCheck(config: ProxyConfig, issues: Issue[]): void {
           })
       }
     }
+    route.canaryMatch.forEach((m, k) => {
+      const given = (['header', 'cookie', 'query'] as const).filter((key) => m[key] !== undefined)
+      if (given.length !== 1)
+        issues.push({
+          path: `${at}.canaryMatch[${k}]`,
+          message: `needs exactly one of header, cookie, query (got ${given.length === 0 ? 'none' : given.join(' and ')})`,
+        })
+      else if (m.header !== undefined && !TOKEN.test(m.header))
+        issues.push({
+          path: `${at}.canaryMatch[${k}].header`,
+          message: 'must be a valid header name such as x-beta',
+        })
+    })
+    if (route.canaryMatch.length > 0 && !route.canary)
+      issues.push({
+        path: `${at}.canaryMatch`,
+        message:
+          'sends requests to the canary, but the route has no canary; add canary.url or remove canaryMatch',
+      })
     route.shadow?.paths.forEach((p, k) => {
       if (!p.startsWith('/')) {
         issues.push({

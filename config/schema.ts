@@ -164,6 +164,19 @@ const route = obj(
     canary: upstream,
     shadow,
     canaryWeight: int('Percent of traffic to the canary, 0..100', 0, 100, 0),
+    canaryMatch: list(
+      'A/B rules: a request whose header, cookie or query parameter has the value goes to the canary before weights apply (not while the fuse holds)',
+      obj(
+        'One rule: exactly one of header, cookie, query, and the value',
+        {
+          header: str('Request header name, e.g. x-beta'),
+          cookie: str('Cookie name'),
+          query: str('Query parameter name'),
+          value: str('The value that matches (exact, case-sensitive)', { minLength: 0 }),
+        },
+        { required: ['value'] },
+      ),
+    ),
     sticky: obj(
       'Sticky assignment: the hash of this header or cookie picks the version, so one user keeps one version',
       {

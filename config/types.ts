@@ -32,6 +32,14 @@ export interface ShadowConfig extends UpstreamConfig {
   }
 }
 
+/** One A/B rule: exactly one of header, cookie, query, and the value that sends a request to the canary. */
+export interface CanaryMatch {
+  readonly header?: string
+  readonly cookie?: string
+  readonly query?: string
+  readonly value: string
+}
+
 export interface TimeoutsConfig {
   readonly connect: number
   readonly headers: number
@@ -46,6 +54,7 @@ export interface RouteConfig {
   readonly canary?: UpstreamConfig
   readonly shadow?: ShadowConfig
   readonly canaryWeight: number
+  readonly canaryMatch: readonly CanaryMatch[]
   readonly sticky?: { readonly header?: string; readonly cookie?: string }
   readonly allowOverride: boolean
   readonly preserveHost: boolean

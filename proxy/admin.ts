@@ -112,6 +112,9 @@ export function configView(source: AdminSource): unknown {
       stable: r.config.stable,
       canary: r.config.canary ?? null,
       shadow: r.config.shadow ?? null,
+      // The rules as configured, and whether they send traffic now (not while the fuse holds).
+      canaryMatch: r.config.canaryMatch,
+      canaryMatchActive: r.canaryMatch !== null,
       sticky: r.config.sticky ?? null,
       allowOverride: r.allowOverride,
       preserveHost: r.preserveHost,

@@ -22,6 +22,7 @@ import { UpgradeExchange } from '../chain/upgrade.ts'
 import type { ProxyErrorCode } from '../errors.ts'
 import type { RouteStates } from '../routes/states.ts'
 import type { Backend, CompiledRoute, RouteTable } from '../routes/table.ts'
+import { matchesCanary } from '../split/match.ts'
 import { pickBackend } from '../split/pick.ts'
 import { cookieValue } from '../split/sticky.ts'
 import { pathOf, RequestHead } from './headers.ts'
@@ -219,7 +220,9 @@ export class ProxyServer implements ExchangeHost {
     if (head.otherCoding) return 'unsupported_transfer_coding'
     const route = table.match(head.host, url)
     if (route === null) return 'no_route'
-    const backend = pickBackend(route, head.override, stickyKey(route, head))
+    const matches = route.canaryMatch
+    const matched = matches !== null && matchesCanary(matches, head, url)
+    const backend = pickBackend(route, head.override, stickyKey(route, head), matched)
     if (backend === null) return 'no_healthy_upstream'
     const upstream = backend.upstream
     if (upstream.inflight >= upstream.limit) {

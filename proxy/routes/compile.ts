@@ -17,6 +17,7 @@ import { jsonFields } from '../log.ts'
 import type { VersionName } from '../metrics.ts'
 import { FieldFilter } from '../shadow/compare.ts'
 import type { ShadowTarget } from '../shadow/mirror.ts'
+import { compileMatches } from '../split/match.ts'
 import { weightThreshold } from '../split/weighted.ts'
 import type { RouteStates } from './states.ts'
 import {
@@ -202,6 +203,8 @@ export function compile(
       sequence: states.sequence(rc.name),
       stickyHeader: rc.sticky?.header?.toLowerCase() ?? null,
       stickyCookie: rc.sticky?.cookie ?? null,
+      canaryMatch:
+        canary !== null && fuse === null && rc.canaryMatch.length > 0 ? compileMatches(rc.canaryMatch) : null,
       allowOverride: rc.allowOverride,
       preserveHost: rc.preserveHost,
       headersTimeout: rc.timeouts.headers,

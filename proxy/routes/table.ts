@@ -4,6 +4,7 @@
  * names, bound metric children, each route's handler chain. A change builds a new table and swaps one
  * reference; requests in flight keep the old one.
  */
+
 import type { ProxyConfig, RouteConfig } from '../../config/types.ts'
 import type { FuseReport } from '../../config/wire.ts'
 import type { OutcomeWindow } from '../analysis/window.ts'
@@ -11,6 +12,7 @@ import type { Chain } from '../chain/handler.ts'
 import type { ForwardingPolicy } from '../listen/headers.ts'
 import type { VersionMetrics, VersionName } from '../metrics.ts'
 import type { ShadowTarget } from '../shadow/mirror.ts'
+import type { CompiledMatch } from '../split/match.ts'
 import type { WeylSequence } from '../split/weighted.ts'
 import type { Upstream } from '../upstream/pools.ts'
 
@@ -50,6 +52,8 @@ export interface CompiledRoute {
   readonly threshold: number
   readonly sequence: WeylSequence
   readonly stickyHeader: string | null
+  /** canaryMatch rules; null when there are none, no canary, or the fuse holds. */
+  readonly canaryMatch: readonly CompiledMatch[] | null
   readonly stickyCookie: string | null
   readonly allowOverride: boolean
   readonly preserveHost: boolean

@@ -1,4 +1,7 @@
-/** Which version serves a request: override, then sticky hash or weighted sequence, then health. */
+/**
+ * Which version serves a request: override, then a canaryMatch rule, then sticky hash or weighted
+ * sequence, then health.
+ */
 import type { Backend, CompiledRoute } from '../routes/table.ts'
 import { stickyHash } from './sticky.ts'
 
@@ -12,6 +15,8 @@ export function pickBackend(
   route: CompiledRoute,
   override: string | undefined,
   stickyKey: string | undefined,
+  /** A canaryMatch rule matched: the canary, unless it is ejected. */
+  matched = false,
 ): Backend | null {
   const canary = route.canary
   if (canary === null) return route.stable.upstream.isEjected() ? null : route.stable
@@ -21,6 +26,10 @@ export function pickBackend(
     // A tester who asks for one version gets that version or an error, never the other one.
     chosen = override === 'canary' ? canary : route.stable
     return chosen.upstream.isEjected() ? null : chosen
+  }
+  if (matched) {
+    if (!canary.upstream.isEjected()) return canary
+    return route.stable.upstream.isEjected() ? null : route.stable
   }
   const t = route.threshold
   const point =
