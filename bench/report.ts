@@ -3,13 +3,13 @@
 import type { Report, RoundResult, SubjectResult } from './results.ts'
 import type { TargetCheck } from './targets.ts'
 
-const int = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '—')
-const ms = (n: number) => (Number.isNaN(n) ? '—' : Number.isFinite(n) ? n.toFixed(2) : '∞')
-const fixed = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : '—')
-const ratio = (a: number, b: number | undefined) =>
+export const int = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '—')
+export const ms = (n: number) => (Number.isNaN(n) ? '—' : Number.isFinite(n) ? n.toFixed(2) : '∞')
+export const fixed = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : '—')
+export const ratio = (a: number, b: number | undefined) =>
   b !== undefined && Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}×` : '—'
 
-function row(cells: readonly string[]): string {
+export function row(cells: readonly string[]): string {
   return `| ${cells.join(' | ')} |`
 }
 
@@ -88,7 +88,7 @@ function spreadTable(report: Report): string[] {
   return lines
 }
 
-function targetsTable(targets: readonly TargetCheck[]): string[] {
+export function targetsTable(targets: readonly TargetCheck[]): string[] {
   const head = ['target', 'goal', 'measured', 'result', 'note']
   const lines = [row(head), row(['---', '---', '---:', '---', '---'])]
   for (const t of targets) {

@@ -86,7 +86,12 @@ export async function startUpstream(
   return { port, proc }
 }
 
-async function started(proc: Managed, port: number, timeoutMs: number, health?: string): Promise<void> {
+export async function started(
+  proc: Managed,
+  port: number,
+  timeoutMs: number,
+  health?: string,
+): Promise<void> {
   try {
     await waitReady(proc, port, timeoutMs, health)
   } catch (err) {
@@ -95,7 +100,7 @@ async function started(proc: Managed, port: number, timeoutMs: number, health?: 
   }
 }
 
-async function startNodeProxy(name: string, ctx: Context, script: string): Promise<Running> {
+export async function startNodeProxy(name: string, ctx: Context, script: string): Promise<Running> {
   const port = await freePort()
   const proc = startProcess(name, node, [join(ctx.root, script), loopback(ctx.stablePort), String(port)], {
     core: PROXY_CORE,

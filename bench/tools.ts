@@ -75,3 +75,31 @@ export async function findNginx(install: boolean): Promise<NginxStatus> {
   const version = /nginx\/([\w.~+-]+)/.exec(r.stdout + r.stderr)?.[1] ?? null
   return { available: true, path, version, note }
 }
+
+/** h2load (Debian nghttp2-client), the HTTP/2 load generator of bench/h2.ts; never installed here. */
+export async function findH2load(): Promise<ToolStatus> {
+  if (!commandExists('h2load')) {
+    return { available: false, version: null, note: 'not on PATH (apt-get install nghttp2-client)' }
+  }
+  // `h2load --version` prints "h2load nghttp2/1.52.0".
+  const r = await runCapture('h2load --version', 'h2load', ['--version'], null, 5000)
+  return {
+    available: true,
+    version: /nghttp2\/([\w.~+-]+)/.exec(r.stdout)?.[1] ?? null,
+    note: 'found on PATH',
+  }
+}
+
+/** haproxy on PATH or in /usr/sbin (Debian's place), with its version; never installed here. */
+export async function findHaproxy(): Promise<NginxStatus> {
+  const path = commandExists('haproxy')
+    ? 'haproxy'
+    : existsSync('/usr/sbin/haproxy')
+      ? '/usr/sbin/haproxy'
+      : null
+  if (path === null) return { available: false, path, version: null, note: 'not installed' }
+  // `haproxy -v` prints "HAProxy version 2.6.12-1+deb12u4 2026/10/17 - https://haproxy.org/".
+  const r = await runCapture('haproxy -v', path, ['-v'], null, 5000)
+  const version = /HAProxy version ([\w.~+-]+)/.exec(r.stdout + r.stderr)?.[1] ?? null
+  return { available: true, path, version, note: 'found' }
+}

@@ -1,0 +1,707 @@
+// veer HTTP/2 benchmark:  node bench/h2.ts [--quick] [--rounds N] [--seconds N] [--only a,b]   (--help)
+// h2load (cleartext, prior knowledge) → proxy → a node:http2 h2c upstream (bench/h2-upstream.ts), two
+// workloads: GET ~100 B, and gRPC-shaped unary calls (POST of a 5-byte-framed message, te: trailers,
+// answered with a framed message and grpc-status 0 in trailers). Every subject is started fresh in front of
+// the same upstream for every round, subjects interleaved per round; medians of req/s and of the proxy's
+// CPU time per request, compared with `node-h2-proxy` (a minimal node:http2 proxy, the Node floor).
+// Prints figures and writes bench/results/h2.md and .json; never asserts. ~2 min at the defaults
+// (4 subjects × 3 rounds), ~30 s with --quick.
+
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { connect, type IncomingHttpHeaders, type IncomingHttpStatusHeader } from 'node:http2'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { type H2loadResult, h2load } from './h2load.ts'
+import { writeHaproxyConfig } from './haproxy.ts'
+import { positiveInt, startHarness } from './harness.ts'
+import { describeMachine, type Machine } from './machine.ts'
+import {
+  cpuMicros,
+  freePort,
+  LOAD_CORE,
+  logTail,
+  type Managed,
+  machineMicros,
+  PROXY_CORE,
+  pinHarness,
+  rssKiB,
+  selfAndReapedMicros,
+  startProcess,
+  stopAll,
+  stopProcess,
+  waitReady,
+} from './proc.ts'
+import { fixed, int, ms, ratio, row, targetsTable } from './report.ts'
+import { median } from './stats.ts'
+import {
+  type Context,
+  getText,
+  type Running,
+  started,
+  startNodeProxy,
+  startVeer,
+  Unavailable,
+} from './subjects.ts'
+import type { TargetCheck } from './targets.ts'
+import { findH2load, findHaproxy } from './tools.ts'
+
+const FLOOR = 'node-h2-proxy'
+const VEER = 'veer-h2c'
+const GOAL = 0.85
+
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    rounds: { type: 'string' },
+    seconds: { type: 'string' },
+    clients: { type: 'string' },
+    streams: { type: 'string' },
+    only: { type: 'string' },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+})
+if (args.help) {
+  console.log(`usage: node bench/h2.ts [--quick] [--rounds N] [--seconds N] [--clients C] [--streams M] [--only a,b]
+  --quick        one round, 2 s per workload: a smoke run, figures rough
+  --rounds N     rounds (default 3)
+  --seconds N    seconds per measured workload (default 3; h2load takes whole seconds)
+  --clients C    h2load connections (default 16)
+  --streams M    h2load streams in flight per connection (default 10)
+  --only         comma-separated subjects: ${FLOOR}, ${VEER}, veer-h2c-nolog, haproxy-h2`)
+  process.exit(0)
+}
+
+const { root, resultsDir, tmpDir, startedAt, log, interrupted } = startHarness('veer-bench-h2', 10)
+
+const quick = args.quick
+const settings = {
+  rounds: positiveInt(args.rounds, quick ? 1 : 3, 20),
+  quick,
+  seconds: positiveInt(args.seconds, quick ? 2 : 3, 60),
+  warmupSeconds: 1,
+  clients: positiveInt(args.clients, 16, 1000),
+  streams: positiveInt(args.streams, 10, 1000),
+  pinning: '',
+}
+
+const machine = describeMachine() // before pinning: availableParallelism() follows this process's affinity
+const h2loadTool = await findH2load()
+if (!h2loadTool.available) {
+  log(`h2load: ${h2loadTool.note}; nothing to measure with`)
+  process.exit(1)
+}
+const haproxy = await findHaproxy()
+settings.pinning = pinHarness('the proxy').description
+log(
+  `load: h2load ${h2loadTool.version ?? ''} -c${settings.clients} -m${settings.streams}; pinning: ${settings.pinning}`,
+)
+
+// ---------- the upstream ----------
+
+async function startH2Upstream(name: string): Promise<{ port: number; proc: Managed }> {
+  const port = await freePort()
+  const proc = startProcess(
+    `h2-upstream-${name}`,
+    process.execPath,
+    [join(root, 'bench/h2-upstream.ts'), String(port), name],
+    {
+      core: LOAD_CORE,
+      logPath: join(tmpDir, `h2-upstream-${name}.log`),
+    },
+  )
+  await waitReady(proc, port, 10_000)
+  return { port, proc }
+}
+
+const upstream = await startH2Upstream('stable')
+const ctx: Context = {
+  root,
+  tmpDir,
+  stablePort: upstream.port,
+  canaryPort: upstream.port,
+  shadowPort: null,
+  otlp: null,
+  nginx: null,
+}
+const h2cUpstream = `h2c://127.0.0.1:${upstream.port}`
+
+// A gRPC unary request body: one message frame (flag 0, 4-byte big-endian length, 16 opaque bytes).
+const grpcMessage = Buffer.from('bench request 16')
+const grpcBody = Buffer.concat([Buffer.from([0, 0, 0, 0, grpcMessage.length]), grpcMessage])
+const grpcBodyFile = join(tmpDir, 'grpc-request.bin')
+writeFileSync(grpcBodyFile, grpcBody)
+const GRPC_PATH = '/bench.Echo/Unary'
+const GRPC_HEADERS = ['content-type: application/grpc', 'te: trailers']
+
+// ---------- subjects ----------
+
+interface H2Subject {
+  name: string
+  about: string
+  /** why it cannot run at all; null when it can */
+  unavailable(): string | null
+  start(): Promise<Running>
+}
+
+const allSubjects: readonly H2Subject[] = [
+  {
+    name: FLOOR,
+    about:
+      'node:http2 h2c server forwarding every stream over ONE node:http2 client session, bodies piped, trailers passed on (the Node floor)',
+    unavailable: () => null,
+    start: () => startNodeProxy(FLOOR, ctx, 'bench/baselines/node-h2-proxy.ts'),
+  },
+  {
+    name: VEER,
+    about: 'veer proxy --stable h2c://… (quick-start flags: metrics, analysis window, access log on)',
+    unavailable: () => null,
+    start: () => startVeer(VEER, ctx, { flags: () => ['--stable', h2cUpstream] }),
+  },
+  {
+    name: 'veer-h2c-nolog',
+    about: 'veer, the same with access log off (YAML config `log: { access: false }`)',
+    unavailable: () => null,
+    start: () =>
+      startVeer('veer-h2c-nolog', ctx, {
+        config: (_ctx, port, admin) =>
+          [
+            `listen: 127.0.0.1:${port}`,
+            `admin: 127.0.0.1:${admin}`,
+            'log: { access: false }',
+            'routes:',
+            '  - name: default',
+            `    stable: { url: "${h2cUpstream}" }`,
+            '',
+          ].join('\n'),
+      }),
+  },
+  {
+    name: 'haproxy-h2',
+    about: `haproxy ${haproxy.version ?? ''}, 1 thread, \`bind … proto h2\` to \`server … proto h2\`, http-reuse always (the C reference)`,
+    unavailable: () => (haproxy.available ? null : `haproxy ${haproxy.note}`),
+    async start() {
+      const port = await freePort()
+      const conf = writeHaproxyConfig(join(tmpDir, 'haproxy'), port, upstream.port)
+      const proc = startProcess('haproxy-h2', haproxy.path!, ['-db', '-f', conf], {
+        core: PROXY_CORE,
+        logPath: join(tmpDir, 'haproxy.log'),
+      })
+      await started(proc, port, 10_000)
+      return { port, proc }
+    },
+  },
+]
+
+const wanted = args.only === undefined ? null : new Set(args.only.split(',').map((s) => s.trim()))
+const chosen = allSubjects.filter((s) => wanted === null || wanted.has(s.name))
+for (const name of wanted ?? []) {
+  if (!allSubjects.some((s) => s.name === name)) log(`--only: no subject named ${name}, ignored`)
+}
+
+// ---------- one round of one subject ----------
+
+interface Phase extends H2loadResult {
+  /** proxy utime+stime over the phase divided by the requests answered in it */
+  cpuUsPerReq: number
+  /** the same over the phase's wall time, in % of one core: near 100 the proxy is the bottleneck */
+  proxyCpuPct: number
+  /** the upstream's CPU per request over the phase */
+  upstreamCpuUsPerReq: number
+}
+
+interface H2Round {
+  round: number
+  get: Phase
+  grpc: Phase
+  /** proxy RSS after the round */
+  rssMiB: number
+  /** CPU used by processes other than the benchmark's own during the round, in % of one core */
+  otherCpuPct: number
+  stealPct: number
+  /** streams h2load left unfinished at its stops (warm-ups included): reset by it, not by the proxy */
+  abandoned: number
+  /** veer only: its own record of the answers that were not 2xx over the round (warm-ups included) */
+  veer?: VeerCounts
+}
+
+interface VeerCounts {
+  /** veer_requests_total series whose code is not 2xx: labels (route and version left out) → count */
+  notOk: Record<string, number>
+  /** the access log's `error` field values → count (empty with the access log off) */
+  logErrors: Record<string, number>
+}
+
+interface H2Medians {
+  getRps: number
+  getMeanMs: number
+  getCpuUsPerReq: number
+  grpcRps: number
+  grpcMeanMs: number
+  grpcCpuUsPerReq: number
+  rssMiB: number
+  errors: number
+}
+
+interface H2SubjectResult {
+  name: string
+  about: string
+  status: 'ok' | 'unavailable'
+  reason?: string
+  rounds: H2Round[]
+  medians: H2Medians | null
+}
+
+/** One request on its own h2c session: status, the fields that matter, trailers and body length. */
+function probe(
+  origin: string,
+  headers: Record<string, string>,
+  body: Buffer | null,
+): Promise<{
+  head: IncomingHttpHeaders & IncomingHttpStatusHeader
+  trailers: IncomingHttpHeaders | null
+  bytes: number
+}> {
+  return new Promise((resolve, reject) => {
+    const session = connect(origin)
+    const timer = setTimeout(() => session.destroy(new Error('timeout after 3 s')), 3000)
+    session.once('error', (err) => {
+      clearTimeout(timer)
+      reject(err)
+    })
+    const req = session.request(headers, { endStream: body === null })
+    let head: IncomingHttpHeaders & IncomingHttpStatusHeader = {}
+    let trailers: IncomingHttpHeaders | null = null
+    let bytes = 0
+    req.once('response', (h) => (head = h))
+    req.once('trailers', (t) => (trailers = t))
+    req.on('data', (d: Buffer) => (bytes += d.length))
+    req.once('error', (err) => {
+      clearTimeout(timer)
+      session.destroy()
+      reject(err)
+    })
+    req.once('end', () => {
+      clearTimeout(timer)
+      session.close()
+      resolve({ head, trailers, bytes })
+    })
+    if (body !== null) req.end(body)
+  })
+}
+
+/** Both workloads answer as the upstream does through the subject; the problem, or null. */
+async function preflight(origin: string): Promise<string | null> {
+  try {
+    const get = await probe(origin, { ':method': 'GET', ':path': '/' }, null)
+    if (get.head[':status'] !== 200 || get.head['x-upstream'] !== 'stable' || get.bytes !== 100) {
+      return `GET / answered ${get.head[':status']} (x-upstream ${get.head['x-upstream']}, ${get.bytes} B)`
+    }
+    const grpc = await probe(
+      origin,
+      { ':method': 'POST', ':path': GRPC_PATH, 'content-type': 'application/grpc', te: 'trailers' },
+      grpcBody,
+    )
+    const status = grpc.trailers?.['grpc-status'] ?? grpc.head['grpc-status']
+    if (grpc.head[':status'] !== 200 || status !== '0' || grpc.trailers === null || grpc.bytes === 0) {
+      return (
+        `gRPC call answered ${grpc.head[':status']}, grpc-status ${status ?? 'missing'}, ` +
+        `${grpc.trailers === null ? 'no trailers' : 'trailers'}, ${grpc.bytes} B` +
+        (grpc.head['grpc-message'] === undefined ? '' : ` (grpc-message ${grpc.head['grpc-message']})`)
+      )
+    }
+    return null
+  } catch (err) {
+    return (err as Error).message
+  }
+}
+
+async function measure(subject: H2Subject, round: number): Promise<H2Round> {
+  const running = await subject.start()
+  const proc = running.proc!
+  let result: H2Round
+  try {
+    const origin = `http://127.0.0.1:${running.port}`
+    const problem = await preflight(origin)
+    if (problem !== null) throw new Unavailable(`preflight: ${problem}`)
+    const load = { clients: settings.clients, streams: settings.streams }
+    const get = { ...load, url: `${origin}/` }
+    const grpc = { ...load, url: `${origin}${GRPC_PATH}`, headers: GRPC_HEADERS, dataFile: grpcBodyFile }
+    // Everything the benchmark itself runs, to tell it apart from other load on the machine.
+    const ours = () => selfAndReapedMicros() + cpuMicros(upstream.proc.pid) + cpuMicros(proc.pid)
+    const wall0 = performance.now()
+    const machine0 = machineMicros()
+    const ours0 = ours()
+    const warm = [
+      await h2load({ ...get, seconds: settings.warmupSeconds }),
+      await h2load({ ...grpc, seconds: settings.warmupSeconds }),
+    ]
+
+    const phase = async (opts: Parameters<typeof h2load>[0]): Promise<Phase> => {
+      const cpu0 = cpuMicros(proc.pid)
+      const up0 = cpuMicros(upstream.proc.pid)
+      const t0 = performance.now()
+      const r = await h2load(opts)
+      const cpu = cpuMicros(proc.pid) - cpu0
+      const served = Math.max(1, r.requests)
+      return {
+        ...r,
+        cpuUsPerReq: cpu / served,
+        proxyCpuPct: (100 * cpu) / ((performance.now() - t0) * 1000),
+        upstreamCpuUsPerReq: (cpuMicros(upstream.proc.pid) - up0) / served,
+      }
+    }
+    const getPhase = await phase({ ...get, seconds: settings.seconds })
+    const grpcPhase = await phase({ ...grpc, seconds: settings.seconds })
+    const rssMiB = rssKiB(proc.pid) / 1024
+    const machine1 = machineMicros()
+    const wallUs = (performance.now() - wall0) * 1000
+    if (proc.exitedWith !== null) {
+      throw new Unavailable(`exited (${proc.exitedWith}) during the round: ${logTail(proc)}`)
+    }
+    const notOk = running.admin === undefined ? null : await veerNotOk(running.admin)
+    result = {
+      round,
+      get: getPhase,
+      grpc: grpcPhase,
+      rssMiB,
+      otherCpuPct: (100 * Math.max(0, machine1.busy - machine0.busy - (ours() - ours0))) / wallUs,
+      stealPct: (100 * (machine1.steal - machine0.steal)) / wallUs,
+      abandoned: warm.reduce((a, r) => a + r.abandoned, 0) + getPhase.abandoned + grpcPhase.abandoned,
+    }
+    if (notOk !== null) result.veer = { notOk, logErrors: {} }
+  } finally {
+    await stopProcess(proc)
+  }
+  // Read once veer has stopped, so its log is complete.
+  if (result.veer !== undefined) result.veer.logErrors = logErrors(proc.logPath)
+  return result
+}
+
+/** veer_requests_total from veer's /metrics, the series whose code is not 2xx (preflight included). */
+async function veerNotOk(admin: number): Promise<Record<string, number>> {
+  const out: Record<string, number> = {}
+  try {
+    const text = await getText(`http://127.0.0.1:${admin}/metrics`)
+    for (const m of text.matchAll(/^veer_requests_total\{([^}]*)\} (\S+)$/gm)) {
+      const labels = m[1]!.split(',').filter((l) => !/^(route|version)=/.test(l))
+      if (labels.some((l) => /^code="2\d\d"$/.test(l))) continue
+      out[labels.join(',')] = Number(m[2])
+    }
+  } catch (err) {
+    out[`metrics unreadable: ${(err as Error).message}`] = Number.NaN
+  }
+  return out
+}
+
+/** The access log's `"error":"…"` values and how often each came (a log is a few MB at most). */
+function logErrors(path: string): Record<string, number> {
+  const out: Record<string, number> = {}
+  try {
+    for (const m of readFileSync(path, 'utf8').matchAll(/"error":"([^"]*)"/g))
+      out[m[1]!] = (out[m[1]!] ?? 0) + 1
+  } catch {
+    // no log
+  }
+  return out
+}
+
+function mediansOf(rounds: readonly H2Round[]): H2Medians | null {
+  if (rounds.length === 0) return null
+  const m = (f: (r: H2Round) => number) => median(rounds.map(f))
+  return {
+    getRps: m((r) => r.get.rps),
+    getMeanMs: m((r) => r.get.meanMs),
+    getCpuUsPerReq: m((r) => r.get.cpuUsPerReq),
+    grpcRps: m((r) => r.grpc.rps),
+    grpcMeanMs: m((r) => r.grpc.meanMs),
+    grpcCpuUsPerReq: m((r) => r.grpc.cpuUsPerReq),
+    rssMiB: m((r) => r.rssMiB),
+    errors: rounds.reduce((a, r) => a + r.get.errors + r.grpc.errors, 0),
+  }
+}
+
+// ---------- the run ----------
+
+const results: H2SubjectResult[] = chosen.map((s) => {
+  const reason = s.unavailable()
+  return reason === null
+    ? { name: s.name, about: s.about, status: 'ok', rounds: [], medians: null }
+    : { name: s.name, about: s.about, status: 'unavailable', reason, rounds: [], medians: null }
+})
+for (const s of results) if (s.status === 'unavailable') log(`${s.name}: unavailable (${s.reason})`)
+
+for (let round = 1; round <= settings.rounds; round++) {
+  for (const subject of chosen) {
+    const res = results.find((r) => r.name === subject.name)!
+    if (res.status === 'unavailable') continue
+    const t = performance.now()
+    try {
+      const r = await measure(subject, round)
+      res.rounds.push(r)
+      log(
+        `[round ${round}/${settings.rounds}] ${subject.name.padEnd(15)} ` +
+          `GET ${Math.round(r.get.rps)} req/s ${r.get.cpuUsPerReq.toFixed(1)} µs/req mean ${r.get.meanMs.toFixed(2)} ms · ` +
+          `gRPC ${Math.round(r.grpc.rps)} req/s ${r.grpc.cpuUsPerReq.toFixed(1)} µs/req mean ${r.grpc.meanMs.toFixed(2)} ms · ` +
+          `errors ${r.get.errors + r.grpc.errors} · ${r.rssMiB.toFixed(0)} MiB · ` +
+          `other CPU ${r.otherCpuPct.toFixed(0)}% · ${((performance.now() - t) / 1000).toFixed(1)} s`,
+      )
+    } catch (err) {
+      if (interrupted()) break
+      const message = (err as Error).message
+      res.status = 'unavailable'
+      res.reason = err instanceof Unavailable ? message : `error: ${message}`
+      log(`[round ${round}/${settings.rounds}] ${subject.name}: unavailable (${res.reason})`)
+    }
+  }
+}
+await stopAll()
+
+for (const r of results) {
+  // A subject that failed in a later round still reports the rounds it completed.
+  r.medians = mediansOf(r.rounds)
+  if (r.rounds.length > 0 && r.status === 'unavailable') {
+    r.reason = `${r.reason ?? ''} (after ${r.rounds.length} completed round(s))`
+  }
+}
+
+// ---------- the report ----------
+
+const times = (x: number) => `${x.toFixed(2)}×`
+const finite = (...xs: number[]) => xs.every((x) => Number.isFinite(x) && x > 0)
+
+function checkTargets(subjects: readonly H2SubjectResult[]): TargetCheck[] {
+  const m = (name: string) => subjects.find((s) => s.name === name)?.medians ?? null
+  const floor = m(FLOOR)
+  const out: TargetCheck[] = []
+  const workloads = [
+    ['GET ~100 B', (x: H2Medians) => x.getRps, (x: H2Medians) => x.getCpuUsPerReq],
+    ['gRPC unary', (x: H2Medians) => x.grpcRps, (x: H2Medians) => x.grpcCpuUsPerReq],
+  ] as const
+  for (const name of [VEER, 'veer-h2c-nolog']) {
+    const s = m(name)
+    for (const [label, rps, cpu] of workloads) {
+      const target = `${name} / ${FLOOR} req/s, ${label}`
+      const goal = `≥ ${times(GOAL)}`
+      if (s === null || floor === null || !finite(rps(s), rps(floor))) {
+        if (subjects.some((x) => x.name === name)) {
+          out.push({ target, goal, measured: '—', pass: null, note: `needs ${name} and ${FLOOR}` })
+        }
+        continue
+      }
+      const r = rps(s) / rps(floor)
+      const note = finite(cpu(s), cpu(floor))
+        ? `CPU µs/req ${fixed(cpu(s))} vs ${fixed(cpu(floor))}: ${times(cpu(s) / cpu(floor))} the floor's cost, ` +
+          `by CPU ${times(cpu(floor) / cpu(s))}`
+        : ''
+      out.push({ target, goal, measured: times(r), pass: r >= GOAL, note })
+    }
+  }
+  const veer = m(VEER)
+  const hap = m('haproxy-h2')
+  if (veer !== null && hap !== null) {
+    for (const [label, rps, cpu] of workloads) {
+      if (!finite(rps(veer), rps(hap))) continue
+      out.push({
+        target: `${VEER} / haproxy-h2 req/s, ${label}`,
+        goal: '(info)',
+        measured: times(rps(veer) / rps(hap)),
+        pass: null,
+        note: finite(cpu(veer), cpu(hap))
+          ? `CPU µs/req: veer ${fixed(cpu(veer))}, haproxy ${fixed(cpu(hap))} (${times(cpu(veer) / cpu(hap))})`
+          : '',
+      })
+    }
+  }
+  return out
+}
+
+function mainTable(subjects: readonly H2SubjectResult[]): string[] {
+  const floor = subjects.find((s) => s.name === FLOOR)?.medians ?? undefined
+  const head = [
+    'subject',
+    'GET req/s',
+    'vs floor',
+    'GET mean ms',
+    'GET CPU µs/req',
+    'CPU vs floor',
+    'gRPC req/s',
+    'vs floor',
+    'gRPC mean ms',
+    'gRPC CPU µs/req',
+    'CPU vs floor',
+    'RSS MiB',
+    'errors',
+  ]
+  const lines = [row(head), row(head.map((_, i) => (i === 0 ? '---' : '---:')))]
+  for (const s of subjects) {
+    const m = s.medians
+    if (m === null) {
+      const reason = (s.reason ?? '').replaceAll('|', '/').replaceAll('\n', ' ').slice(0, 200)
+      lines.push(row([s.name, `unavailable: ${reason}`, ...head.slice(2).map(() => '')]))
+      continue
+    }
+    lines.push(
+      row([
+        s.name,
+        int(m.getRps),
+        ratio(m.getRps, floor?.getRps),
+        ms(m.getMeanMs),
+        fixed(m.getCpuUsPerReq),
+        ratio(m.getCpuUsPerReq, floor?.getCpuUsPerReq),
+        int(m.grpcRps),
+        ratio(m.grpcRps, floor?.grpcRps),
+        ms(m.grpcMeanMs),
+        fixed(m.grpcCpuUsPerReq),
+        ratio(m.grpcCpuUsPerReq, floor?.grpcCpuUsPerReq),
+        fixed(m.rssMiB),
+        String(m.errors),
+      ]),
+    )
+  }
+  return lines
+}
+
+function spreadTable(subjects: readonly H2SubjectResult[]): string[] {
+  const n = settings.rounds
+  const head = ['subject', 'metric', ...Array.from({ length: n }, (_, i) => `round ${i + 1}`)]
+  const lines = [row(head), row(head.map((_, i) => (i < 2 ? '---' : '---:')))]
+  const metrics: Array<[string, (r: H2Round) => string]> = [
+    ['GET req/s', (r) => int(r.get.rps)],
+    ['GET CPU µs/req', (r) => fixed(r.get.cpuUsPerReq)],
+    ['gRPC req/s', (r) => int(r.grpc.rps)],
+    ['gRPC CPU µs/req', (r) => fixed(r.grpc.cpuUsPerReq)],
+    ['GET proxy CPU %', (r) => fixed(r.get.proxyCpuPct, 0)],
+    ['gRPC proxy CPU %', (r) => fixed(r.grpc.proxyCpuPct, 0)],
+    ['GET upstream CPU µs/req', (r) => fixed(r.get.upstreamCpuUsPerReq)],
+    ['GET max ms', (r) => ms(r.get.maxMs)],
+    ['other CPU %', (r) => fixed(r.otherCpuPct, 0)],
+  ]
+  for (const s of subjects) {
+    if (s.rounds.length === 0) continue
+    for (const [label, f] of metrics) {
+      const cells = Array.from({ length: n }, (_, i) => {
+        const r = s.rounds.find((x) => x.round === i + 1)
+        return r === undefined ? '—' : f(r)
+      })
+      lines.push(row([s.name, label, ...cells]))
+    }
+  }
+  return lines
+}
+
+function veerCounterNotes(subjects: readonly H2SubjectResult[]): string[] {
+  const out: string[] = []
+  const list = (o: Record<string, number>) =>
+    Object.entries(o)
+      .map(([k, v]) => `${k} ${int(v)}`)
+      .join(', ') || 'none'
+  for (const s of subjects) {
+    for (const r of s.rounds) {
+      if (r.veer === undefined) continue
+      const total = Object.values(r.veer.notOk).reduce((a, b) => a + b, 0)
+      out.push(
+        `- ${s.name} round ${r.round}: not 2xx ${int(total)} (${list(r.veer.notOk)}); access log errors: ` +
+          `${list(r.veer.logErrors)}; h2load abandoned ${int(r.abandoned)}` +
+          (total > r.abandoned ? ' — **more than h2load abandoned: veer failed requests**' : ''),
+      )
+    }
+  }
+  return out
+}
+
+function noiseNote(subjects: readonly H2SubjectResult[]): string {
+  const rounds = subjects.flatMap((s) => s.rounds)
+  if (rounds.length === 0) return ''
+  const other = rounds.map((r) => r.otherCpuPct)
+  const steal = rounds.map((r) => r.stealPct)
+  const avg = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length
+  return (
+    `Other processes on the machine used ${avg(other).toFixed(0)}% of a core on average while measuring ` +
+    `(worst round ${Math.max(...other).toFixed(0)}%); hypervisor steal ${avg(steal).toFixed(0)}%. ` +
+    'Much more than ~10% means the figures are disturbed.'
+  )
+}
+
+function renderMarkdown(r: {
+  date: string
+  machine: Machine
+  subjects: H2SubjectResult[]
+  targets: TargetCheck[]
+  wallSeconds: number
+}): string {
+  const lines = [
+    '# veer HTTP/2 benchmark',
+    '',
+    `${r.date} · ${r.machine.nproc} cores · ${r.machine.cpuModel} · ${r.machine.memGiB} GiB · ` +
+      `Linux ${r.machine.kernel} · Node ${r.machine.node}`,
+    '',
+    `Medians of ${settings.rounds} round(s)${settings.quick ? ' (--quick smoke run: figures are rough)' : ''}. ` +
+      `Load: h2load ${h2loadTool.version ?? ''} -t1 -c${settings.clients} -m${settings.streams} ` +
+      `(${settings.clients * settings.streams} streams in flight), cleartext with prior knowledge, ` +
+      `${settings.seconds} s per workload after ${settings.warmupSeconds} s warm-up of each. ` +
+      `Upstream: node:http2 h2c (bench/h2-upstream.ts). Pinning: ${settings.pinning}.`,
+    '',
+    'Workloads: GET / answered with 100 B; gRPC unary: POST ' +
+      `${GRPC_PATH} with content-type application/grpc, te: trailers and one ${grpcBody.length}-byte framed ` +
+      'message, answered 200 with a framed message and grpc-status 0 in trailers (h2load does not read ' +
+      'grpc-status; the preflight of every round checks it once through the subject).',
+    '',
+    ...mainTable(r.subjects),
+    '',
+    'CPU µs/req: the proxy process\u2019s utime+stime (/proc) over the workload divided by the requests ' +
+      'answered in it; vs floor: ratio to node-h2-proxy (req/s: higher is better; CPU: lower is better). ' +
+      'mean ms: h2load\u2019s mean time for request. errors: failed streams and non-2xx answers over all rounds.',
+    '',
+    'Subjects:',
+    '',
+    ...r.subjects.map((s) => `- \`${s.name}\`: ${s.about}`),
+    '',
+  ]
+  if (r.targets.length > 0) {
+    lines.push('## Targets', '', 'Printed, never asserted.', '', ...targetsTable(r.targets), '')
+  }
+  const veerNotes = veerCounterNotes(r.subjects)
+  if (veerNotes.length > 0) {
+    lines.push(
+      'veer\u2019s own record of answers that were not 2xx (veer_requests_total and the access log\u2019s `error` ' +
+        'field, over the warm-ups and measured phases of a round), next to the streams h2load left unfinished ' +
+        'when it stopped (it resets those; veer then counts them as client_closed). More than h2load ' +
+        'abandoned means veer failed requests itself.',
+      '',
+      ...veerNotes,
+      '',
+    )
+  }
+  const noise = noiseNote(r.subjects)
+  if (noise !== '') lines.push(noise, '')
+  const unavailable = r.subjects.filter((s) => s.status === 'unavailable')
+  for (const s of unavailable) lines.push(`- ${s.name} unavailable: ${s.reason ?? ''}`)
+  if (unavailable.length > 0) lines.push('')
+  lines.push(
+    '## Per round',
+    '',
+    ...spreadTable(r.subjects),
+    '',
+    `Wall time: ${r.wallSeconds.toFixed(0)} s.`,
+    '',
+  )
+  return lines.join('\n')
+}
+
+const report = {
+  date: new Date().toISOString(),
+  machine,
+  h2load: { version: h2loadTool.version },
+  haproxy: { used: haproxy.available, version: haproxy.version, note: haproxy.note },
+  settings,
+  subjects: results,
+  targets: checkTargets(results),
+  wallSeconds: (performance.now() - startedAt) / 1000,
+}
+const markdown = renderMarkdown(report)
+mkdirSync(resultsDir, { recursive: true })
+writeFileSync(join(resultsDir, 'h2.md'), markdown)
+writeFileSync(join(resultsDir, 'h2.json'), `${JSON.stringify(report, null, 2)}\n`)
+process.stdout.write(`\n${markdown}\n`)
+log(`wrote bench/results/h2.md and bench/results/h2.json (${report.wallSeconds.toFixed(0)} s)`)
+process.exit(0)
