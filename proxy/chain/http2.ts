@@ -153,7 +153,8 @@ export class Http2Exchange extends Exchange {
 
   protected fail(code: ProxyErrorCode): void {
     if (this.head.grpc) {
-      if (!this.stream.headersSent) this.grpc = grpcCodeFor(code)
+      // A stream the client reset is owed nothing, and its call has no status of the proxy's making.
+      if (!this.stream.headersSent && !this.gone) this.grpc = grpcCodeFor(code)
       sendGrpcError(this.stream, code, this.decorate([], false))
     } else sendErrorOnStream(this.stream, code, this.decorate([], false))
   }
