@@ -9,6 +9,14 @@ import type { ProxyErrorCode } from '../errors.ts'
 export { GRPC_CODES }
 
 export const UNKNOWN = 2
+
+/**
+ * Whether a content-type is gRPC's (application/grpc, +proto, +json…). gRPC-Web (application/grpc-web…)
+ * is not: its trailers travel in the body, so its status cannot be read from trailers.
+ */
+export function isGrpcType(value: string): boolean {
+  return value.startsWith('application/grpc') && !value.startsWith('application/grpc-web')
+}
 export const DEADLINE_EXCEEDED = 4
 
 /** A `grpc-status` field's value as a code; anything but 0..16 is UNKNOWN, as clients read it. */

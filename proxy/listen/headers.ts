@@ -5,6 +5,7 @@
  */
 
 import type { OutgoingHttpHeaders } from 'node:http'
+import { isGrpcType } from '../chain/grpc.ts'
 
 /** Hop-by-hop fields (RFC 9110 7.6.1, RFC 9112 9.6) plus Expect, which the proxy answers itself. */
 const HOP_BY_HOP: Record<string, true> = {
@@ -124,7 +125,7 @@ export class RequestHead {
       } else if (name === policy.overrideHeader) {
         this.override = value
       } else if (name === 'content-type') {
-        if (value.startsWith('application/grpc')) this.grpc = true
+        if (isGrpcType(value)) this.grpc = true
       } else if (name === 'grpc-timeout') {
         this.grpcTimeout = value
       } else if (name === 'traceparent') {

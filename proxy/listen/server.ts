@@ -17,6 +17,7 @@ import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
 import type { Exchange, ExchangeHost } from '../chain/exchange.ts'
 import { HttpExchange } from '../chain/exchange.ts'
+import { isGrpcType } from '../chain/grpc.ts'
 import { Http2Exchange, StreamBody } from '../chain/http2.ts'
 import { UpgradeExchange } from '../chain/upgrade.ts'
 import type { ProxyErrorCode } from '../errors.ts'
@@ -256,7 +257,8 @@ export class ProxyServer implements ExchangeHost {
   }
 
   #rejectStream(stream: ServerHttp2Stream, code: ProxyErrorCode, headers: IncomingHttpHeaders): void {
-    if (headers['content-type']?.startsWith('application/grpc')) sendGrpcError(stream, code)
+    const type = headers['content-type']
+    if (type !== undefined && isGrpcType(type)) sendGrpcError(stream, code)
     else sendErrorOnStream(stream, code)
     this.#log.debug(
       { error: code, method: headers[':method'], path: pathOf(headers[':path'] ?? '') },

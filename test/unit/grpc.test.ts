@@ -1,6 +1,12 @@
 /** gRPC's pure parts: reading grpc-status and grpc-timeout as clients and servers do, the error table. */
 import { describe, expect, it } from 'vitest'
-import { grpcCodeFor, grpcErrorTable, grpcStatusOf, grpcTimeoutMs } from '../../proxy/chain/grpc.ts'
+import {
+  grpcCodeFor,
+  grpcErrorTable,
+  grpcStatusOf,
+  grpcTimeoutMs,
+  isGrpcType,
+} from '../../proxy/chain/grpc.ts'
 
 describe('grpcStatusOf', () => {
   it('reads 0..16 and takes anything else as UNKNOWN', () => {
@@ -38,5 +44,19 @@ describe('grpcErrorTable and grpcCodeFor', () => {
     expect(grpcCodeFor('upstream_connect_failed')).toBe(14)
     expect(grpcCodeFor('upstream_tls_failed')).toBe(14)
     expect(grpcCodeFor('no_healthy_upstream')).toBe(14)
+  })
+})
+
+describe('isGrpcType', () => {
+  it('takes gRPC content types, not gRPC-Web (its trailers are in the body)', () => {
+    for (const t of ['application/grpc', 'application/grpc+proto', 'application/grpc+json'])
+      expect(isGrpcType(t)).toBe(true)
+    for (const t of [
+      'application/grpc-web',
+      'application/grpc-web+proto',
+      'application/grpc-web-text',
+      'application/json',
+    ])
+      expect(isGrpcType(t)).toBe(false)
   })
 })
