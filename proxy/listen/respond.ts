@@ -32,6 +32,17 @@ export function sendError(res: ServerResponse, code: ProxyErrorCode, extra?: rea
 }
 
 /**
+ * Whether a stream can still take the proxy's answer: false when it is gone, or when its answer had
+ * started, in which case only this stream is reset (RST_STREAM INTERNAL_ERROR).
+ */
+function answerable(stream: ServerHttp2Stream): boolean {
+  if (stream.destroyed || stream.closed) return false
+  if (!stream.headersSent) return true
+  stream.close(constants.NGHTTP2_INTERNAL_ERROR)
+  return false
+}
+
+/**
  * The same answer on an HTTP/2 stream. Once the answer has started, only this stream is reset
  * (RST_STREAM INTERNAL_ERROR): the connection and its other streams carry on.
  */
@@ -40,11 +51,7 @@ export function sendErrorOnStream(
   code: ProxyErrorCode,
   extra?: readonly string[],
 ): void {
-  if (stream.destroyed || stream.closed) return
-  if (stream.headersSent) {
-    stream.close(constants.NGHTTP2_INTERNAL_ERROR)
-    return
-  }
+  if (!answerable(stream)) return
   const body = errorBody(code)
   const headers = fieldObject(extra ?? [])
   headers[':status'] = PROXY_ERRORS[code].status
@@ -64,11 +71,7 @@ export function sendGrpcError(
   code: ProxyErrorCode,
   extra?: readonly string[],
 ): void {
-  if (stream.destroyed || stream.closed) return
-  if (stream.headersSent) {
-    stream.close(constants.NGHTTP2_INTERNAL_ERROR)
-    return
-  }
+  if (!answerable(stream)) return
   const headers = fieldObject(extra ?? [])
   headers[':status'] = 200
   headers['content-type'] = 'application/grpc'

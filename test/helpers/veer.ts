@@ -2,10 +2,12 @@
  * Start a real `veer proxy` process (bin/veer.js on the project's Node) and wait until it logs that it
  * listens; ports are ephemeral unless given. Stop it with `stop()` (SIGTERM, then SIGKILL after 10 s).
  */
+
 import { spawn } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { expect } from 'vitest'
 import { stringify } from 'yaml'
 import { type LoggedProcess, spawnVeer, started, VEER_BIN } from './process.ts'
 
@@ -69,4 +71,15 @@ export function startVeer(args: string[], env: NodeJS.ProcessEnv = {}): Promise<
       adminPort,
     }
   })
+}
+
+/**
+ * Run `veer proxy ARGS` (on ephemeral ports) expecting it to refuse to start: exit 2 and no start line.
+ * Returns its stderr lines.
+ */
+export async function proxyRefuses(args: string[]): Promise<string[]> {
+  const result = await runVeer(['proxy', ...args, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0'])
+  expect(result.code, result.stderr).toBe(2)
+  expect(result.stdout).not.toContain('veer proxy started')
+  return result.stderr.split('\n').filter((l) => l !== '')
 }

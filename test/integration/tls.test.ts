@@ -15,7 +15,7 @@ import { describe, expect, it } from 'vitest'
 import { testBed } from '../helpers/bed.ts'
 import { makeCa, type Pem } from '../helpers/certs.ts'
 import { h2connect, h2request } from '../helpers/h2.ts'
-import { runVeer, writeConfig } from '../helpers/veer.ts'
+import { proxyRefuses, writeConfig } from '../helpers/veer.ts'
 
 const bed = testBed()
 const ca = makeCa()
@@ -269,10 +269,7 @@ describe('TLS on the traffic port', () => {
 
 describe('TLS settings that cannot work stop the start with one line', () => {
   const fails = async (args: string[], ...patterns: RegExp[]) => {
-    const result = await runVeer(['proxy', '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', ...args])
-    expect(result.code, result.stderr).toBe(2)
-    expect(result.stdout).not.toContain('veer proxy started')
-    const lines = result.stderr.split('\n').filter((l) => l !== '')
+    const lines = await proxyRefuses(args)
     expect(lines, lines.join('\n')).toHaveLength(1)
     for (const p of patterns) expect(lines[0]).toMatch(p)
   }

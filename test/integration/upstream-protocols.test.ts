@@ -12,7 +12,7 @@ import { testBed, waitUntil } from '../helpers/bed.ts'
 import { makeCa } from '../helpers/certs.ts'
 import { h2connect, h2request } from '../helpers/h2.ts'
 import { type H2Handler, type H2Upstream, startH2Upstream } from '../helpers/h2-upstream.ts'
-import { runVeer, writeConfig } from '../helpers/veer.ts'
+import { proxyRefuses, writeConfig } from '../helpers/veer.ts'
 
 let opened: { close(): Promise<void> }[] = []
 const bed = testBed(async () => {
@@ -155,19 +155,7 @@ describe('https:// upstreams', () => {
 
 describe('upstream settings that cannot work stop the start with one line', () => {
   const fails = async (stable: Record<string, unknown>, ...patterns: RegExp[]) => {
-    const config = writeConfig({ routes: [{ name: 'default', stable }] })
-    const result = await runVeer([
-      'proxy',
-      '--config',
-      config,
-      '--listen',
-      '127.0.0.1:0',
-      '--admin',
-      '127.0.0.1:0',
-    ])
-    expect(result.code, result.stderr).toBe(2)
-    expect(result.stdout).not.toContain('veer proxy started')
-    const lines = result.stderr.split('\n').filter((l) => l !== '')
+    const lines = await proxyRefuses(['--config', writeConfig({ routes: [{ name: 'default', stable }] })])
     expect(lines, lines.join('\n')).toHaveLength(1)
     for (const p of patterns) expect(lines[0]).toMatch(p)
   }
