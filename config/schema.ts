@@ -274,6 +274,10 @@ export const configField = obj('veer proxy configuration', {
     ),
     maxHeaderBytes: int('Largest request header block in bytes (431 above)', 1024, 1024 * 1024, 16 * 1024),
     maxHeaders: int('Most request header fields (431 above)', 8, 10_000, 100),
+    normalizePath: bool(
+      'Route and forward the normalised path: dot segments removed, // merged, escaped unreserved characters decoded (false: the path as sent)',
+      true,
+    ),
     http2: obj('HTTP/2 limits per client connection (a client past them is cut off with GOAWAY)', {
       maxConcurrentStreams: int('Most streams open at once on one connection', 1, 100_000, 100),
       initialWindowSize: int(

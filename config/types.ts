@@ -111,6 +111,7 @@ export interface ProxyConfig {
     readonly keepAliveTimeout: number
     readonly maxHeaderBytes: number
     readonly maxHeaders: number
+    readonly normalizePath: boolean
     readonly http2: Http2Limits
   }
   readonly shutdown: { readonly grace: number; readonly deadline: number }

@@ -11,6 +11,7 @@ export const PROXY_ERRORS = {
   duplicate_host: { status: 400, message: 'the request carries more than one Host header' },
   missing_host: { status: 400, message: 'an HTTP/1.1 request must carry a Host header' },
   no_route: { status: 404, message: 'no route matches this host and path' },
+  connect_not_supported: { status: 405, message: 'the proxy does not tunnel CONNECT requests' },
   request_timeout: { status: 408, message: 'the client did not send the request in time' },
   headers_too_large: { status: 431, message: 'the request header block is larger than the proxy allows' },
   too_many_headers: { status: 431, message: 'the request has more header fields than the proxy allows' },

@@ -9,7 +9,7 @@ import { performance } from 'node:perf_hooks'
 import type { Readable } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { classifyUpstreamError, type ProxyErrorCode } from '../errors.ts'
-import { appendVia, type RequestHead, responseHeaders } from '../listen/headers.ts'
+import { appendVia, fieldObject, type RequestHead, responseHeaders } from '../listen/headers.ts'
 import { sendError } from '../listen/respond.ts'
 import type { Backend, CompiledRoute } from '../routes/table.ts'
 import type { Mirror } from '../shadow/mirror.ts'
@@ -120,6 +120,8 @@ export abstract class Exchange implements Dispatcher.DispatchHandler {
 
   /** Write the answer's head to the client. */
   protected abstract answer(status: number, message: string | undefined, fields: string[]): void
+  /** Pass an interim answer (102 Processing, 103 Early Hints) to the client; an upgrade has none to pass. */
+  protected interim(_status: number, _fields: string[]): void {}
   /** Write a body chunk; false when the client is full (call `controller.resume()` once it drains). */
   protected abstract write(chunk: Buffer): boolean
   protected abstract end(trailers: UpstreamFields): void
@@ -162,8 +164,12 @@ export abstract class Exchange implements Dispatcher.DispatchHandler {
     statusMessage?: string,
   ): void {
     if (this.done) return controller.abort(CLIENT_GONE)
-    // 1xx informational answers are not forwarded; Node answers a client's 100-continue itself.
-    if (statusCode < 200) return
+    if (statusCode < 200) {
+      // 102 and 103 are passed on before the final answer. A 100 is not: Node answered the client's
+      // Expect itself (veer does not forward Expect), so an upstream's own is news to no one.
+      if (statusCode === 102 || statusCode === 103) this.interim(statusCode, responseHeaders(fields, []))
+      return
+    }
     this.status = statusCode
     if (this.head.grpc) {
       const g = fields['grpc-status']
@@ -249,7 +255,7 @@ export class HttpExchange extends Exchange {
     start: number,
     body: Body,
   ) {
-    super(host, route.chain, route, backend, head, req.method!, req.url!, body, start)
+    super(host, route.chain, route, backend, head, req.method!, head.target, body, start)
     this.req = req
     this.res = res
     // A fallback attempt takes over the response of the failed one: one close listener serves both.
@@ -289,6 +295,19 @@ export class HttpExchange extends Exchange {
       // refuses, this throws again and undici aborts the exchange (onResponseError answers 502).
       res.statusMessage = ''
       res.writeHead(status, fields)
+    }
+  }
+
+  protected override interim(status: number, fields: string[]): void {
+    const res = this.res
+    // An HTTP/1.0 client must not get a 1xx (RFC 9110 15.2).
+    if (res.headersSent || this.req.httpVersionMinor === 0) return
+    if (status === 102) return res.writeProcessing()
+    try {
+      // Node sends Early Hints only with a Link field, as RFC 8297 means them.
+      res.writeEarlyHints(fieldObject(fields) as Record<string, string | string[]>)
+    } catch {
+      // A Link value Node refuses: hints are advisory, the final answer is what is owed.
     }
   }
 

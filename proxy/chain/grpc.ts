@@ -47,6 +47,7 @@ export function grpcCodeFor(code: ProxyErrorCode): number {
     case 'request_timeout':
       return DEADLINE_EXCEEDED
     case 'no_route':
+    case 'connect_not_supported':
       return 12 // UNIMPLEMENTED: no service here by that name
     case 'bad_request':
     case 'bad_request_target':

@@ -136,6 +136,18 @@ export class Http2Exchange extends Exchange {
     this.stream.respond(headers, this.grpc >= 0 ? END : RESPOND)
   }
 
+  protected override interim(status: number, fields: string[]): void {
+    const stream = this.stream
+    if (stream.headersSent || this.gone) return
+    const headers = fieldObject(fields)
+    headers[':status'] = status
+    try {
+      stream.additionalHeaders(headers)
+    } catch {
+      // A field node:http2 refuses in an informational HEADERS frame: hints are advisory.
+    }
+  }
+
   protected write(chunk: Buffer): boolean {
     if (this.stream.write(chunk)) return true
     this.stream.once('drain', onStreamDrain)

@@ -4,7 +4,6 @@
  * is not HTTP). Any other answer is relayed as a plain response and the client connection closed, so a
  * refused upgrade never leaves a half-open tunnel.
  */
-import type { IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Dispatcher } from 'undici'
@@ -35,12 +34,11 @@ export class UpgradeExchange extends Exchange {
     route: CompiledRoute,
     backend: Backend,
     head: RequestHead,
-    req: IncomingMessage,
     client: Socket,
     first: Buffer,
     start: number,
   ) {
-    super(host, route.upgradeChain, route, backend, head, 'GET', req.url!, null, start)
+    super(host, route.upgradeChain, route, backend, head, 'GET', head.target, null, start)
     this.#client = client
     this.#first = first
     client.on('error', () => this.controller?.abort(new Error('client socket error')))

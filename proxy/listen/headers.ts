@@ -7,8 +7,16 @@
 import type { OutgoingHttpHeaders } from 'node:http'
 import { isGrpcType } from '../chain/grpc.ts'
 
+/**
+ * A lookup table by field name with no prototype: a client's field named `__proto__`, `constructor` or
+ * `toString` finds nothing in it, as any other unknown name.
+ */
+function byName<T>(entries: Record<string, T>): Readonly<Record<string, T>> {
+  return Object.freeze(Object.assign(Object.create(null) as Record<string, T>, entries))
+}
+
 /** Hop-by-hop fields (RFC 9110 7.6.1, RFC 9112 9.6) plus Expect, which the proxy answers itself. */
-const HOP_BY_HOP: Record<string, true> = {
+const HOP_BY_HOP = byName<true>({
   connection: true,
   'keep-alive': true,
   'proxy-connection': true,
@@ -17,16 +25,16 @@ const HOP_BY_HOP: Record<string, true> = {
   upgrade: true,
   expect: true,
   'http2-settings': true,
-}
+})
 
 /** Fields the proxy itself rewrites on the way to the upstream. */
-const FORWARDING: Record<string, 1 | 2 | 3 | 4 | 5> = {
+const FORWARDING = byName<1 | 2 | 3 | 4 | 5>({
   'x-forwarded-for': 1,
   'x-forwarded-proto': 2,
   'x-forwarded-host': 3,
   forwarded: 4,
   via: 5,
-}
+})
 
 /** Names listed in a Connection header, other than the framing options every proxy handles. */
 export function connectionTokens(value: string): Set<string> | null {
@@ -53,6 +61,8 @@ export interface ForwardingPolicy {
  */
 export class RequestHead {
   headers: string[] = []
+  /** The request target as routed and sent upstream: normalised (listen/path.ts) unless the config says raw. */
+  target = ''
   host: string | undefined = undefined
   hostCount = 0
   hasBody = false
@@ -228,12 +238,12 @@ function quoteIfNeeded(host: string): string {
 }
 
 /** Connection values that name no field: the common case needs no token parsing. */
-const PLAIN_CONNECTION: Record<string, true> = {
+const PLAIN_CONNECTION = byName<true>({
   'keep-alive': true,
   close: true,
   'Keep-Alive': true,
   Close: true,
-}
+})
 
 /**
  * Response fields for the client: the upstream's fields (undici's parsed object: lower-case names, a

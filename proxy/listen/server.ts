@@ -28,6 +28,7 @@ import { pickBackend } from '../split/pick.ts'
 import { cookieValue } from '../split/sticky.ts'
 import { pathOf, RequestHead } from './headers.ts'
 import { Listener } from './listener.ts'
+import { normalizePath } from './path.ts'
 import { sendError, sendErrorOnSocket, sendErrorOnStream, sendGrpcError } from './respond.ts'
 import type { TlsMaterial } from './tls.ts'
 
@@ -78,6 +79,8 @@ export class ProxyServer implements ExchangeHost {
     // handler counts the fields to answer too_many_headers itself.
     this.server.maxHeadersCount = 0
     this.server.on('upgrade', this.#onUpgrade)
+    // A tunnel is not a route's to give: CONNECT gets a clear 405 rather than a closed socket.
+    this.server.on('connect', refuseConnect)
     this.server.on('clientError', onClientError)
     const h2 = s.http2
     this.http2 = createHttp2Server({
@@ -163,6 +166,7 @@ export class ProxyServer implements ExchangeHost {
     stream.on('error', ignore)
     // A connection that got its GOAWAY while draining still finishes the streams it had opened.
     if (this.#draining && !session.closed) session.close()
+    if (headers[':method'] === 'CONNECT') return this.#rejectStream(stream, 'connect_not_supported', headers)
     const head = new RequestHead()
     const path = headers[':path']
     const socket = session.socket
@@ -181,7 +185,17 @@ export class ProxyServer implements ExchangeHost {
     // HTTP/2 frames the body itself: one follows unless the HEADERS frame ended the stream.
     const body = stream.endAfterHeaders ? null : new StreamBody(stream)
     head.hasBody = body !== null
-    const ex = new Http2Exchange(this, route, backend, head, stream, headers[':method']!, path!, start, body)
+    const ex = new Http2Exchange(
+      this,
+      route,
+      backend,
+      head,
+      stream,
+      headers[':method']!,
+      head.target,
+      start,
+      body,
+    )
     ex.forced = route.allowOverride && head.override !== undefined
     route.chain.request(ex, head)
   }
@@ -192,7 +206,7 @@ export class ProxyServer implements ExchangeHost {
     const refused = this.#admitMessage(head, req)
     if (refused !== null) return sendErrorOnSocket(socket, refused)
     const route = this.#route!
-    const ex = new UpgradeExchange(this, route, this.#backend!, head, req, socket, first, start)
+    const ex = new UpgradeExchange(this, route, this.#backend!, head, socket, first, start)
     route.upgradeChain.request(ex, head)
   }
 
@@ -215,14 +229,16 @@ export class ProxyServer implements ExchangeHost {
     const table = this.#table
     if (url.charCodeAt(0) !== 47 /* / */) return 'bad_request_target'
     if (raw.length > (table.edge.maxHeaderFields + pseudo) * 2) return 'too_many_headers'
+    const target = table.edge.normalizePath ? normalizePath(url) : url
+    head.target = target
     head.parse(raw, table.edge.policy)
     if (head.hostCount > 1) return 'duplicate_host'
     if (head.hostCount === 0 && needsHost) return 'missing_host'
     if (head.otherCoding) return 'unsupported_transfer_coding'
-    const route = table.match(head.host, url)
+    const route = table.match(head.host, target)
     if (route === null) return 'no_route'
     const matches = route.canaryMatch
-    const matched = matches !== null && matchesCanary(matches, head, url)
+    const matched = matches !== null && matchesCanary(matches, head, target)
     const backend = pickBackend(route, head.override, stickyKey(route, head), matched)
     if (backend === null) return 'no_healthy_upstream'
     const upstream = backend.upstream
@@ -301,15 +317,38 @@ function isWebSocketUpgrade(req: IncomingMessage): boolean {
   return typeof upgrade === 'string' && upgrade.toLowerCase() === 'websocket'
 }
 
+function finishThenClose(socket: Socket, owed: ServerResponse): void {
+  socket.pause()
+  if (!owed.headersSent) {
+    // node:http then sends Connection: close and ends the socket after the answer.
+    owed.shouldKeepAlive = false
+    return
+  }
+  owed.once('finish', () => socket.destroySoon())
+}
+
+function refuseConnect(_req: IncomingMessage, socket: Socket): void {
+  sendErrorOnSocket(socket, 'connect_not_supported')
+}
+
+/** What node:http keeps on a socket: the answer being written on it, if any. */
+type ServedSocket = Socket & { _httpMessage?: ServerResponse | null }
+
 function onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
   if (err.code === 'ECONNRESET' || !socket.writable) {
     socket.destroy()
     return
   }
-  // A response already under way on this socket cannot be replaced by an error answer.
-  if ((socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent) {
-    socket.destroy()
-    return
+  const owed = (socket as ServedSocket)._httpMessage
+  if (owed != null && !owed.writableFinished) {
+    // Bytes that do not parse after a whole request (sent after its Connection: close, or a broken
+    // pipelined one) do not cost the client the answer to it: read no more, answer, then close.
+    if (owed.req.complete) return finishThenClose(socket, owed)
+    // The request itself broke off, and its answer has started: it cannot be replaced by an error answer.
+    if (owed.headersSent) {
+      socket.destroy()
+      return
+    }
   }
   const code: ProxyErrorCode =
     err.code === 'HPE_HEADER_OVERFLOW'

@@ -156,6 +156,7 @@ export function compile(
       overrideHeader: config.versionHeader === '' ? 'x-veer-version' : config.versionHeader.toLowerCase(),
     }),
     maxHeaderFields: config.server.maxHeaders,
+    normalizePath: config.server.normalizePath,
   })
   const routes = config.routes.map((file): CompiledRoute => {
     const fuse = fuses.get(file.name) ?? null

@@ -94,6 +94,8 @@ export interface EdgeSettings {
   readonly policy: ForwardingPolicy
   /** server.maxHeaders: more request fields are answered too_many_headers. */
   readonly maxHeaderFields: number
+  /** server.normalizePath: routes match, and upstreams get, the normalised path (listen/path.ts). */
+  readonly normalizePath: boolean
 }
 
 interface HostBucket {
