@@ -5,14 +5,13 @@
 import { readFile } from 'node:fs/promises'
 import { parseDocument } from 'yaml'
 import { configField } from './schema.ts'
-import type { Issue } from './schema-kit.ts'
+import { type Issue, isRouteName } from './schema-kit.ts'
 import type { ProxyConfig } from './types.ts'
 
 export type { Issue }
 
 export type LoadResult = { ok: true; config: ProxyConfig } | { ok: false; issues: Issue[] }
 
-const NAME = /^[A-Za-z0-9_-]{1,64}$/
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 const STATUS = /^[1-5](?:xx|[0-9]{2})$/
 
@@ -75,10 +74,10 @@ function crossCheck(config: ProxyConfig, issues: Issue[]): void {
   const seenMatches = new Map<string, number>()
   config.routes.forEach((route, i) => {
     const at = `routes[${i}]`
-    if (!NAME.test(route.name)) {
+    if (!isRouteName(route.name)) {
       issues.push({
         path: `${at}.name`,
-        message: `must be 1-64 letters, digits, - or _ (got ${JSON.stringify(route.name)})`,
+        message: `must be 1-64 letters, digits, - or _, and not __proto__ (got ${JSON.stringify(route.name)})`,
       })
     }
     const sameName = seenNames.get(route.name)

@@ -235,7 +235,7 @@ export function obj<S extends Shape>(
       const input = value as Record<string, unknown>
       const prefix = path ? `${path}.` : ''
       for (const key of Object.keys(input)) {
-        if (!(key in shape)) {
+        if (!Object.hasOwn(shape, key)) {
           issues.push({
             path: prefix + key,
             message: `is not a known setting; allowed here: ${Object.keys(shape).join(', ')}`,
@@ -254,4 +254,15 @@ export function obj<S extends Shape>(
       return out as Out<S>
     },
   }
+}
+
+const ROUTE_NAME = /^[A-Za-z0-9_-]{1,64}$/
+
+/**
+ * A route name: 1-64 letters, digits, - and _, but not `__proto__`: routes are keyed by name in the
+ * API, the wire and the state file, where that key would set an object's prototype. (`constructor`
+ * and the like are fine: every lookup by route name asks for own properties.)
+ */
+export function isRouteName(name: string): boolean {
+  return ROUTE_NAME.test(name) && name !== '__proto__'
 }

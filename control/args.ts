@@ -20,6 +20,8 @@ started with --control URL register their routes and follow its weights.
                          VEER_WEBHOOKS adds URLs (separated by spaces or commas)
   --tls-cert FILE        serve HTTPS with this PEM certificate chain (with --tls-key)
   --tls-key FILE         the PEM private key for --tls-cert
+  --recover              rebuild state.json from audit.log (each route as its last audited change left
+                         it), audit it as "recovered", and exit; for a state dir whose two files disagree
   -h, --help             this help
 `
 
@@ -33,6 +35,8 @@ export interface ControlSetup {
   /** What start-up says about the token sources (a VEER_TOKEN the file also lists). */
   readonly tokenNotes: readonly string[]
   readonly tls: { cert: Buffer; key: Buffer } | null
+  /** --recover: rebuild state.json from the audit and exit. */
+  readonly recover: boolean
   readonly notifier: NotifierOptions
   /** Wire protocol long-poll hold, proxy liveness window, start-up grace, tick: env knobs (tests). */
   readonly watchMs: number
@@ -74,6 +78,7 @@ export async function parseControlArgs(
         webhook: { type: 'string', multiple: true },
         'tls-cert': { type: 'string' },
         'tls-key': { type: 'string' },
+        recover: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     }))
@@ -138,6 +143,7 @@ export async function parseControlArgs(
     tokens: first.tokens,
     tokenNotes: first.notes,
     tls,
+    recover: values.recover === true,
     notifier: {
       ...DEFAULT_NOTIFIER,
       backoffMs: envInt(env, 'VEER_CONTROL_WEBHOOK_BACKOFF_MS', DEFAULT_NOTIFIER.backoffMs, 1, 600_000),

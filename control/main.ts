@@ -37,6 +37,12 @@ export async function runControl(argv: string[]): Promise<void> {
   const stateDir = resolve(config.stateDir)
   let store: Store
   try {
+    if (setup.recover) {
+      const { store: rebuilt, recovery } = await Store.recover(stateDir, log)
+      await rebuilt.close()
+      log.info({ stateDir, ...recovery }, 'state rebuilt from the audit')
+      return
+    }
     store = await Store.open(stateDir, log)
   } catch (err) {
     if (err instanceof StoreError) throw new ControlUsageError(err.message)

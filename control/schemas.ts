@@ -9,6 +9,7 @@ import {
   type Field,
   type Issue,
   int,
+  isRouteName,
   list,
   num,
   obj,
@@ -36,7 +37,6 @@ import {
 
 export const MAX_PAUSE_MS = 7 * 24 * 3_600_000
 const MAX_STEPS = 100
-const NAME = /^[A-Za-z0-9_-]{1,64}$/
 
 const reason = str('Why (goes to the audit log)')
 
@@ -405,7 +405,7 @@ function record<T>(description: string, item: Field<T>): Field<Record<string, T>
       }
       const out: Record<string, T> = {}
       for (const [k, v] of Object.entries(value)) {
-        if (!NAME.test(k)) {
+        if (!isRouteName(k)) {
           issues.push({ path: `${path}.${k}`, message: 'is not a route name (letters, digits, - and _)' })
           continue
         }
@@ -437,7 +437,7 @@ export function parseRegister(v: unknown): RegisterRequest {
     issues.push({ path: 'id', message: 'must be at most 256 characters without spaces or /' })
   const seen = new Set<string>()
   req.routes.forEach((r, i) => {
-    if (!NAME.test(r.name))
+    if (!isRouteName(r.name))
       issues.push({ path: `routes[${i}].name`, message: 'must be letters, digits, - and _' })
     if (seen.has(r.name)) issues.push({ path: `routes[${i}].name`, message: `announces ${r.name} twice` })
     seen.add(r.name)

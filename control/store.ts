@@ -1,10 +1,15 @@
 /**
  * Durable state in --state-dir: `state.json` (every route, its weights and rollout, and the global
  * revision) and `audit.log` (JSON lines). A change is acknowledged only after both are on disk: the
- * audit lines are appended and fsynced first (a write-ahead record), then state.json is written to a
- * temp file, fsynced, renamed over the old one and the directory fsynced. After `kill -9` at any point
- * state.json is either the old or the new whole file; audit lines of a change whose state never landed
- * (revision above state.json's) and a torn last line are cut off on the next start, with a warning.
+ * audit lines are appended and fsynced first (a write-ahead record that also holds each route as the
+ * change left it), then state.json is written to a temp file, fsynced, renamed over the old one and
+ * the directory fsynced. After `kill -9` at any point state.json is either the old or the new whole file.
+ *
+ * The audit is append-only: no acknowledged line is ever cut or rewritten. On start, a torn last line (a
+ * crash mid-append) is the one repair made unasked; a change whose audit lines landed but whose state
+ * did not is completed from those lines. Any other disagreement between the two files (a state.json
+ * restored from an older backup, or missing, or an audit that is behind) refuses the start, naming
+ * both files and the ways out: `veer control --recover` rebuilds state.json from the audit.
  */
 
 import { closeSync, fsyncSync, openSync } from 'node:fs'
@@ -78,11 +83,27 @@ export interface AuditEntry {
 
 export type AuditDraft = Omit<AuditEntry, 'seq' | 'time'>
 
+/**
+ * An audit line as written: the entry, and on a committed change of a route the route as that change
+ * left it (`record`; null when it removed the route), so the audit alone rebuilds the state. Views
+ * and the API get the entry without it.
+ */
+type AuditLine = AuditEntry & { readonly record?: RouteRecord | null }
+
 /** Why the state dir cannot be used: one line for the operator. */
 export class StoreError extends Error {}
 
 /** Most audit entries kept in memory for GET /v1/audit (the file keeps all). */
 const MEMORY = 10_000
+
+/** What `Store.recover` rebuilt. */
+export interface Recovery {
+  /** state.json's revision before, null when it was missing or unreadable. */
+  readonly from: number | null
+  /** The revision the audit's last change had, which the rebuilt state is at before its `recovered` entry. */
+  readonly revision: number
+  readonly routes: number
+}
 
 export class Store {
   readonly dir: string
@@ -106,22 +127,78 @@ export class Store {
     this.lockPath = join(dir, 'control.lock')
   }
 
+  /**
+   * Open the state dir. state.json and audit.log must agree (see the file's comment); a change
+   * interrupted between its two writes is completed from its audit lines, with a warning.
+   */
   static async open(dir: string, log: Logger): Promise<Store> {
+    await prepare(dir)
+    const statePath = join(dir, 'state.json')
+    const found = await readState(statePath)
+    const audit = await readAudit(join(dir, 'audit.log'), log)
+    const state = reconcile(found, audit, dir, log)
+    const store = new Store(dir, state ?? found ?? emptyState(), audit.entries, audit.total)
+    // Completed from the audit: saved now, as the interrupted commit would have.
+    if (state !== null) await store.#save(state)
+    return store
+  }
+
+  /**
+   * `veer control --recover`: rebuild state.json from audit.log (each route as its last audited change
+   * left it) whatever state.json holds, and append a `recovered` entry. The store stays open.
+   */
+  static async recover(dir: string, log: Logger): Promise<{ store: Store; recovery: Recovery }> {
+    await prepare(dir)
+    const statePath = join(dir, 'state.json')
+    let found: ControlState | null
     try {
-      await mkdir(dir, { recursive: true })
-    } catch (err) {
-      throw new StoreError(`--state-dir ${dir}: cannot create it (${(err as NodeJS.ErrnoException).code})`)
+      found = await readState(statePath)
+    } catch {
+      found = null
     }
-    if (!(await stat(dir)).isDirectory()) throw new StoreError(`--state-dir ${dir}: is not a directory`)
-    await lock(join(dir, 'control.lock'))
-    const state = await readState(join(dir, 'state.json'))
-    const { entries, total } = await readAudit(join(dir, 'audit.log'), state.revision, log)
-    return new Store(dir, state, entries, total)
+    const audit = await readAudit(join(dir, 'audit.log'), log)
+    const routes: Record<string, RouteRecord> = {}
+    for (const [name, record] of audit.records) if (record !== null) routes[name] = record
+    // A route whose last change an older veer audited (without the route) is taken from state.json.
+    const lost = [...audit.unrecorded].filter((name) => found === null || !Object.hasOwn(found.routes, name))
+    if (lost.length > 0)
+      throw new StoreError(
+        `--recover: audit.log's last changes of ${lost.sort().join(', ')} were written by an older veer and do not hold the route, and state.json has none; restore state.json from a backup instead`,
+      )
+    for (const name of audit.unrecorded) routes[name] = found!.routes[name]!
+    const from = found?.revision ?? null
+    const rebuilt: ControlState = { formatVersion: FORMAT_VERSION, revision: audit.revision, routes }
+    const store = new Store(dir, rebuilt, audit.entries, audit.total)
+    const revision = audit.revision + 1
+    await store.commit({ ...rebuilt, revision }, [
+      {
+        who: 'control',
+        role: 'system',
+        action: 'recovered',
+        route: null,
+        from: { stateRevision: from },
+        to: { revision: audit.revision, routes: Object.keys(routes).length },
+        why: 'veer control --recover: state.json rebuilt from audit.log',
+        revision,
+      },
+    ])
+    return { store, recovery: { from, revision: audit.revision, routes: Object.keys(routes).length } }
   }
 
   /** Make a change durable: audit lines first, then the whole state. Resolves once both are on disk. */
   async commit(next: ControlState, drafts: readonly AuditDraft[]): Promise<AuditEntry[]> {
-    const written = drafts.length > 0 ? await this.append(drafts) : []
+    const written =
+      drafts.length > 0
+        ? await this.#append(drafts, (d) =>
+            d.route !== null && d.revision !== undefined ? { record: next.routes[d.route] ?? null } : null,
+          )
+        : []
+    await this.#save(next)
+    return written
+  }
+
+  /** state.json, whole or not at all: temp file, fsync, rename, fsync the directory. */
+  async #save(next: ControlState): Promise<void> {
     const tmp = `${this.statePath}.tmp`
     const file = await open(tmp, 'w', 0o600)
     try {
@@ -138,16 +215,26 @@ export class Store {
       closeSync(d)
     }
     this.state = next
-    return written
   }
 
   /** Append audit entries (fsynced) that change no state, such as denied attempts. */
-  async append(drafts: readonly AuditDraft[]): Promise<AuditEntry[]> {
+  append(drafts: readonly AuditDraft[]): Promise<AuditEntry[]> {
+    return this.#append(drafts, () => null)
+  }
+
+  async #append(
+    drafts: readonly AuditDraft[],
+    extra: (d: AuditDraft) => { record: RouteRecord | null } | null,
+  ): Promise<AuditEntry[]> {
     const time = new Date().toISOString()
     const out = drafts.map((d, i) => ({ seq: this.total + i + 1, time, ...d }))
+    const text = out.map((e) => {
+      const more = extra(e)
+      return `${JSON.stringify(more === null ? e : { ...e, ...more })}\n`
+    })
     const file = await open(this.auditPath, 'a', 0o600)
     try {
-      await file.writeFile(out.map((e) => `${JSON.stringify(e)}\n`).join(''))
+      await file.writeFile(text.join(''))
       await file.datasync()
     } finally {
       await file.close()
@@ -182,6 +269,16 @@ export function emptyState(): ControlState {
   return { formatVersion: FORMAT_VERSION, revision: 0, routes: {} }
 }
 
+async function prepare(dir: string): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true })
+  } catch (err) {
+    throw new StoreError(`--state-dir ${dir}: cannot create it (${(err as NodeJS.ErrnoException).code})`)
+  }
+  if (!(await stat(dir)).isDirectory()) throw new StoreError(`--state-dir ${dir}: is not a directory`)
+  await lock(join(dir, 'control.lock'))
+}
+
 /** One writer per state dir: a lock file with the pid, taken over when that process is gone. */
 async function lock(path: string): Promise<void> {
   for (let attempt = 0; attempt < 2; attempt++) {
@@ -208,19 +305,22 @@ function alive(pid: number): boolean {
   }
 }
 
-async function readState(path: string): Promise<ControlState> {
+/** state.json, or null when there is none. */
+async function readState(path: string): Promise<ControlState | null> {
   let text: string
   try {
     text = await readFile(path, 'utf8')
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return emptyState()
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null
     throw new StoreError(`${path}: cannot read it (${(err as NodeJS.ErrnoException).code})`)
   }
   let raw: unknown
   try {
     raw = JSON.parse(text)
   } catch {
-    throw new StoreError(`${path}: is not valid JSON; restore it from a backup or move the state dir away`)
+    throw new StoreError(
+      `${path}: is not valid JSON; run veer control --recover to rebuild it from audit.log, or restore it from a backup`,
+    )
   }
   const format = (raw as { formatVersion?: unknown } | null)?.formatVersion
   if (format !== FORMAT_VERSION)
@@ -228,74 +328,148 @@ async function readState(path: string): Promise<ControlState> {
       `${path}: state format ${JSON.stringify(format ?? null)} is not one this veer reads (format ${FORMAT_VERSION}); run the veer version that wrote it, or move the state dir away to start empty`,
     )
   const state = raw as ControlState
-  if (!Number.isInteger(state.revision) || typeof state.routes !== 'object' || state.routes === null)
-    throw new StoreError(`${path}: lacks revision or routes; restore it from a backup`)
+  if (
+    !Number.isInteger(state.revision) ||
+    typeof state.routes !== 'object' ||
+    state.routes === null ||
+    Array.isArray(state.routes)
+  )
+    throw new StoreError(
+      `${path}: lacks revision or routes; run veer control --recover to rebuild it from audit.log, or restore it from a backup`,
+    )
   // Fields added within format 1 are optional in the file: a state written before them reads as "none".
   const routes: Record<string, RouteRecord> = {}
-  for (const [name, r] of Object.entries(state.routes))
-    routes[name] = {
-      ...r,
-      shadow: r.shadow ?? null,
-      shadowUpstream: r.shadowUpstream ?? null,
-      canaryFromShadow: r.canaryFromShadow ?? false,
-      superseded: r.superseded ?? [],
-    }
+  for (const [name, r] of Object.entries(state.routes)) routes[name] = withDefaults(r)
   return { ...state, routes }
 }
 
+function withDefaults(r: RouteRecord): RouteRecord {
+  return {
+    ...r,
+    shadow: r.shadow ?? null,
+    shadowUpstream: r.shadowUpstream ?? null,
+    canaryFromShadow: r.canaryFromShadow ?? false,
+    superseded: r.superseded ?? [],
+  }
+}
+
+/** audit.log as read at start. */
+interface AuditRead {
+  /** The newest entries (at most MEMORY), without their records. */
+  readonly entries: AuditEntry[]
+  readonly total: number
+  /** The highest revision a committed change has (0: none). */
+  readonly revision: number
+  /** Each route as its last recorded change left it (null: removed). */
+  readonly records: Map<string, RouteRecord | null>
+  /** Routes whose last committed change has no record (written by an older veer). */
+  readonly unrecorded: Set<string>
+  /** The lines of the last committed revision, when they are the file's last lines. */
+  readonly tail: readonly AuditLine[]
+}
+
 /**
- * Read audit.log. A torn last line (no newline: a crash mid-append) and whole lines of a change that
- * never reached state.json are cut off, so the log stays exactly the acknowledged history.
+ * Read audit.log. A torn last line (no newline: a crash mid-append) is cut off and logged with what was
+ * cut; it was never acknowledged. Nothing else is ever changed.
  */
-async function readAudit(
-  path: string,
-  revision: number,
-  log: Logger,
-): Promise<{ entries: AuditEntry[]; total: number }> {
+async function readAudit(path: string, log: Logger): Promise<AuditRead> {
   let buf: Buffer
+  const records = new Map<string, RouteRecord | null>()
+  const unrecorded = new Set<string>()
   try {
     buf = await readFile(path)
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { entries: [], total: 0 }
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+      return { entries: [], total: 0, revision: 0, records, unrecorded, tail: [] }
     throw new StoreError(`${path}: cannot read it (${(err as NodeJS.ErrnoException).code})`)
   }
   const entries: AuditEntry[] = []
+  let total = 0
+  let revision = 0
+  let tail: AuditLine[] = []
   let offset = 0
-  let keep = 0
-  let cut: string | null = null
   while (offset < buf.length) {
     const nl = buf.indexOf(10, offset)
-    const end = nl === -1 ? buf.length : nl
-    let entry: AuditEntry | null = null
+    if (nl === -1) {
+      const torn = buf.subarray(offset).toString('utf8')
+      log.warn(
+        { file: path, keptBytes: offset, cut: torn.slice(0, 200) },
+        `audit.log: dropped a torn last line (${buf.length - offset} bytes) from an interrupted write`,
+      )
+      await truncate(path, offset)
+      break
+    }
+    let line: AuditLine
     try {
-      entry = JSON.parse(buf.subarray(offset, end).toString('utf8')) as AuditEntry
+      line = JSON.parse(buf.subarray(offset, nl).toString('utf8')) as AuditLine
     } catch {
-      entry = null
+      throw new StoreError(`${path}: line ${total + 1} is not valid JSON; repair or move the file`)
     }
-    if (nl === -1 || entry === null) {
-      if (nl !== -1 && buf.indexOf(10, nl + 1) !== -1)
-        throw new StoreError(`${path}: line ${entries.length + 1} is not valid JSON; repair or move the file`)
-      cut = `a torn last line (${buf.length - offset} bytes) from an interrupted write`
-      break
-    }
-    if (entry.revision !== undefined && entry.revision > revision) {
-      cut = `${countLines(buf, offset)} line(s) of a change interrupted before it was saved (it did not take effect)`
-      break
-    }
+    offset = nl + 1
+    total++
+    const { record, ...entry } = line
     entries.push(entry)
-    offset = end + 1
-    keep = offset
+    if (entries.length > 2 * MEMORY) entries.splice(0, entries.length - MEMORY)
+    if (entry.revision === undefined) {
+      tail = []
+      continue
+    }
+    if (entry.revision !== revision) tail = []
+    tail.push(line)
+    revision = Math.max(revision, entry.revision)
+    if (entry.route === null) continue
+    if (record === undefined) unrecorded.add(entry.route)
+    else {
+      unrecorded.delete(entry.route)
+      records.set(entry.route, record === null ? null : withDefaults(record))
+    }
   }
-  if (cut !== null) {
-    log.warn({ file: path, keptBytes: keep }, `audit.log: dropped ${cut}`)
-    await truncate(path, keep)
-  }
-  const total = entries.length
-  return { entries: entries.slice(-MEMORY), total }
+  return { entries: entries.slice(-MEMORY), total, revision, records, unrecorded, tail }
 }
 
-function countLines(buf: Buffer, from: number): number {
-  let n = 0
-  for (let i = from; i < buf.length; i++) if (buf[i] === 10) n++
-  return Math.max(1, n)
+/**
+ * Check that state.json and the audit agree. Null when they do; the completed state when the audit's
+ * last change never reached state.json (a crash between the two writes). Anything else is a StoreError
+ * naming both files, what differs and the ways out.
+ */
+function reconcile(
+  found: ControlState | null,
+  audit: AuditRead,
+  dir: string,
+  log: Logger,
+): ControlState | null {
+  const statePath = join(dir, 'state.json')
+  const auditPath = join(dir, 'audit.log')
+  const ways = `run veer control --recover --state-dir ${dir} to rebuild state.json from the audit, or move ${dir} away to start empty`
+  const stateRevision = found?.revision ?? 0
+  if (found === null && audit.revision > 0)
+    throw new StoreError(
+      `${statePath} is missing but ${auditPath} holds changes up to revision ${audit.revision}; ${ways}`,
+    )
+  if (stateRevision === audit.revision) return null
+  if (stateRevision > audit.revision)
+    throw new StoreError(
+      `${statePath} is at revision ${stateRevision} but ${auditPath} ends at revision ${audit.revision}: the audit lacks changes (restored from an older backup?); restore the audit that goes with this state, or ${ways} (changes after revision ${audit.revision} are then lost)`,
+    )
+  const tail = audit.tail
+  const interrupted =
+    found !== null &&
+    audit.revision === stateRevision + 1 &&
+    tail.length > 0 &&
+    tail.every((l) => l.route === null || l.record !== undefined)
+  if (!interrupted)
+    throw new StoreError(
+      `${statePath} is at revision ${stateRevision} but ${auditPath} goes on to revision ${audit.revision}: state.json is older than the audit (restored from a backup?); ${ways}`,
+    )
+  const routes: Record<string, RouteRecord> = { ...found.routes }
+  for (const l of tail) {
+    if (l.route === null) continue
+    if (l.record === null || l.record === undefined) delete routes[l.route]
+    else routes[l.route] = withDefaults(l.record)
+  }
+  log.warn(
+    { file: statePath, revision: audit.revision, entries: tail.map((l) => l.seq) },
+    'state.json: completed a change whose audit lines were saved but whose state was not (interrupted)',
+  )
+  return { ...found, revision: audit.revision, routes }
 }

@@ -142,6 +142,22 @@ describe('bad input changes nothing', () => {
       400,
       'invalid_body',
     ],
+    [
+      'a prototype name as a field',
+      'PUT',
+      '/v1/routes/shop/weights',
+      { raw: '{"canary": 10, "__proto__": {"canary": 1}}', headers: { 'content-type': 'application/json' } },
+      400,
+      'invalid_body',
+    ],
+    [
+      'constructor as a field',
+      'PUT',
+      '/v1/routes/shop/weights',
+      { raw: '{"canary": 10, "constructor": 1}', headers: { 'content-type': 'application/json' } },
+      400,
+      'invalid_body',
+    ],
     ['no body', 'PUT', '/v1/routes/shop/weights', {}, 400, 'invalid_body'],
     ['a JSON list', 'PUT', '/v1/routes/shop/weights', { body: [10] }, 400, 'invalid_body'],
     [

@@ -1,15 +1,17 @@
 /**
  * Nothing acknowledged is lost: `kill -9` of control mid-rollout and mid-write, then a restart on the
  * same state dir, gives the same weights, the same step and the pause time that was left; a torn audit
- * line is tolerated with a warning.
+ * line is tolerated with a warning. A state.json restored from an older backup refuses the start with
+ * the audit untouched, and `--recover` rebuilds the state the last acknowledged write left.
  */
-import { appendFileSync, readFileSync } from 'node:fs'
+import { appendFileSync, copyFileSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import {
   announced,
   type ControlProcess,
   FakeProxy,
+  runCli,
   sleep,
   startControl,
   tempDir,
@@ -137,5 +139,51 @@ describe('kill -9 of control', () => {
     expect((await second.api('PUT', '/v1/routes/shop/weights', { body: { canary: 6 } })).status).toBe(200)
     const lines = readFileSync(join(dir, 'audit.log'), 'utf8').trim().split('\n')
     expect(lines.map((l) => JSON.parse(l).seq)).toEqual([1, 2, 3])
+  })
+})
+
+describe('a state.json restored from an older backup', () => {
+  it('refuses the start (exit 2, audit byte for byte), and --recover rebuilds the last acknowledged state', async () => {
+    const dir = tempDir()
+    const tokens = writeTokenFile()
+    const first = await start(dir, tokens)
+    await new FakeProxy(first, 'edge-1', [announced('shop', 0)]).register()
+    expect((await first.api('PUT', '/v1/routes/shop/weights', { body: { canary: 5 } })).status).toBe(200)
+    copyFileSync(join(dir, 'state.json'), join(dir, 'backup.json'))
+    for (const canary of [10, 25, 40])
+      expect((await first.api('PUT', '/v1/routes/shop/weights', { body: { canary } })).status).toBe(200)
+    const acked = (await first.api('GET', '/v1/routes/shop')).json
+    await first.stop('SIGTERM')
+    running = running.filter((c) => c !== first)
+    copyFileSync(join(dir, 'backup.json'), join(dir, 'state.json'))
+    const audit = readFileSync(join(dir, 'audit.log'))
+
+    const refused = await runCli([
+      'control',
+      '--listen',
+      '127.0.0.1:0',
+      '--state-dir',
+      dir,
+      '--token-file',
+      tokens,
+    ])
+    expect(refused.code).toBe(2)
+    expect(refused.stderr.trim().split('\n')).toHaveLength(1)
+    expect(refused.stderr).toMatch(/state\.json is at revision \d+ but .*audit\.log goes on to revision \d+/)
+    expect(refused.stderr).toContain('--recover')
+    expect(readFileSync(join(dir, 'audit.log')).equals(audit)).toBe(true)
+
+    const recovered = await runCli(['control', '--recover', '--state-dir', dir, '--token-file', tokens])
+    expect(recovered.code).toBe(0)
+    expect(recovered.stdout).toContain('state rebuilt from the audit')
+    expect(readFileSync(join(dir, 'audit.log')).subarray(0, audit.length).equals(audit)).toBe(true)
+
+    const second = await start(dir, tokens)
+    const route = (await second.api('GET', '/v1/routes/shop')).json
+    expect(route.weights).toEqual(acked.weights)
+    expect(route.version).toBe(acked.version)
+    const entries = (await second.api('GET', '/v1/audit?limit=100')).json.entries
+    expect(entries.at(-1)).toMatchObject({ action: 'recovered', who: 'control' })
+    expect(entries.filter((e: { action: string }) => e.action === 'set-weight')).toHaveLength(4)
   })
 })

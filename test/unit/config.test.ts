@@ -136,6 +136,30 @@ describe('config validation', () => {
   })
 })
 
+describe('prototype names', () => {
+  it.each(['__proto__', 'constructor', 'toString'])(
+    'a key %s is an unknown field, named in the error',
+    (key) => {
+      const result = validateConfig(
+        JSON.parse(`{"routes": [{"name": "a", "stable": {"url": "http://127.0.0.1:1"}}], "${key}": 1}`),
+      )
+      expect(result.ok).toBe(false)
+      if (result.ok) return
+      expect(result.issues.map(formatIssue)).toEqual([
+        expect.stringMatching(new RegExp(`^${key} is not a known setting`)),
+      ])
+    },
+  )
+
+  it('a route named __proto__ is refused; constructor is an ordinary name', () => {
+    const result = validateConfig({ routes: [route({ name: '__proto__' })] })
+    expect(result.ok).toBe(false)
+    if (result.ok) return
+    expect(result.issues.map(formatIssue).join('\n')).toContain('routes[0].name must be 1-64 letters')
+    expect(validateConfig({ routes: [route({ name: 'constructor' })] }).ok).toBe(true)
+  })
+})
+
 describe('published JSON Schema', () => {
   it('config/veer.schema.json is what schema.ts generates (run npm run schema)', () => {
     const onDisk = JSON.parse(readFileSync(new URL('../../config/veer.schema.json', import.meta.url), 'utf8'))
