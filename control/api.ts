@@ -9,6 +9,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Logger } from 'pino'
 import { ACTIONS_HINT, parseActions, parseTime, TIME_HINT } from './audit-query.ts'
 import { type Access, allows, type FailureLimiter, type Identity, type Tokens } from './auth.ts'
+import type { Denials } from './denials.ts'
 import type { Engine } from './engine.ts'
 import { ApiError } from './errors.ts'
 import type { EventHub } from './events.ts'
@@ -27,6 +28,7 @@ import {
   parseShadow,
   parseWeights,
 } from './schemas.ts'
+import type { AuditDraft } from './store.ts'
 import type { RouteView } from './views.ts'
 
 export interface ApiDeps {
@@ -36,6 +38,8 @@ export interface ApiDeps {
   readonly events: EventHub
   readonly tokens: () => Tokens
   readonly limiter: FailureLimiter
+  /** Refused calls, audited aggregated (denials.ts). */
+  readonly denials: Denials
   readonly log: Logger
   /** How long a watch is held before 204 (wire protocol: ~20 s). */
   readonly watchMs: number
@@ -405,7 +409,11 @@ async function handle(d: ApiDeps, req: IncomingMessage, res: ServerResponse): Pr
   // so a proxy retrying with a stale token cannot lock operators on the same address out of abort.
   const who = d.tokens().check(req.headers.authorization)
   const wait = who === null ? d.limiter.blocked(address, now) : 0
-  if (wait > 0)
+  if (wait > 0) {
+    await d.denials.note(`429 ${address}`, {
+      ...refused(address, method, url.pathname),
+      why: 'too many failed authentications (429)',
+    })
     throw new ApiError(
       'too_many_auth_failures',
       `too many failed authentications from ${address}; retry in ${wait} s`,
@@ -413,8 +421,14 @@ async function handle(d: ApiDeps, req: IncomingMessage, res: ServerResponse): Pr
         'retry-after': String(wait),
       },
     )
+  }
   if (who === null) {
     d.limiter.fail(address, now)
+    const sent = req.headers.authorization === undefined ? 'no token' : 'an invalid token'
+    await d.denials.note(`401 ${address}`, {
+      ...refused(address, method, url.pathname),
+      why: `${sent} (401)`,
+    })
     d.log.warn(
       {
         address,
@@ -449,7 +463,15 @@ async function handle(d: ApiDeps, req: IncomingMessage, res: ServerResponse): Pr
   if (!allows(who.role, op.access)) {
     d.limiter.fail(address, now)
     const why = op.access === 'operate' ? 'needs the operator role' : 'needs the proxy or operator role'
-    await d.engine.deny(who, `${method} ${url.pathname}`, `role ${who.role} ${why}`)
+    await d.denials.note(`403 ${who.name} ${address} ${method} ${found.endpoint.path.join('/')}`, {
+      who: who.name,
+      role: who.role,
+      action: 'denied',
+      route: null,
+      from: address,
+      to: `${method} ${url.pathname}`,
+      why: `role ${who.role} ${why}`,
+    })
     d.log.warn({ who: who.name, role: who.role, method, path: url.pathname }, 'forbidden request refused')
     throw new ApiError(
       'forbidden',
@@ -457,4 +479,17 @@ async function handle(d: ApiDeps, req: IncomingMessage, res: ServerResponse): Pr
     )
   }
   await op.handle(d, { req, res, who, params: found.params, url })
+}
+
+/** The audit draft of a call refused before any token was accepted (401, 429). */
+function refused(address: string, method: string, path: string): AuditDraft {
+  return {
+    who: 'unauthenticated',
+    role: 'none',
+    action: 'denied',
+    route: null,
+    from: address,
+    to: `${method} ${path}`,
+    why: null,
+  }
 }

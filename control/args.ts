@@ -46,6 +46,8 @@ export interface ControlSetup {
   /** Failed authentications from one address before 429, and ms to regain one. */
   readonly authBurst: number
   readonly authRefillMs: number
+  /** How long one audit entry stands for a client's repeated refusals (denials.ts). */
+  readonly denialIntervalMs: number
 }
 
 function envInt(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number): number {
@@ -154,5 +156,6 @@ export async function parseControlArgs(
     tickMs: envInt(env, 'VEER_CONTROL_TICK_MS', 250, 10, 60_000),
     authBurst: envInt(env, 'VEER_CONTROL_AUTH_BURST', 10, 1, 1_000_000),
     authRefillMs: envInt(env, 'VEER_CONTROL_AUTH_REFILL_MS', 6000, 1, 3_600_000),
+    denialIntervalMs: envInt(env, 'VEER_CONTROL_DENIAL_INTERVAL_MS', 60_000, 10, 3_600_000),
   }
 }

@@ -8,7 +8,6 @@
 import type { Logger } from 'pino'
 import type { AnalysisBook } from './analysis.ts'
 import type { AuditPage, AuditQuery } from './audit-query.ts'
-import type { Identity } from './auth.ts'
 import { ApiError } from './errors.ts'
 import type { EventHub } from './events.ts'
 import type { Notifier } from './notify.ts'
@@ -432,13 +431,11 @@ export class Engine {
     return this.d.store.audit(query)
   }
 
-  /** Append a denied attempt to the audit log (fsynced before the 403 goes out). */
-  deny(who: Identity, what: string, why: string): Promise<void> {
+  /** Append a refused attempt to the audit log (fsynced); control/denials.ts decides which. */
+  deny(draft: AuditDraft): Promise<void> {
     return this.queue(async () => {
       try {
-        await this.d.store.append([
-          { who: who.name, role: who.role, action: 'denied', route: null, from: null, to: what, why },
-        ])
+        await this.d.store.append([draft])
       } catch (err) {
         // A torn append would leave broken JSON mid-file for the next line: stop, as a failed commit does.
         this.d.fatal(err)

@@ -13,6 +13,7 @@ import { createApi } from './api.ts'
 import { CONTROL_HELP, ControlUsageError, parseControlArgs } from './args.ts'
 import { FailureLimiter, type Tokens } from './auth.ts'
 import { RolloutClock } from './clock.ts'
+import { Denials } from './denials.ts'
 import { Engine } from './engine.ts'
 import { EventHub } from './events.ts'
 import { ProxyLink } from './link.ts'
@@ -80,6 +81,7 @@ export async function runControl(argv: string[]): Promise<void> {
     rolledBack: (route, reason) => metrics.rollbacks.labels(route, reason).inc(),
   })
   const link = new ProxyLink({ engine, proxies, events, clock, log, analysis })
+  const denials = new Denials((draft) => engine.deny(draft), setup.denialIntervalMs)
   const handler = createApi({
     engine,
     link,
@@ -87,6 +89,7 @@ export async function runControl(argv: string[]): Promise<void> {
     events,
     tokens: () => tokens,
     limiter: new FailureLimiter(setup.authBurst, setup.authRefillMs),
+    denials,
     log,
     watchMs: setup.watchMs,
     closing: () => closing,
@@ -129,6 +132,7 @@ export async function runControl(argv: string[]): Promise<void> {
     notifier.close()
     server.close()
     server.closeIdleConnections()
+    await denials.close().catch(() => {})
     await engine.idle()
     await store.close()
     server.closeAllConnections()

@@ -79,6 +79,8 @@ export interface AuditEntry {
   readonly fuse?: unknown
   /** A change a proxy's registration made (a route adopted, a release change): which proxy. */
   readonly proxy?: string
+  /** A refusal entry that stands for this many refusals of its key in one interval (control/denials.ts). */
+  readonly count?: number
 }
 
 export type AuditDraft = Omit<AuditEntry, 'seq' | 'time'>

@@ -1,0 +1,66 @@
+/**
+ * Refused calls (401, 403, 429) are audited, but aggregated so that no client can grow the audit
+ * without bound: per key (the client's address, its token and the endpoint) the first refusal of an
+ * interval is written at once, the rest are only counted, and when the interval ends one entry with
+ * `count` stands for them. A client looping on forbidden writes adds at most two lines per interval.
+ * Past `maxKeys` keys in one interval (an address spray) further refusals share one overflow key.
+ */
+import type { AuditDraft } from './store.ts'
+
+const OVERFLOW = '*'
+
+interface Held {
+  readonly draft: AuditDraft
+  readonly since: string
+  count: number
+}
+
+export class Denials {
+  readonly #write: (draft: AuditDraft) => Promise<void>
+  readonly #maxKeys: number
+  #open = new Map<string, Held>()
+  readonly #timer: NodeJS.Timeout
+
+  /** `write` appends one audit entry (fsynced); `intervalMs` is how long one entry stands for its key. */
+  constructor(write: (draft: AuditDraft) => Promise<void>, intervalMs: number, maxKeys = 1000) {
+    this.#write = write
+    this.#maxKeys = maxKeys
+    this.#timer = setInterval(() => void this.flush().catch(() => {}), intervalMs)
+    this.#timer.unref()
+  }
+
+  /** Audit one refusal: written now when it is its key's first this interval, else counted. */
+  note(key: string, draft: AuditDraft): Promise<void> {
+    let k = key
+    if (!this.#open.has(k) && this.#open.size >= this.#maxKeys) k = OVERFLOW
+    const held = this.#open.get(k)
+    if (held !== undefined) {
+      held.count++
+      return Promise.resolve()
+    }
+    const first =
+      k === OVERFLOW ? { ...draft, who: OVERFLOW, why: `${draft.why} (and other clients)` } : draft
+    this.#open.set(k, { draft: first, since: new Date().toISOString(), count: 0 })
+    return this.#write(first)
+  }
+
+  /** End the interval: one entry for each key with refusals beyond its first, with their `count`. */
+  async flush(): Promise<void> {
+    const open = this.#open
+    this.#open = new Map()
+    for (const h of open.values()) {
+      if (h.count === 0) continue
+      await this.#write({
+        ...h.draft,
+        count: h.count,
+        why: `${h.draft.why} (${h.count} more since ${h.since})`,
+      })
+    }
+  }
+
+  /** Stop the interval timer and write what is counted (shutdown). */
+  close(): Promise<void> {
+    clearInterval(this.#timer)
+    return this.flush()
+  }
+}
