@@ -14,7 +14,14 @@ import type { Notifier } from './notify.ts'
 import type { ProxyRegistry } from './proxies.ts'
 import { advance, isActive, type Notice, type Plan, type RolloutEvent, start } from './rollout.ts'
 import { runSmoke, type SmokeRunner } from './smoke.ts'
-import type { AuditDraft, AuditEntry, ControlState, RouteRecord, Store } from './store.ts'
+import {
+  type AuditDraft,
+  type AuditEntry,
+  type ControlState,
+  type RouteRecord,
+  type Store,
+  StoreWriteError,
+} from './store.ts'
 import { type RouteView, routeView } from './views.ts'
 
 /** What an automatic rollback adds to its audit entry: the verdict's evidence, harm counts, the fuse. */
@@ -106,8 +113,7 @@ export class Engine {
     try {
       entries = await this.d.store.commit(next, drafts)
     } catch (err) {
-      this.d.fatal(err)
-      throw new ApiError('storage_failed')
+      throw this.#storageFailed(err)
     }
     const now = Date.now()
     if (versioned) this.d.proxies.publish(revision)
@@ -437,11 +443,25 @@ export class Engine {
       try {
         await this.d.store.append([draft])
       } catch (err) {
-        // A torn append would leave broken JSON mid-file for the next line: stop, as a failed commit does.
-        this.d.fatal(err)
-        throw new ApiError('storage_failed')
+        throw this.#storageFailed(err)
       }
     })
+  }
+
+  /**
+   * A write that failed. Undone (StoreWriteError: a full disk, say): 503 with Retry-After, and control
+   * goes on serving reads; the next write tries again. Not undone: the process must stop.
+   */
+  #storageFailed(err: unknown): ApiError {
+    if (err instanceof StoreWriteError) {
+      this.d.log.error(
+        { code: err.code },
+        'state write failed and was undone; writes get 503 until it succeeds',
+      )
+      return new ApiError('storage_failed', err.message, { 'retry-after': '5' })
+    }
+    this.d.fatal(err)
+    return new ApiError('storage_failed')
   }
 
   /** Resolves once every queued change is on disk. */

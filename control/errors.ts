@@ -36,8 +36,8 @@ export const CONTROL_ERRORS = {
     message: 'too many failed authentications from this address; wait and retry with a valid token',
   },
   storage_failed: {
-    status: 500,
-    message: 'the state could not be written; control stops to stay consistent',
+    status: 503,
+    message: 'the state could not be written (a full disk or an I/O error); nothing changed, retry later',
   },
   internal: { status: 500, message: 'unexpected error; see the control log' },
   shutting_down: { status: 503, message: 'control is shutting down; retry in a moment' },

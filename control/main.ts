@@ -55,6 +55,7 @@ export async function runControl(argv: string[]): Promise<void> {
   const events = new EventHub()
   const notifier = new Notifier(config.webhooks, log, setup.notifier)
   const metrics = new ControlMetrics()
+  metrics.watchStateDir(stateDir)
   const analysis = new AnalysisBook()
   const engine = new Engine({
     analysis,

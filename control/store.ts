@@ -95,6 +95,19 @@ type AuditLine = AuditEntry & { readonly record?: RouteRecord | null }
 /** Why the state dir cannot be used: one line for the operator. */
 export class StoreError extends Error {}
 
+/**
+ * A write that failed (a full disk, an I/O error) and was undone: none of it is on disk or in memory,
+ * so control can answer 503 and go on; the next write tries again.
+ */
+export class StoreWriteError extends Error {
+  readonly code: string | undefined
+  constructor(cause: unknown) {
+    const code = (cause as NodeJS.ErrnoException | null)?.code
+    super(`the state dir could not be written (${code ?? String(cause)}); nothing was changed`)
+    this.code = code
+  }
+}
+
 /** Most audit entries kept in memory for GET /v1/audit (the file keeps all). */
 const MEMORY = 10_000
 
@@ -187,16 +200,80 @@ export class Store {
     return { store, recovery: { from, revision: audit.revision, routes: Object.keys(routes).length } }
   }
 
-  /** Make a change durable: audit lines first, then the whole state. Resolves once both are on disk. */
+  /**
+   * Make a change durable: audit lines first, then the whole state. Resolves once both are on disk.
+   * A failure undoes the audit lines (they were never acknowledged) and throws StoreWriteError; one
+   * that cannot be undone throws as it came, and the process must stop.
+   */
   async commit(next: ControlState, drafts: readonly AuditDraft[]): Promise<AuditEntry[]> {
-    const written =
-      drafts.length > 0
-        ? await this.#append(drafts, (d) =>
-            d.route !== null && d.revision !== undefined ? { record: next.routes[d.route] ?? null } : null,
-          )
-        : []
-    await this.#save(next)
-    return written
+    const out = this.#entries(drafts)
+    const size = await this.#auditSize()
+    try {
+      if (out.length > 0)
+        await this.#write(
+          out.map((e) =>
+            e.route !== null && e.revision !== undefined ? { ...e, record: next.routes[e.route] ?? null } : e,
+          ),
+        )
+      await this.#save(next)
+    } catch (err) {
+      // Once state.json is renamed over, the change is in place and cannot be undone.
+      if ((err as { renamed?: boolean }).renamed === true) throw err
+      await this.#undo(size, err)
+    }
+    this.#remember(out)
+    return out
+  }
+
+  /** Append audit entries (fsynced) that change no state, such as refused calls. Fails as `commit`. */
+  async append(drafts: readonly AuditDraft[]): Promise<AuditEntry[]> {
+    const out = this.#entries(drafts)
+    const size = await this.#auditSize()
+    try {
+      await this.#write(out)
+    } catch (err) {
+      await this.#undo(size, err)
+    }
+    this.#remember(out)
+    return out
+  }
+
+  #entries(drafts: readonly AuditDraft[]): AuditEntry[] {
+    const time = new Date().toISOString()
+    return drafts.map((d, i) => ({ seq: this.total + i + 1, time, ...d }))
+  }
+
+  async #auditSize(): Promise<number> {
+    try {
+      return (await stat(this.auditPath)).size
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0
+      throw new StoreWriteError(err)
+    }
+  }
+
+  async #write(lines: readonly AuditLine[]): Promise<void> {
+    const file = await open(this.auditPath, 'a', 0o600)
+    try {
+      await file.writeFile(lines.map((l) => `${JSON.stringify(l)}\n`).join(''))
+      await file.datasync()
+    } finally {
+      await file.close()
+    }
+  }
+
+  /** Cut what a failed write left in audit.log (a part of it may have landed) and drop the temp state. */
+  async #undo(size: number, err: unknown): Promise<never> {
+    await truncate(this.auditPath, size)
+    await rm(`${this.statePath}.tmp`, { force: true })
+    throw new StoreWriteError(err)
+  }
+
+  #remember(out: readonly AuditEntry[]): void {
+    this.total += out.length
+    this.entries.push(...out)
+    for (const e of out) this.#noteLast(e)
+    if (this.entries.length > MEMORY) this.entries.splice(0, this.entries.length - MEMORY)
   }
 
   /** state.json, whole or not at all: temp file, fsync, rename, fsync the directory. */
@@ -210,42 +287,17 @@ export class Store {
       await file.close()
     }
     await rename(tmp, this.statePath)
-    const d = openSync(this.dir, 'r')
     try {
-      fsyncSync(d)
-    } finally {
-      closeSync(d)
+      const d = openSync(this.dir, 'r')
+      try {
+        fsyncSync(d)
+      } finally {
+        closeSync(d)
+      }
+    } catch (err) {
+      throw Object.assign(err as Error, { renamed: true })
     }
     this.state = next
-  }
-
-  /** Append audit entries (fsynced) that change no state, such as denied attempts. */
-  append(drafts: readonly AuditDraft[]): Promise<AuditEntry[]> {
-    return this.#append(drafts, () => null)
-  }
-
-  async #append(
-    drafts: readonly AuditDraft[],
-    extra: (d: AuditDraft) => { record: RouteRecord | null } | null,
-  ): Promise<AuditEntry[]> {
-    const time = new Date().toISOString()
-    const out = drafts.map((d, i) => ({ seq: this.total + i + 1, time, ...d }))
-    const text = out.map((e) => {
-      const more = extra(e)
-      return `${JSON.stringify(more === null ? e : { ...e, ...more })}\n`
-    })
-    const file = await open(this.auditPath, 'a', 0o600)
-    try {
-      await file.writeFile(text.join(''))
-      await file.datasync()
-    } finally {
-      await file.close()
-    }
-    this.total += out.length
-    this.entries.push(...out)
-    for (const e of out) this.#noteLast(e)
-    if (this.entries.length > MEMORY) this.entries.splice(0, this.entries.length - MEMORY)
-    return out
   }
 
   /** The route's newest versioned audit entry (among those kept in memory), or null. */
