@@ -225,7 +225,8 @@ export class Http2Exchange extends Exchange {
   override dispatchOptions(): Dispatcher.DispatchOptions {
     const options = super.dispatchOptions()
     const body = this.body
-    if (body instanceof StreamBody && body.unread) {
+    // undici's HTTP/1.1 client writes a Readable with plain listeners: only its HTTP/2 one pipes it.
+    if (body instanceof StreamBody && body.unread && this.backend.upstream.protocol !== 'http/1.1') {
       this.#chunks = new SourceChunks(this.stream)
       // undici's types leave out the async iterables its dispatch takes.
       options.body = this.#chunks as unknown as Readable
