@@ -5,7 +5,7 @@
 // the same upstream for every round, subjects interleaved per round; medians of req/s and of the proxy's
 // CPU time per request, compared with `node-h2-proxy` (a minimal node:http2 proxy, the Node floor).
 // Prints figures and writes bench/results/h2.md and .json; never asserts. ~2 min at the defaults
-// (4 subjects × 3 rounds), ~30 s with --quick.
+// (5 subjects × 3 rounds), ~30 s with --quick.
 
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { connect, type IncomingHttpHeaders, type IncomingHttpStatusHeader } from 'node:http2'
@@ -47,6 +47,7 @@ import { findH2load, findHaproxy } from './tools.ts'
 
 const FLOOR = 'node-h2-proxy'
 const VEER = 'veer-h2c'
+const UNDICI_FLOOR = 'undici-h2-proxy'
 const GOAL = 0.85
 
 const { values: args } = parseArgs({
@@ -67,7 +68,7 @@ if (args.help) {
   --seconds N    seconds per measured workload (default 3; h2load takes whole seconds)
   --clients C    h2load connections (default 16)
   --streams M    h2load streams in flight per connection (default 10)
-  --only         comma-separated subjects: ${FLOOR}, ${VEER}, veer-h2c-nolog, haproxy-h2`)
+  --only         comma-separated subjects: ${FLOOR}, ${UNDICI_FLOOR}, ${VEER}, veer-h2c-nolog, haproxy-h2`)
   process.exit(0)
 }
 
@@ -150,6 +151,13 @@ const allSubjects: readonly H2Subject[] = [
       'node:http2 h2c server forwarding every stream over ONE node:http2 client session, bodies piped, trailers passed on (the Node floor)',
     unavailable: () => null,
     start: () => startNodeProxy(FLOOR, ctx, 'bench/baselines/node-h2-proxy.ts'),
+  },
+  {
+    name: UNDICI_FLOOR,
+    about:
+      'the same node:http2 server sending every stream through an undici Pool (h2c, veer\u2019s pool defaults), bodies as async iterables, trailers passed on (the undici floor: what veer\u2019s upstream client costs by itself)',
+    unavailable: () => null,
+    start: () => startNodeProxy(UNDICI_FLOOR, ctx, 'bench/baselines/undici-h2-proxy.ts'),
   },
   {
     name: VEER,
@@ -497,6 +505,21 @@ function checkTargets(subjects: readonly H2SubjectResult[]): TargetCheck[] {
     }
   }
   const veer = m(VEER)
+  const undici = m(UNDICI_FLOOR)
+  if (veer !== null && undici !== null) {
+    for (const [label, rps, cpu] of workloads) {
+      if (!finite(rps(veer), rps(undici))) continue
+      out.push({
+        target: `${VEER} / ${UNDICI_FLOOR} req/s, ${label}`,
+        goal: '(info)',
+        measured: times(rps(veer) / rps(undici)),
+        pass: null,
+        note: finite(cpu(veer), cpu(undici))
+          ? `CPU µs/req: veer ${fixed(cpu(veer))}, undici floor ${fixed(cpu(undici))} (${times(cpu(veer) / cpu(undici))}): what veer adds to its upstream client`
+          : '',
+      })
+    }
+  }
   const hap = m('haproxy-h2')
   if (veer !== null && hap !== null) {
     for (const [label, rps, cpu] of workloads) {
