@@ -113,9 +113,14 @@ export abstract class Exchange implements Dispatcher.DispatchHandler {
     return this.error === null || (this.error === 'client_closed' && this.status !== 0) ? this.status : 0
   }
 
-  /** The body for another attempt (`again`): the kept copy, or none (a streamed body is gone). */
-  protected get keptBody(): Buffer | null {
-    return this.body instanceof Buffer ? this.body : null
+  /**
+   * The body for another attempt (`again`): the kept copy, a stream no attempt has read (the canary
+   * could not be connected, see fallback.ts), or none (a streamed body is gone).
+   */
+  protected get keptBody(): Body {
+    const body = this.body
+    if (body === null || Buffer.isBuffer(body)) return body
+    return body.readableDidRead || body.destroyed ? null : body
   }
 
   /** Write the answer's head to the client. */

@@ -12,7 +12,7 @@ import { fieldObject, type RequestHead } from '../listen/headers.ts'
 import { sendErrorOnStream, sendGrpcError } from '../listen/respond.ts'
 import type { Backend, CompiledRoute } from '../routes/table.ts'
 import { type Body, Exchange, type ExchangeHost } from './exchange.ts'
-import { grpcCodeFor } from './grpc.ts'
+import { CANCELLED, grpcCodeFor } from './grpc.ts'
 import type { UpstreamFields } from './handler.ts'
 
 const kExchange = Symbol('veer.exchange')
@@ -117,6 +117,12 @@ export class Http2Exchange extends Exchange {
 
   get answered(): boolean {
     return this.stream.headersSent
+  }
+
+  /** A gRPC call whose client reset its stream ends CANCELLED, as the client itself reads it. */
+  override clientGone(): void {
+    if (this.head.grpc && this.grpc === -1) this.grpc = CANCELLED
+    super.clientGone()
   }
 
   get gone(): boolean {
