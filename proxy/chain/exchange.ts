@@ -55,7 +55,7 @@ export abstract class Exchange implements Dispatcher.DispatchHandler {
   span: unknown = null
   /** The shadow copy of this request, fed the primary's answer for comparison; null when not mirrored. */
   mirror: Mirror | null = null
-  /** A canary attempt that may fall back to stable when it fails (analysis.fallback); body is kept. */
+  /** A canary attempt that may fall back to stable when it fails (analysis.fallback; see fallback.ts). */
   fallback = false
   /** This canary attempt failed and stable was asked instead: the user never saw this failure. */
   retried = false
