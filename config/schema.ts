@@ -138,7 +138,7 @@ const analysis = obj('What counts against a version, the fallback to stable, and
         fallback: 'idempotency-key',
       }),
       maxBodyBytes: int(
-        'Largest request body kept for a retry (read before the canary request); larger bodies, or bodies of unknown length, are not retried',
+        'Largest request body kept for a retry (read before the canary request); a larger body, or one of unknown length, is streamed and retried only when the canary could not be connected',
         0,
         16 * 1024 * 1024,
         64 * 1024,

@@ -55,7 +55,7 @@ export abstract class Exchange implements Dispatcher.DispatchHandler {
   span: unknown = null
   /** The shadow copy of this request, fed the primary's answer for comparison; null when not mirrored. */
   mirror: Mirror | null = null
-  /** A canary attempt that may fall back to stable when it fails (analysis.fallback); body is kept. */
+  /** A canary attempt that may fall back to stable when it fails (analysis.fallback; see fallback.ts). */
   fallback = false
   /** This canary attempt failed and stable was asked instead: the user never saw this failure. */
   retried = false
@@ -113,9 +113,14 @@ export abstract class Exchange implements Dispatcher.DispatchHandler {
     return this.error === null || (this.error === 'client_closed' && this.status !== 0) ? this.status : 0
   }
 
-  /** The body for another attempt (`again`): the kept copy, or none (a streamed body is gone). */
-  protected get keptBody(): Buffer | null {
-    return this.body instanceof Buffer ? this.body : null
+  /**
+   * The body for another attempt (`again`): the kept copy, a stream no attempt has read (the canary
+   * could not be connected, see fallback.ts), or none (a streamed body is gone).
+   */
+  protected get keptBody(): Body {
+    const body = this.body
+    if (body === null || Buffer.isBuffer(body)) return body
+    return untouched(body) ? body : null
   }
 
   /** Write the answer's head to the client. */
@@ -328,4 +333,9 @@ export class HttpExchange extends Exchange {
   protected fail(code: ProxyErrorCode): void {
     if (!this.res.destroyed) sendError(this.res, code, this.decorate([], this.closing()))
   }
+}
+
+/** A streamed body no attempt has read a byte of (an HTTP/2 one may be read as `SourceChunks`: `taken`). */
+export function untouched(body: Readable): boolean {
+  return !(body.readableDidRead || body.destroyed || (body as { taken?: boolean }).taken === true)
 }

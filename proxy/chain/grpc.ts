@@ -8,6 +8,7 @@ import type { ProxyErrorCode } from '../errors.ts'
 
 export { GRPC_CODES }
 
+export const CANCELLED = 1
 export const UNKNOWN = 2
 
 /**
@@ -60,6 +61,55 @@ export function grpcCodeFor(code: ProxyErrorCode): number {
     default:
       return 14 // UNAVAILABLE: connect failed, reset, overloaded, no healthy upstream — the client may retry
   }
+}
+
+/**
+ * Counts the length-prefixed messages of a gRPC body as it streams: each is a 5-byte prefix (a
+ * compressed flag, then a 4-byte big-endian length) and that many bytes. Tells a unary call's one
+ * message from a stream's several (gRPC over HTTP/2, "Length-Prefixed-Message").
+ */
+export class GrpcFrames {
+  /** Messages begun so far. */
+  messages = 0
+  /** Bytes of the current prefix read (0..4), and the length it has given so far. */
+  #prefix = 0
+  #length = 0
+  /** Bytes of the current message still to come. */
+  #left = 0
+
+  push(chunk: Buffer): void {
+    const n = chunk.length
+    let i = 0
+    while (i < n) {
+      if (this.#left > 0) {
+        const take = Math.min(this.#left, n - i)
+        this.#left -= take
+        i += take
+        continue
+      }
+      const p = this.#prefix++
+      if (p === 0) this.messages++
+      else this.#length = this.#length * 256 + chunk[i]!
+      i++
+      if (p === 4) {
+        this.#left = this.#length
+        this.#prefix = 0
+        this.#length = 0
+      }
+    }
+  }
+
+  /** The body so far ends on a message boundary (no message cut short). */
+  get whole(): boolean {
+    return this.#prefix === 0 && this.#left === 0
+  }
+}
+
+/** A body that is exactly one uncompressed message: its payload; otherwise the body as it is. */
+export function grpcPayload(body: Buffer): Buffer {
+  return body.length >= 5 && body[0] === 0 && body.readUInt32BE(1) === body.length - 5
+    ? body.subarray(5)
+    : body
 }
 
 const DIGITS = /^\d{1,8}$/

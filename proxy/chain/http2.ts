@@ -13,7 +13,7 @@ import { fieldObject, type RequestHead } from '../listen/headers.ts'
 import { sendErrorOnStream, sendGrpcError } from '../listen/respond.ts'
 import type { Backend, CompiledRoute } from '../routes/table.ts'
 import { type Body, Exchange, type ExchangeHost } from './exchange.ts'
-import { grpcCodeFor } from './grpc.ts'
+import { CANCELLED, grpcCodeFor } from './grpc.ts'
 import type { UpstreamFields } from './handler.ts'
 
 const kExchange = Symbol('veer.exchange')
@@ -75,15 +75,17 @@ function detach(source: Source): void {
 export class StreamBody extends Readable implements Reader {
   readonly #source: Source
   #reading = false
+  /** An attempt read the stream through `SourceChunks`: no other attempt may have it. */
+  taken = false
 
   constructor(source: ServerHttp2Stream) {
     super()
     this.#source = source as Source
   }
 
-  /** Nothing has read it as a Readable yet. */
+  /** Nothing has read it yet, as a Readable or as `SourceChunks`. */
   get unread(): boolean {
-    return !this.#reading
+    return !this.#reading && !this.taken
   }
 
   chunk(chunk: Buffer): void {
@@ -120,15 +122,21 @@ const DONE: IteratorReturnResult<undefined> = Object.freeze({ value: undefined, 
  */
 class SourceChunks implements AsyncIterableIterator<Buffer>, Reader {
   readonly #source: Source
+  readonly #body: StreamBody
   /** Chunks that came while undici was not waiting (the stream is paused then). */
   readonly #queue: Buffer[] = []
+  #attached = false
   #ended = false
   #released = false
   #waiter: PromiseWithResolvers<IteratorResult<Buffer>> | null = null
 
-  constructor(source: ServerHttp2Stream) {
+  /**
+   * Reads the stream only once undici asks for a chunk: an attempt that never connected read none of
+   * it, and its fallback to stable gets the whole body (fallback.ts).
+   */
+  constructor(source: ServerHttp2Stream, body: StreamBody) {
     this.#source = source as Source
-    attach(this.#source, this)
+    this.#body = body
   }
 
   [Symbol.asyncIterator](): this {
@@ -139,6 +147,11 @@ class SourceChunks implements AsyncIterableIterator<Buffer>, Reader {
     if (this.#queue.length > 0) return Promise.resolve({ value: this.#queue.shift()!, done: false })
     if (this.#released) return Promise.reject(RELEASED)
     if (this.#ended) return Promise.resolve(DONE)
+    if (!this.#attached) {
+      this.#attached = true
+      this.#body.taken = true
+      attach(this.#source, this)
+    }
     this.#source.resume()
     this.#waiter = Promise.withResolvers()
     return this.#waiter.promise
@@ -173,7 +186,7 @@ class SourceChunks implements AsyncIterableIterator<Buffer>, Reader {
     if (this.#released) return
     this.#released = true
     this.#queue.length = 0
-    detach(this.#source)
+    if (this.#attached) detach(this.#source)
     const w = this.#waiter
     if (w === null) return
     this.#waiter = null
@@ -227,7 +240,7 @@ export class Http2Exchange extends Exchange {
     const body = this.body
     // undici's HTTP/1.1 client writes a Readable with plain listeners: only its HTTP/2 one pipes it.
     if (body instanceof StreamBody && body.unread && this.backend.upstream.protocol !== 'http/1.1') {
-      this.#chunks = new SourceChunks(this.stream)
+      this.#chunks = new SourceChunks(this.stream, body)
       // undici's types leave out the async iterables its dispatch takes.
       options.body = this.#chunks as unknown as Readable
     }
@@ -242,6 +255,12 @@ export class Http2Exchange extends Exchange {
 
   get answered(): boolean {
     return this.stream.headersSent
+  }
+
+  /** A gRPC call whose client reset its stream ends CANCELLED, as the client itself reads it. */
+  override clientGone(): void {
+    if (this.head.grpc && this.grpc === -1) this.grpc = CANCELLED
+    super.clientGone()
   }
 
   get gone(): boolean {

@@ -1,20 +1,26 @@
 /**
- * Comparing a shadow's answer with the primary's, as Diffy does but inside the proxy: status, a chosen
- * set of headers, and the body — JSON field by field (paths like `items[*].price`), anything else by
- * hash. Pure functions: no I/O, no clocks.
+ * Comparing a shadow's answer with the primary's, as Diffy does but inside the proxy: status (and a gRPC
+ * call's grpc-status), a chosen set of headers, and the body — JSON field by field (paths like
+ * `items[*].price`), anything else by hash. Pure functions: no I/O, no clocks.
  */
 import { createHash } from 'node:crypto'
+import { GRPC_CODES } from '../../config/grpc-codes.ts'
 
 export interface Answer {
   readonly status: number
-  /** Lower-cased header name → value (repeated fields joined with ", "). */
+  /** Lower-cased header name → value (repeated fields joined with ", "); a null-prototype object. */
   readonly headers: Readonly<Record<string, string>>
-  /** The whole body, or null when it was larger than the comparison limit. */
+  /** The whole body (a gRPC call's: its message), or null when it was larger than the comparison limit. */
   readonly body: Buffer | null
+  /** A gRPC call's grpc-status (trailers, or the head of a trailers-only answer); -1 or absent if none. */
+  readonly grpc?: number
 }
 
 export interface Difference {
-  /** `status`, `header:NAME`, `body` (non-JSON), or a normalised JSON path such as `items[*].price`. */
+  /**
+   * `status`, `grpc-status`, `header:NAME`, `body` (non-JSON), or a normalised JSON path such as
+   * `items[*].price`.
+   */
   readonly field: string
   readonly primary: unknown
   readonly shadow: unknown
@@ -84,9 +90,13 @@ export function compareAnswers(
   const all: Difference[] = []
   if (primary.status !== shadow.status)
     all.push({ field: 'status', primary: primary.status, shadow: shadow.status })
+  const ga = primary.grpc ?? -1
+  const gb = shadow.grpc ?? -1
+  if (ga !== gb) all.push({ field: 'grpc-status', primary: codeName(ga), shadow: codeName(gb) })
   for (const name of headerNames) {
-    const a = primary.headers[name]
-    const b = shadow.headers[name]
+    // Own fields only: a configured `constructor` must not find Object's.
+    const a = Object.hasOwn(primary.headers, name) ? primary.headers[name] : undefined
+    const b = Object.hasOwn(shadow.headers, name) ? shadow.headers[name] : undefined
     if (a !== b) all.push({ field: `header:${name}`, primary: a ?? null, shadow: b ?? null })
   }
   const bodyCompared = primary.body !== null && shadow.body !== null
@@ -98,6 +108,10 @@ export function compareAnswers(
     else differences.push(d)
   }
   return { differences, ignored, bodyCompared }
+}
+
+function codeName(code: number): string | null {
+  return code < 0 ? null : (GRPC_CODES[code] ?? String(code))
 }
 
 function compareBodies(primary: Answer, shadow: Answer, out: Difference[]): void {
@@ -151,7 +165,11 @@ export function diffJson(a: unknown, b: unknown, path: string, out: Difference[]
     const ob = b as Record<string, unknown>
     for (const key of new Set([...Object.keys(oa), ...Object.keys(ob)])) {
       const child = path === '' ? key : `${path}.${key}`
-      if (!(key in oa) || !(key in ob)) out.push({ field: child, primary: oa[key], shadow: ob[key] })
+      // Own keys only: `constructor` or `toString` in one answer must not match Object's in the other.
+      const inA = Object.hasOwn(oa, key)
+      const inB = Object.hasOwn(ob, key)
+      if (!inA || !inB)
+        out.push({ field: child, primary: inA ? oa[key] : undefined, shadow: inB ? ob[key] : undefined })
       else diffJson(oa[key], ob[key], child, out)
     }
     return

@@ -6,6 +6,12 @@
  * that fails to connect `health.ejectAfter` times in a row is ejected like a primary upstream (see
  * `Upstream.admit`): its copies are dropped unsent until a single probe after `health.ejectFor` connects.
  * Its `error` lines are written at most once a second; the next tells how many were held back.
+ *
+ * A gRPC call is mirrored only when it is unary: its request body ends after exactly one
+ * length-prefixed message, which is held (within `maxBodyBytes`) and sent to the shadow once the body
+ * has ended, so a stream never reaches it, not even its first message. A second request message, a body
+ * past the limit, or a second answer message (a server stream; the shadow's copy is cut there) drops
+ * the copy, counted `dropped`. Its answers are compared with their grpc-status.
  */
 import { performance } from 'node:perf_hooks'
 import { PassThrough, pipeline, type Readable, Transform, type TransformCallback } from 'node:stream'
@@ -14,6 +20,8 @@ import type { Dispatcher } from 'undici'
 import type { ShadowConfig } from '../../config/types.ts'
 import { ERROR } from '../analysis/window.ts'
 import type { Exchange } from '../chain/exchange.ts'
+import { GrpcFrames, grpcCodeFor, grpcPayload, grpcStatusOf, UNKNOWN } from '../chain/grpc.ts'
+import type { UpstreamFields } from '../chain/handler.ts'
 import type { PassiveHealth } from '../chain/health.ts'
 import { classifyUpstreamError } from '../errors.ts'
 import type { VersionMetrics } from '../metrics.ts'
@@ -25,6 +33,8 @@ import { type Answer, compareAnswers, type FieldFilter, pathPattern } from './co
 import type { ShadowStats } from './stats.ts'
 
 type Controller = Dispatcher.DispatchController
+
+const STREAMING = new Error('a gRPC stream is not mirrored: its answer has a second message')
 
 /** A route's compiled shadow settings (built with the route table). */
 export interface ShadowTarget {
@@ -70,16 +80,21 @@ export interface MirrorHost {
 
 class Capture {
   status = 0
-  headers: Record<string, string> = {}
+  headers: Record<string, string> = Object.create(null)
   chunks: Buffer[] = []
   size = 0
   overflow = false
   done = false
   ok = false
+  /** A gRPC call's grpc-status, -1 until known. */
+  grpc = -1
+  /** A gRPC answer's messages as they stream; null for other requests. */
+  frames: GrpcFrames | null = null
 
   start(status: number, raw: readonly (Buffer | string)[] | null): void {
     this.status = status
-    const h: Record<string, string> = {}
+    // No prototype: a header named `__proto__` or `constructor` is a field like any other.
+    const h: Record<string, string> = Object.create(null)
     if (raw) {
       for (let i = 0; i < raw.length; i += 2) {
         const name = raw[i]!.toString('latin1').toLowerCase()
@@ -100,26 +115,45 @@ class Capture {
   }
 
   answer(): Answer {
+    const body = this.overflow ? null : Buffer.concat(this.chunks)
     return {
       status: this.status,
       headers: this.headers,
-      body: this.overflow ? null : Buffer.concat(this.chunks),
+      // A gRPC answer's message is compared without its prefix, so `+json` messages are JSON.
+      body: body !== null && this.frames !== null ? grpcPayload(body) : body,
+      grpc: this.grpc,
     }
+  }
+
+  /** A gRPC answer's grpc-status from its trailers; a 200 that ends without one is UNKNOWN. */
+  trailers(trailers: UpstreamFields | null | undefined): void {
+    const g = trailers?.['grpc-status']
+    if (g !== undefined) this.grpc = grpcStatusOf(g)
+    else if (this.grpc === -1 && this.status === 200) this.grpc = UNKNOWN
   }
 }
 
-/** Feeds the shadow's body copy from the primary's stream; never waits for the shadow. */
+/**
+ * Feeds the shadow's body copy from the primary's stream; never waits for the shadow. A gRPC call's copy
+ * (`frames`) is held instead of streamed, and handed over only if the body was one whole message.
+ */
 class BodyTee extends Transform {
   readonly #mirror: Mirror
   #copy: PassThrough | null
+  #held: Buffer[] | null = null
+  #frames: GrpcFrames | null = null
   #seen = 0
   /** The whole request body has passed (and the copy, if still kept, was ended). */
   passed = false
 
-  constructor(mirror: Mirror, copy: PassThrough) {
+  constructor(mirror: Mirror, copy: PassThrough | null) {
     super()
     this.#mirror = mirror
     this.#copy = copy
+    if (copy === null) {
+      this.#held = []
+      this.#frames = new GrpcFrames()
+    }
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
@@ -129,6 +163,12 @@ class BodyTee extends Transform {
       const limit = this.#mirror.target.config.maxBodyBytes
       if (this.#seen > limit || copy.writableLength > limit) this.dropCopy()
       else copy.write(chunk)
+    } else if (this.#held !== null) {
+      this.#seen += chunk.length
+      this.#frames!.push(chunk)
+      // A second message is a stream: dropped at once, so a long one holds nothing.
+      if (this.#seen > this.#mirror.target.config.maxBodyBytes || this.#frames!.messages > 1) this.dropCopy()
+      else this.#held.push(chunk)
     }
     cb(null, chunk)
   }
@@ -136,15 +176,26 @@ class BodyTee extends Transform {
   override _flush(cb: TransformCallback): void {
     this.passed = true
     this.#copy?.end()
+    const held = this.#held
+    if (held !== null) {
+      this.#held = null
+      const frames = this.#frames!
+      if (frames.messages === 1 && frames.whole) this.#mirror.messageHeld(Buffer.concat(held, this.#seen))
+      else this.#mirror.drop()
+    }
     cb()
   }
 
   dropCopy(): void {
     const copy = this.#copy
-    if (copy === null) return
-    this.#copy = null
-    this.#mirror.drop()
-    copy.destroy()
+    if (copy !== null) {
+      this.#copy = null
+      this.#mirror.drop()
+      copy.destroy()
+    } else if (this.#held !== null) {
+      this.#held = null
+      this.#mirror.drop()
+    }
   }
 
   /**
@@ -173,16 +224,31 @@ class ShadowHandler implements Dispatcher.DispatchHandler {
 
   onRequestStart(): void {}
 
-  onResponseStart(controller: Controller, status: number): void {
-    if (status >= 200) this.#capture.start(status, controller.rawHeaders as Buffer[] | null)
+  onResponseStart(controller: Controller, status: number, fields: UpstreamFields): void {
+    if (status < 200) return
+    const capture = this.#capture
+    capture.start(status, controller.rawHeaders as Buffer[] | null)
+    // A trailers-only answer has its grpc-status in the head.
+    if (capture.frames !== null && fields['grpc-status'] !== undefined)
+      capture.grpc = grpcStatusOf(fields['grpc-status'])
   }
 
-  onResponseData(_c: Controller, chunk: Buffer): void {
+  onResponseData(controller: Controller, chunk: Buffer): void {
+    const frames = this.#capture.frames
+    if (frames !== null) {
+      frames.push(chunk)
+      // A server stream: cut here (counted dropped), or it could hold a shadow connection for its life.
+      if (frames.messages > 1) {
+        this.#mirror.drop()
+        return controller.abort(STREAMING)
+      }
+    }
     const cfg = this.#mirror.target.config
     if (cfg.compare.enabled) this.#capture.data(chunk, cfg.maxBodyBytes)
   }
 
-  onResponseEnd(): void {
+  onResponseEnd(_c: Controller, trailers: UpstreamFields): void {
+    if (this.#capture.frames !== null) this.#capture.trailers(trailers)
     this.#capture.done = true
     this.#capture.ok = true
     this.#mirror.answerEnded(this.#capture, null)
@@ -202,6 +268,8 @@ export class Mirror {
   readonly path: string
   readonly primaryBackend: Backend
   readonly headers: string[]
+  /** A gRPC call: mirrored only when unary (see the top of this file). */
+  readonly grpc: boolean
   readonly primary = new Capture()
   readonly shadow = new Capture()
   secondary: Capture | null = null
@@ -220,6 +288,12 @@ export class Mirror {
   #shadowSeconds = 0
   #dropped = false
   #settled = false
+  /** The primary's exchange, read for its grpc-status when it ends (gRPC only). */
+  #exchange: Exchange | null = null
+  /** gRPC: the request's one message once its body has ended, and whether `send()` was called. */
+  #message: Buffer | null = null
+  #wanted = false
+  #dispatched = false
 
   constructor(
     host: MirrorHost,
@@ -229,6 +303,7 @@ export class Mirror {
     path: string,
     backend: Backend,
     headers: string[],
+    grpc: Exchange | null = null,
   ) {
     this.host = host
     this.target = target
@@ -237,10 +312,24 @@ export class Mirror {
     this.path = path
     this.primaryBackend = backend
     this.headers = headers
+    this.grpc = grpc !== null
+    if (grpc !== null) {
+      this.#exchange = grpc
+      this.primary.frames = new GrpcFrames()
+      this.shadow.frames = new GrpcFrames()
+    }
   }
 
   drop(): void {
     this.#dropped = true
+    // A gRPC copy dropped before it went (a stream, a body past the limit) is never sent.
+    if (this.grpc && this.#wanted && !this.#dispatched) this.#notSent()
+  }
+
+  /** gRPC: the request body ended as exactly one message; the copy goes once the primary's has. */
+  messageHeld(message: Buffer): void {
+    this.#message = message
+    if (this.#wanted && !this.#dispatched) this.#dispatch()
   }
 
   get dropped(): boolean {
@@ -248,7 +337,7 @@ export class Mirror {
   }
 
   teeBody(req: Readable): Transform {
-    const copy = new PassThrough()
+    const copy = this.grpc ? null : new PassThrough()
     const tee = new BodyTee(this, copy)
     pipeline(req, tee, (err) => {
       if (err) tee.dropCopy()
@@ -262,14 +351,30 @@ export class Mirror {
 
   /** Dispatch the shadow request (after the primary's, so the primary goes first). */
   send(): void {
+    if (!this.grpc) return this.#dispatch()
+    // A gRPC call waits for its body to end as one message (messageHeld) or to be dropped.
+    this.#wanted = true
+    if (this.#dropped) this.#notSent()
+    else if (this.#message !== null) this.#dispatch()
+  }
+
+  #dispatch(): void {
     const secondaryHeaders = this.secondaryHeaders
     const t = this.target
+    this.#dispatched = true
+    // A gRPC copy waited for its body: the shadow may have filled up meanwhile.
+    if (this.grpc && t.upstream.inflight >= t.config.maxInflight) return this.#notSent()
     t.upstream.inflight++
     t.stats.sent++
     t.outcomes.sent()
     this.#shadowStart = performance.now()
     t.upstream.pool.dispatch(
-      { path: this.path, method: this.method, headers: this.headers, body: this.#shadowBody },
+      {
+        path: this.path,
+        method: this.method,
+        headers: this.headers,
+        body: this.grpc ? this.#message : this.#shadowBody,
+      },
       new ShadowHandler(this, this.shadow),
     )
     if (secondaryHeaders !== null) {
@@ -283,6 +388,19 @@ export class Mirror {
         new ShadowHandler(this, this.secondary),
       )
     }
+  }
+
+  /** A gRPC copy that will not be sent: counted dropped, and the mirror settles without it. */
+  #notSent(): void {
+    this.#dispatched = true
+    const t = this.target
+    t.stats.dropped++
+    t.outcomes.dropped()
+    // Admitted as a half-open probe, it ends that probe telling nothing.
+    t.upstream.probing = false
+    this.shadow.done = true
+    this.host.shadowFinished(this, 0, 'dropped', 0)
+    this.#settle()
   }
 
   /** An answer ended: `err` null when it came whole. */
@@ -307,7 +425,7 @@ export class Mirror {
       err === null ? null : classifyUpstreamError(err),
       err !== null && this.#dropped,
     )
-    if (err === null) this.#record(this.shadow.status, seconds)
+    if (err === null) this.#record(this.shadow.status, seconds, this.shadow.grpc)
     else if (this.#dropped) {
       // The proxy cut it (its body copy went past maxBodyBytes, or the primary stopped reading it): not
       // the shadow's failure, so it stays out of the shadow's error counts and analysis window.
@@ -317,7 +435,7 @@ export class Mirror {
     } else {
       t.stats.errors++
       t.outcomes.error()
-      this.#record(0, seconds)
+      this.#record(0, seconds, this.grpc ? grpcCodeFor(classifyUpstreamError(err)) : -1)
       this.#failed(seconds)
     }
     this.#settle()
@@ -341,10 +459,14 @@ export class Mirror {
     this.host.shadowFinished(this, 0, 'error', seconds)
   }
 
-  #record(status: number, seconds: number): void {
+  #record(status: number, seconds: number, grpc: number): void {
     const metrics: VersionMetrics = this.target.state.metrics
-    metrics.record(status, seconds)
-    const error = status === 0 || this.target.errorStatus[status] === 1
+    metrics.record(status, seconds, grpc)
+    // A gRPC call's outcome is its grpc-status, judged by the primary route's analysis.grpcErrorCodes.
+    const error =
+      status === 0 ||
+      this.target.errorStatus[status] === 1 ||
+      (grpc > 0 && this.#exchange !== null && this.#exchange.route.grpcErrors[grpc] === 1)
     this.target.state.window.record(performance.now(), seconds * 1000, error ? ERROR : 0)
   }
 
@@ -354,6 +476,7 @@ export class Mirror {
   }
 
   primaryData(chunk: Buffer): void {
+    this.primary.frames?.push(chunk)
     // Bodies are kept only to be compared.
     if (this.target.config.compare.enabled) this.primary.data(chunk, this.target.config.maxBodyBytes)
   }
@@ -361,6 +484,7 @@ export class Mirror {
   primaryEnd(ok: boolean): void {
     this.primary.done = true
     this.primary.ok = ok
+    if (this.#exchange !== null) this.primary.grpc = this.#exchange.grpc
     if (this.#tee !== null) this.#tee.abandon(this.#req!)
     this.#settle()
   }
@@ -385,6 +509,13 @@ export class Mirror {
       for (const d of same.differences) stats.learnNoise(d.field)
     }
     if (!this.shadow.ok) return // its failure was counted and logged when it ended
+    if (this.grpc && (this.primary.frames!.messages > 1 || this.shadow.frames!.messages > 1)) {
+      // The primary's answer was a stream: the call was not unary after all, so it is not compared.
+      stats.dropped++
+      t.outcomes.dropped()
+      this.host.shadowFinished(this, this.shadow.status, 'dropped', this.#shadowSeconds)
+      return
+    }
     if (primary === null || !compare.enabled) {
       this.host.shadowFinished(this, this.shadow.status, 'answered', this.#shadowSeconds)
       return
@@ -423,14 +554,14 @@ export class Mirror {
   }
 
   #redacted(headers: Record<string, string>): Record<string, string> {
-    const out: Record<string, string> = {}
+    const out: Record<string, string> = Object.create(null)
     for (const [k, v] of Object.entries(headers)) out[k] = this.target.redact.has(k) ? '[redacted]' : v
     return out
   }
 }
 
 function pairs(flat: readonly string[]): Record<string, string> {
-  const out: Record<string, string> = {}
+  const out: Record<string, string> = Object.create(null)
   for (let i = 0; i < flat.length; i += 2)
     out[flat[i]!] = out[flat[i]!] === undefined ? flat[i + 1]! : `${out[flat[i]!]}, ${flat[i + 1]}`
   return out
@@ -447,9 +578,11 @@ export function startMirror(
   upstreamHeaders: readonly string[],
   hasBody: boolean,
 ): Mirror | null {
-  // gRPC calls are not mirrored: a stream is not told from a unary call by its head, and a long-lived
-  // stream copied to a shadow would hold a shadow connection for its whole life.
-  if (t.threshold === 0 || ex.head.grpc || t.sequence.next() >= t.threshold) return null
+  // A gRPC call needs a body (its one message) and a shadow that speaks HTTP/2; whether it is unary is
+  // known only when its body ends (see BodyTee).
+  const grpc = ex.head.grpc
+  if (t.threshold === 0 || (grpc && (!hasBody || t.upstream.protocol === 'http/1.1'))) return null
+  if (t.sequence.next() >= t.threshold) return null
   const method = ex.method
   const path = ex.url
   const backend = ex.backend
@@ -475,7 +608,7 @@ export function startMirror(
     }
   }
   if (t.header !== null) headers.push(t.header, '1')
-  const mirror = new Mirror(host, t, t.route, method, path, backend, headers)
+  const mirror = new Mirror(host, t, t.route, method, path, backend, headers, grpc ? ex : null)
   if (hasBody) mirror.teeBody(ex.body as Readable)
   const safe = !hasBody && (method === 'GET' || method === 'HEAD')
   // Deterministic as the shadow's own sample (0.05 is every twentieth), and marked like a shadow copy:

@@ -5,11 +5,12 @@
  * business outcome reported in a response header is counted.
  */
 import { dirname } from 'node:path'
+import { Readable } from 'node:stream'
 import { request } from 'undici'
 import { describe, expect, it } from 'vitest'
 import { testBed, waitUntil } from '../helpers/bed.ts'
 import { settled, shadowStats } from '../helpers/shadow.ts'
-import type { Upstream } from '../helpers/upstream.ts'
+import { deadPort, type Upstream } from '../helpers/upstream.ts'
 import { startVeer, type VeerProcess, writeConfig } from '../helpers/veer.ts'
 
 const bed = testBed()
@@ -156,6 +157,25 @@ describe('fallback to stable', () => {
     expect(res.statusCode).toBe(502)
     await res.body.text()
     expect(stable.seen).toHaveLength(0)
+  })
+
+  it('a body not kept (unknown length, or above maxBodyBytes) is retried whole when the canary refuses the connection', async () => {
+    const stable = await echoStable()
+    const veer = await bed.proxy({
+      stable: { url: stable.url },
+      canary: { url: `http://127.0.0.1:${await deadPort()}` },
+      canaryWeight: 100,
+      analysis: { fallback: { maxBodyBytes: 1000 } },
+    })
+    const big = 'z'.repeat(50_000)
+    const chunked = Readable.from(['part1-', 'part2'], { objectMode: false })
+    for (const body of [big, chunked]) {
+      const res = await request(veer.url, { method: 'PUT', body, headers: { 'idempotency-key': 'k' } })
+      expect(res.statusCode).toBe(200)
+      expect(res.headers['x-veer-version']).toBe('stable')
+      expect(await res.body.text()).toBe(`stable PUT ${body === big ? big : 'part1-part2'}`)
+    }
+    expect(await metric(veer, 'veer_requests_total{route="default",version="canary",code="error"}')).toBe(2)
   })
 
   it('errorStatuses decide what falls back (429 added), and fallback can be switched off', async () => {

@@ -1,36 +1,138 @@
 /**
  * gRPC through a real proxy process, with @grpc/grpc-js clients and servers (JSON-serialised messages,
  * so no .proto is needed): unary and bidi calls with metadata and trailers, grpc-status as the outcome
- * (metrics' grpc_code, the fuse), the proxy's own failures as gRPC errors, and grpc-timeout honoured.
+ * (metrics' grpc_code, the fuse), the proxy's own failures as gRPC errors, grpc-timeout honoured,
+ * unary calls mirrored and compared (streams not), the fallback to stable only for a canary that could
+ * not be connected, and a call the client cancels counted CANCELLED.
  */
 import { createServer as createH2Server } from 'node:http2'
 import type { AddressInfo } from 'node:net'
 import * as grpc from '@grpc/grpc-js'
 import { describe, expect, it } from 'vitest'
 import { testBed, waitUntil } from '../helpers/bed.ts'
-import { type Client, type EchoServer, echoClient, say, echoServer as startEcho } from '../helpers/grpc.ts'
 import { h2connect, h2request } from '../helpers/h2.ts'
+import { settled } from '../helpers/shadow.ts'
 import { deadPort } from '../helpers/upstream.ts'
 
-let servers: EchoServer[] = []
+const json = {
+  serialize: (v: unknown) => Buffer.from(JSON.stringify(v)),
+  deserialize: (b: Buffer) => JSON.parse(b.toString()),
+}
+const SERVICE = {
+  say: {
+    path: '/test.Echo/Say',
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: json.serialize,
+    requestDeserialize: json.deserialize,
+    responseSerialize: json.serialize,
+    responseDeserialize: json.deserialize,
+  },
+  count: {
+    path: '/test.Echo/Count',
+    requestStream: false,
+    responseStream: true,
+    requestSerialize: json.serialize,
+    requestDeserialize: json.deserialize,
+    responseSerialize: json.serialize,
+    responseDeserialize: json.deserialize,
+  },
+  chat: {
+    path: '/test.Echo/Chat',
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: json.serialize,
+    requestDeserialize: json.deserialize,
+    responseSerialize: json.serialize,
+    responseDeserialize: json.deserialize,
+  },
+} satisfies grpc.ServiceDefinition
+const EchoClient = grpc.makeGenericClientConstructor(SERVICE, 'Echo')
+// biome-ignore lint/suspicious/noExplicitAny: grpc-js's generic client methods are untyped
+type Method = (...args: any[]) => any
+type Client = grpc.Client & { say: Method; count: Method; chat: Method }
+
+let servers: grpc.Server[] = []
 let clients: grpc.Client[] = []
 const bed = testBed(async () => {
   for (const c of clients) c.close()
   clients = []
-  await Promise.all(servers.map((s) => s.close()))
+  await Promise.all(servers.map((s) => new Promise<void>((ok) => s.tryShutdown(() => ok()))))
   servers = []
 })
 
-async function echoServer(name: string, fail?: grpc.status): Promise<EchoServer> {
-  const s = await startEcho(name, fail)
-  servers.push(s)
-  return s
+interface EchoOptions {
+  /** The `by` Say answers (default: the server's name). */
+  readonly by?: string
+  /** Say answers NOT_FOUND for this text. */
+  readonly notFound?: string
 }
 
-function client(port: number, options?: grpc.ClientOptions): Client {
-  const c = echoClient(port, options)
+/**
+ * A gRPC server on 127.0.0.1:0; `fail` makes Say answer that status. Returns its h2c:// URL and how many
+ * calls it took (all methods, and Say's alone).
+ */
+async function echoServer(
+  name: string,
+  fail?: grpc.status,
+  opts: EchoOptions = {},
+): Promise<{ url: string; calls: () => number; says: () => number }> {
+  let calls = 0
+  let says = 0
+  const server = new grpc.Server()
+  server.addService(SERVICE, {
+    say: (call: grpc.ServerUnaryCall<{ text: string }, unknown>, done: grpc.sendUnaryData<unknown>) => {
+      calls++
+      says++
+      const trailer = new grpc.Metadata()
+      trailer.set('x-served-by', name)
+      if (fail !== undefined) return done({ code: fail, details: `${name} is failing` }, null, trailer)
+      if (call.request.text === opts.notFound)
+        return done({ code: grpc.status.NOT_FOUND, details: 'no such text' }, null, trailer)
+      const by = opts.by ?? name
+      done(null, { text: call.request.text, by, user: call.metadata.get('x-user')[0] ?? null }, trailer)
+    },
+    count: (call: grpc.ServerWritableStream<{ to: number }, unknown>) => {
+      calls++
+      for (let n = 1; n <= call.request.to; n++) call.write({ n })
+      call.end()
+    },
+    chat: (call: grpc.ServerDuplexStream<{ n: number }, unknown>) => {
+      calls++
+      call.on('data', (m: { n: number }) => call.write({ n: m.n * 2, by: name }))
+      call.on('end', () => call.end())
+    },
+  })
+  const port = await new Promise<number>((ok, fail) =>
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) =>
+      err ? fail(err) : ok(p),
+    ),
+  )
+  servers.push(server)
+  return { url: `h2c://127.0.0.1:${port}`, calls: () => calls, says: () => says }
+}
+
+function client(port: number): Client {
+  const c = new EchoClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as unknown as Client
   clients.push(c)
   return c
+}
+
+interface Unary {
+  readonly err: grpc.ServiceError | null
+  readonly value: { text?: string; by?: string; user?: string | null } | null
+  readonly trailers: grpc.Metadata | null
+}
+
+function say(c: Client, text: string, metadata = new grpc.Metadata()): Promise<Unary> {
+  return new Promise((ok) => {
+    let trailers: grpc.Metadata | null = null
+    const call = c.say({ text }, metadata, (err: grpc.ServiceError | null, value: Unary['value']) =>
+      // The status (and its trailers) comes after the callback's value: wait for it.
+      setImmediate(() => ok({ err, value, trailers })),
+    ) as grpc.ClientUnaryCall
+    call.on('status', (s: grpc.StatusObject) => (trailers = s.metadata))
+  })
 }
 
 async function metrics(adminUrl: string): Promise<string> {
@@ -107,7 +209,10 @@ describe('gRPC through veer', () => {
       match: { host: 'api.example', pathPrefix: '/' },
       stable: { url: `h2c://127.0.0.1:${await deadPort()}` },
     })
-    const c = client(veer.port, { 'grpc.default_authority': 'api.example' })
+    const c = new EchoClient(`127.0.0.1:${veer.port}`, grpc.credentials.createInsecure(), {
+      'grpc.default_authority': 'api.example',
+    }) as unknown as Client
+    clients.push(c)
     const down = await say(c, 'x')
     expect(down.err?.code).toBe(grpc.status.UNAVAILABLE)
     expect(down.err?.details).toBe('veer: the upstream refused or failed the connection')
@@ -159,24 +264,175 @@ describe('gRPC through veer', () => {
       'the metric',
     )
   })
+})
 
-  it('does not mirror gRPC calls (a plain request on the same route is)', async () => {
-    const stable = await echoServer('stable')
-    const shadow = await echoServer('shadow')
+/** A ping-pong bidi call: each message waits for its answer before the next is written. */
+async function pingPong(c: Client, count: number): Promise<{ got: number[]; status: grpc.StatusObject }> {
+  const call = c.chat() as grpc.ClientDuplexStream<{ n: number }, { n: number }>
+  const ended = new Promise<grpc.StatusObject>((ok) => call.on('status', ok))
+  const got: number[] = []
+  for (let n = 1; n <= count; n++) {
+    const next = new Promise<{ n: number }>((ok) => call.once('data', ok))
+    call.write({ n })
+    got.push((await next).n)
+  }
+  call.end()
+  return { got, status: await ended }
+}
+
+/** A server-streaming call: one request message, `to` answer messages. */
+function countTo(c: Client, to: number): Promise<{ got: number[]; status: grpc.StatusObject }> {
+  return new Promise((ok) => {
+    const got: number[] = []
+    const call = c.count({ to }) as grpc.ClientReadableStream<{ n: number }>
+    call.on('data', (m: { n: number }) => got.push(m.n))
+    call.on('status', (status: grpc.StatusObject) => ok({ got, status }))
+  })
+}
+
+interface Diff {
+  path: string
+  differences: { field: string; primary: unknown; shadow: unknown }[]
+}
+
+async function diffs(adminUrl: string): Promise<Diff[]> {
+  const body = (await (await fetch(`${adminUrl}/v1/shadow/diffs`)).json()) as {
+    routes: Record<string, Diff[]>
+  }
+  return body.routes.default ?? []
+}
+
+describe('gRPC mirroring', () => {
+  it('mirrors a unary call to the shadow and compares it with its grpc-status: a match', async () => {
+    // Both answer the same message; their trailers differ (x-served-by), which is not compared.
+    const stable = await echoServer('stable', undefined, { by: 'v' })
+    const shadow = await echoServer('shadow', undefined, { by: 'v' })
     const veer = await bed.proxy({ stable: { url: stable.url }, shadow: { url: shadow.url, percent: 100 } })
-    const a = await say(client(veer.port), 'not copied')
-    expect(a.err).toBeNull()
-    // The marker: a plain HTTP/2 request after it is mirrored; once its copy is counted, the call's
-    // would have been too.
-    const session = await h2connect(veer.url)
-    await h2request(session, { ':path': '/plain' })
-    session.close()
-    await waitUntil(
-      async () =>
-        /veer_shadow_requests_total\{route="default",outcome="sent"\} 1/.test(await metrics(veer.adminUrl)),
-      'the plain request mirrored',
+    const c = client(veer.port)
+    for (let i = 0; i < 3; i++) {
+      const a = await say(c, `hi ${i}`)
+      expect(a.err).toBeNull()
+      expect(a.value?.text).toBe(`hi ${i}`)
+    }
+    const stats = await settled(veer)
+    expect(stats).toMatchObject({ sent: 3, dropped: 0, errors: 0, compared: 3, mismatches: 0 })
+    expect(shadow.says()).toBe(3)
+    const text = await metrics(veer.adminUrl)
+    expect(text).toMatch(/veer_shadow_requests_total\{route="default",outcome="match"\} 3/)
+    expect(text).toMatch(
+      /veer_requests_total\{route="default",version="shadow",code="200",grpc_code="OK"\} 3/,
     )
-    expect(shadow.calls()).toBe(0)
-    expect(stable.calls()).toBe(1)
+  })
+
+  it('counts a different grpc-status or a different message as a mismatch', async () => {
+    const stable = await echoServer('stable', undefined, { by: 'v' })
+    // NOT_FOUND for `gone`; every message names it, so the others differ in their body.
+    const shadow = await echoServer('shadow', undefined, { notFound: 'gone' })
+    const veer = await bed.proxy({ stable: { url: stable.url }, shadow: { url: shadow.url, percent: 100 } })
+    const c = client(veer.port)
+    expect((await say(c, 'gone')).err).toBeNull()
+    await waitUntil(async () => (await settled(veer)).compared === 1, 'the first comparison')
+    expect((await say(c, 'other')).err).toBeNull()
+    const stats = await settled(veer)
+    expect(stats).toMatchObject({ sent: 2, compared: 2, mismatches: 2 })
+    expect(await metrics(veer.adminUrl)).toMatch(
+      /veer_shadow_requests_total\{route="default",outcome="mismatch"\} 2/,
+    )
+    const [first, second] = await diffs(veer.adminUrl)
+    expect(first!.path).toBe('/test.Echo/Say')
+    expect(first!.differences).toContainEqual({ field: 'grpc-status', primary: 'OK', shadow: 'NOT_FOUND' })
+    expect(second!.differences.map((d) => d.field)).toEqual(['body'])
+  })
+
+  it('does not mirror streams: a bidi call is never sent, a server stream is cut at its second message', async () => {
+    const stable = await echoServer('stable', undefined, { by: 'v' })
+    const shadow = await echoServer('shadow', undefined, { by: 'v' })
+    const veer = await bed.proxy({ stable: { url: stable.url }, shadow: { url: shadow.url, percent: 100 } })
+    const c = client(veer.port)
+    const chat = await pingPong(c, 3)
+    expect(chat.status.code).toBe(grpc.status.OK)
+    expect(chat.got).toEqual([2, 4, 6])
+    const counted = await countTo(c, 3)
+    expect(counted.status.code).toBe(grpc.status.OK)
+    expect(counted.got).toEqual([1, 2, 3])
+    // The marker: a unary call after them is mirrored and compared; by then both streams were judged.
+    expect((await say(c, 'after')).err).toBeNull()
+    await waitUntil(async () => (await settled(veer)).compared === 1, 'the unary call compared')
+    const stats = await settled(veer)
+    // The bidi copy never went; the server stream's went (its request was one message) and was cut.
+    expect(stats).toMatchObject({ sent: 2, dropped: 2, errors: 0, compared: 1, mismatches: 0 })
+    expect(shadow.says()).toBe(1)
+    expect(shadow.calls()).toBe(2)
+    expect(stable.calls()).toBe(3)
+  })
+})
+
+describe('gRPC fallback to stable', () => {
+  it('retries on stable a call whose canary refuses the connection: unary and a bidi stream', async () => {
+    const stable = await echoServer('stable')
+    const veer = await bed.proxy({
+      stable: { url: stable.url },
+      canary: { url: `h2c://127.0.0.1:${await deadPort()}` },
+      // Two refusals: short of health.ejectAfter (5), so both calls try the canary first.
+      canaryWeight: 100,
+    })
+    const c = client(veer.port)
+    const a = await say(c, 'rescued')
+    expect(a.err).toBeNull()
+    expect(a.value?.by).toBe('stable')
+    // A stream's body is not kept: stable gets the same unread stream, message by message.
+    const chat = await pingPong(c, 3)
+    expect(chat.status.code).toBe(grpc.status.OK)
+    expect(chat.got).toEqual([2, 4, 6])
+    expect(stable.calls()).toBe(2)
+    const text = await metrics(veer.adminUrl)
+    expect(text).toMatch(
+      /veer_requests_total\{route="default",version="canary",code="error",grpc_code="UNAVAILABLE"\} 2/,
+    )
+    expect(text).toMatch(
+      /veer_requests_total\{route="default",version="stable",code="200",grpc_code="OK"\} 2/,
+    )
+    const access = await veer.waitForLog((l) => l.msg === 'access' && l.version === 'canary')
+    expect(access.retried).toBe('stable')
+  })
+
+  it('does not retry a canary that answered UNAVAILABLE: the call reached it', async () => {
+    const stable = await echoServer('stable')
+    const canary = await echoServer('canary', grpc.status.UNAVAILABLE)
+    const veer = await bed.proxy({
+      stable: { url: stable.url },
+      canary: { url: canary.url },
+      canaryWeight: 100,
+    })
+    const a = await say(client(veer.port), 'x')
+    expect(a.err?.code).toBe(grpc.status.UNAVAILABLE)
+    expect(a.err?.details).toBe('canary is failing')
+    expect(canary.calls()).toBe(1)
+    expect(stable.calls()).toBe(0)
+  })
+})
+
+describe('gRPC cancellation', () => {
+  it('labels a call the client cancels CANCELLED, not counted as an error', async () => {
+    const stable = await echoServer('stable')
+    const veer = await bed.proxy({ stable: { url: stable.url } })
+    const call = client(veer.port).chat() as grpc.ClientDuplexStream<{ n: number }, { n: number }>
+    const status = new Promise<grpc.StatusObject>((ok) => call.on('status', ok))
+    call.on('error', () => {})
+    const first = new Promise<{ n: number }>((ok) => call.once('data', ok))
+    call.write({ n: 1 })
+    expect((await first).n).toBe(2)
+    call.cancel()
+    expect((await status).code).toBe(grpc.status.CANCELLED)
+    const access = await veer.waitForLog((l) => l.msg === 'access' && l.path === '/test.Echo/Chat')
+    expect(access.grpc_code).toBe('CANCELLED')
+    expect(access.error).toBe('client_closed')
+    expect(await metrics(veer.adminUrl)).toMatch(
+      /veer_requests_total\{route="default",version="stable",code="200",grpc_code="CANCELLED"\} 1/,
+    )
+    const body = (await (await fetch(`${veer.adminUrl}/v1/stats`)).json()) as {
+      routes: { stable: { window: { requests: number; errors: number } } }[]
+    }
+    expect(body.routes[0]!.stable.window).toMatchObject({ requests: 1, errors: 0 })
   })
 })

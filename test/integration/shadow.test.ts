@@ -611,6 +611,36 @@ describe('shadow mirroring', () => {
     expect(await live.stop()).toBe(0)
   })
 
+  it('compares headers named __proto__ and constructor as any other', async () => {
+    const answering =
+      (proto: string): Handler =>
+      (req, res) => {
+        req.resume()
+        req.on('end', () => {
+          res.setHeader('__proto__', proto)
+          res.setHeader('constructor', 'same')
+          res.end('{}')
+        })
+      }
+    const stable = await upstream('stable', answering('a'))
+    const shadow = await upstream('shadow', answering('b'))
+    const v = await startProxy({
+      stable: { url: stable.url },
+      shadow: { url: shadow.url, compare: { headers: ['__proto__', 'constructor'], noiseSample: 0 } },
+    })
+    const res = await request(`${v.url}/x`)
+    expect(Object.getOwnPropertyDescriptor(res.headers, '__proto__')?.value).toBe('a')
+    await res.body.dump()
+    expect(await settled(v)).toMatchObject({ sent: 1, compared: 1, mismatches: 1 })
+    const diffs = (await (await request(`${v.adminUrl}/v1/shadow/diffs`)).body.json()) as {
+      routes: Record<string, { differences: unknown[]; primary: { headers: Record<string, string> } }[]>
+    }
+    const [diff] = diffs.routes.default!
+    expect(diff!.differences).toEqual([{ field: 'header:__proto__', primary: 'a', shadow: 'b' }])
+    expect(diff!.primary.headers).toMatchObject({ constructor: 'same' })
+    expect(Object.getOwnPropertyDescriptor(diff!.primary.headers, '__proto__')?.value).toBe('a')
+  })
+
   it('mirrors only the listed methods and path prefixes', async () => {
     const stable = await upstream('stable')
     const shadow = await upstream('shadow')

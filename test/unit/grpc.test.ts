@@ -1,8 +1,13 @@
-/** gRPC's pure parts: reading grpc-status and grpc-timeout as clients and servers do, the error table. */
+/**
+ * gRPC's pure parts: reading grpc-status and grpc-timeout as clients and servers do, the error table,
+ * and counting a body's length-prefixed messages (the mirror's unary test).
+ */
 import { describe, expect, it } from 'vitest'
 import {
+  GrpcFrames,
   grpcCodeFor,
   grpcErrorTable,
+  grpcPayload,
   grpcStatusOf,
   grpcTimeoutMs,
   isGrpcType,
@@ -58,5 +63,52 @@ describe('isGrpcType', () => {
       'application/json',
     ])
       expect(isGrpcType(t)).toBe(false)
+  })
+})
+
+/** A length-prefixed message: flag 0, 4-byte big-endian length, payload. */
+function frame(payload: string): Buffer {
+  const p = Buffer.from(payload)
+  const prefix = Buffer.alloc(5)
+  prefix.writeUInt32BE(p.length, 1)
+  return Buffer.concat([prefix, p])
+}
+
+function framesOf(chunks: Buffer[]): GrpcFrames {
+  const f = new GrpcFrames()
+  for (const c of chunks) f.push(c)
+  return f
+}
+
+describe('GrpcFrames', () => {
+  it('counts one message however the body is cut into chunks, and knows when it is whole', () => {
+    const one = frame('{"text":"hello"}')
+    for (let cut = 0; cut <= one.length; cut++) {
+      const f = framesOf([one.subarray(0, cut), one.subarray(cut)])
+      expect([f.messages, f.whole]).toEqual([1, true])
+      const part = framesOf([one.subarray(0, cut)])
+      expect(part.whole).toBe(cut === 0 || cut === one.length)
+      expect(part.messages).toBe(cut === 0 ? 0 : 1)
+    }
+    // Byte by byte, and an empty message (a prefix alone).
+    expect(framesOf([...one].map((b) => Buffer.from([b]))).messages).toBe(1)
+    expect(framesOf([frame('')])).toMatchObject({ messages: 1, whole: true })
+  })
+
+  it('counts a stream of messages, a length above 2^24 included', () => {
+    const two = Buffer.concat([frame('a'), frame(''), frame('bc')])
+    expect(framesOf([two])).toMatchObject({ messages: 3, whole: true })
+    const big = Buffer.from([0, 0x01, 0x00, 0x00, 0x00]) // 2^24 bytes announced, none sent
+    expect(framesOf([big])).toMatchObject({ messages: 1, whole: false })
+  })
+})
+
+describe('grpcPayload', () => {
+  it('unwraps exactly one uncompressed message, and leaves anything else as it is', () => {
+    expect(grpcPayload(frame('{"a":1}')).toString()).toBe('{"a":1}')
+    const compressed = frame('x')
+    compressed[0] = 1
+    for (const other of [compressed, Buffer.concat([frame('a'), frame('b')]), frame('abc').subarray(0, 6)])
+      expect(grpcPayload(other)).toBe(other)
   })
 })

@@ -70,6 +70,59 @@ describe('shadow comparison', () => {
   ])('path pattern of %s is %s', (path, pattern) => expect(pathPattern(path)).toBe(pattern))
 })
 
+describe('gRPC answers and odd names', () => {
+  const grpcAnswer = (grpc: number, body: string): Answer => ({
+    status: 200,
+    headers: { 'content-type': 'application/grpc' },
+    body: Buffer.from(body),
+    grpc,
+  })
+
+  it('compares grpc-status by name; the same status and message are a match', () => {
+    const ok = grpcAnswer(0, 'm')
+    expect(compareAnswers(ok, grpcAnswer(0, 'm'), ['content-type'], new FieldFilter([])).differences).toEqual(
+      [],
+    )
+    expect(compareAnswers(ok, grpcAnswer(5, ''), [], new FieldFilter([])).differences).toEqual([
+      { field: 'grpc-status', primary: 'OK', shadow: 'NOT_FOUND' },
+      {
+        field: 'body',
+        primary: expect.stringMatching(/^sha256:/),
+        shadow: expect.stringMatching(/^sha256:/),
+      },
+    ])
+    // Answers without a gRPC status (plain requests) never differ in it.
+    const plain = json(200, {})
+    expect(compareAnswers(plain, json(200, {}), [], new FieldFilter([])).differences).toEqual([])
+  })
+
+  it('takes `__proto__` and `constructor` as fields like any other, in headers and JSON', () => {
+    // Own fields on a null-prototype object, as the mirror's capture builds them.
+    const headers = (v: string): Record<string, string> =>
+      Object.setPrototypeOf(
+        Object.fromEntries([
+          ['__proto__', v],
+          ['constructor', v],
+        ]),
+        null,
+      )
+    const a: Answer = { status: 200, headers: headers('a'), body: Buffer.from('{"constructor":1}') }
+    const b: Answer = { status: 200, headers: headers('b'), body: Buffer.from('{"__proto__":1}') }
+    const json2 = { ...a, headers: Object.assign(headers('a'), { 'content-type': 'application/json' }) }
+    const other = { ...b, headers: Object.assign(headers('b'), { 'content-type': 'application/json' }) }
+    expect(
+      compareAnswers(json2, other, ['__proto__', 'constructor'], new FieldFilter([])).differences,
+    ).toEqual([
+      { field: 'header:__proto__', primary: 'a', shadow: 'b' },
+      { field: 'header:constructor', primary: 'a', shadow: 'b' },
+      { field: 'constructor', primary: 1, shadow: undefined },
+      { field: '__proto__', primary: undefined, shadow: 1 },
+    ])
+    // A name only Object.prototype has is absent from both: no difference.
+    expect(compareAnswers(a, a, ['toString', 'hasOwnProperty'], new FieldFilter([])).differences).toEqual([])
+  })
+})
+
 describe('learned noise', () => {
   it('calls a field noisy the second time it differs, never status or a whole body, and stays bounded', async () => {
     const { ShadowStats } = await import('../../proxy/shadow/stats.ts')
