@@ -1,6 +1,7 @@
 /**
  * Real @grpc/grpc-js servers and clients for tests, with JSON-serialised messages (so no .proto is
- * needed): an Echo service with a unary Say and a bidi Chat, on 127.0.0.1:0, reached as h2c://.
+ * needed): an Echo service with a unary Say, a server-streaming Count and a bidi Chat, on 127.0.0.1:0,
+ * reached as h2c://.
  */
 import * as grpc from '@grpc/grpc-js'
 
@@ -18,6 +19,15 @@ const SERVICE = {
     responseSerialize: json.serialize,
     responseDeserialize: json.deserialize,
   },
+  count: {
+    path: '/test.Echo/Count',
+    requestStream: false,
+    responseStream: true,
+    requestSerialize: json.serialize,
+    requestDeserialize: json.deserialize,
+    responseSerialize: json.serialize,
+    responseDeserialize: json.deserialize,
+  },
   chat: {
     path: '/test.Echo/Chat',
     requestStream: true,
@@ -30,14 +40,24 @@ const SERVICE = {
 } satisfies grpc.ServiceDefinition
 const EchoClient = grpc.makeGenericClientConstructor(SERVICE, 'Echo')
 // biome-ignore lint/suspicious/noExplicitAny: grpc-js's generic client methods are untyped
-export type Client = grpc.Client & { say: (...args: any[]) => any; chat: (...args: any[]) => any }
+type Method = (...args: any[]) => any
+export type Client = grpc.Client & { say: Method; count: Method; chat: Method }
 
 export interface EchoServer {
   /** h2c://127.0.0.1:PORT */
   readonly url: string
-  /** Calls taken so far (Say and Chat). */
+  /** Calls taken so far (every method). */
   calls(): number
+  /** Say calls taken so far. */
+  says(): number
   close(): Promise<void>
+}
+
+export interface EchoOptions {
+  /** The `by` Say answers (default: the server's name). */
+  readonly by?: string
+  /** Say answers NOT_FOUND for this text. */
+  readonly notFound?: string
 }
 
 /**
@@ -47,6 +67,7 @@ export interface EchoServer {
 export async function echoServer(
   name: string,
   fail?: grpc.status | ((n: number) => grpc.status | undefined),
+  opts: EchoOptions = {},
 ): Promise<EchoServer> {
   let calls = 0
   let says = 0
@@ -54,11 +75,20 @@ export async function echoServer(
   server.addService(SERVICE, {
     say: (call: grpc.ServerUnaryCall<{ text: string }, unknown>, done: grpc.sendUnaryData<unknown>) => {
       calls++
-      const code = typeof fail === 'function' ? fail(says++) : fail
+      const code = typeof fail === 'function' ? fail(says) : fail
+      says++
       const trailer = new grpc.Metadata()
       trailer.set('x-served-by', name)
       if (code !== undefined) return done({ code, details: `${name} is failing` }, null, trailer)
-      done(null, { text: call.request.text, by: name, user: call.metadata.get('x-user')[0] ?? null }, trailer)
+      if (call.request.text === opts.notFound)
+        return done({ code: grpc.status.NOT_FOUND, details: 'no such text' }, null, trailer)
+      const by = opts.by ?? name
+      done(null, { text: call.request.text, by, user: call.metadata.get('x-user')[0] ?? null }, trailer)
+    },
+    count: (call: grpc.ServerWritableStream<{ to: number }, unknown>) => {
+      calls++
+      for (let n = 1; n <= call.request.to; n++) call.write({ n })
+      call.end()
     },
     chat: (call: grpc.ServerDuplexStream<{ n: number }, unknown>) => {
       calls++
@@ -74,6 +104,7 @@ export async function echoServer(
   return {
     url: `h2c://127.0.0.1:${port}`,
     calls: () => calls,
+    says: () => says,
     close: () => new Promise<void>((ok) => server.tryShutdown(() => ok())),
   }
 }

@@ -10,129 +10,37 @@ import type { AddressInfo } from 'node:net'
 import * as grpc from '@grpc/grpc-js'
 import { describe, expect, it } from 'vitest'
 import { testBed, waitUntil } from '../helpers/bed.ts'
+import {
+  type Client,
+  type EchoOptions,
+  type EchoServer,
+  echoClient,
+  say,
+  echoServer as startEcho,
+} from '../helpers/grpc.ts'
 import { h2connect, h2request } from '../helpers/h2.ts'
 import { settled } from '../helpers/shadow.ts'
 import { deadPort } from '../helpers/upstream.ts'
 
-const json = {
-  serialize: (v: unknown) => Buffer.from(JSON.stringify(v)),
-  deserialize: (b: Buffer) => JSON.parse(b.toString()),
-}
-const SERVICE = {
-  say: {
-    path: '/test.Echo/Say',
-    requestStream: false,
-    responseStream: false,
-    requestSerialize: json.serialize,
-    requestDeserialize: json.deserialize,
-    responseSerialize: json.serialize,
-    responseDeserialize: json.deserialize,
-  },
-  count: {
-    path: '/test.Echo/Count',
-    requestStream: false,
-    responseStream: true,
-    requestSerialize: json.serialize,
-    requestDeserialize: json.deserialize,
-    responseSerialize: json.serialize,
-    responseDeserialize: json.deserialize,
-  },
-  chat: {
-    path: '/test.Echo/Chat',
-    requestStream: true,
-    responseStream: true,
-    requestSerialize: json.serialize,
-    requestDeserialize: json.deserialize,
-    responseSerialize: json.serialize,
-    responseDeserialize: json.deserialize,
-  },
-} satisfies grpc.ServiceDefinition
-const EchoClient = grpc.makeGenericClientConstructor(SERVICE, 'Echo')
-// biome-ignore lint/suspicious/noExplicitAny: grpc-js's generic client methods are untyped
-type Method = (...args: any[]) => any
-type Client = grpc.Client & { say: Method; count: Method; chat: Method }
-
-let servers: grpc.Server[] = []
+let servers: EchoServer[] = []
 let clients: grpc.Client[] = []
 const bed = testBed(async () => {
   for (const c of clients) c.close()
   clients = []
-  await Promise.all(servers.map((s) => new Promise<void>((ok) => s.tryShutdown(() => ok()))))
+  await Promise.all(servers.map((s) => s.close()))
   servers = []
 })
 
-interface EchoOptions {
-  /** The `by` Say answers (default: the server's name). */
-  readonly by?: string
-  /** Say answers NOT_FOUND for this text. */
-  readonly notFound?: string
+async function echoServer(name: string, fail?: grpc.status, opts?: EchoOptions): Promise<EchoServer> {
+  const s = await startEcho(name, fail, opts)
+  servers.push(s)
+  return s
 }
 
-/**
- * A gRPC server on 127.0.0.1:0; `fail` makes Say answer that status. Returns its h2c:// URL and how many
- * calls it took (all methods, and Say's alone).
- */
-async function echoServer(
-  name: string,
-  fail?: grpc.status,
-  opts: EchoOptions = {},
-): Promise<{ url: string; calls: () => number; says: () => number }> {
-  let calls = 0
-  let says = 0
-  const server = new grpc.Server()
-  server.addService(SERVICE, {
-    say: (call: grpc.ServerUnaryCall<{ text: string }, unknown>, done: grpc.sendUnaryData<unknown>) => {
-      calls++
-      says++
-      const trailer = new grpc.Metadata()
-      trailer.set('x-served-by', name)
-      if (fail !== undefined) return done({ code: fail, details: `${name} is failing` }, null, trailer)
-      if (call.request.text === opts.notFound)
-        return done({ code: grpc.status.NOT_FOUND, details: 'no such text' }, null, trailer)
-      const by = opts.by ?? name
-      done(null, { text: call.request.text, by, user: call.metadata.get('x-user')[0] ?? null }, trailer)
-    },
-    count: (call: grpc.ServerWritableStream<{ to: number }, unknown>) => {
-      calls++
-      for (let n = 1; n <= call.request.to; n++) call.write({ n })
-      call.end()
-    },
-    chat: (call: grpc.ServerDuplexStream<{ n: number }, unknown>) => {
-      calls++
-      call.on('data', (m: { n: number }) => call.write({ n: m.n * 2, by: name }))
-      call.on('end', () => call.end())
-    },
-  })
-  const port = await new Promise<number>((ok, fail) =>
-    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) =>
-      err ? fail(err) : ok(p),
-    ),
-  )
-  servers.push(server)
-  return { url: `h2c://127.0.0.1:${port}`, calls: () => calls, says: () => says }
-}
-
-function client(port: number): Client {
-  const c = new EchoClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as unknown as Client
+function client(port: number, options?: grpc.ClientOptions): Client {
+  const c = echoClient(port, options)
   clients.push(c)
   return c
-}
-
-interface Unary {
-  readonly err: grpc.ServiceError | null
-  readonly value: { text?: string; by?: string; user?: string | null } | null
-  readonly trailers: grpc.Metadata | null
-}
-
-function say(c: Client, text: string, metadata = new grpc.Metadata()): Promise<Unary> {
-  return new Promise((ok) => {
-    let trailers: grpc.Metadata | null = null
-    const call = c.say({ text }, metadata, (err: grpc.ServiceError | null, value: Unary['value']) =>
-      // The status (and its trailers) comes after the callback's value: wait for it.
-      setImmediate(() => ok({ err, value, trailers })),
-    ) as grpc.ClientUnaryCall
-    call.on('status', (s: grpc.StatusObject) => (trailers = s.metadata))
-  })
 }
 
 async function metrics(adminUrl: string): Promise<string> {
@@ -209,10 +117,7 @@ describe('gRPC through veer', () => {
       match: { host: 'api.example', pathPrefix: '/' },
       stable: { url: `h2c://127.0.0.1:${await deadPort()}` },
     })
-    const c = new EchoClient(`127.0.0.1:${veer.port}`, grpc.credentials.createInsecure(), {
-      'grpc.default_authority': 'api.example',
-    }) as unknown as Client
-    clients.push(c)
+    const c = client(veer.port, { 'grpc.default_authority': 'api.example' })
     const down = await say(c, 'x')
     expect(down.err?.code).toBe(grpc.status.UNAVAILABLE)
     expect(down.err?.details).toBe('veer: the upstream refused or failed the connection')
