@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { AnnouncedRoute, FuseReport, RegisterResponse } from '../../config/wire.ts'
 import { type LoggedProcess, spawnVeer, started } from './process.ts'
-import { runVeer, startVeer, type VeerProcess } from './veer.ts'
+import { runVeer, startVeer, type VeerProcess, writeConfig } from './veer.ts'
 
 export const TOKENS = {
   operator: 'op-token-0123456789abcdef',
@@ -36,6 +36,42 @@ export function startLinkedProxy(
     '--state-dir',
     tempDir(),
   ])
+}
+
+/**
+ * Control and one proxy following it, with route `shop` over `stable` (release v1) and `canary` (v2),
+ * `analysis` its analysis settings; resolves once control knows the route. The caller stops both.
+ */
+export async function startLinkedBed(
+  stable: { readonly url: string },
+  canary: { readonly url: string },
+  analysis: Record<string, unknown> = {},
+  env: Record<string, string> = {},
+): Promise<{ control: ControlProcess; proxy: VeerProcess }> {
+  const control = await startControl({ env })
+  const tokenFile = join(tempDir(), 'proxy-token')
+  writeFileSync(tokenFile, `${TOKENS.proxy}\n`)
+  const file = writeConfig({
+    log: { access: false },
+    shutdown: { grace: 0 },
+    routes: [
+      {
+        name: 'shop',
+        stable: { url: stable.url, release: 'v1' },
+        canary: { url: canary.url, release: 'v2' },
+        analysis,
+      },
+    ],
+  })
+  let proxy: VeerProcess | null = null
+  try {
+    proxy = await startLinkedProxy(file, control, tokenFile)
+    await until(async () => (await control.api('GET', '/v1/routes/shop')).status === 200)
+    return { control, proxy }
+  } catch (err) {
+    await Promise.all([control.stop('SIGKILL'), proxy?.stop('SIGKILL')])
+    throw err
+  }
 }
 
 /** A token file with an operator (alice), a rotated second operator (bob), a reader and a proxy. */

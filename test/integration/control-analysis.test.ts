@@ -1,25 +1,8 @@
-/**
- * Automatic rollback and promotion, end to end on loopback: a real `veer control`, a real
- * `veer proxy --control`, real stable and canary upstreams, and steady GET traffic from this test.
- * A canary that fails half its requests is rolled back by the analysis with its evidence in the audit,
- * while the fallback gives users stable's answers; a healthy canary is promoted to 100%; with no traffic
- * the step ends inconclusive and the rollout pauses; a proxy's fuse rolls back before any statistics.
- */
-import { writeFileSync } from 'node:fs'
-import { join } from 'node:path'
 import { Agent, request } from 'undici'
 import { afterEach, describe, expect, it } from 'vitest'
-import {
-  type ControlProcess,
-  runCli,
-  startControl,
-  startLinkedProxy,
-  TOKENS,
-  tempDir,
-  until,
-} from '../helpers/control.ts'
+import { type ControlProcess, runCli, startLinkedBed, TOKENS, until } from '../helpers/control.ts'
 import { type Handler, startUpstream, type Upstream } from '../helpers/upstream.ts'
-import { type VeerProcess, writeConfig } from '../helpers/veer.ts'
+import type { VeerProcess } from '../helpers/veer.ts'
 
 let running: { stop(signal?: NodeJS.Signals): Promise<unknown> }[] = []
 let upstreams: Upstream[] = []
@@ -38,33 +21,16 @@ async function upstream(name: string, handler?: Handler): Promise<Upstream> {
   return u
 }
 
-/** Control and one proxy following it, with route `shop` over `stable` and `canary`. */
+/** Control and one proxy following it (helpers/control.ts startLinkedBed), stopped after the test. */
 async function bed(
   stable: Upstream,
   canary: Upstream,
   analysis: Record<string, unknown> = {},
   env: Record<string, string> = {},
 ): Promise<{ control: ControlProcess; proxy: VeerProcess }> {
-  const control = await startControl({ env })
-  running.push(control)
-  const tokenFile = join(tempDir(), 'proxy-token')
-  writeFileSync(tokenFile, `${TOKENS.proxy}\n`)
-  const file = writeConfig({
-    log: { access: false },
-    shutdown: { grace: 0 },
-    routes: [
-      {
-        name: 'shop',
-        stable: { url: stable.url, release: 'v1' },
-        canary: { url: canary.url, release: 'v2' },
-        analysis,
-      },
-    ],
-  })
-  const proxy = await startLinkedProxy(file, control, tokenFile)
-  running.push(proxy)
-  await until(async () => (await control.api('GET', '/v1/routes/shop')).status === 200)
-  return { control, proxy }
+  const started = await startLinkedBed(stable, canary, analysis, env)
+  running.push(started.control, started.proxy)
+  return started
 }
 
 /** GETs through the proxy, 8 at a time, until `done()` or `max` requests; what the users saw. */

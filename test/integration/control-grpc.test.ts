@@ -1,25 +1,8 @@
-/**
- * Control's analysis judges gRPC outcomes, end to end on loopback: a real `veer control`, a real
- * `veer proxy --control`, @grpc/grpc-js stable and canary servers, and steady unary calls from this test.
- * A canary that answers UNAVAILABLE (HTTP 200) on half its calls is rolled back by the statistics, the
- * fuse being off, with its evidence in the audit; a healthy canary, and one answering NOT_FOUND (not in
- * analysis.grpcErrorCodes), are promoted.
- */
-import { writeFileSync } from 'node:fs'
-import { join } from 'node:path'
 import * as grpc from '@grpc/grpc-js'
 import { afterEach, describe, expect, it } from 'vitest'
-import {
-  type ControlProcess,
-  runCli,
-  startControl,
-  startLinkedProxy,
-  TOKENS,
-  tempDir,
-  until,
-} from '../helpers/control.ts'
+import { type ControlProcess, runCli, startLinkedBed, TOKENS, until } from '../helpers/control.ts'
 import { type Client, type EchoServer, echoClient, echoServer, say } from '../helpers/grpc.ts'
-import { type VeerProcess, writeConfig } from '../helpers/veer.ts'
+import type { VeerProcess } from '../helpers/veer.ts'
 
 let running: { stop(signal?: NodeJS.Signals): Promise<unknown> }[] = []
 let servers: EchoServer[] = []
@@ -43,32 +26,15 @@ async function server(name: string, fail?: (n: number) => grpc.status | undefine
 /** Every other call answers `code`. */
 const half = (code: grpc.status) => (n: number) => (n % 2 === 0 ? code : undefined)
 
-/** Control and one proxy following it, with route `shop` over gRPC `stable` and `canary`; the fuse off. */
+/** Control and one proxy following it, route `shop` over gRPC `stable` and `canary`; the fuse off. */
 async function bed(
   stable: EchoServer,
   canary: EchoServer,
 ): Promise<{ control: ControlProcess; proxy: VeerProcess }> {
-  const control = await startControl()
-  running.push(control)
-  const tokenFile = join(tempDir(), 'proxy-token')
-  writeFileSync(tokenFile, `${TOKENS.proxy}\n`)
-  const file = writeConfig({
-    log: { access: false },
-    shutdown: { grace: 0 },
-    routes: [
-      {
-        name: 'shop',
-        stable: { url: stable.url, release: 'v1' },
-        canary: { url: canary.url, release: 'v2' },
-        // Off, so only control's statistics can roll the canary back.
-        analysis: { fuse: { consecutiveFailures: 0 } },
-      },
-    ],
-  })
-  const proxy = await startLinkedProxy(file, control, tokenFile)
-  running.push(proxy)
-  await until(async () => (await control.api('GET', '/v1/routes/shop')).status === 200)
-  return { control, proxy }
+  // Off, so only control's statistics can roll the canary back.
+  const started = await startLinkedBed(stable, canary, { fuse: { consecutiveFailures: 0 } })
+  running.push(started.control, started.proxy)
+  return started
 }
 
 /** Unary Say calls through the proxy, 8 at a time, until `done()` or `max` calls; what the clients saw. */
