@@ -1,3 +1,10 @@
+/**
+ * Automatic rollback and promotion, end to end on loopback: a real `veer control`, a real
+ * `veer proxy --control`, real stable and canary upstreams, and steady GET traffic from this test.
+ * A canary that fails half its requests is rolled back by the analysis with its evidence in the audit,
+ * while the fallback gives users stable's answers; a healthy canary is promoted to 100%; with no traffic
+ * the step ends inconclusive and the rollout pauses; a proxy's fuse rolls back before any statistics.
+ */
 import { Agent, request } from 'undici'
 import { afterEach, describe, expect, it } from 'vitest'
 import { type ControlProcess, runCli, startLinkedBed, TOKENS, until } from '../helpers/control.ts'

@@ -1,3 +1,10 @@
+/**
+ * Control's analysis judges gRPC outcomes, end to end on loopback: a real `veer control`, a real
+ * `veer proxy --control`, @grpc/grpc-js stable and canary servers, and steady unary calls from this test.
+ * A canary that answers UNAVAILABLE (HTTP 200) on half its calls is rolled back by the statistics, the
+ * fuse being off, with its evidence in the audit; a healthy canary, and one answering NOT_FOUND (not in
+ * analysis.grpcErrorCodes), are promoted.
+ */
 import * as grpc from '@grpc/grpc-js'
 import { afterEach, describe, expect, it } from 'vitest'
 import { type ControlProcess, runCli, startLinkedBed, TOKENS, until } from '../helpers/control.ts'
