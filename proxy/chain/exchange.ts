@@ -30,6 +30,13 @@ export interface ExchangeHost {
 const CLIENT_GONE = new Error('client closed the connection')
 const TAKEN_OVER = new Error('the answer was taken over (canary failed: retried on stable)')
 
+/** The access line's `protocol` field of each client protocol, serialised once (outcome.ts). */
+export const PROTOCOL = {
+  http10: ',"protocol":"HTTP/1.0"',
+  http11: ',"protocol":"HTTP/1.1"',
+  http2: ',"protocol":"HTTP/2"',
+} as const
+
 /** The request body for the upstream: the client's stream, a kept copy (fallback), or none. */
 export type Body = Readable | Buffer | null
 
@@ -67,6 +74,8 @@ export abstract class Exchange implements Dispatcher.DispatchHandler {
   forced = false
   /** A gRPC call's status (from the upstream's trailers or trailers-only head, or the proxy's own); -1 if none. */
   grpc = -1
+  /** The client's protocol, as the access line's `protocol` field (`,"protocol":"HTTP/2"`; see PROTOCOL). */
+  abstract readonly protocol: string
 
   constructor(
     host: ExchangeHost,
@@ -249,6 +258,9 @@ function onClientDrain(this: Tagged): void {
 export class HttpExchange extends Exchange {
   readonly req: IncomingMessage
   readonly res: ServerResponse
+  get protocol(): string {
+    return this.req.httpVersionMinor === 0 ? PROTOCOL.http10 : PROTOCOL.http11
+  }
 
   constructor(
     host: ExchangeHost,

@@ -8,6 +8,9 @@ import type { ProxyErrorCode } from '../errors.ts'
 
 export { GRPC_CODES }
 
+/** The access and shadow lines' `grpc_code` field of each status, serialised once (index = code). */
+export const GRPC_CODE_FIELD: readonly string[] = GRPC_CODES.map((name) => `,"grpc_code":"${name}"`)
+
 export const CANCELLED = 1
 export const UNKNOWN = 2
 

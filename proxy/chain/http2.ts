@@ -12,7 +12,7 @@ import type { ProxyErrorCode } from '../errors.ts'
 import { fieldObject, type RequestHead } from '../listen/headers.ts'
 import { sendErrorOnStream, sendGrpcError } from '../listen/respond.ts'
 import type { Backend, CompiledRoute } from '../routes/table.ts'
-import { type Body, Exchange, type ExchangeHost } from './exchange.ts'
+import { type Body, Exchange, type ExchangeHost, PROTOCOL } from './exchange.ts'
 import { CANCELLED, grpcCodeFor } from './grpc.ts'
 import type { UpstreamFields } from './handler.ts'
 
@@ -196,6 +196,7 @@ class SourceChunks implements AsyncIterableIterator<Buffer>, Reader {
 
 export class Http2Exchange extends Exchange {
   readonly stream: ServerHttp2Stream
+  readonly protocol = PROTOCOL.http2
   /** What the upstream sent after its body, for the stream's trailing HEADERS. */
   trailers: OutgoingHttpHeaders | null = null
   /** The request body as undici reads it, when it reads the stream's own (released at `finish`). */

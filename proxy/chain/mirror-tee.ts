@@ -8,6 +8,7 @@ import { pathOf, type RequestHead } from '../listen/headers.ts'
 import { type LineSink, requestLine } from '../log.ts'
 import { type Mirror, type MirrorHost, startMirror } from '../shadow/mirror.ts'
 import type { Exchange } from './exchange.ts'
+import { GRPC_CODE_FIELD } from './grpc.ts'
 import type { ChainHandler } from './handler.ts'
 import type { PassiveHealth } from './health.ts'
 
@@ -57,7 +58,8 @@ export class MirrorTee implements ChainHandler, MirrorHost {
     if (m.span !== null) m.tracing?.endShadow(m, status, outcome)
     const sink = this.#sink
     if (sink === null || (this.#sample < 1 && outcome !== 'error' && Math.random() >= this.#sample)) return
-    const extra = `,"outcome":"${outcome}"`
+    const g = m.grpc ? m.shadow.grpc : -1
+    const extra = g < 0 ? `,"outcome":"${outcome}"` : `,"outcome":"${outcome}"${GRPC_CODE_FIELD[g]}`
     sink.write(requestLine('shadow', m.target.lineFields, m.method, pathOf(m.path), status, seconds, extra))
   }
 }

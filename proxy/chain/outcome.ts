@@ -9,11 +9,10 @@ import { pathOf } from '../listen/headers.ts'
 import { type LineSink, requestLine } from '../log.ts'
 import type { CompiledRoute } from '../routes/table.ts'
 import type { Exchange } from './exchange.ts'
-import { GRPC_CODES } from './grpc.ts'
+import { GRPC_CODE_FIELD, GRPC_CODES } from './grpc.ts'
 import type { ChainHandler, UpstreamFields } from './handler.ts'
 
 const RETRIED_EXTRA = ',"retried":"stable"'
-const GRPC_EXTRA = GRPC_CODES.map((name) => `,"grpc_code":"${name}"`)
 
 /** Called when a route's fuse trips (main.ts zeroes the canary and tells control). */
 export type FuseTrip = (route: string, canary: { url: string; release: string }, reason: string) => void
@@ -81,8 +80,8 @@ export class Outcome implements ChainHandler {
     else if (!unjudged) ex.rescue.state.window.mark(end, error ? HARMED : SAVED)
     const sink = this.#sink
     if (sink !== null && (ex.error !== null || this.#sample >= 1 || Math.random() < this.#sample)) {
-      const failed = ex.error === null ? '' : `,"error":"${ex.error}"`
-      const called = grpc < 0 ? failed : failed + GRPC_EXTRA[grpc]
+      const failed = ex.error === null ? ex.protocol : `${ex.protocol},"error":"${ex.error}"`
+      const called = grpc < 0 ? failed : failed + GRPC_CODE_FIELD[grpc]
       const extra = ex.retried ? called + RETRIED_EXTRA : called
       sink.write(requestLine('access', backend.lineFields, ex.method, pathOf(ex.url), status, seconds, extra))
     }

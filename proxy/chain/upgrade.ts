@@ -11,7 +11,7 @@ import type { ProxyErrorCode } from '../errors.ts'
 import type { RequestHead } from '../listen/headers.ts'
 import { endSocket, sendErrorOnSocket } from '../listen/respond.ts'
 import type { Backend, CompiledRoute } from '../routes/table.ts'
-import { Exchange, type ExchangeHost } from './exchange.ts'
+import { Exchange, type ExchangeHost, PROTOCOL } from './exchange.ts'
 import type { UpstreamFields } from './handler.ts'
 
 type Controller = Dispatcher.DispatchController
@@ -24,6 +24,8 @@ function rawHead(status: number, text: string, fields: readonly (string | Buffer
 }
 
 export class UpgradeExchange extends Exchange {
+  /** An upgrade is HTTP/1.1's (HTTP/2's extended CONNECT is not served). */
+  readonly protocol = PROTOCOL.http11
   readonly #client: Socket
   readonly #first: Buffer
   /** A (refused) answer's head went to the client: an error now can only cut the connection. */

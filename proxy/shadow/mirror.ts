@@ -435,7 +435,9 @@ export class Mirror {
     } else {
       t.stats.errors++
       t.outcomes.error()
-      this.#record(0, seconds, this.grpc ? grpcCodeFor(classifyUpstreamError(err)) : -1)
+      // A failed call's code (UNAVAILABLE, DEADLINE_EXCEEDED) is the shadow's, for its line too.
+      if (this.grpc) this.shadow.grpc = grpcCodeFor(classifyUpstreamError(err))
+      this.#record(0, seconds, this.shadow.grpc)
       this.#failed(seconds)
     }
     this.#settle()

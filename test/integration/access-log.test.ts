@@ -7,6 +7,8 @@ import { createServer } from 'node:net'
 import { request } from 'undici'
 import { describe, expect, it } from 'vitest'
 import { testBed, waitUntil } from '../helpers/bed.ts'
+import { h2get } from '../helpers/h2.ts'
+import { rawRequest } from './raw-http.ts'
 
 const bed = testBed()
 
@@ -69,5 +71,21 @@ describe('access log', () => {
     expect(res.statusCode).toBe(502)
     const line = await v.waitForLog((l) => l.msg === 'access')
     expect(line).toMatchObject({ path: '/down', status: null, error: 'upstream_connect_failed' })
+  })
+
+  it('names the client protocol: HTTP/1.0, HTTP/1.1 or HTTP/2', async () => {
+    const stable = await bed.upstream('stable')
+    const v = await bed.proxy({ stable: { url: stable.url } })
+    const h11 = await request(`${v.url}/one-one`)
+    await h11.body.dump()
+    const h10 = await rawRequest(v.port, 'GET /one-zero HTTP/1.0\r\nHost: x\r\n\r\n')
+    h10.client.close()
+    const h2 = await h2get(v.url, '/two')
+    expect([h11.statusCode, h10.status, h2.status]).toEqual([200, 200, 200])
+    await waitUntil(() => v.logs.filter((l) => l.msg === 'access').length === 3, 'three access lines')
+    const protocols = Object.fromEntries(
+      v.logs.filter((l) => l.msg === 'access').map((l) => [l.path, l.protocol]),
+    )
+    expect(protocols).toEqual({ '/one-one': 'HTTP/1.1', '/one-zero': 'HTTP/1.0', '/two': 'HTTP/2' })
   })
 })

@@ -247,6 +247,14 @@ describe('gRPC mirroring', () => {
     expect(first!.path).toBe('/test.Echo/Say')
     expect(first!.differences).toContainEqual({ field: 'grpc-status', primary: 'OK', shadow: 'NOT_FOUND' })
     expect(second!.differences.map((d) => d.field)).toEqual(['body'])
+    // The shadow lines name each shadow answer's grpc-status, as the access lines do the primary's.
+    const shadowLines = () => veer.logs.filter((l) => l.msg === 'shadow')
+    await waitUntil(() => shadowLines().length === 2, 'two shadow lines')
+    const lines = shadowLines()
+    expect(lines.map((l) => [l.outcome, l.grpc_code])).toEqual([
+      ['mismatch', 'NOT_FOUND'],
+      ['mismatch', 'OK'],
+    ])
   })
 
   it('does not mirror streams: a bidi call is never sent, a server stream is cut at its second message', async () => {
