@@ -1,7 +1,9 @@
 /** `veer control` flags and environment, checked whole before anything starts. */
 import { readFileSync } from 'node:fs'
+import type { SecureContextOptions } from 'node:tls'
 import { parseArgs } from 'node:util'
 import { type ControlConfig, loadControlConfig } from '../config/control-config.ts'
+import { readTls } from '../proxy/listen/tls.ts'
 import { parseTokens, type TokenResult, type Tokens } from './auth.ts'
 import { DEFAULT_NOTIFIER, type NotifierOptions } from './notify.ts'
 
@@ -34,7 +36,8 @@ export interface ControlSetup {
   readonly tokens: Tokens
   /** What start-up says about the token sources (a VEER_TOKEN the file also lists). */
   readonly tokenNotes: readonly string[]
-  readonly tls: { cert: Buffer; key: Buffer } | null
+  /** The HTTPS server's options (certificate, key, minimum version); null: plain HTTP. */
+  readonly tls: SecureContextOptions | null
   /** --recover: rebuild state.json from the audit and exit. */
   readonly recover: boolean
   readonly notifier: NotifierOptions
@@ -131,12 +134,10 @@ export async function parseControlArgs(
   if (!first.ok) throw new ControlUsageError(first.error)
   let tls: ControlSetup['tls'] = null
   if (config.tls !== null) {
-    try {
-      tls = { cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) }
-    } catch (err) {
-      const e = err as NodeJS.ErrnoException
-      throw new ControlUsageError(`--tls-cert/--tls-key: cannot read ${e.path ?? 'the file'} (${e.code})`)
-    }
+    // The proxy's reader: the key must be the certificate's, and TLS 1.2 is the floor, as on the proxy.
+    const material = await readTls({ ...config.tls, certificates: [], minVersion: 'TLSv1.2' })
+    if (typeof material === 'string') throw new ControlUsageError(`--tls-cert/--tls-key (${material})`)
+    tls = material.options
   }
   const liveMs = envInt(env, 'VEER_CONTROL_LIVE_MS', 10_000, 100, 3_600_000)
   return {

@@ -20,6 +20,9 @@ describe('refused start-up', () => {
   const tokens = writeTokenFile()
   const badTokens = join(tempDir(), 'tokens')
   writeFileSync(badTokens, `${TOKENS.operator} operator alice\nsecret-but-short admin eve\n`)
+  const ca = makeCa()
+  const one = ca.leaf('one', ['127.0.0.1'])
+  const other = ca.leaf('other', ['127.0.0.1'])
 
   const CASES: [string, string[], Record<string, string>, RegExp][] = [
     ['an unknown flag', ['--bogus'], {}, /^veer control: Unknown option '--bogus'; see veer control --help$/],
@@ -54,6 +57,18 @@ describe('refused start-up', () => {
       ['--token-file', tokens, '--tls-cert', 'c.pem'],
       {},
       /^veer control: --tls-cert and --tls-key go together/,
+    ],
+    [
+      "a TLS key that is not the certificate's",
+      ['--token-file', tokens, '--tls-cert', one.cert, '--tls-key', other.key],
+      {},
+      /^veer control: --tls-cert\/--tls-key \(tls\.key: .*other\.key is not the key of .*one\.crt; give the key/,
+    ],
+    [
+      'a missing TLS certificate',
+      ['--token-file', tokens, '--tls-cert', '/nonexistent/c.pem', '--tls-key', one.key],
+      {},
+      /^veer control: --tls-cert\/--tls-key \(tls\.cert: cannot read \/nonexistent\/c\.pem \(no such file\)\)$/,
     ],
     [
       'a bad env knob',
