@@ -22,6 +22,10 @@ export const PROXY_ERRORS = {
   },
   upstream_reset: { status: 502, message: 'the upstream closed the connection before answering' },
   upstream_bad_response: { status: 502, message: 'the upstream sent an invalid response' },
+  upstream_no_websocket: {
+    status: 502,
+    message: 'the upstream speaks HTTP/2 and does not accept WebSocket over it (RFC 8441 extended CONNECT)',
+  },
   no_healthy_upstream: {
     status: 503,
     message: 'every upstream of this route is ejected after repeated connect failures',
@@ -74,6 +78,10 @@ export function classifyUpstreamError(err: unknown): ProxyErrorCode {
     case 'ERR_TLS_CERT_ALTNAME_INVALID':
       return 'upstream_tls_failed'
     case 'UND_ERR_INFO':
+      // undici's one refusal of its own before a stream: an HTTP/2 upstream without SETTINGS_ENABLE_CONNECT_PROTOCOL.
+      return (err as Error).message.includes('Extended CONNECT')
+        ? 'upstream_no_websocket'
+        : 'upstream_bad_response'
     case 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH':
     case 'HPE_INVALID_CONSTANT':
     case 'HPE_INVALID_STATUS':

@@ -4,17 +4,33 @@
  * is not HTTP). Any other answer is relayed as a plain response and the client connection closed, so a
  * refused upgrade never leaves a half-open tunnel.
  */
+import { createHash } from 'node:crypto'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import type { ProxyErrorCode } from '../errors.ts'
-import type { RequestHead } from '../listen/headers.ts'
+import { type RequestHead, responseHeaders } from '../listen/headers.ts'
 import { endSocket, sendErrorOnSocket } from '../listen/respond.ts'
 import type { Backend, CompiledRoute } from '../routes/table.ts'
 import { Exchange, type ExchangeHost, PROTOCOL } from './exchange.ts'
 import type { UpstreamFields } from './handler.ts'
 
 type Controller = Dispatcher.DispatchController
+
+const WEBSOCKET_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
+
+/** RFC 6455 4.2.2: the Sec-WebSocket-Accept that answers a client's Sec-WebSocket-Key. */
+function acceptOf(key: string): string {
+  return createHash('sha1')
+    .update(key.trim() + WEBSOCKET_GUID)
+    .digest('base64')
+}
+
+/** A field's value in a flat name/value list (names as the client sent them). */
+function fieldOf(list: readonly string[], name: string): string | undefined {
+  for (let i = 0; i < list.length; i += 2) if (list[i]!.toLowerCase() === name) return list[i + 1]
+  return undefined
+}
 
 function rawHead(status: number, text: string, fields: readonly (string | Buffer)[]): string {
   let out = `HTTP/1.1 ${status} ${text}\r\n`
@@ -62,9 +78,20 @@ export class UpgradeExchange extends Exchange {
     throw new Error('an upgrade is never sent twice')
   }
 
-  onRequestUpgrade(controller: Controller, statusCode: number, _fields: unknown, upstream: Duplex): void {
-    this.status = statusCode
-    this.chain.head(this, statusCode, {})
+  onRequestUpgrade(
+    controller: Controller,
+    statusCode: number,
+    headers: UpstreamFields,
+    upstream: Duplex,
+  ): void {
+    // An HTTP/2 upstream answers the extended CONNECT undici sends it (RFC 8441) with a 2xx instead of a
+    // 101, and any other status as the end of the upgrade stream: that is a refusal, relayed as one.
+    const h2 = statusCode !== 101
+    if (h2 && (statusCode < 200 || statusCode > 299))
+      return this.#refusedOnStream(statusCode, headers, upstream)
+    // The client gets a 101 either way, and that is what is counted.
+    this.status = 101
+    this.chain.head(this, 101, {})
     const client = this.#client
     if (client.destroyed) {
       upstream.destroy()
@@ -72,11 +99,19 @@ export class UpgradeExchange extends Exchange {
       this.finish()
       return
     }
-    const raw = (controller.rawHeaders as Buffer[]) ?? []
     // Upgrade and Connection are the point of a 101, so they pass here; Via and the version are added.
     const fields: string[] = []
-    for (let i = 0; i < raw.length; i += 2)
-      fields.push(raw[i]!.toString('latin1'), raw[i + 1]!.toString('latin1'))
+    if (h2) {
+      // RFC 8441 drops the key exchange: the HTTP/1.1 client still wants RFC 6455's 101 and its accept.
+      fields.push('upgrade', 'websocket', 'connection', 'Upgrade')
+      const key = fieldOf(this.head.headers, 'sec-websocket-key')
+      if (key !== undefined) fields.push('sec-websocket-accept', acceptOf(key))
+      responseHeaders(headers, fields)
+    } else {
+      const raw = (controller.rawHeaders as Buffer[]) ?? []
+      for (let i = 0; i < raw.length; i += 2)
+        fields.push(raw[i]!.toString('latin1'), raw[i + 1]!.toString('latin1'))
+    }
     // A 101's Connection: upgrade must stand alone, even while draining.
     this.decorate(fields, false)
     client.write(rawHead(101, 'Switching Protocols', fields))
@@ -88,6 +123,17 @@ export class UpgradeExchange extends Exchange {
     upstream.pipe(client)
     client.pipe(upstream)
     this.finish()
+  }
+
+  /** An HTTP/2 upstream's refusal of an extended CONNECT, its body read from the upgrade stream. */
+  #refusedOnStream(statusCode: number, headers: UpstreamFields, upstream: Duplex): void {
+    const controller = this.controller!
+    this.onResponseStart(controller, statusCode, headers)
+    if (this.done) return void upstream.destroy()
+    upstream.on('data', (chunk: Buffer) => this.onResponseData(controller, chunk))
+    upstream.on('end', () => this.onResponseEnd(controller, {}))
+    upstream.on('error', (err) => this.onResponseError(controller, err))
+    upstream.resume()
   }
 
   protected answer(status: number, message: string | undefined, fields: string[]): void {

@@ -1,11 +1,13 @@
 /**
  * Upgrade passthrough through a real proxy process: `Upgrade: websocket` is tunnelled only once the
  * upstream answers 101; a refused upgrade is relayed and closed; `Upgrade: h2c` is served as a plain
- * request with the upgrade fields removed.
+ * request with the upgrade fields removed. To an HTTP/2 upstream, the upgrade is an extended CONNECT
+ * (RFC 8441) whose 2xx the client gets as its 101.
  */
 import { createServer, type IncomingMessage, type Server } from 'node:http'
+import { createServer as createH2Server, type ServerHttp2Session } from 'node:http2'
 import type { AddressInfo, Socket } from 'node:net'
-import { describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it } from 'vitest'
 import { testBed, waitUntil } from '../helpers/bed.ts'
 import { deadPort } from '../helpers/upstream.ts'
 import type { VeerProcess } from '../helpers/veer.ts'
@@ -271,5 +273,113 @@ describe('Upgrade: h2c', () => {
     await client.write('GET /again HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n')
     expect((await client.readResponse()).status).toBe(200)
     expect(ws.plain.map((r) => r.url)).toEqual(['/h2', '/again'])
+  })
+})
+
+describe('WebSocket upgrade to an HTTP/2 upstream (RFC 8441)', () => {
+  interface H2WsUpstream {
+    readonly url: string
+    /** Request heads of every stream opened to it. */
+    readonly streams: Record<string, string | string[] | undefined>[]
+    close(): Promise<void>
+  }
+
+  /**
+   * A cleartext HTTP/2 upstream that announces extended CONNECT (or not, with `connect: false`) and
+   * accepts a websocket CONNECT with 200 and `sec-websocket-protocol: chat`, then echoes every byte;
+   * with `refuse`, it answers that status and a body instead.
+   */
+  async function h2WsUpstream(opts: { connect?: boolean; refuse?: number } = {}): Promise<H2WsUpstream> {
+    const streams: H2WsUpstream['streams'] = []
+    const server = createH2Server({ settings: { enableConnectProtocol: opts.connect ?? true } })
+    const sessions: ServerHttp2Session[] = []
+    server.on('session', (s) => sessions.push(s))
+    server.on('stream', (stream, headers) => {
+      streams.push({ ...headers })
+      if (opts.refuse !== undefined) {
+        stream.respond({ ':status': opts.refuse, 'content-type': 'text/plain' })
+        stream.end('not here')
+        return
+      }
+      stream.respond({ ':status': 200, 'sec-websocket-protocol': 'chat' })
+      stream.on('data', (d: Buffer) => stream.write(d))
+      stream.on('end', () => stream.end())
+    })
+    await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok))
+    return {
+      url: `h2c://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      streams,
+      close: () =>
+        new Promise<void>((ok) => {
+          for (const s of sessions) s.destroy()
+          server.close(() => ok())
+        }),
+    }
+  }
+
+  let h2: H2WsUpstream | undefined
+  afterEach(async () => {
+    await h2?.close()
+    h2 = undefined
+  })
+
+  it('sends an extended CONNECT and answers the client 101 with the accept it computes; bytes pass both ways', async () => {
+    h2 = await h2WsUpstream()
+    veer = await startProxy({ stable: { url: h2.url } })
+    const client = await RawClient.open(veer.port)
+    await client.write(UPGRADE.replace('\r\n\r\n', '\r\nSec-WebSocket-Protocol: chat\r\n\r\n'))
+    const res = await client.readResponse()
+    expect(res.status).toBe(101)
+    expect(res.headers.upgrade).toBe('websocket')
+    expect(res.headers.connection).toBe('Upgrade')
+    // RFC 6455's own example: this key's accept is s3pPLMBiTxaQ9kYGzzhZRbK+xOo=.
+    expect(res.headers['sec-websocket-accept']).toBe('s3pPLMBiTxaQ9kYGzzhZRbK+xOo=')
+    expect(res.headers['sec-websocket-protocol']).toBe('chat')
+    expect(h2.streams).toHaveLength(1)
+    expect(h2.streams[0]).toMatchObject({
+      ':method': 'CONNECT',
+      ':protocol': 'websocket',
+      ':path': '/chat',
+      'sec-websocket-version': '13',
+      'x-user': 'u1',
+    })
+    expect(h2.streams[0]).not.toHaveProperty('upgrade')
+    for (const msg of ['ping-1', 'x'.repeat(64 * 1024)]) {
+      const before = client.pending.length
+      await client.write(msg)
+      expect(await client.waitFor((b) => b.length - before >= msg.length)).toBe(true)
+      expect(client.pending.subarray(before).toString()).toBe(msg)
+    }
+    client.socket.end()
+    await client.closed
+    const line = await veer.waitForLog((l) => l.msg === 'access')
+    expect(line).toMatchObject({ path: '/chat', status: 101 })
+  })
+
+  it('relays a refusal (403 on the stream) and closes the connection', async () => {
+    h2 = await h2WsUpstream({ refuse: 403 })
+    veer = await startProxy({ stable: { url: h2.url } })
+    const client = await RawClient.open(veer.port)
+    await client.write(UPGRADE)
+    const res = await client.readResponse()
+    expect(res.status).toBe(403)
+    expect(res.body.toString()).toBe('not here')
+    expect(res.headers.connection).toBe('close')
+    await client.closed
+  })
+
+  it('an HTTP/2 upstream without extended CONNECT: 502 upstream_no_websocket, no stream opened', async () => {
+    h2 = await h2WsUpstream({ connect: false })
+    veer = await startProxy({ stable: { url: h2.url } })
+    const client = await RawClient.open(veer.port)
+    await client.write(UPGRADE)
+    const res = await client.readResponse()
+    expect(res.status).toBe(502)
+    expect(errorOf(res).error).toBe('upstream_no_websocket')
+    await client.closed
+    // A plain request after it reaches the upstream: the first stream it sees is that one.
+    const plain = await fetch(`${veer.url}/after`)
+    await plain.arrayBuffer()
+    expect(h2.streams.map((s) => s[':path'])).toEqual(['/after'])
   })
 })
