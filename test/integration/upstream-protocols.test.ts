@@ -103,6 +103,48 @@ describe('h2c:// upstreams', () => {
     expect(await next.text()).toBe('fast /after')
     expect(up.sessions).toHaveLength(2)
   })
+  it('an upload the upstream answers early (413, body unread) or the client resets: the session carries on', async () => {
+    const aborted: string[] = []
+    const handler: H2Handler = (req, res) => {
+      if (req.url === '/big') {
+        // Answers at once and never reads the body: the answer reaches the client all the same.
+        res.writeHead(413, { 'content-type': 'text/plain' })
+        res.end('too big')
+        return
+      }
+      if (req.url === '/reset') {
+        req.on('aborted', () => aborted.push(req.url))
+        req.resume()
+        return
+      }
+      req.resume()
+      req.on('end', () => res.end(`ok ${req.url}`))
+    }
+    const up = await h2Upstream('stable', { handler })
+    const veer = await bed.proxy({ stable: { url: up.url }, connections: 1 })
+    const session = await h2connect(veer.url)
+    const early = await h2request(session, { ':method': 'POST', ':path': '/big' }, Buffer.alloc(32 * 1024, 1))
+    expect([early.status, early.body]).toEqual([413, 'too big'])
+
+    // A client that resets its upload half-way: the upstream's stream is reset too.
+    const half = session.request({ ':method': 'POST', ':path': '/reset' }, { endStream: false })
+    half.on('error', () => {})
+    half.write(Buffer.alloc(64 * 1024, 2))
+    await waitUntil(() => up.seen.some((r) => r.url === '/reset'), 'the upload at the upstream')
+    half.close(8 /* CANCEL */)
+    await waitUntil(() => aborted.length === 1, 'the upstream stream reset')
+
+    const after = await h2request(session, { ':method': 'POST', ':path': '/after' }, 'small')
+    session.close()
+    expect([after.status, after.body]).toEqual([200, 'ok /after'])
+    // All on the one upstream connection: neither failure cost it (no GOAWAY, no ENHANCE_YOUR_CALM).
+    expect(up.sessions).toHaveLength(1)
+    const access = () => veer.logs.filter((l) => l.msg === 'access')
+    await waitUntil(() => access().length === 3, 'three access lines')
+    const lines = access().map((l) => [l.path, l.status, l.error])
+    expect(lines).toContainEqual(['/big', 413, undefined])
+    expect(lines).toContainEqual(['/reset', null, 'client_closed'])
+  })
 })
 
 describe('https:// upstreams', () => {
