@@ -172,7 +172,9 @@ describe('store', () => {
     it('routes written as a list refuse the start', async () => {
       const d = dir()
       writeFileSync(join(d, 'state.json'), JSON.stringify({ formatVersion: 1, revision: 0, routes: [] }))
-      await expect(Store.open(d, logger().log)).rejects.toThrow(/lacks revision or routes/)
+      await expect(Store.open(d, logger().log)).rejects.toThrow(
+        /state\.json: routes: must be an object keyed by route name\n/,
+      )
     })
 
     it('--recover rebuilds state.json from the audit, audits it, and the dir then opens', async () => {
