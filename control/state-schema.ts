@@ -125,7 +125,7 @@ const settings: Field<AnalysisSettings> = obj(
     ...analysisFields,
     latency: obj('Latency of canary against stable', {
       ...latencyFields,
-      p99MaxMs: orNull(latencyFields.p99MaxMs),
+      p99MaxMs: orNull(latencyFields.p99MaxMs, 'null'),
     }),
   }),
   { optional: true },
@@ -135,7 +135,7 @@ const inconclusive: Field<InconclusivePolicy> = obj(
   'What an inconclusive verdict at the end of a pause does',
   fields<InconclusivePolicy>()({
     action: inconclusiveAction,
-    extendMs: orNull(ms('With action extend: how much longer the pause runs', 1, MAX_PAUSE_MS)),
+    extendMs: orNull(ms('With action extend: how much longer the pause runs', 1, MAX_PAUSE_MS), 'null'),
     limit: inconclusiveLimit,
   }),
   { optional: true },

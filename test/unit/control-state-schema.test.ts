@@ -95,6 +95,16 @@ describe('the stored state', () => {
       superseded: [],
       rollout: { plan: { analysis: { enabled: true } } },
     })
+    const noBound = written(
+      stateOf(route({ rollout: rolloutOf(PLANS['all the analysis settings']) })),
+      (s) => {
+        delete s.routes.shop.rollout.plan.analysis.settings.latency.p99MaxMs
+      },
+    )
+    const read = checkState(noBound)
+    expect('value' in read && read.value.routes.shop!.rollout!.plan.analysis.settings!.latency.p99MaxMs).toBe(
+      null,
+    )
   })
 
   const rolling = stateOf(route({ rollout: rolloutOf(PLANS['all the analysis settings']) }))
