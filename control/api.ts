@@ -410,7 +410,7 @@ async function handle(d: ApiDeps, req: IncomingMessage, res: ServerResponse): Pr
   const who = d.tokens().check(req.headers.authorization)
   const wait = who === null ? d.limiter.blocked(address, now) : 0
   if (wait > 0) {
-    await d.denials.note(`429 ${address}`, {
+    await audited(d, `429 ${address}`, {
       ...refused(address, method, url.pathname),
       why: 'too many failed authentications (429)',
     })
@@ -425,7 +425,7 @@ async function handle(d: ApiDeps, req: IncomingMessage, res: ServerResponse): Pr
   if (who === null) {
     d.limiter.fail(address, now)
     const sent = req.headers.authorization === undefined ? 'no token' : 'an invalid token'
-    await d.denials.note(`401 ${address}`, {
+    await audited(d, `401 ${address}`, {
       ...refused(address, method, url.pathname),
       why: `${sent} (401)`,
     })
@@ -463,7 +463,7 @@ async function handle(d: ApiDeps, req: IncomingMessage, res: ServerResponse): Pr
   if (!allows(who.role, op.access)) {
     d.limiter.fail(address, now)
     const why = op.access === 'operate' ? 'needs the operator role' : 'needs the proxy or operator role'
-    await d.denials.note(`403 ${who.name} ${address} ${method} ${found.endpoint.path.join('/')}`, {
+    await audited(d, `403 ${who.name} ${address} ${method} ${found.endpoint.path.join('/')}`, {
       who: who.name,
       role: who.role,
       action: 'denied',
@@ -479,6 +479,21 @@ async function handle(d: ApiDeps, req: IncomingMessage, res: ServerResponse): Pr
     )
   }
   await op.handle(d, { req, res, who, params: found.params, url })
+}
+
+/**
+ * Audit a refused call (denials.ts). One that cannot be written now (a full disk) still gets its 401,
+ * 403 or 429, not a 503: the refusal is the answer, and it is counted for a later audit entry.
+ */
+async function audited(d: ApiDeps, key: string, draft: AuditDraft): Promise<void> {
+  try {
+    await d.denials.note(key, draft)
+  } catch (err) {
+    d.log.warn(
+      { to: String(draft.to).slice(0, 200), reason: err instanceof ApiError ? err.message : String(err) },
+      'refused call not audited yet: the state dir cannot be written; it is counted for a later entry',
+    )
+  }
 }
 
 /** The audit draft of a call refused before any token was accepted (401, 429). */

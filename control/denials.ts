@@ -4,6 +4,8 @@
  * interval is written at once, the rest are only counted, and when the interval ends one entry with
  * `count` stands for them. A client looping on forbidden writes adds at most two lines per interval.
  * Past `maxKeys` keys in one interval (an address spray) further refusals share one overflow key.
+ * A write that fails (a full disk) loses no refusal: it is counted, and the count kept until an
+ * interval's end can write it.
  */
 import type { AuditDraft } from './store.ts'
 
@@ -11,7 +13,7 @@ const OVERFLOW = '*'
 
 interface Held {
   readonly draft: AuditDraft
-  readonly since: string
+  since: string
   count: number
 }
 
@@ -29,33 +31,57 @@ export class Denials {
     this.#timer.unref()
   }
 
-  /** Audit one refusal: written now when it is its key's first this interval, else counted. */
-  note(key: string, draft: AuditDraft): Promise<void> {
+  /**
+   * Audit one refusal: written now when it is its key's first this interval, else counted. Rejects when
+   * that write failed; the refusal is then counted, for the interval's end to write.
+   */
+  async note(key: string, draft: AuditDraft): Promise<void> {
     let k = key
     if (!this.#open.has(k) && this.#open.size >= this.#maxKeys) k = OVERFLOW
     const held = this.#open.get(k)
     if (held !== undefined) {
       held.count++
-      return Promise.resolve()
+      return
     }
     const first =
       k === OVERFLOW ? { ...draft, who: OVERFLOW, why: `${draft.why} (and other clients)` } : draft
-    this.#open.set(k, { draft: first, since: new Date().toISOString(), count: 0 })
-    return this.#write(first)
+    const h: Held = { draft: first, since: new Date().toISOString(), count: 0 }
+    this.#open.set(k, h)
+    try {
+      await this.#write(first)
+    } catch (err) {
+      h.count++
+      throw err
+    }
   }
 
-  /** End the interval: one entry for each key with refusals beyond its first, with their `count`. */
+  /**
+   * End the interval: one entry for each key with refusals beyond its first, with their `count`. One
+   * that cannot be written is kept, with its count, for the next interval (the first failure rejects).
+   */
   async flush(): Promise<void> {
     const open = this.#open
     this.#open = new Map()
-    for (const h of open.values()) {
+    let failed: { err: unknown } | null = null
+    for (const [k, h] of open) {
       if (h.count === 0) continue
-      await this.#write({
-        ...h.draft,
-        count: h.count,
-        why: `${h.draft.why} (${h.count} more since ${h.since})`,
-      })
+      try {
+        await this.#write({
+          ...h.draft,
+          count: h.count,
+          why: `${h.draft.why} (${h.count} more since ${h.since})`,
+        })
+      } catch (err) {
+        failed ??= { err }
+        const now = this.#open.get(k)
+        if (now === undefined) this.#open.set(k, h)
+        else {
+          now.count += h.count
+          now.since = h.since
+        }
+      }
     }
+    if (failed !== null) throw failed.err
   }
 
   /** Stop the interval timer and write what is counted (shutdown). */

@@ -40,15 +40,20 @@ const MAX_STEPS = 100
 
 const reason = str('Why (goes to the audit log)')
 
+/** A route's canary weight; also the stored one (control/state-schema.ts), as are the fields below. */
+export const canaryWeight = int('Canary weight in percent, 0..100 (stable gets the rest)', 0, 100)
+export const shadowPercent = num('Percent of requests the proxies mirror to the shadow, 0..100', 0, 100)
+export const stepWeight = int('Canary weight of the step, 0..100', 0, 100)
+
 const weightsBody = obj(
   'PUT /v1/routes/{route}/weights',
-  { canary: int('Canary weight in percent, 0..100 (stable gets the rest)', 0, 100), reason },
+  { canary: canaryWeight, reason },
   { required: ['canary'] },
 )
 
 const shadowBody = obj(
   'PUT /v1/routes/{route}/shadow',
-  { percent: num('Percent of requests the proxies mirror to the shadow, 0..100', 0, 100), reason },
+  { percent: shadowPercent, reason },
   { required: ['percent'] },
 )
 
@@ -62,7 +67,7 @@ const actionBody = obj('POST …/pause, …/resume, …/abort', { reason })
 const step = obj(
   'One step: a weight, then a pause (none: wait for promote)',
   {
-    weight: int('Canary weight of the step, 0..100', 0, 100),
+    weight: stepWeight,
     pause: duration(
       'How long to hold the step once every live proxy applied it; omit to wait for promote',
       0,
@@ -72,17 +77,71 @@ const step = obj(
   { required: ['weight'] },
 )
 
-const MAX_SMOKE_TIMEOUT_MS = 60_000
+export const MAX_SMOKE_TIMEOUT_MS = 60_000
+
+export const smokeFields = {
+  url: str("URL on a proxy's traffic listener (http or https), path of the app's smoke/health check"),
+  requests: int('How many requests to send; every one must pass', 1, 100, 5),
+  expectStatus: list('Statuses that pass', int('HTTP status, 100..599', 100, 599), { fallback: [200] }),
+}
 
 const smoke = obj(
   'Pre-step smoke check: GETs to the canary through a proxy before each step that raises its weight',
-  {
-    url: str("URL on a proxy's traffic listener (http or https), path of the app's smoke/health check"),
-    requests: int('How many requests to send; every one must pass', 1, 100, 5),
-    expectStatus: list('Statuses that pass', int('HTTP status, 100..599', 100, 599), { fallback: [200] }),
-    timeout: duration('Timeout of each request', 1, MAX_SMOKE_TIMEOUT_MS, 2000),
-  },
+  { ...smokeFields, timeout: duration('Timeout of each request', 1, MAX_SMOKE_TIMEOUT_MS, 2000) },
   { required: ['url'], optional: true },
+)
+
+export const latencyFields = {
+  enabled: bool('Check latency', DEFAULT_ANALYSIS.latency.enabled),
+  p95Ratio: num(
+    "Fail when canary's p95 is surely above this many times stable's (plus minDeltaMs)",
+    1,
+    100,
+    DEFAULT_ANALYSIS.latency.p95Ratio,
+  ),
+  minDeltaMs: num('Slack in ms added to the p95 bound', 0, 600_000, DEFAULT_ANALYSIS.latency.minDeltaMs),
+  p99MaxMs: num('Fail when canary p99 is surely above this many ms (absent: no bound)', 0.05, 3_600_000),
+}
+
+/** The analysis settings but latency, which the stored plan holds with `p99MaxMs: null` for none. */
+export const analysisFields = {
+  alpha: num(
+    'Bound on the chance of a false rollback over the whole rollout (split over the checks)',
+    0.000001,
+    0.5,
+    DEFAULT_ANALYSIS.alpha,
+  ),
+  minRequests: int(
+    'Requests each version needs before any verdict; until then the verdict is inconclusive',
+    1,
+    1_000_000,
+    DEFAULT_ANALYSIS.minRequests,
+  ),
+  errors: obj('Error rate (5xx, resets, timeouts) of canary against stable', {
+    enabled: bool('Check the error rate', DEFAULT_ANALYSIS.errors.enabled),
+    floor: num(
+      "Canary error rate below which it never fails, whatever stable's",
+      0,
+      1,
+      DEFAULT_ANALYSIS.errors.floor,
+    ),
+  }),
+  outcome: obj('Failed business outcomes (outcome header) of canary against stable', {
+    enabled: bool('Check the failed-outcome rate', DEFAULT_ANALYSIS.outcome.enabled),
+    floor: num('Canary failed-outcome rate below which it never fails', 0, 1, DEFAULT_ANALYSIS.outcome.floor),
+  }),
+}
+
+export const inconclusiveAction = oneOf(
+  'pause the rollout (resume gives the step its pause again), extend the pause, or abort (roll back)',
+  ['pause', 'extend', 'abort'] as const,
+  DEFAULT_INCONCLUSIVE.action,
+)
+export const inconclusiveLimit = int(
+  'With action extend: at most this many extensions a step, then it pauses',
+  1,
+  100,
+  DEFAULT_INCONCLUSIVE.limit,
 )
 
 const planBody = obj('A rollout plan', {
@@ -101,69 +160,12 @@ const planBody = obj('A rollout plan', {
     'Analysis settings; automatic rollback is on unless enabled is false',
     {
       enabled: bool('Judge the canary and roll back automatically when it fails', true),
-      alpha: num(
-        'Bound on the chance of a false rollback over the whole rollout (split over the checks)',
-        0.000001,
-        0.5,
-        DEFAULT_ANALYSIS.alpha,
-      ),
-      minRequests: int(
-        'Requests each version needs before any verdict; until then the verdict is inconclusive',
-        1,
-        1_000_000,
-        DEFAULT_ANALYSIS.minRequests,
-      ),
-      errors: obj('Error rate (5xx, resets, timeouts) of canary against stable', {
-        enabled: bool('Check the error rate', DEFAULT_ANALYSIS.errors.enabled),
-        floor: num(
-          "Canary error rate below which it never fails, whatever stable's",
-          0,
-          1,
-          DEFAULT_ANALYSIS.errors.floor,
-        ),
-      }),
-      outcome: obj('Failed business outcomes (outcome header) of canary against stable', {
-        enabled: bool('Check the failed-outcome rate', DEFAULT_ANALYSIS.outcome.enabled),
-        floor: num(
-          'Canary failed-outcome rate below which it never fails',
-          0,
-          1,
-          DEFAULT_ANALYSIS.outcome.floor,
-        ),
-      }),
-      latency: obj('Latency of canary against stable', {
-        enabled: bool('Check latency', DEFAULT_ANALYSIS.latency.enabled),
-        p95Ratio: num(
-          "Fail when canary's p95 is surely above this many times stable's (plus minDeltaMs)",
-          1,
-          100,
-          DEFAULT_ANALYSIS.latency.p95Ratio,
-        ),
-        minDeltaMs: num(
-          'Slack in ms added to the p95 bound',
-          0,
-          600_000,
-          DEFAULT_ANALYSIS.latency.minDeltaMs,
-        ),
-        p99MaxMs: num(
-          'Fail when canary p99 is surely above this many ms (absent: no bound)',
-          0.05,
-          3_600_000,
-        ),
-      }),
+      ...analysisFields,
+      latency: obj('Latency of canary against stable', latencyFields),
       inconclusive: obj('What an inconclusive verdict (too little traffic) at the end of a pause does', {
-        action: oneOf(
-          'pause the rollout (resume gives the step its pause again), extend the pause, or abort (roll back)',
-          ['pause', 'extend', 'abort'] as const,
-          DEFAULT_INCONCLUSIVE.action,
-        ),
+        action: inconclusiveAction,
         extend: duration('With action extend: how much longer the pause runs each time', 1, MAX_PAUSE_MS),
-        limit: int(
-          'With action extend: at most this many extensions a step, then it pauses',
-          1,
-          100,
-          DEFAULT_INCONCLUSIVE.limit,
-        ),
+        limit: inconclusiveLimit,
       }),
     },
     { optional: true },
@@ -227,31 +229,16 @@ export function parsePlan(v: unknown): { plan: Plan; reason?: string } {
         reason?: string
       }
     | undefined
-  if (raw !== null && typeof raw === 'object') checkSmoke(raw.smoke, issues)
+  if (raw !== null && typeof raw === 'object') checkSmoke(raw.smoke, issues, 'smoke')
   if (p && issues.length === 0) {
     const given = raw !== null && typeof raw === 'object' && raw.steps !== undefined && raw.steps !== null
     if (p.mode === 'canary') {
-      if (p.steps.length === 0)
-        issues.push({
-          path: 'steps',
-          message:
-            'a plan needs at least one step, e.g. [{"weight": 10, "pause": "5m"}, {"weight": 50, "pause": "10m"}, {"weight": 100}]',
-        })
-      if (p.steps.length > MAX_STEPS)
-        issues.push({ path: 'steps', message: `has more than ${MAX_STEPS} steps` })
+      checkSteps(p.steps, issues, 'steps')
       if (p.preview !== undefined)
         issues.push({
           path: 'preview',
           message: 'is for "mode": "blue-green" only; give the canary steps a pause instead',
         })
-      p.steps.forEach((s, i) => {
-        const before = p.steps[i - 1]
-        if (before && s.weight < before.weight)
-          issues.push({
-            path: `steps[${i}].weight`,
-            message: `is below the step before (${s.weight} < ${before.weight}); weights must not go down (abort rolls back)`,
-          })
-      })
     } else if (given) {
       issues.push({
         path: 'steps',
@@ -307,22 +294,41 @@ function withReason(plan: Plan, reason: string | undefined): { plan: Plan; reaso
   return reason === undefined ? { plan } : { plan, reason }
 }
 
-/** What the smoke schema cannot say: the url is an http(s) URL, the status list is not empty. */
-function checkSmoke(raw: unknown, issues: Issue[]): void {
+/** What the step schema cannot say of a canary plan's steps (at `path`): 1..100 of them, weights never down. */
+export function checkSteps(steps: readonly { weight: number }[], issues: Issue[], path: string): void {
+  if (steps.length === 0)
+    issues.push({
+      path,
+      message:
+        'a plan needs at least one step, e.g. [{"weight": 10, "pause": "5m"}, {"weight": 50, "pause": "10m"}, {"weight": 100}]',
+    })
+  if (steps.length > MAX_STEPS) issues.push({ path, message: `has more than ${MAX_STEPS} steps` })
+  steps.forEach((s, i) => {
+    const before = steps[i - 1]
+    if (before && s.weight < before.weight)
+      issues.push({
+        path: `${path}[${i}].weight`,
+        message: `is below the step before (${s.weight} < ${before.weight}); weights must not go down (abort rolls back)`,
+      })
+  })
+}
+
+/** What the smoke schema cannot say (of the check at `path`): the url is an http(s) URL, the status list is not empty. */
+export function checkSmoke(raw: unknown, issues: Issue[], path: string): void {
   if (raw === null || typeof raw !== 'object') return
   const { url, expectStatus } = raw as { url?: unknown; expectStatus?: unknown }
   if (Array.isArray(expectStatus) && expectStatus.length === 0)
-    issues.push({ path: 'smoke.expectStatus', message: 'must list at least one status, e.g. [200]' })
+    issues.push({ path: `${path}.expectStatus`, message: 'must list at least one status, e.g. [200]' })
   if (typeof url !== 'string' || url === '') return
   let u: URL
   try {
     u = new URL(url)
   } catch {
-    issues.push({ path: 'smoke.url', message: `is not a URL (got ${JSON.stringify(url)})` })
+    issues.push({ path: `${path}.url`, message: `is not a URL (got ${JSON.stringify(url)})` })
     return
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:')
-    issues.push({ path: 'smoke.url', message: `must be http:// or https:// (got ${JSON.stringify(url)})` })
+    issues.push({ path: `${path}.url`, message: `must be http:// or https:// (got ${JSON.stringify(url)})` })
 }
 
 const upstreamInfo = obj(
@@ -394,7 +400,7 @@ const fuseReport = obj(
 )
 
 /** A JSON object keyed by route name; each value parsed by `item`. */
-function record<T>(description: string, item: Field<T>): Field<Record<string, T>> {
+export function record<T>(description: string, item: Field<T>): Field<Record<string, T>> {
   return {
     json: { type: 'object', description, additionalProperties: item.json },
     parse(value, path, issues) {
@@ -406,7 +412,13 @@ function record<T>(description: string, item: Field<T>): Field<Record<string, T>
       const out: Record<string, T> = {}
       for (const [k, v] of Object.entries(value)) {
         if (!isRouteName(k)) {
-          issues.push({ path: `${path}.${k}`, message: 'is not a route name (letters, digits, - and _)' })
+          issues.push({
+            path: `${path}.${k}`,
+            message:
+              k === '__proto__'
+                ? 'is the prototype key, never a route name; remove it'
+                : 'is not a route name (letters, digits, - and _)',
+          })
           continue
         }
         const parsed = item.parse(v, `${path}.${k}`, issues)

@@ -14,11 +14,12 @@
 
 import { closeSync, fsyncSync, openSync } from 'node:fs'
 import { mkdir, open, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import type { Logger } from 'pino'
 import type { ReleasePair, Upstream } from '../config/wire.ts'
 import { type AuditPage, type AuditQuery, auditPage } from './audit-query.ts'
 import type { Rollout } from './rollout.ts'
+import { checkAuditLine, checkRecord, checkState } from './state-schema.ts'
 
 export const FORMAT_VERSION = 1
 
@@ -146,15 +147,32 @@ export class Store {
    * Open the state dir. state.json and audit.log must agree (see the file's comment); a change
    * interrupted between its two writes is completed from its audit lines, with a warning.
    */
-  static async open(dir: string, log: Logger): Promise<Store> {
-    await prepare(dir)
+  static open(dir: string, log: Logger): Promise<Store> {
+    return holding(dir, () => Store.#open(dir, log))
+  }
+
+  static async #open(dir: string, log: Logger): Promise<Store> {
     const statePath = join(dir, 'state.json')
     const found = await readState(statePath)
     const audit = await readAudit(join(dir, 'audit.log'), log)
     const state = reconcile(found, audit, dir, log)
     const store = new Store(dir, state ?? found ?? emptyState(), audit.entries, audit.total)
     // Completed from the audit: saved now, as the interrupted commit would have.
-    if (state !== null) await store.#save(state)
+    if (state !== null) {
+      try {
+        await store.#save(state)
+      } catch (err) {
+        await rm(`${statePath}.tmp`, { force: true }).catch(() => {})
+        const code = (err as NodeJS.ErrnoException).code ?? String(err)
+        const left =
+          (err as { renamed?: boolean }).renamed === true
+            ? 'it was renamed into place but the directory could not be synced'
+            : 'state.json is as it was'
+        throw new StoreError(
+          `${statePath}: cannot save the change completed from audit.log (${code}); ${left}; free space or fix ${dir} (permissions, disk) and start again, which completes it then`,
+        )
+      }
+    }
     return store
   }
 
@@ -162,8 +180,11 @@ export class Store {
    * `veer control --recover`: rebuild state.json from audit.log (each route as its last audited change
    * left it) whatever state.json holds, and append a `recovered` entry. The store stays open.
    */
-  static async recover(dir: string, log: Logger): Promise<{ store: Store; recovery: Recovery }> {
-    await prepare(dir)
+  static recover(dir: string, log: Logger): Promise<{ store: Store; recovery: Recovery }> {
+    return holding(dir, () => Store.#recover(dir, log))
+  }
+
+  static async #recover(dir: string, log: Logger): Promise<{ store: Store; recovery: Recovery }> {
     const statePath = join(dir, 'state.json')
     let found: ControlState | null
     try {
@@ -171,9 +192,21 @@ export class Store {
     } catch {
       found = null
     }
-    const audit = await readAudit(join(dir, 'audit.log'), log)
+    const auditPath = join(dir, 'audit.log')
+    const audit = await readAudit(auditPath, log)
     const routes: Record<string, RouteRecord> = {}
-    for (const [name, record] of audit.records) if (record !== null) routes[name] = record
+    const bad: string[] = []
+    for (const [name, { line, record }] of audit.records) {
+      const checked = recordOf(record, name, line)
+      if ('problems' in checked) bad.push(...checked.problems)
+      else if (checked.value !== null) routes[name] = checked.value
+    }
+    if (bad.length > 0)
+      throw refusal(
+        auditPath,
+        bad,
+        `--recover rebuilds each route from its last change: repair those lines, or restore state.json from a backup and start without --recover; nothing was changed`,
+      )
     // A route whose last change an older veer audited (without the route) is taken from state.json.
     const lost = [...audit.unrecorded].filter((name) => found === null || !Object.hasOwn(found.routes, name))
     if (lost.length > 0)
@@ -182,7 +215,14 @@ export class Store {
       )
     for (const name of audit.unrecorded) routes[name] = found!.routes[name]!
     const from = found?.revision ?? null
-    const rebuilt: ControlState = { formatVersion: FORMAT_VERSION, revision: audit.revision, routes }
+    const checked = checkState({ formatVersion: FORMAT_VERSION, revision: audit.revision, routes })
+    if ('problems' in checked)
+      throw refusal(
+        statePath,
+        checked.problems,
+        `--recover: the state rebuilt from ${auditPath} is not valid (above); repair the audit lines of those routes, or restore state.json from a backup; nothing was changed`,
+      )
+    const rebuilt = checked.value
     const store = new Store(dir, rebuilt, audit.entries, audit.total)
     const revision = audit.revision + 1
     await store.commit({ ...rebuilt, revision }, [
@@ -333,6 +373,17 @@ async function prepare(dir: string): Promise<void> {
   await lock(join(dir, 'control.lock'))
 }
 
+/** Run `fn` holding the dir's lock; a failure lets go of it, so a refused start leaves the dir as it was. */
+async function holding<T>(dir: string, fn: () => Promise<T>): Promise<T> {
+  await prepare(dir)
+  try {
+    return await fn()
+  } catch (err) {
+    await rm(join(dir, 'control.lock'), { force: true })
+    throw err
+  }
+}
+
 /** One writer per state dir: a lock file with the pid, taken over when that process is gone. */
 async function lock(path: string): Promise<void> {
   for (let attempt = 0; attempt < 2; attempt++) {
@@ -381,30 +432,43 @@ async function readState(path: string): Promise<ControlState | null> {
     throw new StoreError(
       `${path}: state format ${JSON.stringify(format ?? null)} is not one this veer reads (format ${FORMAT_VERSION}); run the veer version that wrote it, or move the state dir away to start empty`,
     )
-  const state = raw as ControlState
-  if (
-    !Number.isInteger(state.revision) ||
-    typeof state.routes !== 'object' ||
-    state.routes === null ||
-    Array.isArray(state.routes)
-  )
-    throw new StoreError(
-      `${path}: lacks revision or routes; run veer control --recover to rebuild it from audit.log, or restore it from a backup`,
-    )
   // Fields added within format 1 are optional in the file: a state written before them reads as "none".
-  const routes: Record<string, RouteRecord> = {}
-  for (const [name, r] of Object.entries(state.routes)) routes[name] = withDefaults(r)
-  return { ...state, routes }
+  const checked = checkState(raw)
+  if ('problems' in checked) {
+    const dir = dirname(path)
+    throw refusal(
+      path,
+      checked.problems,
+      `fix those fields in ${path}, run veer control --recover --state-dir ${dir} to rebuild it from audit.log, or move ${dir} away to start empty; nothing was changed`,
+    )
+  }
+  return checked.value
 }
 
-function withDefaults(r: RouteRecord): RouteRecord {
-  return {
-    ...r,
-    shadow: r.shadow ?? null,
-    shadowUpstream: r.shadowUpstream ?? null,
-    canaryFromShadow: r.canaryFromShadow ?? false,
-    superseded: r.superseded ?? [],
-  }
+/** Most problems listed of one file; the rest are counted. */
+const LISTED = 20
+
+/** A refusal of `file`: one line per problem (`FILE: PATH: MESSAGE`), then what to do. */
+function refusal(file: string, problems: readonly string[], ways: string): StoreError {
+  const lines = problems.slice(0, LISTED).map((p) => `${file}: ${p}`)
+  if (problems.length > LISTED) lines.push(`${file}: and ${problems.length - LISTED} more problem(s)`)
+  return new StoreError([...lines, ways].join('\n'))
+}
+
+/** An audit line's `record` of `route`, checked; problems name the line. */
+function recordOf(
+  record: unknown,
+  route: string,
+  line: number,
+): { value: RouteRecord | null } | { problems: string[] } {
+  if (record === null) return { value: null }
+  const checked = checkRecord(record)
+  if ('problems' in checked) return { problems: checked.problems.map((p) => `line ${line}: ${p}`) }
+  if (checked.value.name !== route)
+    return {
+      problems: [`line ${line}: record.name: must be the line's route ${route} (got ${checked.value.name})`],
+    }
+  return checked
 }
 
 /** audit.log as read at start. */
@@ -414,12 +478,12 @@ interface AuditRead {
   readonly total: number
   /** The highest revision a committed change has (0: none). */
   readonly revision: number
-  /** Each route as its last recorded change left it (null: removed). */
-  readonly records: Map<string, RouteRecord | null>
+  /** Each route's last recorded change: its line number and record (null: removed), not checked yet. */
+  readonly records: Map<string, { readonly line: number; readonly record: unknown }>
   /** Routes whose last committed change has no record (written by an older veer). */
   readonly unrecorded: Set<string>
-  /** The lines of the last committed revision, when they are the file's last lines. */
-  readonly tail: readonly AuditLine[]
+  /** The lines of the last committed revision, when they are the file's last lines, with their numbers. */
+  readonly tail: readonly (AuditLine & { readonly line: number })[]
 }
 
 /**
@@ -428,7 +492,7 @@ interface AuditRead {
  */
 async function readAudit(path: string, log: Logger): Promise<AuditRead> {
   let buf: Buffer
-  const records = new Map<string, RouteRecord | null>()
+  const records = new Map<string, { line: number; record: unknown }>()
   const unrecorded = new Set<string>()
   try {
     buf = await readFile(path)
@@ -440,7 +504,7 @@ async function readAudit(path: string, log: Logger): Promise<AuditRead> {
   const entries: AuditEntry[] = []
   let total = 0
   let revision = 0
-  let tail: AuditLine[] = []
+  let tail: (AuditLine & { line: number })[] = []
   let offset = 0
   while (offset < buf.length) {
     const nl = buf.indexOf(10, offset)
@@ -453,14 +517,22 @@ async function readAudit(path: string, log: Logger): Promise<AuditRead> {
       await truncate(path, offset)
       break
     }
-    let line: AuditLine
+    let raw: unknown
     try {
-      line = JSON.parse(buf.subarray(offset, nl).toString('utf8')) as AuditLine
+      raw = JSON.parse(buf.subarray(offset, nl).toString('utf8'))
     } catch {
       throw new StoreError(`${path}: line ${total + 1} is not valid JSON; repair or move the file`)
     }
     offset = nl + 1
     total++
+    const checked = checkAuditLine(raw)
+    if ('problems' in checked)
+      throw refusal(
+        path,
+        checked.problems.map((p) => `line ${total}: ${p}`),
+        `repair that line, or move ${dirname(path)} away to start empty; nothing was changed`,
+      )
+    const line = checked.value
     const { record, ...entry } = line
     entries.push(entry)
     if (entries.length > 2 * MEMORY) entries.splice(0, entries.length - MEMORY)
@@ -469,13 +541,13 @@ async function readAudit(path: string, log: Logger): Promise<AuditRead> {
       continue
     }
     if (entry.revision !== revision) tail = []
-    tail.push(line)
+    tail.push({ ...line, line: total })
     revision = Math.max(revision, entry.revision)
     if (entry.route === null) continue
     if (record === undefined) unrecorded.add(entry.route)
     else {
       unrecorded.delete(entry.route)
-      records.set(entry.route, record === null ? null : withDefaults(record))
+      records.set(entry.route, { line: total, record })
     }
   }
   return { entries: entries.slice(-MEMORY), total, revision, records, unrecorded, tail }
@@ -516,14 +588,30 @@ function reconcile(
       `${statePath} is at revision ${stateRevision} but ${auditPath} goes on to revision ${audit.revision}: state.json is older than the audit (restored from a backup?); ${ways}`,
     )
   const routes: Record<string, RouteRecord> = { ...found.routes }
+  const bad: string[] = []
   for (const l of tail) {
     if (l.route === null) continue
-    if (l.record === null || l.record === undefined) delete routes[l.route]
-    else routes[l.route] = withDefaults(l.record)
+    const checked = recordOf(l.record, l.route, l.line)
+    if ('problems' in checked) bad.push(...checked.problems)
+    else if (checked.value === null) delete routes[l.route]
+    else routes[l.route] = checked.value
   }
+  if (bad.length > 0)
+    throw refusal(
+      auditPath,
+      bad,
+      `the change of revision ${audit.revision} never reached state.json and cannot be completed from these lines; repair them, or move ${dir} away to start empty; nothing was changed`,
+    )
+  const completed = checkState({ ...found, revision: audit.revision, routes })
+  if ('problems' in completed)
+    throw refusal(
+      statePath,
+      completed.problems,
+      `those are problems of the state that completing the change of revision ${audit.revision} from ${auditPath} gives; ${ways}; nothing was changed`,
+    )
   log.warn(
     { file: statePath, revision: audit.revision, entries: tail.map((l) => l.seq) },
     'state.json: completed a change whose audit lines were saved but whose state was not (interrupted)',
   )
-  return { ...found, revision: audit.revision, routes }
+  return completed.value
 }

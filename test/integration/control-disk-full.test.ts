@@ -1,14 +1,15 @@
 /**
  * A full disk (a small tmpfs as the state dir): writes get 503 storage_failed with Retry-After and
  * change nothing, reads and /healthz keep answering, nothing acknowledged is lost, and control writes
- * again by itself once space returns. Needs root to mount the tmpfs (CI runs as root); skipped otherwise.
+ * again by itself once space returns. A refused call keeps its 401 or 403 (never 503) and is audited once
+ * space returns. Needs root to mount the tmpfs (CI runs as root); skipped otherwise.
  */
 import { execFileSync } from 'node:child_process'
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { announced, type ControlProcess, FakeProxy, startControl } from '../helpers/control.ts'
+import { announced, type ControlProcess, FakeProxy, startControl, TOKENS } from '../helpers/control.ts'
 
 function mountTmpfs(): string | null {
   const dir = mkdtempSync(join(tmpdir(), 'veer-full-'))
@@ -85,5 +86,40 @@ describe.skipIf(probe === null)('a full disk under control', () => {
     expect(after.json.weights.canary).toBe(7)
     const weights = (await control.api('GET', '/v1/audit?limit=100&action=set-weight')).json.entries
     expect(weights.map((e: { to: { canary: number } }) => e.to.canary)).toEqual([5, 7])
+  })
+
+  it('a refused call still gets its 401 or 403, and is audited once space returns', async () => {
+    const dir = mountTmpfs()!
+    cleanup.push(() => execFileSync('umount', ['-l', dir]))
+    const control = await startControl({ stateDir: join(dir, 'state') })
+    cleanup.push(() => void control.stop('SIGKILL'))
+    await new FakeProxy(control, 'edge-1', [announced('shop', 0)]).register()
+    const auditBefore = readFileSync(join(dir, 'state', 'audit.log'))
+
+    fill(join(dir, 'filler'))
+    // A long path, so the refusal's audit line (which holds it) cannot fit into what little space is left.
+    const long = 'x'.repeat(8000)
+    const unauthenticated = await control.api('GET', `/v1/routes/${long}`, { token: null })
+    expect([unauthenticated.status, unauthenticated.json.error]).toEqual([401, 'unauthorized'])
+    const forbidden = await control.api('PUT', `/v1/routes/${long}/weights`, {
+      token: TOKENS.read,
+      body: { canary: 50 },
+    })
+    expect([forbidden.status, forbidden.json.error]).toEqual([403, 'forbidden'])
+    expect(readFileSync(join(dir, 'state', 'audit.log')).equals(auditBefore)).toBe(true)
+    await control.waitForLog((l) => String(l.msg).startsWith('refused call not audited yet'))
+
+    // Counted, and written when the interval ends (here: the stop) once there is space.
+    rmSync(join(dir, 'filler'))
+    expect(await control.stop('SIGTERM')).toBe(0)
+    const denied = readFileSync(join(dir, 'state', 'audit.log'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l))
+      .filter((e) => e.action === 'denied')
+    expect(denied.map((e) => [e.who, e.to.slice(0, 14), e.count])).toEqual([
+      ['unauthenticated', 'GET /v1/routes', 1],
+      ['dashboard', 'PUT /v1/routes', 1],
+    ])
   })
 })

@@ -172,7 +172,24 @@ describe('store', () => {
     it('routes written as a list refuse the start', async () => {
       const d = dir()
       writeFileSync(join(d, 'state.json'), JSON.stringify({ formatVersion: 1, revision: 0, routes: [] }))
-      await expect(Store.open(d, logger().log)).rejects.toThrow(/lacks revision or routes/)
+      await expect(Store.open(d, logger().log)).rejects.toThrow(
+        /state\.json: routes: must be an object keyed by route name\n/,
+      )
+    })
+
+    it('an audit line of the wrong shape refuses the start naming its number and field, the dir unchanged', async () => {
+      const { d } = await threeChanges()
+      const lines = readFileSync(join(d, 'audit.log'), 'utf8').split('\n')
+      lines[1] = lines[1]!.replace('"revision":2', '"revision":"2"')
+      writeFileSync(join(d, 'audit.log'), lines.join('\n'))
+      const audit = readFileSync(join(d, 'audit.log'))
+      const state = readFileSync(join(d, 'state.json'))
+      await expect(Store.open(d, logger().log)).rejects.toThrow(
+        /audit\.log: line 2: revision: must be a whole number from 0 to \d+ \(got "2"\)\nrepair that line, or move .* away to start empty; nothing was changed$/,
+      )
+      expect(readFileSync(join(d, 'audit.log')).equals(audit)).toBe(true)
+      expect(readFileSync(join(d, 'state.json')).equals(state)).toBe(true)
+      expect(existsSync(join(d, 'control.lock'))).toBe(false)
     })
 
     it('--recover rebuilds state.json from the audit, audits it, and the dir then opens', async () => {
