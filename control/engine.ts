@@ -12,8 +12,17 @@ import { ApiError } from './errors.ts'
 import type { EventHub } from './events.ts'
 import type { Notifier } from './notify.ts'
 import type { ProxyRegistry } from './proxies.ts'
-import { advance, isActive, type Notice, type Plan, type RolloutEvent, start } from './rollout.ts'
-import { runSmoke, type SmokeRunner } from './smoke.ts'
+import {
+  advance,
+  isActive,
+  type Notice,
+  type Plan,
+  type Rollout,
+  type RolloutEvent,
+  type SmokeCheck,
+  start,
+} from './rollout.ts'
+import { runSmoke, type SmokeResult, type SmokeRunner } from './smoke.ts'
 import {
   type AuditDraft,
   type AuditEntry,
@@ -62,6 +71,14 @@ export class Engine {
   private readonly d: EngineDeps
   private readonly smoke: SmokeRunner
   private tail: Promise<unknown> = Promise.resolve()
+  /**
+   * Per route, the smoke check running outside the queue for a raise decided but not yet made. Any other
+   * change of the route's rollout (an abort, a pause, a promote, an analysis verdict) removes it, and its
+   * result is then dropped when it comes back.
+   */
+  readonly #smokes = new Map<string, object>()
+  /** Smoke checks running, until their result is decided (`idle` waits for them). */
+  readonly #running = new Set<Promise<unknown>>()
 
   constructor(deps: EngineDeps) {
     this.d = deps
@@ -217,11 +234,10 @@ export class Engine {
   }
 
   startRollout(name: string, plan: Plan, who: Actor, why: string | null): Promise<RouteView> {
-    return this.queue(async () => {
+    return this.#thenSmoke(name, () => {
       const r = this.route(name)
       checkNoRollout(r)
-      await this.#start(r, plan, who, why, null)
-      return this.view(this.route(name))
+      return this.#start(r, plan, who, why, null)
     })
   }
 
@@ -232,7 +248,7 @@ export class Engine {
    * serve their configured shadow as the canary.
    */
   promoteShadow(name: string, plan: Plan, who: Actor, why: string | null): Promise<RouteView> {
-    return this.queue(async () => {
+    return this.#thenSmoke(name, () => {
       const r = this.route(name)
       if (r.shadowUpstream === null)
         throw new ApiError(
@@ -248,7 +264,7 @@ export class Engine {
           `steps[0].weight is ${plan.steps[0]!.weight}, but with a smoke check a promote-shadow plan starts at weight 0 (e.g. {"weight": 0, "pause": "30s"}): before step 1 the proxies do not serve the shadow as the canary yet, so the check could not reach it`,
         )
       const canaryUpstream = r.shadowUpstream
-      await this.#start(r, plan, who, why, {
+      return this.#start(r, plan, who, why, {
         action: 'promote-shadow',
         patch: { canary: 0, shadow: 0, canaryUpstream, canaryFromShadow: true },
         from: {
@@ -260,14 +276,14 @@ export class Engine {
         },
         to: { canary: 0, shadow: 0, canaryUpstream, canaryFromShadow: true },
       })
-      return this.view(this.route(name))
     })
   }
 
   /**
-   * Start `plan` on `r` (the caller checked that no rollout runs): the smoke check, then one commit of
-   * the start, of its abort when the smoke check failed, and before both of `prelude` when given: a
-   * change of the same revision and reason that the start builds on (promote-shadow's).
+   * Start `plan` on `r` (the caller checked that no rollout runs): one commit of the start, of its abort
+   * when the smoke check failed, and before both of `prelude` when given: a change of the same revision
+   * and reason that the start builds on (promote-shadow's). With a smoke check due, nothing is committed
+   * yet: the check runs outside the queue and the start is decided again when its result comes back.
    */
   async #start(
     r: RouteRecord,
@@ -275,7 +291,8 @@ export class Engine {
     who: Actor,
     why: string | null,
     prelude: { action: string; patch: Partial<RouteRecord>; from: unknown; to: unknown } | null,
-  ): Promise<void> {
+    failed?: string | null,
+  ): Promise<Later> {
     const name = r.name
     const base = prelude === null ? r : { ...r, ...prelude.patch }
     if (base.canaryUpstream === null && plan.steps.some((s) => s.weight > 0))
@@ -283,7 +300,28 @@ export class Engine {
         'no_canary',
         `route ${name} has no canary upstream; add one to the proxies' config first`,
       )
-    const failed = await this.smokeFails(plan, base.canary, plan.steps[0]!.weight)
+    if (failed === undefined && needsSmoke(plan, base.canary, plan.steps[0]!.weight)) {
+      const version = r.version
+      return this.#smokeFirst(
+        name,
+        plan.smoke!,
+        1,
+        (now) => {
+          if (isActive(now.rollout))
+            return new ApiError(
+              'rollout_active',
+              `route ${name} had a rollout started (${now.rollout.id}) while the smoke check before step 1 ran; abort or promote it first`,
+            )
+          if (now.version !== version)
+            return new ApiError(
+              'version_mismatch',
+              `route ${name} changed (version ${version} → ${now.version}) while the smoke check before step 1 ran, so the rollout was not started; GET it and start again`,
+            )
+          return null
+        },
+        (now, result) => this.#start(now, plan, who, why, prelude, result),
+      )
+    }
     const now = Date.now()
     const revision = this.state.revision + 1
     const changes: Change[] = []
@@ -307,7 +345,7 @@ export class Engine {
       why,
     }
     changes.push({ next, previousWeight: r.canary, audit, notices: out.notices })
-    if (failed !== null) {
+    if (failed !== null && failed !== undefined) {
       // Step 1 never reaches the proxies: the rollout is recorded as started and aborted at once.
       const reason = smokeWhy(1, failed)
       const abort = advance(out.rollout, { type: 'abort', reason }, { now, revision })
@@ -328,16 +366,80 @@ export class Engine {
       })
     }
     await this.commit(changes, revision)
+    return null
   }
 
   /** promote / pause / resume / abort. Abort with no rollout still sets canary 0 (it is the rollback lever). */
   act(name: string, event: RolloutEvent, who: Actor, why: string | null): Promise<RouteView> {
-    return this.queue(async () => {
+    return this.#thenSmoke(name, async () => {
       const r = this.route(name)
-      if (event.type === 'abort') await this.abortInQueue(r, who, why)
-      else await this.transition(r, event, who, why, Date.now(), this.state.revision + 1)
-      return this.view(this.route(name))
+      if (event.type === 'abort') {
+        await this.abortInQueue(r, who, why)
+        return null
+      }
+      return this.transition(r, event, who, why, Date.now(), this.state.revision + 1)
     })
+  }
+
+  /**
+   * Run `decide` in the queue and answer with the route's view; when it left a raise waiting for its
+   * smoke check, wait (outside the queue) for the result to be decided and answer with the view then.
+   */
+  async #thenSmoke(name: string, decide: () => Promise<Later>): Promise<RouteView> {
+    const now = await this.queue(async () => {
+      const later = await decide()
+      return later === null ? { view: this.view(this.route(name)) } : later
+    })
+    return 'view' in now ? now.view : now.done
+  }
+
+  /**
+   * The effect of a raise that needs the plan's smoke check: the check runs outside the queue, so no
+   * other change (an abort above all) waits for it; its result comes back as a queued command. There
+   * `stale` re-checks the route as it is then: an error (or another change of the rollout meanwhile)
+   * drops the result, logged; else `apply` decides the raise again with the result. `done` resolves to
+   * the route's view after that, or rejects with why the result was dropped.
+   */
+  #smokeFirst(
+    route: string,
+    check: SmokeCheck,
+    step: number,
+    stale: (r: RouteRecord) => ApiError | null,
+    apply: (r: RouteRecord, failed: string | null) => Promise<Later>,
+  ): Later {
+    const ticket = {}
+    this.#smokes.set(route, ticket)
+    const ran = this.smoke(check).catch((err: unknown): SmokeResult => ({ ok: false, reason: String(err) }))
+    const done = ran.then((result) =>
+      this.queue(async () => {
+        const current = this.#smokes.get(route) === ticket
+        if (current) this.#smokes.delete(route)
+        const r = this.route(route)
+        const dropped =
+          stale(r) ??
+          (current
+            ? null
+            : new ApiError(
+                isActive(r.rollout) ? 'version_mismatch' : 'no_rollout',
+                `route ${route} changed while the smoke check before step ${step} ran (an abort, pause or promote came first), so its result was dropped; GET it and retry`,
+              ))
+        if (dropped !== null) {
+          this.d.log.warn(
+            { route, step, smoke: result.ok ? 'passed' : 'failed', why: dropped.message },
+            'smoke result dropped',
+          )
+          throw dropped
+        }
+        if (!result.ok) this.d.log.warn({ route, reason: result.reason }, 'smoke check failed')
+        await apply(r, result.ok ? null : result.reason)
+        return this.view(this.route(route))
+      }),
+    )
+    // A raise the clock decided has no caller waiting: a dropped result was logged, a failed write too.
+    const settled = done.catch(() => undefined)
+    this.#running.add(settled)
+    void settled.then(() => this.#running.delete(settled))
+    return { done }
   }
 
   /**
@@ -345,10 +447,14 @@ export class Engine {
    * (act and the clock call it there); `extra` goes into the audit entry (evidence, harm counts).
    */
   async abortInQueue(r: RouteRecord, who: Actor, why: string | null, extra?: AuditExtra): Promise<void> {
+    // Even with nothing to roll back, an abort wins over a start waiting for its smoke check.
+    this.#smokes.delete(r.name)
     const now = Date.now()
     const revision = this.state.revision + 1
-    if (isActive(r.rollout))
-      return this.transition(r, { type: 'abort', reason: why }, who, why, now, revision, extra)
+    if (isActive(r.rollout)) {
+      await this.transition(r, { type: 'abort', reason: why }, who, why, now, revision, extra)
+      return
+    }
     if (r.canary === 0) return
     const next = this.bump(r, { canary: 0 }, revision, now)
     const audit = {
@@ -364,7 +470,12 @@ export class Engine {
     await this.commit([{ next, previousWeight: r.canary, audit, notices: ['rolled-back'] }], revision)
   }
 
-  /** Feed the route's rollout one event and commit what it returns (the clock and act() use it). */
+  /**
+   * Feed the route's rollout one event and commit what it returns (the clock and act() use it). A raise
+   * that needs the smoke check is not committed: the check runs outside the queue (`#smokeFirst`) and
+   * the event is fed again, with `failed` (null: passed), when its result comes back; the Later says
+   * when. A raise decided while a check for this route runs waits for that one.
+   */
   async transition(
     r: RouteRecord,
     event: RolloutEvent,
@@ -373,7 +484,8 @@ export class Engine {
     now: number,
     revision: number,
     extra?: AuditExtra,
-  ): Promise<void> {
+    failed?: string | null,
+  ): Promise<Later> {
     if (r.rollout === null)
       throw new ApiError(
         'no_rollout',
@@ -381,9 +493,23 @@ export class Engine {
       )
     let out = advance(r.rollout, event, { now, revision })
     if (!out.ok) throw new ApiError(out.code, `route ${r.name}: ${out.message}`)
-    if (out.change === 'none') return
-    const failed = await this.smokeFails(r.rollout.plan, r.canary, out.weight)
-    if (failed !== null) {
+    if (out.change === 'none') return null
+    if (failed === undefined && needsSmoke(r.rollout.plan, r.canary, out.weight)) {
+      // An operator's promote goes ahead of a step the clock decided; the clock's waits for the check.
+      if (event.type === 'tick' && this.#smokes.has(r.name)) return null
+      const decided = r.rollout
+      const canary = r.canary
+      return this.#smokeFirst(
+        r.name,
+        decided.plan.smoke!,
+        out.rollout.step + 1,
+        (now) => (sameStep(now, decided, canary) ? null : staleStep(now, decided)),
+        (now, result) =>
+          this.transition(now, event, who, why, Date.now(), this.state.revision + 1, extra, result),
+      )
+    }
+    if (out.change === 'versioned' && failed === undefined) this.#smokes.delete(r.name)
+    if (failed !== null && failed !== undefined) {
       // The raise never happens: the smoke check's failure aborts the rollout as `abort` does.
       now = Date.now()
       why = smokeWhy(out.rollout.step + 1, failed)
@@ -405,7 +531,7 @@ export class Engine {
         ],
         revision,
       )
-      return
+      return null
     }
     const next = this.bump(r, { canary: out.weight, rollout: out.rollout }, revision, now)
     const from = { canary: r.canary, step: r.rollout.step + 1, phase: r.rollout.phase }
@@ -418,19 +544,7 @@ export class Engine {
         : `rollout-${event.type}`
     const audit = { who: who.name, role: who.role, action, route: r.name, from, to, why, ...extra }
     await this.commit([{ next, previousWeight: r.canary, audit, notices: out.notices }], revision)
-  }
-
-  /**
-   * Before a change that raises the canary weight (`from` → `to`), the plan's smoke check: null when it
-   * passed or is not needed, else why it failed. Runs inside the queue, so it holds other changes for at
-   * most the check's timeout (its requests go out together).
-   */
-  private async smokeFails(plan: Plan, from: number, to: number): Promise<string | null> {
-    if (plan.smoke === undefined || to <= from) return null
-    const result = await this.smoke(plan.smoke)
-    if (result.ok) return null
-    this.d.log.warn({ reason: result.reason }, 'smoke check failed')
-    return result.reason
+    return null
   }
 
   audit(query: AuditQuery): AuditPage {
@@ -464,9 +578,10 @@ export class Engine {
     return new ApiError('storage_failed')
   }
 
-  /** Resolves once every queued change is on disk. */
-  idle(): Promise<unknown> {
-    return this.queue(() => Promise.resolve())
+  /** Resolves once every queued change is on disk, smoke checks running meanwhile and their results too. */
+  async idle(): Promise<void> {
+    await this.queue(() => Promise.resolve())
+    while (this.#running.size > 0) await Promise.allSettled([...this.#running])
   }
 }
 
@@ -488,6 +603,35 @@ function checkIfMatch(r: RouteRecord, header: string | undefined): void {
   throw new ApiError(
     'version_mismatch',
     `route ${r.name} is at version ${r.version}, If-Match said ${header}; GET it again and retry with the new ETag`,
+  )
+}
+
+/** A raise waiting for its smoke check: `done` resolves once its result is decided. Null: none. */
+type Later = { readonly done: Promise<RouteView> } | null
+
+/** A change that raises the canary weight (`from` → `to`) needs the plan's smoke check first. */
+function needsSmoke(plan: Plan, from: number, to: number): boolean {
+  return plan.smoke !== undefined && to > from
+}
+
+/** The rollout is where the raise was decided: same rollout, step, phase and weight. */
+function sameStep(r: RouteRecord, decided: Rollout, canary: number): boolean {
+  const ro = r.rollout
+  return (
+    ro !== null &&
+    ro.id === decided.id &&
+    ro.step === decided.step &&
+    ro.phase === decided.phase &&
+    r.canary === canary
+  )
+}
+
+function staleStep(r: RouteRecord, decided: Rollout): ApiError {
+  const ro = r.rollout
+  const now = ro === null || ro.id !== decided.id ? 'another rollout' : `${ro.phase} at step ${ro.step + 1}`
+  return new ApiError(
+    isActive(ro) ? 'version_mismatch' : 'no_rollout',
+    `route ${r.name}'s rollout changed while the smoke check ran (it is now ${now}), so its result was dropped; GET the route and retry`,
   )
 }
 
