@@ -14,6 +14,7 @@ import type { Notifier } from './notify.ts'
 import type { ProxyRegistry } from './proxies.ts'
 import {
   advance,
+  type Ctx,
   isActive,
   type Notice,
   type Plan,
@@ -36,6 +37,17 @@ import { type RouteView, routeView } from './views.ts'
 /** What an automatic rollback adds to its audit entry: the verdict's evidence, harm counts, the fuse. */
 export type AuditExtra = Pick<AuditEntry, 'evidence' | 'harm' | 'fuse'>
 
+/** A versioned change's audit entry as decided; commit() makes it an entry (role, route, revision, time). */
+export interface Audit {
+  readonly who: Actor
+  readonly action: string
+  readonly from: unknown
+  readonly to: unknown
+  readonly why: string | null
+  /** An automatic rollback's evidence, or the proxy whose registration made the change. */
+  readonly extra?: AuditExtra & Pick<AuditEntry, 'proxy'>
+}
+
 export interface Actor {
   readonly name: string
   readonly role: string
@@ -47,7 +59,7 @@ export interface Change {
   readonly next: RouteRecord
   readonly previousWeight: number
   /** Null for bookkeeping that is persisted but not versioned (a pause started, upstream info). */
-  readonly audit: Omit<AuditDraft, 'revision'> | null
+  readonly audit: Audit | null
   readonly notices: readonly Notice[]
   /** A rollout step became applied (its pause starts): published as an `applied` event. */
   readonly applied?: boolean
@@ -65,11 +77,14 @@ export interface EngineDeps {
   readonly smoke?: SmokeRunner
   /** Live verdicts and harm counts for the views (absent: views show none). */
   readonly analysis?: AnalysisBook
+  /** Control's clock (epoch ms): every change, view and rollout deadline reads it. Default Date.now. */
+  readonly now?: () => number
 }
 
 export class Engine {
   private readonly d: EngineDeps
   private readonly smoke: SmokeRunner
+  readonly now: () => number
   private tail: Promise<unknown> = Promise.resolve()
   /**
    * Per route, the smoke check running outside the queue for a raise decided but not yet made. Any other
@@ -83,6 +98,7 @@ export class Engine {
   constructor(deps: EngineDeps) {
     this.d = deps
     this.smoke = deps.smoke ?? runSmoke
+    this.now = deps.now ?? Date.now
   }
 
   get state(): ControlState {
@@ -96,14 +112,14 @@ export class Engine {
     return run
   }
 
-  view(r: RouteRecord, now = Date.now()): RouteView {
+  view(r: RouteRecord, now = this.now()): RouteView {
     const analysis = this.d.analysis?.view(r.name, r.rollout) ?? null
     const last = this.d.store.lastChange(r.name)
     return routeView(r, this.d.proxies.sync(r, r.revision, now), now, analysis, last)
   }
 
   routes(): RouteView[] {
-    const now = Date.now()
+    const now = this.now()
     return Object.values(this.state.routes)
       .sort((a, b) => a.name.localeCompare(b.name))
       .map((r) => this.view(r, now))
@@ -119,20 +135,31 @@ export class Engine {
     return r
   }
 
-  /** Write changes durably, then publish them. One revision for all versioned changes of one call. */
-  async commit(changes: readonly Change[], revision: number): Promise<AuditEntry[]> {
+  /**
+   * The time and revision of the change being decided: the one place the revision is bumped. Every
+   * versioned change of one call shares it (`bump`), and `commit` gives it to their audit entries.
+   */
+  next(now = this.now()): Ctx {
+    return { now, revision: this.state.revision + 1 }
+  }
+
+  /**
+   * Write changes durably, then publish them: the one place audit entries are made, one for each
+   * versioned change, all at `ctx`'s revision and time.
+   */
+  async commit(changes: readonly Change[], ctx: Ctx): Promise<AuditEntry[]> {
+    const { now, revision } = ctx
     const routes = { ...this.state.routes }
     for (const c of changes) routes[c.next.name] = c.next
     const versioned = changes.some((c) => c.audit !== null)
     const next: ControlState = { ...this.state, revision: versioned ? revision : this.state.revision, routes }
-    const drafts = changes.flatMap((c) => (c.audit === null ? [] : [{ ...c.audit, revision }]))
+    const drafts = changes.flatMap((c) => (c.audit === null ? [] : [draft(c.next.name, c.audit, revision)]))
     let entries: AuditEntry[]
     try {
-      entries = await this.d.store.commit(next, drafts)
+      entries = await this.d.store.commit(next, drafts, now)
     } catch (err) {
       throw this.#storageFailed(err)
     }
-    const now = Date.now()
     if (versioned) this.d.proxies.publish(revision)
     let i = 0
     for (const c of changes) {
@@ -162,8 +189,9 @@ export class Engine {
     return entries
   }
 
-  bump(r: RouteRecord, patch: Partial<RouteRecord>, revision: number, now: number): RouteRecord {
-    return { ...r, ...patch, version: r.version + 1, revision, updatedAt: now }
+  /** `r` with `patch` as a versioned change at `ctx`: its version +1, the change's revision and time. */
+  bump(r: RouteRecord, patch: Partial<RouteRecord>, ctx: Ctx): RouteRecord {
+    return { ...r, ...patch, version: r.version + 1, revision: ctx.revision, updatedAt: ctx.now }
   }
 
   setWeight(
@@ -226,10 +254,12 @@ export class Engine {
     who: Actor,
     why: string | null,
   ): Promise<RouteView> {
-    const revision = this.state.revision + 1
-    const next = this.bump(r, to, revision, Date.now())
-    const audit = { who: who.name, role: who.role, action, route: r.name, from, to, why }
-    await this.commit([{ next, previousWeight: r.canary, audit, notices: [] }], revision)
+    const ctx = this.next()
+    const next = this.bump(r, to, ctx)
+    await this.commit(
+      [{ next, previousWeight: r.canary, audit: { who, action, from, to, why }, notices: [] }],
+      ctx,
+    )
     return this.view(next)
   }
 
@@ -322,42 +352,30 @@ export class Engine {
         (now, result) => this.#start(now, plan, who, why, prelude, result),
       )
     }
-    const now = Date.now()
-    const revision = this.state.revision + 1
+    const ctx = this.next()
     const changes: Change[] = []
     if (prelude !== null) {
       const { action, patch, from, to } = prelude
-      const audit = { who: who.name, role: who.role, action, route: name, from, to, why }
-      const next = this.bump(r, patch, revision, now)
-      changes.push({ next, previousWeight: r.canary, audit, notices: [] })
+      const next = this.bump(r, patch, ctx)
+      changes.push({ next, previousWeight: r.canary, audit: { who, action, from, to, why }, notices: [] })
       r = next
     }
-    const out = start(plan, `${name}-${revision}`, { now, revision })
-    const next = this.bump(r, { canary: out.weight, rollout: out.rollout }, revision, now)
+    const out = start(plan, `${name}-${ctx.revision}`, ctx)
+    const next = this.bump(r, { canary: out.weight, rollout: out.rollout }, ctx)
     const to = { canary: out.weight, step: 1, steps: plan.steps.length, mode: plan.mode }
-    const audit = {
-      who: who.name,
-      role: who.role,
-      action: 'rollout-start',
-      route: name,
-      from: { canary: r.canary },
-      to,
-      why,
-    }
+    const audit = { who, action: 'rollout-start', from: { canary: r.canary }, to, why }
     changes.push({ next, previousWeight: r.canary, audit, notices: out.notices })
     if (failed !== null && failed !== undefined) {
       // Step 1 never reaches the proxies: the rollout is recorded as started and aborted at once.
       const reason = smokeWhy(1, failed)
-      const abort = advance(out.rollout, { type: 'abort', reason }, { now, revision })
+      const abort = advance(out.rollout, { type: 'abort', reason }, ctx)
       if (!abort.ok) throw new Error('abort of a new rollout was refused')
       changes.push({
-        next: this.bump(next, { canary: abort.weight, rollout: abort.rollout }, revision, now),
+        next: this.bump(next, { canary: abort.weight, rollout: abort.rollout }, ctx),
         previousWeight: r.canary,
         audit: {
-          who: SMOKE.name,
-          role: SMOKE.role,
+          who: SMOKE,
           action: 'rollout-abort',
-          route: name,
           from: { canary: r.canary, step: 1, phase: 'progressing' },
           to: { canary: abort.weight, step: 1, phase: abort.rollout.phase },
           why: reason,
@@ -365,7 +383,7 @@ export class Engine {
         notices: abort.notices,
       })
     }
-    await this.commit(changes, revision)
+    await this.commit(changes, ctx)
     return null
   }
 
@@ -377,7 +395,7 @@ export class Engine {
         await this.abortInQueue(r, who, why)
         return null
       }
-      return this.transition(r, event, who, why, Date.now(), this.state.revision + 1)
+      return this.transition(r, event, who, why)
     })
   }
 
@@ -449,25 +467,15 @@ export class Engine {
   async abortInQueue(r: RouteRecord, who: Actor, why: string | null, extra?: AuditExtra): Promise<void> {
     // Even with nothing to roll back, an abort wins over a start waiting for its smoke check.
     this.#smokes.delete(r.name)
-    const now = Date.now()
-    const revision = this.state.revision + 1
     if (isActive(r.rollout)) {
-      await this.transition(r, { type: 'abort', reason: why }, who, why, now, revision, extra)
+      await this.transition(r, { type: 'abort', reason: why }, who, why, this.now(), extra)
       return
     }
     if (r.canary === 0) return
-    const next = this.bump(r, { canary: 0 }, revision, now)
-    const audit = {
-      who: who.name,
-      role: who.role,
-      action: 'abort',
-      route: r.name,
-      from: { canary: r.canary },
-      to: { canary: 0 },
-      why,
-      ...extra,
-    }
-    await this.commit([{ next, previousWeight: r.canary, audit, notices: ['rolled-back'] }], revision)
+    const ctx = this.next()
+    const next = this.bump(r, { canary: 0 }, ctx)
+    const audit = { who, action: 'abort', from: { canary: r.canary }, to: { canary: 0 }, why, extra }
+    await this.commit([{ next, previousWeight: r.canary, audit, notices: ['rolled-back'] }], ctx)
   }
 
   /**
@@ -481,8 +489,7 @@ export class Engine {
     event: RolloutEvent,
     who: Actor,
     why: string | null,
-    now: number,
-    revision: number,
+    now = this.now(),
     extra?: AuditExtra,
     failed?: string | null,
   ): Promise<Later> {
@@ -491,7 +498,8 @@ export class Engine {
         'no_rollout',
         `route ${r.name} has no rollout; start one with POST /v1/routes/${r.name}/rollout`,
       )
-    let out = advance(r.rollout, event, { now, revision })
+    const ctx = this.next(now)
+    let out = advance(r.rollout, event, ctx)
     if (!out.ok) throw new ApiError(out.code, `route ${r.name}: ${out.message}`)
     if (out.change === 'none') return null
     if (failed === undefined && needsSmoke(r.rollout.plan, r.canary, out.weight)) {
@@ -504,18 +512,16 @@ export class Engine {
         decided.plan.smoke!,
         out.rollout.step + 1,
         (now) => (sameStep(now, decided, canary) ? null : staleStep(now, decided)),
-        (now, result) =>
-          this.transition(now, event, who, why, Date.now(), this.state.revision + 1, extra, result),
+        (now, result) => this.transition(now, event, who, why, this.now(), extra, result),
       )
     }
     if (out.change === 'versioned' && failed === undefined) this.#smokes.delete(r.name)
     if (failed !== null && failed !== undefined) {
       // The raise never happens: the smoke check's failure aborts the rollout as `abort` does.
-      now = Date.now()
       why = smokeWhy(out.rollout.step + 1, failed)
       event = { type: 'abort', reason: why }
       who = SMOKE
-      out = advance(r.rollout, event, { now, revision })
+      out = advance(r.rollout, event, ctx)
       if (!out.ok) throw new ApiError(out.code, `route ${r.name}: ${out.message}`)
     }
     if (out.change === 'progress') {
@@ -529,11 +535,11 @@ export class Engine {
             applied: true,
           },
         ],
-        revision,
+        ctx,
       )
       return null
     }
-    const next = this.bump(r, { canary: out.weight, rollout: out.rollout }, revision, now)
+    const next = this.bump(r, { canary: out.weight, rollout: out.rollout }, ctx)
     const from = { canary: r.canary, step: r.rollout.step + 1, phase: r.rollout.phase }
     const to = { canary: out.weight, step: out.rollout.step + 1, phase: out.rollout.phase }
     const action =
@@ -542,8 +548,8 @@ export class Engine {
           ? 'rollout-complete'
           : 'rollout-step'
         : `rollout-${event.type}`
-    const audit = { who: who.name, role: who.role, action, route: r.name, from, to, why, ...extra }
-    await this.commit([{ next, previousWeight: r.canary, audit, notices: out.notices }], revision)
+    const audit = { who, action, from, to, why, extra }
+    await this.commit([{ next, previousWeight: r.canary, audit, notices: out.notices }], ctx)
     return null
   }
 
@@ -604,6 +610,12 @@ function checkIfMatch(r: RouteRecord, header: string | undefined): void {
     'version_mismatch',
     `route ${r.name} is at version ${r.version}, If-Match said ${header}; GET it again and retry with the new ETag`,
   )
+}
+
+/** The audit entry of a versioned change of `route` (the store numbers and times it). */
+function draft(route: string, a: Audit, revision: number): AuditDraft {
+  const { who, action, from, to, why, extra } = a
+  return { who: who.name, role: who.role, action, route, from, to, why, ...extra, revision }
 }
 
 /** A raise waiting for its smoke check: `done` resolves once its result is decided. Null: none. */
