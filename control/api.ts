@@ -253,7 +253,7 @@ const ENDPOINTS: readonly Endpoint[] = [
         handle: async (d, c) => {
           const q = c.url.searchParams
           const limit = intParam(c.url, 'limit', 1, 10_000, 100)
-          const now = Date.now()
+          const now = d.engine.now()
           const time = (name: string): number | null => {
             const text = q.get(name)
             if (text === null) return null
@@ -304,7 +304,10 @@ const ENDPOINTS: readonly Endpoint[] = [
       GET: {
         access: 'read',
         handle: async (d, c) =>
-          sendJson(c.res, 200, { revision: d.engine.state.revision, proxies: d.proxies.list(Date.now()) }),
+          sendJson(c.res, 200, {
+            revision: d.engine.state.revision,
+            proxies: d.proxies.list(d.engine.now()),
+          }),
       },
     },
   },
@@ -326,7 +329,7 @@ const ENDPOINTS: readonly Endpoint[] = [
         handle: async (d, c) => {
           const p = proxyOf(d, c.params[0]!)
           const after = intParam(c.url, 'revision', 0, Number.MAX_SAFE_INTEGER, 0)
-          p.lastSeen = Date.now()
+          p.lastSeen = d.engine.now()
           const closed = new Promise<void>((resolve) => c.res.once('close', resolve))
           const got = await d.proxies.watch(p, after, d.engine.state.revision, d.watchMs, closed)
           if (c.res.destroyed || c.res.writableEnded) return
@@ -404,7 +407,7 @@ async function handle(d: ApiDeps, req: IncomingMessage, res: ServerResponse): Pr
   }
   if (d.closing()) throw new ApiError('shutting_down')
   const address = req.socket.remoteAddress ?? 'unknown'
-  const now = Date.now()
+  const now = d.engine.now()
   // A valid token is never rate limited: only failures count, and only failures are refused with 429,
   // so a proxy retrying with a stale token cannot lock operators on the same address out of abort.
   const who = d.tokens().check(req.headers.authorization)

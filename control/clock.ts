@@ -40,7 +40,7 @@ export class RolloutClock {
   private readonly rolledBack: (route: string, reason: string) => void
   private readonly log: Logger
   private readonly graceMs: number
-  private readonly startedAt = Date.now()
+  private readonly startedAt: number
   private ticking = false
   private tickAgain = false
   /** Route and proxy → the `at` of the last fuse trip rolled back (reports repeat a trip until applied). */
@@ -55,6 +55,7 @@ export class RolloutClock {
     this.rolledBack = deps.rolledBack ?? (() => {})
     this.log = deps.log
     this.graceMs = deps.graceMs
+    this.startedAt = this.engine.now()
   }
 
   /** Check every running rollout; never runs twice at once (a tick asked for meanwhile runs after). */
@@ -119,8 +120,7 @@ export class RolloutClock {
     const r = this.engine.state.routes[name]!
     const ro = r.rollout
     if (!isActive(ro)) return false
-    const now = Date.now()
-    const revision = this.engine.state.revision + 1
+    const now = this.engine.now()
     // The canary is judged from its first request: a step the proxies serve but that does not count as
     // applied yet (the start-up grace, a proxy still to ack) is rolled back on a failed check too. Only
     // a pass waits for the step to be applied and its pause to run.
@@ -135,7 +135,6 @@ export class RolloutClock {
           ANALYSIS,
           `analysis failed: ${verdict.reason}`,
           now,
-          revision,
           { ...(verdict.evidence && { evidence: verdict.evidence }), ...(harm && { harm }) },
         )
         this.rolledBack(name, verdict.check ?? 'analysis')
@@ -150,7 +149,7 @@ export class RolloutClock {
       if (now - this.startedAt < this.graceMs) return false
       const sync = this.proxies.sync(r, ro.stepRevision, now)
       if (sync.applied < sync.live) return false
-      await this.engine.transition(r, { type: 'applied' }, ROLLOUT, null, now, revision)
+      await this.engine.transition(r, { type: 'applied' }, ROLLOUT, null, now)
       return true
     }
     if (ro.phase !== 'progressing') return false
@@ -160,28 +159,21 @@ export class RolloutClock {
       const done = ro.extensions ?? 0
       const why = `analysis inconclusive: ${verdict.reason}`
       if (policy.action === 'abort') {
-        await this.engine.transition(r, { type: 'abort', reason: why }, ANALYSIS, why, now, revision)
+        await this.engine.transition(r, { type: 'abort', reason: why }, ANALYSIS, why, now)
         this.rolledBack(name, 'inconclusive')
         this.log.warn({ route: name, reason: verdict.reason }, 'canary rolled back: analysis inconclusive')
       } else if (policy.action === 'extend' && policy.extendMs !== null && done < policy.limit) {
         const more = `${why}; the step's pause is extended by ${formatDuration(policy.extendMs)} (${done + 1} of ${policy.limit})`
-        await this.engine.transition(
-          r,
-          { type: 'extend', ms: policy.extendMs },
-          ANALYSIS,
-          more,
-          now,
-          revision,
-        )
+        await this.engine.transition(r, { type: 'extend', ms: policy.extendMs }, ANALYSIS, more, now)
       } else {
         const held = policy.action === 'extend' ? `${why} (after ${done} extensions)` : why
-        await this.engine.transition(r, { type: 'pause', reason: held }, ANALYSIS, held, now, revision)
+        await this.engine.transition(r, { type: 'pause', reason: held }, ANALYSIS, held, now)
       }
       return false
     }
     const held = ro.plan.steps[ro.step]!.pause ?? 0
     const why = `step ${ro.step + 1} held ${formatDuration(held)}`
-    await this.engine.transition(r, { type: 'tick' }, ROLLOUT, why, now, revision)
+    await this.engine.transition(r, { type: 'tick' }, ROLLOUT, why, now)
     return true
   }
 }

@@ -1,19 +1,34 @@
 /**
- * The control engine: the one writer of state. Every change runs in one queue, is computed from the
- * current state as a whole new value (pure rollout.ts transitions), made durable (store.ts) and only
- * then published: to long-polling proxies, to /v1/events, to webhooks. Because the If-Match check and
- * the write happen in the same queue turn, two writes with the same If-Match cannot both succeed.
+ * The control engine: the one writer of state. Every command is decided in one queue, from the current
+ * state, by the pure core (decide.ts: changes and effects); the changes are made durable (store.ts) and
+ * only then published: to long-polling proxies, to /v1/events, to webhooks. Effects (smoke checks) run
+ * outside the queue and come back as commands, so no change waits for one. Because the If-Match check
+ * and the write happen in the same queue turn, two writes with the same If-Match cannot both succeed.
  */
 
 import type { Logger } from 'pino'
 import type { AnalysisBook } from './analysis.ts'
 import type { AuditPage, AuditQuery } from './audit-query.ts'
+import {
+  type Actor,
+  type AuditExtra,
+  applyChanges,
+  bump,
+  type Change,
+  type Command,
+  type Decision,
+  decide,
+  type Effect,
+  nextCtx,
+  type PendingSmoke,
+  routeOf,
+} from './decide.ts'
 import { ApiError } from './errors.ts'
 import type { EventHub } from './events.ts'
 import type { Notifier } from './notify.ts'
 import type { ProxyRegistry } from './proxies.ts'
-import { advance, isActive, type Notice, type Plan, type RolloutEvent, start } from './rollout.ts'
-import { runSmoke, type SmokeRunner } from './smoke.ts'
+import type { Ctx, Plan, RolloutEvent } from './rollout.ts'
+import { runSmoke, type SmokeResult, type SmokeRunner } from './smoke.ts'
 import {
   type AuditDraft,
   type AuditEntry,
@@ -24,25 +39,7 @@ import {
 } from './store.ts'
 import { type RouteView, routeView } from './views.ts'
 
-/** What an automatic rollback adds to its audit entry: the verdict's evidence, harm counts, the fuse. */
-export type AuditExtra = Pick<AuditEntry, 'evidence' | 'harm' | 'fuse'>
-
-export interface Actor {
-  readonly name: string
-  readonly role: string
-}
-
-const SMOKE: Actor = { name: 'smoke', role: 'system' }
-
-export interface Change {
-  readonly next: RouteRecord
-  readonly previousWeight: number
-  /** Null for bookkeeping that is persisted but not versioned (a pause started, upstream info). */
-  readonly audit: Omit<AuditDraft, 'revision'> | null
-  readonly notices: readonly Notice[]
-  /** A rollout step became applied (its pause starts): published as an `applied` event. */
-  readonly applied?: boolean
-}
+export type { Actor, Audit, AuditExtra, Change } from './decide.ts'
 
 export interface EngineDeps {
   readonly store: Store
@@ -56,16 +53,25 @@ export interface EngineDeps {
   readonly smoke?: SmokeRunner
   /** Live verdicts and harm counts for the views (absent: views show none). */
   readonly analysis?: AnalysisBook
+  /** Control's clock (epoch ms): every change, view and rollout deadline reads it. Default Date.now. */
+  readonly now?: () => number
 }
 
 export class Engine {
   private readonly d: EngineDeps
   private readonly smoke: SmokeRunner
+  readonly now: () => number
   private tail: Promise<unknown> = Promise.resolve()
+  /** Per route, the raise waiting for its smoke check (decide.ts owns what it means). */
+  #smokes: Readonly<Record<string, PendingSmoke>> = {}
+  #nextSmoke = 1
+  /** By smoke check id: the route's view once its result is decided, or why it was dropped. */
+  readonly #decided = new Map<number, Promise<RouteView>>()
 
   constructor(deps: EngineDeps) {
     this.d = deps
     this.smoke = deps.smoke ?? runSmoke
+    this.now = deps.now ?? Date.now
   }
 
   get state(): ControlState {
@@ -79,43 +85,47 @@ export class Engine {
     return run
   }
 
-  view(r: RouteRecord, now = Date.now()): RouteView {
+  view(r: RouteRecord, now = this.now()): RouteView {
     const analysis = this.d.analysis?.view(r.name, r.rollout) ?? null
     const last = this.d.store.lastChange(r.name)
     return routeView(r, this.d.proxies.sync(r, r.revision, now), now, analysis, last)
   }
 
   routes(): RouteView[] {
-    const now = Date.now()
+    const now = this.now()
     return Object.values(this.state.routes)
       .sort((a, b) => a.name.localeCompare(b.name))
       .map((r) => this.view(r, now))
   }
 
   route(name: string): RouteRecord {
-    const r = Object.hasOwn(this.state.routes, name) ? this.state.routes[name] : undefined
-    if (r === undefined)
-      throw new ApiError(
-        'unknown_route',
-        `no route named ${JSON.stringify(name)}; known: ${Object.keys(this.state.routes).sort().join(', ') || 'none yet (routes appear when a proxy registers them)'}`,
-      )
-    return r
+    return routeOf(this.state, name)
   }
 
-  /** Write changes durably, then publish them. One revision for all versioned changes of one call. */
-  async commit(changes: readonly Change[], revision: number): Promise<AuditEntry[]> {
-    const routes = { ...this.state.routes }
-    for (const c of changes) routes[c.next.name] = c.next
-    const versioned = changes.some((c) => c.audit !== null)
-    const next: ControlState = { ...this.state, revision: versioned ? revision : this.state.revision, routes }
-    const drafts = changes.flatMap((c) => (c.audit === null ? [] : [{ ...c.audit, revision }]))
+  /** The time and revision of a change decided outside decide.ts (a proxy's registration, link.ts). */
+  next(now = this.now()): Ctx {
+    return nextCtx(this.state, now)
+  }
+
+  /** `r` with `patch` as a versioned change at `ctx` (decide.ts `bump`). */
+  bump(r: RouteRecord, patch: Partial<RouteRecord>, ctx: Ctx): RouteRecord {
+    return bump(r, patch, ctx)
+  }
+
+  /**
+   * Write changes durably, then publish them: one revision for all versioned changes of one decision,
+   * one audit entry each (decide.ts `applyChanges`), all at `ctx`'s revision and time.
+   */
+  async commit(changes: readonly Change[], ctx: Ctx): Promise<AuditEntry[]> {
+    const { now, revision } = ctx
+    const { state: next, drafts } = applyChanges(this.state, changes, ctx)
+    const versioned = drafts.length > 0
     let entries: AuditEntry[]
     try {
-      entries = await this.d.store.commit(next, drafts)
+      entries = await this.d.store.commit(next, drafts, now)
     } catch (err) {
       throw this.#storageFailed(err)
     }
-    const now = Date.now()
     if (versioned) this.d.proxies.publish(revision)
     let i = 0
     for (const c of changes) {
@@ -145,10 +155,6 @@ export class Engine {
     return entries
   }
 
-  bump(r: RouteRecord, patch: Partial<RouteRecord>, revision: number, now: number): RouteRecord {
-    return { ...r, ...patch, version: r.version + 1, revision, updatedAt: now }
-  }
-
   setWeight(
     name: string,
     canary: number,
@@ -156,22 +162,7 @@ export class Engine {
     who: Actor,
     why: string | null,
   ): Promise<RouteView> {
-    return this.queue(async () => {
-      const r = this.route(name)
-      checkIfMatch(r, ifMatch)
-      if (isActive(r.rollout))
-        throw new ApiError(
-          'rollout_active',
-          `route ${name} has a rollout in progress (step ${r.rollout.step + 1}/${r.rollout.plan.steps.length}); promote, abort or let it finish before setting a weight by hand`,
-        )
-      if (canary > 0 && r.canaryUpstream === null)
-        throw new ApiError(
-          'no_canary',
-          `route ${name} has no canary upstream; add one to the proxies' config first`,
-        )
-      if (canary === r.canary) return this.view(r)
-      return this.#setByHand(r, 'set-weight', { canary: r.canary }, { canary }, who, why)
-    })
+    return this.#answer({ type: 'set-weight', route: name, canary, ifMatch, who, why })
   }
 
   /** The share of the route's requests the proxies mirror to its shadow. Rollouts do not hold it up. */
@@ -182,255 +173,99 @@ export class Engine {
     who: Actor,
     why: string | null,
   ): Promise<RouteView> {
-    return this.queue(async () => {
-      const r = this.route(name)
-      checkIfMatch(r, ifMatch)
-      if (r.shadowUpstream === null)
-        throw new ApiError(
-          'no_shadow',
-          `route ${name} has no shadow upstream; add shadow.url to the route in the proxies' config first`,
-        )
-      if (r.canaryFromShadow)
-        throw new ApiError(
-          'no_shadow',
-          `route ${name}'s shadow (${r.shadowUpstream.release}) serves as its canary since promote-shadow, so nothing is mirrored; to mirror again, put a new release in the proxies' shadow config`,
-        )
-      if (percent === r.shadow) return this.view(r)
-      return this.#setByHand(r, 'set-shadow', { shadow: r.shadow }, { shadow: percent }, who, why)
-    })
-  }
-
-  /** An operator's change of one setting (weight, shadow percent): a new version, audited from → to. */
-  async #setByHand(
-    r: RouteRecord,
-    action: string,
-    from: Partial<RouteRecord>,
-    to: Partial<RouteRecord>,
-    who: Actor,
-    why: string | null,
-  ): Promise<RouteView> {
-    const revision = this.state.revision + 1
-    const next = this.bump(r, to, revision, Date.now())
-    const audit = { who: who.name, role: who.role, action, route: r.name, from, to, why }
-    await this.commit([{ next, previousWeight: r.canary, audit, notices: [] }], revision)
-    return this.view(next)
+    return this.#answer({ type: 'set-shadow', route: name, percent, ifMatch, who, why })
   }
 
   startRollout(name: string, plan: Plan, who: Actor, why: string | null): Promise<RouteView> {
-    return this.queue(async () => {
-      const r = this.route(name)
-      checkNoRollout(r)
-      await this.#start(r, plan, who, why, null)
-      return this.view(this.route(name))
-    })
+    return this.#answer({ type: 'start', route: name, plan, who, why })
   }
 
-  /**
-   * `promote-shadow`: the route's shadow becomes its canary at weight 0, mirroring stops (shadow percent
-   * 0), and `plan` starts on it as `startRollout` starts one: one revision, so proxies never see the
-   * promotion without the plan's first step. The route remembers it (`canaryFromShadow`), so proxies
-   * serve their configured shadow as the canary.
-   */
+  /** `promote-shadow` (decide.ts): the shadow becomes the canary at weight 0 and `plan` starts on it. */
   promoteShadow(name: string, plan: Plan, who: Actor, why: string | null): Promise<RouteView> {
-    return this.queue(async () => {
-      const r = this.route(name)
-      if (r.shadowUpstream === null)
-        throw new ApiError(
-          'no_shadow',
-          `route ${name} has no shadow upstream to promote; add shadow.url to the route in the proxies' config first`,
-        )
-      checkNoRollout(r)
-      // The proxies serve the shadow as the canary only once they apply this revision: a smoke check
-      // before step 1 would reach the canary they had before.
-      if (plan.smoke !== undefined && plan.steps[0]!.weight > 0)
-        throw new ApiError(
-          'invalid_plan',
-          `steps[0].weight is ${plan.steps[0]!.weight}, but with a smoke check a promote-shadow plan starts at weight 0 (e.g. {"weight": 0, "pause": "30s"}): before step 1 the proxies do not serve the shadow as the canary yet, so the check could not reach it`,
-        )
-      const canaryUpstream = r.shadowUpstream
-      await this.#start(r, plan, who, why, {
-        action: 'promote-shadow',
-        patch: { canary: 0, shadow: 0, canaryUpstream, canaryFromShadow: true },
-        from: {
-          canary: r.canary,
-          shadow: r.shadow,
-          canaryUpstream: r.canaryUpstream,
-          shadowUpstream: r.shadowUpstream,
-          canaryFromShadow: r.canaryFromShadow,
-        },
-        to: { canary: 0, shadow: 0, canaryUpstream, canaryFromShadow: true },
-      })
-      return this.view(this.route(name))
-    })
-  }
-
-  /**
-   * Start `plan` on `r` (the caller checked that no rollout runs): the smoke check, then one commit of
-   * the start, of its abort when the smoke check failed, and before both of `prelude` when given: a
-   * change of the same revision and reason that the start builds on (promote-shadow's).
-   */
-  async #start(
-    r: RouteRecord,
-    plan: Plan,
-    who: Actor,
-    why: string | null,
-    prelude: { action: string; patch: Partial<RouteRecord>; from: unknown; to: unknown } | null,
-  ): Promise<void> {
-    const name = r.name
-    const base = prelude === null ? r : { ...r, ...prelude.patch }
-    if (base.canaryUpstream === null && plan.steps.some((s) => s.weight > 0))
-      throw new ApiError(
-        'no_canary',
-        `route ${name} has no canary upstream; add one to the proxies' config first`,
-      )
-    const failed = await this.smokeFails(plan, base.canary, plan.steps[0]!.weight)
-    const now = Date.now()
-    const revision = this.state.revision + 1
-    const changes: Change[] = []
-    if (prelude !== null) {
-      const { action, patch, from, to } = prelude
-      const audit = { who: who.name, role: who.role, action, route: name, from, to, why }
-      const next = this.bump(r, patch, revision, now)
-      changes.push({ next, previousWeight: r.canary, audit, notices: [] })
-      r = next
-    }
-    const out = start(plan, `${name}-${revision}`, { now, revision })
-    const next = this.bump(r, { canary: out.weight, rollout: out.rollout }, revision, now)
-    const to = { canary: out.weight, step: 1, steps: plan.steps.length, mode: plan.mode }
-    const audit = {
-      who: who.name,
-      role: who.role,
-      action: 'rollout-start',
-      route: name,
-      from: { canary: r.canary },
-      to,
-      why,
-    }
-    changes.push({ next, previousWeight: r.canary, audit, notices: out.notices })
-    if (failed !== null) {
-      // Step 1 never reaches the proxies: the rollout is recorded as started and aborted at once.
-      const reason = smokeWhy(1, failed)
-      const abort = advance(out.rollout, { type: 'abort', reason }, { now, revision })
-      if (!abort.ok) throw new Error('abort of a new rollout was refused')
-      changes.push({
-        next: this.bump(next, { canary: abort.weight, rollout: abort.rollout }, revision, now),
-        previousWeight: r.canary,
-        audit: {
-          who: SMOKE.name,
-          role: SMOKE.role,
-          action: 'rollout-abort',
-          route: name,
-          from: { canary: r.canary, step: 1, phase: 'progressing' },
-          to: { canary: abort.weight, step: 1, phase: abort.rollout.phase },
-          why: reason,
-        },
-        notices: abort.notices,
-      })
-    }
-    await this.commit(changes, revision)
+    return this.#answer({ type: 'promote-shadow', route: name, plan, who, why })
   }
 
   /** promote / pause / resume / abort. Abort with no rollout still sets canary 0 (it is the rollback lever). */
   act(name: string, event: RolloutEvent, who: Actor, why: string | null): Promise<RouteView> {
-    return this.queue(async () => {
-      const r = this.route(name)
-      if (event.type === 'abort') await this.abortInQueue(r, who, why)
-      else await this.transition(r, event, who, why, Date.now(), this.state.revision + 1)
-      return this.view(this.route(name))
-    })
+    if (event.type === 'abort') return this.#answer({ type: 'abort', route: name, who, why })
+    return this.#answer({ type: 'event', route: name, event, who, why })
   }
 
   /**
    * Roll back: abort the rollout, or with none set canary 0 (the rollback lever). Runs inside the queue
-   * (act and the clock call it there); `extra` goes into the audit entry (evidence, harm counts).
+   * (the clock calls it there); `extra` goes into the audit entry (evidence, harm counts).
    */
   async abortInQueue(r: RouteRecord, who: Actor, why: string | null, extra?: AuditExtra): Promise<void> {
-    const now = Date.now()
-    const revision = this.state.revision + 1
-    if (isActive(r.rollout))
-      return this.transition(r, { type: 'abort', reason: why }, who, why, now, revision, extra)
-    if (r.canary === 0) return
-    const next = this.bump(r, { canary: 0 }, revision, now)
-    const audit = {
-      who: who.name,
-      role: who.role,
-      action: 'abort',
-      route: r.name,
-      from: { canary: r.canary },
-      to: { canary: 0 },
-      why,
-      ...extra,
-    }
-    await this.commit([{ next, previousWeight: r.canary, audit, notices: ['rolled-back'] }], revision)
+    await this.run({ type: 'abort', route: r.name, who, why, extra })
   }
 
-  /** Feed the route's rollout one event and commit what it returns (the clock and act() use it). */
+  /** Feed the route's rollout one event, inside the queue (the clock uses it), decided at `now`. */
   async transition(
     r: RouteRecord,
     event: RolloutEvent,
     who: Actor,
     why: string | null,
-    now: number,
-    revision: number,
+    now = this.now(),
     extra?: AuditExtra,
   ): Promise<void> {
-    if (r.rollout === null)
-      throw new ApiError(
-        'no_rollout',
-        `route ${r.name} has no rollout; start one with POST /v1/routes/${r.name}/rollout`,
-      )
-    let out = advance(r.rollout, event, { now, revision })
-    if (!out.ok) throw new ApiError(out.code, `route ${r.name}: ${out.message}`)
-    if (out.change === 'none') return
-    const failed = await this.smokeFails(r.rollout.plan, r.canary, out.weight)
-    if (failed !== null) {
-      // The raise never happens: the smoke check's failure aborts the rollout as `abort` does.
-      now = Date.now()
-      why = smokeWhy(out.rollout.step + 1, failed)
-      event = { type: 'abort', reason: why }
-      who = SMOKE
-      out = advance(r.rollout, event, { now, revision })
-      if (!out.ok) throw new ApiError(out.code, `route ${r.name}: ${out.message}`)
-    }
-    if (out.change === 'progress') {
-      await this.commit(
-        [
-          {
-            next: { ...r, rollout: out.rollout },
-            previousWeight: r.canary,
-            audit: null,
-            notices: [],
-            applied: true,
-          },
-        ],
-        revision,
-      )
-      return
-    }
-    const next = this.bump(r, { canary: out.weight, rollout: out.rollout }, revision, now)
-    const from = { canary: r.canary, step: r.rollout.step + 1, phase: r.rollout.phase }
-    const to = { canary: out.weight, step: out.rollout.step + 1, phase: out.rollout.phase }
-    const action =
-      event.type === 'tick'
-        ? out.rollout.phase === 'completed'
-          ? 'rollout-complete'
-          : 'rollout-step'
-        : `rollout-${event.type}`
-    const audit = { who: who.name, role: who.role, action, route: r.name, from, to, why, ...extra }
-    await this.commit([{ next, previousWeight: r.canary, audit, notices: out.notices }], revision)
+    await this.run({ type: 'event', route: r.name, event, who, why, extra }, now)
   }
 
   /**
-   * Before a change that raises the canary weight (`from` → `to`), the plan's smoke check: null when it
-   * passed or is not needed, else why it failed. Runs inside the queue, so it holds other changes for at
-   * most the check's timeout (its requests go out together).
+   * Decide `command` inside the queue: commit its changes, then start its effects. A smoke check
+   * starts here and runs outside the queue; its result is queued as a `smoke-result` command.
    */
-  private async smokeFails(plan: Plan, from: number, to: number): Promise<string | null> {
-    if (plan.smoke === undefined || to <= from) return null
-    const result = await this.smoke(plan.smoke)
-    if (result.ok) return null
-    this.d.log.warn({ reason: result.reason }, 'smoke check failed')
-    return result.reason
+  async run(command: Command, now = this.now()): Promise<Decision> {
+    const d = decide({ control: this.state, smokes: this.#smokes, nextSmoke: this.#nextSmoke }, command, now)
+    if (d.changes.length > 0) await this.commit(d.changes, d.ctx)
+    this.#smokes = d.smokes
+    this.#nextSmoke = d.nextSmoke
+    for (const e of d.effects) this.#effect(e)
+    return d
+  }
+
+  /**
+   * Decide an operator's command in the queue and answer with the route's view; when it left a raise
+   * waiting for its smoke check, wait (outside the queue) for the result to be decided and answer then.
+   */
+  async #answer(command: Command & { readonly route: string }): Promise<RouteView> {
+    const out = await this.queue(async () => {
+      const d = await this.run(command)
+      const smoke = d.effects.find((e) => e.type === 'smoke')
+      // Wrapped: the queue turn must not wait for the result, which is queued after it.
+      return smoke === undefined
+        ? { view: this.view(this.route(command.route)) }
+        : { later: this.#decided.get(smoke.id)! }
+    })
+    return out.view ?? out.later!
+  }
+
+  #effect(e: Effect): void {
+    if (e.type === 'smoke-dropped') {
+      const smoke = e.failed === null ? 'passed' : 'failed'
+      this.d.log.warn({ route: e.route, step: e.step, smoke, why: e.error.message }, 'smoke result dropped')
+      return
+    }
+    const { route, id, step } = e
+    const ran = this.smoke(e.check).catch((err: unknown): SmokeResult => ({ ok: false, reason: String(err) }))
+    const done = ran.then((result) => {
+      if (!result.ok) this.d.log.warn({ route, step, reason: result.reason }, 'smoke check failed')
+      return this.queue(async () => {
+        const d = await this.run({
+          type: 'smoke-result',
+          route,
+          id,
+          step,
+          failed: result.ok ? null : result.reason,
+        })
+        const dropped = d.effects.find((x) => x.type === 'smoke-dropped' && x.id === id)
+        if (dropped?.type === 'smoke-dropped') throw dropped.error
+        return this.view(this.route(route))
+      })
+    })
+    // A raise the clock decided has no caller waiting: a dropped result was logged, a failed write too.
+    this.#decided.set(id, done)
+    void done.catch(() => undefined).then(() => this.#decided.delete(id))
   }
 
   audit(query: AuditQuery): AuditPage {
@@ -464,33 +299,9 @@ export class Engine {
     return new ApiError('storage_failed')
   }
 
-  /** Resolves once every queued change is on disk. */
-  idle(): Promise<unknown> {
-    return this.queue(() => Promise.resolve())
+  /** Resolves once every queued change is on disk, smoke checks running meanwhile and their results too. */
+  async idle(): Promise<void> {
+    await this.queue(() => Promise.resolve())
+    while (this.#decided.size > 0) await Promise.allSettled([...this.#decided.values()])
   }
-}
-
-function checkNoRollout(r: RouteRecord): void {
-  if (isActive(r.rollout))
-    throw new ApiError(
-      'rollout_active',
-      `route ${r.name} already has a rollout in progress (${r.rollout.id}); abort or promote it first`,
-    )
-}
-
-/** If-Match (RFC 9110 §13.1.1): `*`, or a list of entity tags of which one must be the route's version. */
-function checkIfMatch(r: RouteRecord, header: string | undefined): void {
-  if (header === undefined) return
-  const tags = header.split(',').map((t) => t.trim())
-  if (tags.includes('*')) return
-  // Strong comparison: a weak tag (W/"3") never matches.
-  if (tags.some((t) => t === `"${r.version}"` || t === String(r.version))) return
-  throw new ApiError(
-    'version_mismatch',
-    `route ${r.name} is at version ${r.version}, If-Match said ${header}; GET it again and retry with the new ETag`,
-  )
-}
-
-function smokeWhy(step: number, reason: string): string {
-  return `smoke check before step ${step} failed: ${reason}`
 }

@@ -32,7 +32,7 @@ import {
   servesShadow,
   supersede,
 } from './release.ts'
-import { advance, isActive } from './rollout.ts'
+import { advance, type Ctx, isActive } from './rollout.ts'
 import type { RouteRecord, UpstreamInfo } from './store.ts'
 
 export interface LinkDeps {
@@ -64,7 +64,7 @@ export class ProxyLink {
 
   /** A proxy's per-second report: the judge's evidence, the harm account, and any fuse it tripped. */
   report(p: ProxyEntry, report: ReportRequest): void {
-    const now = Date.now()
+    const now = this.engine.now()
     p.lastReport = report
     p.lastReportAt = now
     p.lastSeen = now
@@ -90,20 +90,19 @@ export class ProxyLink {
    */
   register(req: RegisterRequest, who: Identity): Promise<RegisterResponse> {
     return this.engine.queue(async () => {
-      const now = Date.now()
+      const ctx = this.engine.next()
       const applied = req.appliedRevision <= this.engine.state.revision ? req.appliedRevision : 0
-      this.proxies.register(req.id, req.routes, applied, who.name, now)
-      const revision = this.engine.state.revision + 1
+      this.proxies.register(req.id, req.routes, applied, who.name, ctx.now)
       const changes: Change[] = []
       for (const a of req.routes) {
         const r = this.engine.state.routes[a.name]
         if (r === undefined) {
-          changes.push(adopt(a, req.id, who, revision, now))
+          changes.push(adopt(a, req.id, who, ctx))
           continue
         }
         const kind = classify(a, r)
         if (kind === 'change') {
-          changes.push(...this.releaseChange(r, a, req.id, who, revision, now))
+          changes.push(...this.releaseChange(r, a, req.id, who, ctx))
           continue
         }
         if (kind === 'stale') {
@@ -123,13 +122,11 @@ export class ProxyLink {
         if (fromShadow !== r.canaryFromShadow) {
           const why = `proxy ${req.id} announced ${shadowUpstream === null ? 'no shadow' : 'another shadow'}: the canary is its announced one again`
           changes.push({
-            next: this.engine.bump(r, { shadowUpstream, canaryFromShadow: false }, revision, now),
+            next: this.engine.bump(r, { shadowUpstream, canaryFromShadow: false }, ctx),
             previousWeight: r.canary,
             audit: {
-              who: who.name,
-              role: who.role,
+              who,
               action: 'canary-from-shadow-end',
-              route: a.name,
               from: { canaryFromShadow: true, canary: r.canaryUpstream },
               to: { canaryFromShadow: false, canary: r.canaryUpstream },
               why,
@@ -141,7 +138,7 @@ export class ProxyLink {
           changes.push({ next: { ...r, shadowUpstream }, previousWeight: r.canary, audit: null, notices: [] })
         }
       }
-      if (changes.length > 0) await this.engine.commit(changes, revision)
+      if (changes.length > 0) await this.engine.commit(changes, ctx)
       this.events.publish('proxy', {
         kind: 'registered',
         id: req.id,
@@ -159,14 +156,7 @@ export class ProxyLink {
    * the old canary is aborted (its own audit entry first, same revision), the promoted-shadow flag ends,
    * and the change is audited as `release-change` (a hand-off when the new stable was the canary).
    */
-  private releaseChange(
-    r: RouteRecord,
-    a: AnnouncedRoute,
-    proxy: string,
-    who: Identity,
-    revision: number,
-    now: number,
-  ): Change[] {
+  private releaseChange(r: RouteRecord, a: AnnouncedRoute, proxy: string, who: Identity, ctx: Ctx): Change[] {
     const from = pairOf(r)
     const to: ReleasePair = { stable: a.stable, canary: a.canary }
     const canary = to.canary === null ? 0 : a.canaryWeight
@@ -176,21 +166,19 @@ export class ProxyLink {
     let rollout = r.rollout
     if (isActive(rollout)) {
       const reason = `release changed (${why})`
-      const out = advance(rollout, { type: 'abort', reason }, { now, revision })
+      const out = advance(rollout, { type: 'abort', reason }, ctx)
       if (!out.ok) throw new Error('abort of a running rollout was refused')
       rollout = out.rollout
       changes.push({
-        next: this.engine.bump(r, { rollout }, revision, now),
+        next: this.engine.bump(r, { rollout }, ctx),
         previousWeight: r.canary,
         audit: {
-          who: who.name,
-          role: who.role,
+          who,
           action: 'rollout-abort',
-          route: r.name,
           from: { canary: r.canary, step: r.rollout!.step + 1, phase: r.rollout!.phase },
           to: { canary, step: r.rollout!.step + 1, phase: 'aborted' },
           why: reason,
-          proxy,
+          extra: { proxy },
         },
         notices: [],
       })
@@ -206,21 +194,18 @@ export class ProxyLink {
         rollout,
         superseded: supersede(r.superseded, from, to),
       },
-      revision,
-      now,
+      ctx,
     )
     changes.push({
       next,
       previousWeight: r.canary,
       audit: {
-        who: who.name,
-        role: who.role,
+        who,
         action: 'release-change',
-        route: r.name,
         from: { ...from, weight: r.canary },
         to: { ...to, weight: canary, ...(handoff && { handoff: true }) },
         why,
-        proxy,
+        extra: { proxy },
       },
       notices: ['release-changed'],
     })
@@ -260,7 +245,7 @@ export class ProxyLink {
         'invalid_body',
         `revision ${a.revision} is ahead of control's revision ${this.engine.state.revision}`,
       )
-    p.lastSeen = Date.now()
+    p.lastSeen = this.engine.now()
     if (a.error === null) {
       p.appliedRevision = Math.max(p.appliedRevision, a.revision)
       p.lastError = null
@@ -279,7 +264,8 @@ export class ProxyLink {
 }
 
 /** A route control did not know: adopted with the weight the proxy's file gives it. */
-function adopt(a: AnnouncedRoute, proxy: string, who: Identity, revision: number, now: number): Change {
+function adopt(a: AnnouncedRoute, proxy: string, who: Identity, ctx: Ctx): Change {
+  const { now, revision } = ctx
   const canary = a.canary === null ? 0 : a.canaryWeight
   const next: RouteRecord = {
     name: a.name,
@@ -297,14 +283,12 @@ function adopt(a: AnnouncedRoute, proxy: string, who: Identity, revision: number
     updatedAt: now,
   }
   const audit = {
-    who: who.name,
-    role: who.role,
+    who,
     action: 'route-register',
-    route: a.name,
     from: null,
     to: { canary },
     why: `announced by proxy ${proxy}`,
-    proxy,
+    extra: { proxy },
   }
   return { next, previousWeight: canary, audit, notices: [] }
 }

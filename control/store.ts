@@ -243,10 +243,10 @@ export class Store {
   /**
    * Make a change durable: audit lines first, then the whole state. Resolves once both are on disk.
    * A failure undoes the audit lines (they were never acknowledged) and throws StoreWriteError; one
-   * that cannot be undone throws as it came, and the process must stop.
+   * that cannot be undone throws as it came, and the process must stop. `now`: the entries' time.
    */
-  async commit(next: ControlState, drafts: readonly AuditDraft[]): Promise<AuditEntry[]> {
-    const out = this.#entries(drafts)
+  async commit(next: ControlState, drafts: readonly AuditDraft[], now = Date.now()): Promise<AuditEntry[]> {
+    const out = this.#entries(drafts, now)
     const size = await this.#auditSize()
     try {
       if (out.length > 0)
@@ -278,8 +278,8 @@ export class Store {
     return out
   }
 
-  #entries(drafts: readonly AuditDraft[]): AuditEntry[] {
-    const time = new Date().toISOString()
+  #entries(drafts: readonly AuditDraft[], now = Date.now()): AuditEntry[] {
+    const time = new Date(now).toISOString()
     return drafts.map((d, i) => ({ seq: this.total + i + 1, time, ...d }))
   }
 
