@@ -62,7 +62,10 @@ describe('npm run demo', () => {
       url('\\(admin'),
       url('following veer control on'),
     ].map(Number)
-    expect(ports.every((p) => p > 0), out).toBe(true)
+    expect(
+      ports.every((p) => p > 0),
+      out,
+    ).toBe(true)
     expect(ports.filter((p) => [8080, 9901, 9900, 3001, 3002, 3003].includes(p))).toEqual([])
     expect(out).toContain(`curl -si http://127.0.0.1:${ports[3]}/hello`)
     // Everything it started is gone.
