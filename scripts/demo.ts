@@ -6,11 +6,13 @@
  * analysis rolls it back; the demo shows the live step, weights and per-version figures, the reason, and
  * what it cost (time to rollback, requests harmed, requests the fallback saved). Act 2: v2 fixed, the
  * same rollout is promoted to 100%. Then it stays up for curl and the `veer` CLI until Ctrl-C;
- * `npm run demo -- --once` stops by itself. Every child process and server is stopped on exit, on error
- * and on Ctrl-C.
+ * `npm run demo -- --once` stops by itself. `--ephemeral-ports` (the test's) puts every listener on a port
+ * the kernel picks, read back from the processes' start lines. Every child process and server is stopped
+ * on exit, on error and on Ctrl-C.
  */
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import type { AddressInfo } from 'node:net'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -29,6 +31,8 @@ const CONFIG = `${ROOT}config/default.yaml`
 const V3_PORT = 3003
 const BIN = `${ROOT}bin/veer.js`
 const once = process.argv.includes('--once')
+/** Ports from the kernel instead of config/default.yaml's and the ones below: nothing fixed is bound. */
+const ephemeral = process.argv.includes('--ephemeral-ports')
 const tty = process.stdout.isTTY === true
 
 const CONTROL = { host: '127.0.0.1', port: 9900 }
@@ -65,14 +69,11 @@ if (!route.canary) {
   process.exit(1)
 }
 const portOf = (url: string) => Number(new URL(url).port)
-const proxyUrl = `http://${config.listen.host}:${config.listen.port}`
-const adminUrl = `http://${config.admin.host}:${config.admin.port}`
-const controlUrl = `http://${CONTROL.host}:${CONTROL.port}`
+const urlOf = (app: SampleApp) => `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
 
 const dir = mkdtempSync(join(tmpdir(), 'veer-demo-'))
 /** The proxy runs on a copy of config/default.yaml, which act 3 edits as an operator would. */
 const proxyConfig = join(dir, 'veer.yaml')
-writeFileSync(proxyConfig, readFileSync(CONFIG))
 const apps: SampleApp[] = []
 const procs: Managed[] = []
 let load: Load | null = null
@@ -400,12 +401,13 @@ const durationOf = (r: RouteView) =>
  */
 async function handOff(): Promise<void> {
   console.log('act 3: the hand-off: the config now names v2 as stable and the next release v3 as canary')
-  const v3 = await startSampleApp('v3', V3_PORT)
+  const v3 = await startSampleApp('v3', ephemeral ? 0 : V3_PORT)
   apps.push(v3)
-  const next = parseYaml(readFileSync(CONFIG, 'utf8'))
+  console.log(`  v3 (canary) ${urlOf(v3)}`)
+  const next = parseYaml(readFileSync(proxyConfig, 'utf8'))
   const r0 = next.routes[0]
-  r0.stable = { url: route.canary!.url, release: route.canary!.release }
-  r0.canary = { url: `http://127.0.0.1:${V3_PORT}`, release: 'v3' }
+  r0.stable = { url: urlOf(v2), release: route.canary!.release }
+  r0.canary = { url: urlOf(v3), release: 'v3' }
   delete r0.canaryWeight
   writeFileSync(proxyConfig, toYaml(next))
   const audit = `/v1/audit?route=${encodeURIComponent(route.name)}&limit=5`
@@ -435,61 +437,100 @@ async function handOff(): Promise<void> {
 // Main
 
 try {
-  for (const [hostPort, what] of [
-    [config.listen, 'the proxy'],
-    [config.admin, "the proxy's admin"],
-    [CONTROL, 'veer control'],
-  ] as const)
-    await checkFree(hostPort.host, hostPort.port, what)
-  apps.push(
-    await startSampleApp(route.stable.release, portOf(route.stable.url), { errorRate: STABLE_ERRORS }),
-  )
-  apps.push(await startSampleApp(route.canary.release, portOf(route.canary.url), { errorRate: BUGGY_ERRORS }))
+  if (!ephemeral)
+    for (const [hostPort, what] of [
+      [config.listen, 'the proxy'],
+      [config.admin, "the proxy's admin"],
+      [CONTROL, 'veer control'],
+    ] as const)
+      await checkFree(hostPort.host, hostPort.port, what)
+  const at = (url: string) => (ephemeral ? 0 : portOf(url))
+  apps.push(await startSampleApp(route.stable.release, at(route.stable.url), { errorRate: STABLE_ERRORS }))
+  apps.push(await startSampleApp(route.canary.release, at(route.canary.url), { errorRate: BUGGY_ERRORS }))
 } catch (err) {
   await fail(`cannot start: ${(err as Error).message}`)
 }
-const v2 = apps[1]!
+const [v1, v2] = apps as [SampleApp, SampleApp]
+if (!ephemeral) writeFileSync(proxyConfig, readFileSync(CONFIG))
+else {
+  const doc = parseYaml(readFileSync(CONFIG, 'utf8'))
+  doc.listen = '127.0.0.1:0'
+  doc.admin = '127.0.0.1:0'
+  doc.routes[0].stable.url = urlOf(v1)
+  doc.routes[0].canary.url = urlOf(v2)
+  writeFileSync(proxyConfig, toYaml(doc))
+}
+
+/** The `msg` line a child logs once it listens (JSON lines in its log file); throws if it exits first. */
+async function startLine(m: Managed, msg: string, timeoutMs: number): Promise<Record<string, unknown>> {
+  const deadline = performance.now() + timeoutMs
+  for (;;) {
+    if (m.exitedWith !== null)
+      throw new Error(`${m.name} exited (${m.exitedWith}): ${logTail(m) || 'no output'}`)
+    // The last piece may be a line still being written: only whole lines are read.
+    const lines = readFileSync(m.logPath, 'utf8').split('\n').slice(0, -1)
+    for (const text of lines) {
+      if (!text.includes(msg)) continue
+      const line = JSON.parse(text)
+      if (line.msg === msg) return line
+    }
+    if (performance.now() > deadline)
+      throw new Error(`${m.name} did not start within ${timeoutMs} ms: ${logTail(m)}`)
+    await sleep(50)
+  }
+}
 
 const childEnv = { ...process.env }
 delete childEnv.VEER_TOKEN
-const controlProc = startProcess(
-  'veer control',
-  process.execPath,
-  [
-    BIN,
-    'control',
-    '--listen',
-    `${CONTROL.host}:${CONTROL.port}`,
-    '--state-dir',
-    join(dir, 'control-state'),
-    '--token-file',
-    tokenFile,
-  ],
-  // No start-up grace: the state dir is new, there are no proxies from before a restart to wait for.
-  { core: null, logPath: join(dir, 'control.log'), env: { ...childEnv, VEER_CONTROL_GRACE_MS: '0' } },
+/** veer control, then the proxy following it, each on the address it says it listens on. */
+async function startVeer() {
+  const controlProc = startProcess(
+    'veer control',
+    process.execPath,
+    [
+      BIN,
+      'control',
+      '--listen',
+      `${CONTROL.host}:${ephemeral ? 0 : CONTROL.port}`,
+      '--state-dir',
+      join(dir, 'control-state'),
+      '--token-file',
+      tokenFile,
+    ],
+    // No start-up grace: the state dir is new, there are no proxies from before a restart to wait for.
+    { core: null, logPath: join(dir, 'control.log'), env: { ...childEnv, VEER_CONTROL_GRACE_MS: '0' } },
+  )
+  procs.push(controlProc)
+  const controlUrl = String((await startLine(controlProc, 'veer control started', 15_000)).url)
+  await waitReady(controlProc, portOf(controlUrl), 15_000, `${controlUrl}/healthz`)
+  const proxyProc = startProcess(
+    'veer proxy',
+    process.execPath,
+    [
+      BIN,
+      'proxy',
+      '--config',
+      proxyConfig,
+      '--control',
+      controlUrl,
+      '--token-file',
+      proxyTokenFile,
+      '--state-dir',
+      join(dir, 'proxy-state'),
+    ],
+    { core: null, logPath: join(dir, 'proxy.log'), env: childEnv },
+  )
+  procs.push(proxyProc)
+  const line = await startLine(proxyProc, 'veer proxy started', 15_000)
+  const adminUrl = `http://${line.admin}`
+  await waitReady(proxyProc, portOf(adminUrl), 15_000, `${adminUrl}/readyz`)
+  return { controlProc, proxyProc, controlUrl, proxyUrl: `http://${line.listen}`, adminUrl }
+}
+
+const { proxyProc, controlUrl, proxyUrl, adminUrl } = await startVeer().catch((err: Error) =>
+  fail(err.message),
 )
-procs.push(controlProc)
-const proxyProc = startProcess(
-  'veer proxy',
-  process.execPath,
-  [
-    BIN,
-    'proxy',
-    '--config',
-    proxyConfig,
-    '--control',
-    controlUrl,
-    '--token-file',
-    proxyTokenFile,
-    '--state-dir',
-    join(dir, 'proxy-state'),
-  ],
-  { core: null, logPath: join(dir, 'proxy.log'), env: childEnv },
-)
-procs.push(proxyProc)
 try {
-  await waitReady(controlProc, CONTROL.port, 15_000, `${controlUrl}/healthz`)
-  await waitReady(proxyProc, config.admin.port, 15_000, `${adminUrl}/readyz`)
   // The route exists in control once the proxy has registered it.
   for (let i = 0; ; i++) {
     const ok = await getRoute().then(
@@ -508,8 +549,8 @@ try {
 }
 
 console.log(`veer rollout demo
-  v1 (stable) ${route.stable.url}  answers 500 to ${pct(STABLE_ERRORS)} of requests
-  v2 (canary) ${route.canary.url}  buggy: answers 500 to ${pct(BUGGY_ERRORS)} of requests
+  v1 (stable) ${urlOf(v1)}  answers 500 to ${pct(STABLE_ERRORS)} of requests
+  v2 (canary) ${urlOf(v2)}  buggy: answers 500 to ${pct(BUGGY_ERRORS)} of requests
   veer proxy  ${proxyUrl} (admin ${adminUrl}), following veer control on ${controlUrl}
   load        ${RATE} req/s through the proxy from ${USERS} sticky users (${route.sticky?.header ?? 'no sticky header'}), 1 in ${POST_EVERY} a POST
   plan        ${PLAN_STEPS.map((s) => `${s.weight}% for ${s.pause}`).join(' → ')}, then done; default analysis

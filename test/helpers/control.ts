@@ -257,7 +257,8 @@ export function announced(name: string, canaryWeight = 0, canary = true): Announ
 /** The release pair control's weights for an `announced` route are for. */
 export const pairOf = (a: AnnouncedRoute) => ({ stable: a.stable, canary: a.canary })
 
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+/** For `until` only: a test waits for what it expects, never for time. */
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /** Poll `fn` until it returns a truthy value (or throw after `ms`). */
 export async function until<T>(fn: () => Promise<T> | T, ms = 10_000, every = 25): Promise<T> {

@@ -1,4 +1,4 @@
-/** The route `default`'s shadow in a proxy's /v1/stats, and waiting for its copies to end. */
+/** A route's shadow (`default` unless named) in a proxy's /v1/stats, and waiting for its copies to end. */
 import { request } from 'undici'
 import { waitUntil } from './bed.ts'
 import type { VeerProcess } from './veer.ts'
@@ -20,21 +20,21 @@ export interface ShadowSummary {
   verdict: { result: string; checks: { check: string }[] }
 }
 
-export async function shadowStats(v: VeerProcess): Promise<ShadowSummary> {
+export async function shadowStats(v: VeerProcess, route = 'default'): Promise<ShadowSummary> {
   const body = (await (await request(`${v.adminUrl}/v1/stats`)).body.json()) as {
     routes: { name: string; shadow: ShadowSummary | null }[]
   }
-  const shadow = body.routes.find((r) => r.name === 'default')?.shadow
-  if (!shadow) throw new Error(`route default has no shadow in /v1/stats: ${JSON.stringify(body)}`)
+  const shadow = body.routes.find((r) => r.name === route)?.shadow
+  if (!shadow) throw new Error(`route ${route} has no shadow in /v1/stats: ${JSON.stringify(body)}`)
   return shadow
 }
 
 /** Waits until every shadow request sent has ended (answered, failed or dropped), and returns the stats. */
-export async function settled(v: VeerProcess, ms = 10_000): Promise<ShadowSummary> {
+export async function settled(v: VeerProcess, ms = 10_000, route = 'default'): Promise<ShadowSummary> {
   let last: ShadowSummary | undefined
   await waitUntil(
     async () => {
-      last = await shadowStats(v)
+      last = await shadowStats(v, route)
       return last.inflight === 0
     },
     'shadow requests to end',

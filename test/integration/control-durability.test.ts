@@ -12,7 +12,6 @@ import {
   type ControlProcess,
   FakeProxy,
   runCli,
-  sleep,
   startControl,
   tempDir,
   until,
@@ -60,8 +59,11 @@ describe('kill -9 of control', () => {
       const r = (await first.api('GET', '/v1/routes/shop')).json
       return r.rollout.state === 'pausing' ? r : null
     })
-    await sleep(1000)
-    const before = (await first.api('GET', '/v1/routes/shop')).json
+    // A second of the pause has run: the restart must show what was left, not the whole 4 s.
+    const before = await until(async () => {
+      const r = (await first.api('GET', '/v1/routes/shop')).json
+      return r.rollout.pauseLeftMs <= 3000 ? r : null
+    })
     const killedAt = Date.now()
     await kill9(first)
 

@@ -270,7 +270,8 @@ describe('veer proxy --control', () => {
     // Back, but answering 503 for a while: still serving on the old weights.
     control.failWith = 503
     await control.start()
-    await new Promise((r) => setTimeout(r, 800))
+    // The proxy has asked since and got a 503: an answer it could have taken new weights from was refused.
+    await until(async () => /503/.test((await view(v)).control!.lastError ?? ''))
     expect(await served(v, 10)).toEqual({ stable: 0, canary: 10, failed: 0 })
     expect((await view(v)).control).toMatchObject({
       connected: false,
@@ -368,7 +369,8 @@ describe('veer proxy --control', () => {
     await control.waitFor('ack', (a) => a.body.revision === control!.revision)
     await control.waitFor('report', () => true, 3_000)
     const slow = request(`${v.url}/slow?ms=500`, { headers: { 'x-veer-version': 'canary' } })
-    await new Promise((r) => setTimeout(r, 100))
+    // In flight: the canary has it (and answers in 500 ms) when the signal comes.
+    await until(() => canary.seen.some((req) => req.url?.startsWith('/slow')))
     const t0 = performance.now()
     v.child.kill('SIGTERM')
     const res = await slow

@@ -13,13 +13,13 @@ import {
   type ControlProcess,
   FakeProxy,
   runCli,
-  sleep,
   startControl,
   startLinkedProxy,
   TOKENS,
   tempDir,
   until,
 } from '../helpers/control.ts'
+import { settled } from '../helpers/shadow.ts'
 import { startUpstream, type Upstream } from '../helpers/upstream.ts'
 import { type VeerProcess, writeConfig } from '../helpers/veer.ts'
 
@@ -230,14 +230,17 @@ describe('veer promote-shadow', () => {
       shadow: { url: shadow.url, percent: 0 },
     })
 
-    await sleep(200) // mirrors of requests before the change have landed
+    // The copies of requests from before the change have ended: what the shadow saw of them is in.
+    const { sent } = await settled(proxy)
+    expect(sent).toBeGreaterThan(0)
     const seen = shadow.seen.length
     const got = await send(200)
     expect(got.canary).toBeGreaterThanOrEqual(80)
     expect(got.canary).toBeLessThanOrEqual(120)
     expect(got.fromShadow).toBe(got.canary)
-    await sleep(300)
-    // Every request the shadow got was a canary request: nothing mirrored.
+    // A copy goes out before its primary's answer comes back: with the 200 answers in, none went, and
+    // every request the shadow got was a canary request.
+    expect(await settled(proxy)).toMatchObject({ sent, dropped: 0 })
     expect(shadow.seen.length - seen).toBe(got.canary)
     expect(shadow.seen.slice(seen).some((req) => req.headers['x-veer-shadow'] !== undefined)).toBe(false)
 
@@ -302,10 +305,11 @@ describe('veer promote-shadow', () => {
       rollout: { phase: 'aborted' },
     })
     await synced()
-    await sleep(100)
+    const { sent } = await settled(proxy)
+    expect(sent).toBeGreaterThan(0)
     const seen = shadow.seen.length
     expect(await send(20)).toEqual({ stable: 20, canary: 0, fromShadow: 0 })
-    await sleep(300)
+    expect(await settled(proxy)).toMatchObject({ sent, dropped: 0 })
     expect(shadow.seen.length).toBe(seen)
   })
 })

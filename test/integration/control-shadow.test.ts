@@ -9,13 +9,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
   type ControlProcess,
   runCli,
-  sleep,
   startControl,
   startLinkedProxy,
   TOKENS,
   tempDir,
   until,
 } from '../helpers/control.ts'
+import { settled } from '../helpers/shadow.ts'
 import { startUpstream, type Upstream } from '../helpers/upstream.ts'
 import { type VeerProcess, writeConfig } from '../helpers/veer.ts'
 
@@ -93,10 +93,13 @@ describe('shadow percent through control', () => {
     expect(off.stdout).toMatch(/^shop: canary 0% \(stable 100%\), shadow 0%, version \d+\n$/)
     expect((await route()).shadow.percent).toBe(0)
     await synced()
-    await sleep(200) // mirrors of requests before the change have landed
+    // The copies of requests from before the change have ended: what the shadow saw of them is in.
+    const { sent } = await settled(proxy, 10_000, 'shop')
+    expect(sent).toBeGreaterThanOrEqual(5)
     const stopped = shadow.seen.length
     await send(20)
-    await sleep(300)
+    // A copy goes out before its primary's answer comes back: with the 20 answers in, none went.
+    expect(await settled(proxy, 10_000, 'shop')).toMatchObject({ sent, dropped: 0 })
     expect(shadow.seen.length).toBe(stopped)
 
     const on = await cli('shop', '--percent', '100', '--output', 'json')

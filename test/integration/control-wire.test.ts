@@ -4,15 +4,7 @@
  * a silent proxy stops holding it up. Also measures the delay from an API write to a watch seeing it.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import {
-  announced,
-  type ControlProcess,
-  FakeProxy,
-  pairOf,
-  sleep,
-  startControl,
-  until,
-} from '../helpers/control.ts'
+import { announced, type ControlProcess, FakeProxy, pairOf, startControl, until } from '../helpers/control.ts'
 
 let control: ControlProcess
 const timers: NodeJS.Timeout[] = []
@@ -34,6 +26,34 @@ function keepLive(p: FakeProxy): () => void {
 }
 
 const route = async (name: string) => (await control.api('GET', `/v1/routes/${name}`)).json
+
+/** Until control holds a watch of proxy `id` (a change made after this reaches it as a held watch). */
+const watching = (id: string) =>
+  until(async () =>
+    (await control.api('GET', '/v1/proxies')).json.proxies.some(
+      (x: { id: string; watching: boolean }) => x.id === id && x.watching,
+    ),
+  )
+
+/**
+ * The marker after "the clock left a step alone": route `name` with one live proxy of its own and a
+ * first step of 100 ms. The returned call acks it and waits until it is on step 2: by then the clock has
+ * ticked past every ack made before the call.
+ */
+async function clockWitness(name: string): Promise<() => Promise<void>> {
+  const p = new FakeProxy(control, `${name}-1`, [announced(name, 0)])
+  await p.register()
+  keepLive(p)
+  const { revision } = (
+    await control.api('POST', `/v1/routes/${name}/rollout`, {
+      body: { steps: [{ weight: 10, pause: '100ms' }, { weight: 20 }], analysis: { enabled: false } },
+    })
+  ).json
+  return async () => {
+    expect(await p.ack(revision)).toBe(204)
+    await until(async () => (await route(name)).rollout.step === 2, 5000)
+  }
+}
 
 describe('register', () => {
   it('creates unknown routes with the announced weight; after that control is the source of truth', async () => {
@@ -71,7 +91,7 @@ describe('watch, ack, report', () => {
     expect(await p.watch(revision)).toBeNull()
     expect(Date.now() - t0).toBeGreaterThanOrEqual(900)
     const pending = p.watch(revision)
-    await sleep(100)
+    await watching('w-1')
     const put = await control.api('PUT', '/v1/routes/w/weights', { body: { canary: 33 } })
     const got = await pending
     expect(got).toEqual({
@@ -116,6 +136,7 @@ describe('a rollout step waits for every live proxy', () => {
     await p2.register()
     keepLive(p1)
     keepLive(p2)
+    const passed = await clockWitness('step-witness')
     const started = (
       await control.api('POST', '/v1/routes/step/rollout', {
         body: { steps: [{ weight: 10, pause: '300ms' }, { weight: 50 }], analysis: { enabled: false } },
@@ -125,9 +146,9 @@ describe('a rollout step waits for every live proxy', () => {
     expect(started.rollout.state).toBe('waiting-for-proxies')
     await p1.ack(rev)
     await p2.ack(rev, 'cannot apply')
-    await sleep(400)
+    await passed()
     let view = await route('step')
-    expect(view.rollout.state).toBe('waiting-for-proxies')
+    expect(view.rollout).toMatchObject({ step: 1, state: 'waiting-for-proxies' })
     expect(view.proxies).toEqual({ live: 2, inSync: 1, stale: [] })
     const acked = Date.now()
     await p2.ack(rev)
@@ -147,11 +168,13 @@ describe('a rollout step waits for every live proxy', () => {
     await p1.register()
     await p2.register()
     keepLive(p1)
+    const passed = await clockWitness('silent-witness')
     const started = (
       await control.api('POST', '/v1/routes/silent/rollout', { body: { steps: [{ weight: 10 }] } })
     ).json
     await p1.ack(started.revision)
-    await sleep(300)
+    // p2, live but silent, holds the step (its 1.5 s window is not over yet).
+    await passed()
     expect((await route('silent')).rollout.state).toBe('waiting-for-proxies')
     // p2 never acks and stops talking: after the 1.5 s liveness window it no longer counts.
     const view = await until(async () => {
@@ -172,11 +195,11 @@ describe('delay from an API write to a watching proxy', () => {
     let { revision } = await p.register()
     const delays: number[] = []
     for (let i = 0; i < 100; i++) {
-      const watching = p.watch(revision)
-      await sleep(5)
+      const held = p.watch(revision)
+      await watching('lat-1')
       const t0 = performance.now()
       void control.api('PUT', '/v1/routes/lat/weights', { body: { canary: (i % 100) + 1 } })
-      const got = await watching
+      const got = await held
       delays.push(performance.now() - t0)
       expect(got?.routes.lat?.canary).toBe((i % 100) + 1)
       revision = got!.revision

@@ -1,21 +1,25 @@
 import { spawn } from 'node:child_process'
-import { createServer } from 'node:net'
+import { connect } from 'node:net'
 import { describe, expect, it } from 'vitest'
 
 const ROOT = new URL('../../', import.meta.url).pathname
 
-/** True when nothing listens on 127.0.0.1:port any more. */
-const free = (port: number) =>
+/** True when nothing accepts connections on 127.0.0.1:port any more. */
+const refused = (port: number) =>
   new Promise<boolean>((resolve) => {
-    const srv = createServer()
-    srv.once('error', () => resolve(false))
-    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)))
+    const sock = connect({ host: '127.0.0.1', port })
+    sock.once('connect', () => {
+      sock.destroy()
+      resolve(false)
+    })
+    sock.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED'))
   })
 
 describe('npm run demo', () => {
   it('rolls back the buggy v2 by analysis with a summary, promotes the fixed v2 to 100%, hands off to v3 at 0%, and stops', async () => {
     const t0 = Date.now()
-    const child = spawn(process.execPath, [`${ROOT}scripts/demo.ts`, '--once'], {
+    // On ports the kernel picks (the demo's defaults are fixed, for humans), read back from its output.
+    const child = spawn(process.execPath, [`${ROOT}scripts/demo.ts`, '--once', '--ephemeral-ports'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     let out = ''
@@ -49,8 +53,22 @@ describe('npm run demo', () => {
     expect(act3).toMatch(/HAND-OFF recorded by control \(audit release-change, from proxy \S+\)/)
     expect(act3).toMatch(/now +stable v2 100%, canary v3 0%, route version \d+/)
     expect(act3).toMatch(/v3 got +0 requests since it started; v2 served (\d+) of the \1 in the last 2 s/)
-    expect(out).toContain('curl -si http://127.0.0.1:8080/hello')
+    const url = (pattern: string) => out.match(new RegExp(`${pattern} http://127\\.0\\.0\\.1:(\\d+)`))?.[1]
+    const ports = [
+      url('v1 \\(stable\\)'),
+      url('v2 \\(canary\\)'),
+      url('v3 \\(canary\\)'),
+      url('veer proxy '),
+      url('\\(admin'),
+      url('following veer control on'),
+    ].map(Number)
+    expect(
+      ports.every((p) => p > 0),
+      out,
+    ).toBe(true)
+    expect(ports.filter((p) => [8080, 9901, 9900, 3001, 3002, 3003].includes(p))).toEqual([])
+    expect(out).toContain(`curl -si http://127.0.0.1:${ports[3]}/hello`)
     // Everything it started is gone.
-    for (const port of [8080, 9901, 9900, 3001, 3002, 3003]) expect(await free(port)).toBe(true)
+    for (const port of ports) expect(await refused(port), `port ${port}`).toBe(true)
   }, 90_000)
 })

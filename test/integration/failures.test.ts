@@ -179,8 +179,13 @@ describe('a client that leaves while its request waits for a connection', () => 
     await waitUntil(() => stable.seen.length === 1, 'the upstream to hold /a')
     const b = new AbortController()
     const bDone = request(`${v.url}/b`, { signal: b.signal }).catch((e: Error) => e)
-    // /b is queued behind /a on the one connection; its client leaves.
-    await new Promise((r) => setTimeout(r, 100))
+    // /b is queued behind /a on the one connection (the proxy counts it in flight); its client leaves.
+    await waitUntil(async () => {
+      const stats = (await (await request(`${v.adminUrl}/v1/stats`)).body.json()) as {
+        routes: { stable: { inflight: number } }[]
+      }
+      return stats.routes[0]!.stable.inflight === 2
+    }, '/b to wait for the connection')
     b.abort()
     expect(await bDone).toBeInstanceOf(Error)
     release()

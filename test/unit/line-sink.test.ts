@@ -48,7 +48,8 @@ describe('LineSink', () => {
     for (let i = 0; i < 60; i++) sink.write(line(i))
     sink.close()
     expect(sink.write(line(99))).toBe(false)
-    await new Promise((r) => setTimeout(r, 50))
+    // Until the write in flight has ended: one the sink started after it would be in flight again.
+    while (sink.inFlight) await new Promise((r) => setImmediate(r))
     closeSync(fd)
     const text = readFileSync(file, 'utf8')
     expect(text.length).toBeLessThanOrEqual(64)
