@@ -355,9 +355,8 @@ export function nullable<T>(item: Field<T>): Always<T | null> {
 
 /** Exactly `value` (e.g. a flag that is only ever `true`); absent is absent. */
 export function literal<const T extends string | number | boolean>(description: string, value: T): Field<T> {
-  return field(
-    { const: value, description },
-    (v) => (v === value ? v : problem(`must be ${JSON.stringify(value)} when given`)),
+  return field({ const: value, description }, (v) =>
+    v === value ? v : problem(`must be ${JSON.stringify(value)} when given`),
   )
 }
 

@@ -17,18 +17,7 @@
  * older proxy keeps working while control is upgraded first), all but prototype names.
  */
 
-import {
-  type Infer,
-  int,
-  isRouteName,
-  list,
-  literal,
-  nullable,
-  num,
-  obj,
-  record,
-  str,
-} from './schema-kit.ts'
+import { type Infer, int, isRouteName, list, literal, nullable, num, obj, record, str } from './schema-kit.ts'
 
 const MAX = Number.MAX_SAFE_INTEGER
 

@@ -194,7 +194,11 @@ function fail(code: 'invalid_body' | 'invalid_plan', issues: Issue[]): never {
   throw new ApiError(code, text)
 }
 
-function parse<T>(field: Field<T>, value: unknown, code: 'invalid_body' | 'invalid_plan' = 'invalid_body'): T {
+function parse<T>(
+  field: Field<T>,
+  value: unknown,
+  code: 'invalid_body' | 'invalid_plan' = 'invalid_body',
+): T {
   // An empty body stands for {} on the calls that need nothing; a required field still reports itself.
   const checked = check(field, value ?? {})
   if (!checked.ok) fail(code, checked.issues)
