@@ -5,7 +5,7 @@
 import { readFile } from 'node:fs/promises'
 import { parseDocument } from 'yaml'
 import { configField } from './schema.ts'
-import { type Issue, isRouteName } from './schema-kit.ts'
+import { deepFreeze, type Issue, isRouteName } from './schema-kit.ts'
 import type { ProxyConfig } from './types.ts'
 
 export type { Issue }
@@ -200,12 +200,4 @@ function crossCheck(config: ProxyConfig, issues: Issue[]): void {
       issues.push({ path: `${at}.sticky.header`, message: 'must be a valid header name such as x-user-id' })
     }
   })
-}
-
-function deepFreeze<T>(value: T): T {
-  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
-    for (const v of Object.values(value)) deepFreeze(v)
-    Object.freeze(value)
-  }
-  return value
 }

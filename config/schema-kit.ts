@@ -12,11 +12,33 @@ export interface Issue {
 export interface Field<T> {
   readonly json: Record<string, unknown>
   readonly fallback?: T
+  /** Set when a parsed object always has this field (a fallback, an empty list, null): see `Always`. */
+  readonly always?: boolean
+  /** Set when null is a value of the field (`nullable`), not "absent". */
+  readonly nullable?: boolean
   parse(value: unknown, path: string, issues: Issue[]): T | undefined
 }
 
+/** A field that is never absent from its parsed object: its key is not optional in `Infer`. */
+export type Always<T> = Field<T> & { readonly always: true }
+
+/** The type a field parses to: `export type Upstream = Infer<typeof upstream>`. */
+export type Infer<F> = F extends Field<infer T> ? T : never
+
+/** `Always` when a fallback is given (its type is not undefined), else a field that may be absent. */
+type Given<T, D> = undefined extends D ? Field<T> : Always<T>
+
 type Shape = Record<string, Field<unknown>>
-type Out<S extends Shape> = { [K in keyof S]: S[K] extends Field<infer T> ? T : never }
+type Flat<T> = { [K in keyof T]: T[K] } & {}
+type Present<S extends Shape, R> = {
+  [K in keyof S]: K extends R ? K : S[K] extends { readonly always: true } ? K : never
+}[keyof S]
+/** An object's parsed type: required keys and `Always` fields are present, the rest optional. */
+type Out<S extends Shape, R> = Flat<
+  { readonly [K in Present<S, R>]: Infer<S[K]> } & {
+    readonly [K in Exclude<keyof S, Present<S, R>>]?: Infer<S[K]>
+  }
+>
 
 function describe(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value)
@@ -24,13 +46,19 @@ function describe(value: unknown): string {
   return Array.isArray(value) ? 'a list' : 'an object'
 }
 
-function field<T>(json: Record<string, unknown>, check: (v: unknown) => T | string, fallback?: T): Field<T> {
-  return {
+/** A field given as `F` (Field or Always, as its fallback says); the cast is the kit's alone. */
+function field<F extends Field<unknown>>(
+  json: Record<string, unknown>,
+  check: (v: unknown) => unknown,
+  fallback?: unknown,
+): F {
+  const f: Field<unknown> = {
     json:
       fallback === undefined
         ? json
         : { ...json, default: json.format === 'duration' ? formatDuration(fallback as number) : fallback },
     fallback,
+    always: fallback !== undefined,
     parse(value, path, issues) {
       if (value === undefined || value === null) return fallback
       const result = check(value)
@@ -38,19 +66,20 @@ function field<T>(json: Record<string, unknown>, check: (v: unknown) => T | stri
         issues.push({ path, message: `${result.slice(PROBLEM.length)} (got ${describe(value)})` })
         return undefined
       }
-      return result as T
+      return result
     },
   }
+  return f as F
 }
 
 const PROBLEM = '\u0000'
 const isProblem = (s: string): boolean => s.startsWith(PROBLEM)
 const problem = (message: string): string => PROBLEM + message
 
-export function str(
+export function str<O extends { minLength?: number; fallback?: string }>(
   description: string,
-  opts: { minLength?: number; fallback?: string } = {},
-): Field<string> {
+  opts: O = {} as O,
+): Given<string, O['fallback']> {
   const min = opts.minLength ?? 1
   return field(
     { type: 'string', minLength: min, description },
@@ -62,7 +91,10 @@ export function str(
   )
 }
 
-export function bool(description: string, fallback?: boolean): Field<boolean> {
+export function bool<D extends boolean | undefined = undefined>(
+  description: string,
+  fallback?: D,
+): Given<boolean, D> {
   return field(
     { type: 'boolean', description },
     (v) => (typeof v === 'boolean' ? v : problem('must be true or false')),
@@ -70,7 +102,12 @@ export function bool(description: string, fallback?: boolean): Field<boolean> {
   )
 }
 
-export function int(description: string, min: number, max: number, fallback?: number): Field<number> {
+export function int<D extends number | undefined = undefined>(
+  description: string,
+  min: number,
+  max: number,
+  fallback?: D,
+): Given<number, D> {
   return field(
     { type: 'integer', minimum: min, maximum: max, description },
     (v) =>
@@ -81,28 +118,46 @@ export function int(description: string, min: number, max: number, fallback?: nu
   )
 }
 
-export function num(description: string, min: number, max: number, fallback?: number): Field<number> {
+/** A number from `min` to `max`; with both infinite, any number (JSON has no NaN or Infinity). */
+export function num<D extends number | undefined = undefined>(
+  description: string,
+  min: number,
+  max: number,
+  fallback?: D,
+): Given<number, D> {
+  const open = min === -Infinity && max === Infinity
   return field(
-    { type: 'number', minimum: min, maximum: max, description },
+    open ? { type: 'number', description } : { type: 'number', minimum: min, maximum: max, description },
     (v) =>
-      typeof v === 'number' && v >= min && v <= max ? v : problem(`must be a number from ${min} to ${max}`),
+      typeof v === 'number' && v >= min && v <= max
+        ? v
+        : problem(open ? 'must be a number' : `must be a number from ${min} to ${max}`),
     fallback,
   )
 }
 
-export function oneOf<T extends string>(description: string, values: readonly T[], fallback?: T): Field<T> {
+export function oneOf<T extends string, D extends T | undefined = undefined>(
+  description: string,
+  values: readonly T[],
+  fallback?: D,
+): Given<T, D> {
   return field(
     { type: 'string', enum: values, description },
     (v) =>
       typeof v === 'string' && (values as readonly string[]).includes(v)
-        ? (v as T)
+        ? v
         : problem(`must be one of ${values.join(', ')}`),
     fallback,
   )
 }
 
 /** A duration such as `500ms`, `5s`, `2m`; parsed to milliseconds. */
-export function duration(description: string, min: number, max: number, fallback?: number): Field<number> {
+export function duration<D extends number | undefined = undefined>(
+  description: string,
+  min: number,
+  max: number,
+  fallback?: D,
+): Given<number, D> {
   return field(
     {
       type: ['string', 'number'],
@@ -143,8 +198,11 @@ export function parseHostPort(v: unknown): HostPort | undefined {
   return { host, port }
 }
 
-export function hostPort(description: string, fallback?: HostPort): Field<HostPort> {
-  const f = field<HostPort>(
+export function hostPort<D extends HostPort | undefined = undefined>(
+  description: string,
+  fallback?: D,
+): Given<HostPort, D> {
+  const f = field<Given<HostPort, D>>(
     { type: 'string', pattern: '^.+:[0-9]{1,5}$', description },
     (v) => parseHostPort(v) ?? problem('must be HOST:PORT, e.g. 127.0.0.1:8080'),
     fallback,
@@ -182,16 +240,18 @@ export function origin(description: string): Field<string> {
   })
 }
 
+/** A list; absent is its fallback (none: empty), so it is always present once parsed. */
 export function list<T>(
   description: string,
   item: Field<T>,
   opts: { minItems?: number; fallback?: T[] } = {},
-): Field<T[]> {
+): Always<readonly T[]> {
   const min = opts.minItems ?? 0
   const json: Record<string, unknown> = { type: 'array', items: item.json, minItems: min, description }
   if (opts.fallback !== undefined) json.default = opts.fallback
   return {
     json,
+    always: true,
     parse(value, path, issues) {
       if (value === undefined || value === null) {
         if (min > 0) issues.push({ path, message: `is required: a list of at least ${min} item(s)` })
@@ -212,17 +272,41 @@ export function list<T>(
   }
 }
 
+interface ObjOptions<R> {
+  readonly required?: readonly R[]
+  /** Absent (or null) is absent, not `{}`: the object's own required keys are then not asked for. */
+  readonly optional?: boolean
+  /**
+   * `ignore`: unknown keys are skipped, for a message a newer peer may add fields to (the wire's
+   * forward compatibility). A prototype name (`__proto__`, `constructor`, `toString`…) is an error even
+   * then: no peer adds one, and as a key it is a trap for code that reads objects carelessly.
+   */
+  readonly unknown?: 'refuse' | 'ignore'
+}
+
 /** An object with known keys: unknown keys are errors (a typo must not pass silently). */
-export function obj<S extends Shape>(
+export function obj<S extends Shape, R extends keyof S & string = never>(
   description: string,
   shape: S,
-  opts: { required?: (keyof S & string)[]; optional?: boolean } = {},
-): Field<Out<S>> {
-  const required = opts.required ?? []
+  opts: ObjOptions<R> & { readonly optional: true },
+): Field<Out<S, R>>
+export function obj<S extends Shape, R extends keyof S & string = never>(
+  description: string,
+  shape: S,
+  opts?: ObjOptions<R> & { readonly optional?: false },
+): Always<Out<S, R>>
+export function obj<S extends Shape, R extends keyof S & string = never>(
+  description: string,
+  shape: S,
+  opts: ObjOptions<R> = {},
+): Field<Out<S, R>> {
+  const required: readonly string[] = opts.required ?? []
+  const ignore = opts.unknown === 'ignore'
   const properties: Record<string, unknown> = {}
   for (const [k, f] of Object.entries(shape)) properties[k] = f.json
   return {
-    json: { type: 'object', description, properties, required, additionalProperties: false },
+    json: { type: 'object', description, properties, required, additionalProperties: ignore },
+    always: !opts.optional,
     parse(value, path, issues) {
       if (value === undefined || value === null) {
         if (opts.optional) return undefined
@@ -234,8 +318,9 @@ export function obj<S extends Shape>(
       }
       const input = value as Record<string, unknown>
       const prefix = path ? `${path}.` : ''
+      // Own keys only (JSON.parse makes `{"__proto__": 1}` an own key, and it is reported here).
       for (const key of Object.keys(input)) {
-        if (!Object.hasOwn(shape, key)) {
+        if (!Object.hasOwn(shape, key) && !(ignore && !(key in Object.prototype))) {
           issues.push({
             path: prefix + key,
             message: `is not a known setting; allowed here: ${Object.keys(shape).join(', ')}`,
@@ -244,16 +329,88 @@ export function obj<S extends Shape>(
       }
       const out: Record<string, unknown> = {}
       for (const [key, f] of Object.entries(shape)) {
-        if (required.includes(key) && (input[key] === undefined || input[key] === null)) {
+        const given = Object.hasOwn(input, key) ? input[key] : undefined
+        if (required.includes(key) && (given === undefined || (given === null && !f.nullable))) {
           issues.push({ path: prefix + key, message: `is required: ${String(f.json.description ?? '')}` })
           continue
         }
-        const parsed = f.parse(input[key], prefix + key, issues)
+        const parsed = f.parse(given, prefix + key, issues)
         if (parsed !== undefined) out[key] = parsed
       }
-      return out as Out<S>
+      return out as Out<S, R>
     },
   }
+}
+
+/** `item` or null: absent is null too, never the item's fallback. */
+export function nullable<T>(item: Field<T>): Always<T | null> {
+  return {
+    json: { description: item.json.description, anyOf: [item.json, { type: 'null' }] },
+    always: true,
+    nullable: true,
+    parse: (value, path, issues) =>
+      value === undefined || value === null ? null : item.parse(value, path, issues),
+  }
+}
+
+/** Exactly `value` (e.g. a flag that is only ever `true`); absent is absent. */
+export function literal<const T extends string | number | boolean>(description: string, value: T): Field<T> {
+  return field({ const: value, description }, (v) =>
+    v === value ? v : problem(`must be ${JSON.stringify(value)} when given`),
+  )
+}
+
+/**
+ * A JSON object of any keys `keyCheck` passes (it gives the problem, or null), each value parsed by
+ * `item`; absent is `{}`. Own keys only, and `__proto__` is refused whatever `keyCheck` says: as a key
+ * of the parsed object it would set its prototype.
+ */
+export function record<T>(
+  description: string,
+  keyCheck: (key: string) => string | null,
+  item: Field<T>,
+): Always<Readonly<Record<string, T>>> {
+  return {
+    json: { type: 'object', description, additionalProperties: item.json },
+    always: true,
+    parse(value, path, issues) {
+      if (value === undefined || value === null) return {}
+      if (typeof value !== 'object' || Array.isArray(value)) {
+        issues.push({ path: path || '(top level)', message: `must be an object (got ${describe(value)})` })
+        return undefined
+      }
+      const prefix = path ? `${path}.` : ''
+      const out: Record<string, T> = {}
+      for (const [k, v] of Object.entries(value)) {
+        const wrong = keyCheck(k) ?? (k === '__proto__' ? 'is not allowed as a key here' : null)
+        if (wrong !== null) {
+          issues.push({ path: prefix + k, message: wrong })
+          continue
+        }
+        const parsed = item.parse(v, prefix + k, issues)
+        if (parsed !== undefined) out[k] = parsed
+      }
+      return out
+    },
+  }
+}
+
+export type Checked<T> = { ok: true; value: T } | { ok: false; issues: Issue[] }
+
+/** `value` checked against `field` in one pass: what it parses to, or every problem with its path. */
+export function check<T>(field: Field<T>, value: unknown, path = ''): Checked<T> {
+  const issues: Issue[] = []
+  const parsed = field.parse(value, path, issues)
+  return issues.length > 0 || parsed === undefined ? { ok: false, issues } : { ok: true, value: parsed }
+}
+
+/** `value` and everything in it frozen: a parsed snapshot is handed on, never patched. */
+export function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    for (const v of Object.values(value)) deepFreeze(v)
+    Object.freeze(value)
+  }
+  return value
 }
 
 const ROUTE_NAME = /^[A-Za-z0-9_-]{1,64}$/
@@ -266,3 +423,11 @@ const ROUTE_NAME = /^[A-Za-z0-9_-]{1,64}$/
 export function isRouteName(name: string): boolean {
   return ROUTE_NAME.test(name) && name !== '__proto__'
 }
+
+/** The key check of a map keyed by route name (`record`'s `keyCheck`): the wire's and the state file's. */
+export const routeKey = (name: string): string | null =>
+  name === '__proto__'
+    ? 'is the prototype key, never a route name; remove it'
+    : isRouteName(name)
+      ? null
+      : 'is not a route name (1-64 letters, digits, - and _)'

@@ -1,10 +1,12 @@
 /**
- * Request bodies of the control API and the wire protocol, described once with config/schema-kit.ts:
- * one pass reports every problem with its field path, and an unknown field is an error.
+ * Request bodies of the control API, described once with config/schema-kit.ts: one pass reports every
+ * problem with its field path, and an unknown field is an error. The wire protocol's bodies are
+ * described in config/wire.ts (the proxy checks control's answers with the same schemas).
  */
 
 import {
   bool,
+  check,
   duration,
   type Field,
   type Issue,
@@ -16,14 +18,13 @@ import {
   oneOf,
   str,
 } from '../config/schema-kit.ts'
-import type {
-  AckRequest,
-  AnnouncedRoute,
-  FuseReport,
-  RegisterRequest,
-  ReportRequest,
-  RouteReport,
-  VersionReport,
+import {
+  type AckRequest,
+  ackRequest,
+  type RegisterRequest,
+  type ReportRequest,
+  registerRequest,
+  reportRequest,
 } from '../config/wire.ts'
 import { type AnalysisSettings, DEFAULT_ANALYSIS } from '../proxy/analysis/judge.ts'
 import { ApiError } from './errors.ts'
@@ -196,15 +197,14 @@ function fail(code: 'invalid_body' | 'invalid_plan', issues: Issue[]): never {
 }
 
 function parse<T>(
-  field: Field<unknown>,
+  field: Field<T>,
   value: unknown,
   code: 'invalid_body' | 'invalid_plan' = 'invalid_body',
 ): T {
-  const issues: Issue[] = []
   // An empty body stands for {} on the calls that need nothing; a required field still reports itself.
-  const parsed = field.parse(value ?? {}, '', issues)
-  if (issues.length > 0 || parsed === undefined) fail(code, issues)
-  return parsed as T
+  const checked = check(field, value ?? {})
+  if (!checked.ok) fail(code, checked.issues)
+  return checked.value
 }
 
 export const parseWeights = (v: unknown): WeightsInput => parse(weightsBody, v)
@@ -331,119 +331,9 @@ export function checkSmoke(raw: unknown, issues: Issue[], path: string): void {
     issues.push({ path: `${path}.url`, message: `must be http:// or https:// (got ${JSON.stringify(url)})` })
 }
 
-const upstreamInfo = obj(
-  'An announced upstream',
-  { url: str('Origin of the upstream'), release: str('Release id', { fallback: 'unknown' }) },
-  { required: ['url'], optional: true },
-)
-
-const registerBody = obj(
-  'RegisterRequest (config/wire.ts)',
-  {
-    id: str('Proxy id, stable for the life of the proxy process'),
-    routes: list(
-      'Routes the proxy serves',
-      obj(
-        'AnnouncedRoute',
-        {
-          name: str('Route name'),
-          stable: upstreamInfo,
-          canary: upstreamInfo,
-          shadow: upstreamInfo,
-          canaryWeight: int('Canary weight in the proxy’s own config', 0, 100, 0),
-          changedFrom: obj(
-            'The stable and canary this proxy announced before a reload changed them',
-            { stable: upstreamInfo, canary: upstreamInfo },
-            { required: ['stable'], optional: true },
-          ),
-        },
-        { required: ['name', 'stable'] },
-      ),
-    ),
-    appliedRevision: int('Revision the proxy last applied, or 0', 0, Number.MAX_SAFE_INTEGER, 0),
-  },
-  { required: ['id'] },
-)
-
-const ackBody = obj(
-  'AckRequest (config/wire.ts)',
-  {
-    revision: int('Revision applied (or refused)', 0, Number.MAX_SAFE_INTEGER),
-    error: str('Why the proxy refused the revision; null when applied', { minLength: 0 }),
-  },
-  { required: ['revision'] },
-)
-
-const versionReport = obj(
-  'VersionReport',
-  {
-    requests: int('Requests', 0, Number.MAX_SAFE_INTEGER, 0),
-    errors: int('Errors', 0, Number.MAX_SAFE_INTEGER, 0),
-    failed: int('Failed business outcomes', 0, Number.MAX_SAFE_INTEGER, 0),
-    harmed: int('Canary failures users saw', 0, Number.MAX_SAFE_INTEGER, 0),
-    saved: int('Canary failures the fallback rescued', 0, Number.MAX_SAFE_INTEGER, 0),
-    latency: list('Latency bucket counts', int('Count', 0, Number.MAX_SAFE_INTEGER)),
-  },
-  { optional: true },
-)
-
-const fuseReport = obj(
-  'FuseReport',
-  {
-    reason: str('What tripped the fuse'),
-    version: int('Route version when it tripped', 0, Number.MAX_SAFE_INTEGER, 0),
-    at: int('Epoch ms', 0, Number.MAX_SAFE_INTEGER, 0),
-    release: str('The canary release it tripped on'),
-    upstream: str('The canary upstream it tripped on'),
-  },
-  { required: ['reason'], optional: true },
-)
-
-/** A JSON object keyed by route name; each value parsed by `item`. */
-export function record<T>(description: string, item: Field<T>): Field<Record<string, T>> {
-  return {
-    json: { type: 'object', description, additionalProperties: item.json },
-    parse(value, path, issues) {
-      if (value === undefined || value === null) return {}
-      if (typeof value !== 'object' || Array.isArray(value)) {
-        issues.push({ path, message: 'must be an object keyed by route name' })
-        return undefined
-      }
-      const out: Record<string, T> = {}
-      for (const [k, v] of Object.entries(value)) {
-        if (!isRouteName(k)) {
-          issues.push({
-            path: `${path}.${k}`,
-            message:
-              k === '__proto__'
-                ? 'is the prototype key, never a route name; remove it'
-                : 'is not a route name (letters, digits, - and _)',
-          })
-          continue
-        }
-        const parsed = item.parse(v, `${path}.${k}`, issues)
-        if (parsed !== undefined) out[k] = parsed
-      }
-      return out
-    },
-  }
-}
-
-const reportBody = obj(
-  'ReportRequest (config/wire.ts)',
-  {
-    revision: int('Revision the proxy runs', 0, Number.MAX_SAFE_INTEGER, 0),
-    intervalMs: int('Report interval in ms', 0, 3_600_000, 1000),
-    routes: record(
-      'Per route: stable and canary outcomes',
-      obj('Route report', { stable: versionReport, canary: versionReport, fuse: fuseReport }),
-    ),
-  },
-  { required: ['revision'] },
-)
-
 export function parseRegister(v: unknown): RegisterRequest {
-  const req = parse<{ id: string; routes: AnnouncedRoute[]; appliedRevision: number }>(registerBody, v)
+  const req = parse(registerRequest, v)
+  // What the schema cannot say: the id fits a URL path segment, route names are names and not repeated.
   const issues: Issue[] = []
   if (req.id.length > 256 || /[\s/]/.test(req.id))
     issues.push({ path: 'id', message: 'must be at most 256 characters without spaces or /' })
@@ -455,35 +345,8 @@ export function parseRegister(v: unknown): RegisterRequest {
     seen.add(r.name)
   })
   if (issues.length > 0) fail('invalid_body', issues)
-  return {
-    id: req.id,
-    appliedRevision: req.appliedRevision,
-    routes: req.routes.map((r) => {
-      const { changedFrom, ...route } = r
-      const out = { ...route, canary: r.canary ?? null, shadow: r.shadow ?? null }
-      return changedFrom === undefined
-        ? out
-        : { ...out, changedFrom: { stable: changedFrom.stable, canary: changedFrom.canary ?? null } }
-    }),
-  }
+  return req
 }
 
-export function parseAck(v: unknown): AckRequest {
-  const a = parse<{ revision: number; error?: string }>(ackBody, v)
-  return { revision: a.revision, error: a.error ?? null }
-}
-
-export function parseReport(v: unknown): ReportRequest {
-  const r = parse<{
-    revision: number
-    intervalMs: number
-    routes: Record<string, { stable?: VersionReport; canary?: VersionReport; fuse?: FuseReport }>
-  }>(reportBody, v)
-  const routes: Record<string, RouteReport> = {}
-  for (const [name, rep] of Object.entries(r.routes)) {
-    const stable = rep.stable ?? { requests: 0, errors: 0, latency: [] }
-    const canary = rep.canary ?? null
-    routes[name] = rep.fuse === undefined ? { stable, canary } : { stable, canary, fuse: rep.fuse }
-  }
-  return { revision: r.revision, intervalMs: r.intervalMs, routes }
-}
+export const parseAck = (v: unknown): AckRequest => parse(ackRequest, v)
+export const parseReport = (v: unknown): ReportRequest => parse(reportRequest, v)

@@ -9,7 +9,9 @@
  * here, or the other way round, does not compile.
  */
 import {
+  type Always,
   bool,
+  check,
   type Field,
   type Issue,
   int,
@@ -18,6 +20,8 @@ import {
   num,
   obj,
   oneOf,
+  record,
+  routeKey,
   str,
 } from '../config/schema-kit.ts'
 import type { ReleasePair, Upstream } from '../config/wire.ts'
@@ -33,7 +37,6 @@ import {
   latencyFields,
   MAX_PAUSE_MS,
   MAX_SMOKE_TIMEOUT_MS,
-  record,
   shadowPercent,
   smokeFields,
   stepWeight,
@@ -56,8 +59,10 @@ function fields<T>() {
  * `f`, or null. Absent: null when `absent` is 'null' (a field added within format 1, so a file written
  * before it reads as "none"), else a problem.
  */
-function orNull<T>(f: Field<T>, absent: 'null' | 'required' = 'required'): Field<T | null> {
+function orNull<T>(f: Field<T>, absent: 'null' | 'required' = 'required'): Always<T | null> {
   return {
+    always: true,
+    nullable: true,
     json: { anyOf: [f.json, { type: 'null' }], description: f.json.description },
     parse(value, path, issues) {
       if (value === null) return null
@@ -72,8 +77,8 @@ function orNull<T>(f: Field<T>, absent: 'null' | 'required' = 'required'): Field
 }
 
 /** Any JSON value: what an audit entry says a change was from and to is for people, not for control. */
-function anything(description: string): Field<unknown> {
-  return { json: { description }, parse: (value) => value }
+function anything(description: string): Always<unknown> {
+  return { json: { description }, always: true, parse: (value) => value }
 }
 
 /** `f`, then `check` on what it gave when that had no problem: what a field alone cannot say. */
@@ -242,7 +247,7 @@ const state: Field<ControlState> = refine(
     fields<ControlState>()({
       formatVersion: int('State format', 1, 1) as Field<1>,
       revision: count('Global revision'),
-      routes: record('Every route, by name', routeRecord),
+      routes: record('Every route, by name', routeKey, routeRecord),
     }),
     { required: ['formatVersion', 'revision', 'routes'] },
   ),
@@ -293,15 +298,13 @@ const auditLine: Field<AuditEntry & { record?: RouteRecord | null }> = obj(
 )
 
 /** The problems of a value by `field`, each as `PATH: MESSAGE`; the value as parsed when there are none. */
-function check<T>(field: Field<T>, value: unknown, path = ''): { value: T } | { problems: string[] } {
-  const issues: Issue[] = []
-  const out = field.parse(value, path, issues)
-  if (issues.length > 0 || out === undefined)
-    return { problems: issues.map((i) => `${i.path || '(top level)'}: ${i.message}`) }
-  return { value: out }
+function problemsOf<T>(field: Field<T>, value: unknown, path = ''): { value: T } | { problems: string[] } {
+  const checked = check(field, value, path)
+  if (checked.ok) return { value: checked.value }
+  return { problems: checked.issues.map((i) => `${i.path || '(top level)'}: ${i.message}`) }
 }
 
-export const checkState = (v: unknown) => check(state, v)
-export const checkAuditLine = (v: unknown) => check(auditLine, v)
+export const checkState = (v: unknown) => problemsOf(state, v)
+export const checkAuditLine = (v: unknown) => problemsOf(auditLine, v)
 /** A route record of an audit line (its path starts `record`). */
-export const checkRecord = (v: unknown) => check(routeRecord, v, 'record')
+export const checkRecord = (v: unknown) => problemsOf(routeRecord, v, 'record')

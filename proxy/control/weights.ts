@@ -8,13 +8,15 @@
  * file serves another (a new release not yet taken in by control, or an old config), the route is
  * served as the file says, so an old weight never reaches a new release, not for one request.
  */
-import type { Issue } from '../../config/load.ts'
+import { formatIssue, type Issue } from '../../config/load.ts'
+import { check, deepFreeze } from '../../config/schema-kit.ts'
 import type { ProxyConfig, RouteConfig, UpstreamConfig } from '../../config/types.ts'
 import {
   type AnnouncedRoute,
+  type RegisterResponse,
   type ReleasePair,
   type RouteWeights,
-  type RouteWeightsDraft,
+  registerResponse,
   samePair,
   type Upstream,
 } from '../../config/wire.ts'
@@ -22,10 +24,7 @@ import {
 export type ControlWeights = Readonly<Record<string, RouteWeights>>
 
 /** A revision of control's weights: a RegisterResponse, a WatchResponse, or the last-known-good file. */
-export interface Revision {
-  readonly revision: number
-  readonly routes: ControlWeights
-}
+export type Revision = RegisterResponse
 
 const side = (u: Pick<UpstreamConfig, 'url' | 'release'>): Upstream => ({ url: u.url, release: u.release })
 
@@ -74,45 +73,14 @@ export function otherReleases(config: ProxyConfig, weights: ControlWeights | nul
     .map((rc) => rc.name)
 }
 
-const isObject = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v)
-const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0
-
 /**
- * The shape of a revision, or what is wrong with it. Weight ranges are not checked here: a weight this
+ * A revision as control sent it (or the last-known-good file holds it), checked with the wire's schema
+ * and frozen; else every problem, with its path. Weight ranges are not checked here: a weight this
  * proxy cannot apply is refused by `withWeights` (and NACKed with the reason), not taken for noise.
  */
 export function parseRevision(raw: unknown): Revision | string {
-  if (!isObject(raw)) return 'is not a JSON object'
-  if (!isCount(raw.revision))
-    return `revision must be a whole number >= 0 (got ${JSON.stringify(raw.revision)})`
-  if (!isObject(raw.routes)) return 'routes must be an object of route name to {version, canary}'
-  const routes: Record<string, RouteWeights> = {}
-  for (const [name, w] of Object.entries(raw.routes)) {
-    if (!isObject(w) || typeof w.canary !== 'number' || typeof w.version !== 'number')
-      return `routes.${name} must be {version, pair, canary} with numbers`
-    const pair = pairOf(w.pair)
-    if (pair === null)
-      return `routes.${name}.pair must be {stable: {url, release}, canary: {url, release} | null} (a control older than this proxy sends none; upgrade control first)`
-    if (w.shadow !== undefined && typeof w.shadow !== 'number')
-      return `routes.${name}.shadow must be a number when given (got ${JSON.stringify(w.shadow)})`
-    if (w.canaryFromShadow !== undefined && w.canaryFromShadow !== true)
-      return `routes.${name}.canaryFromShadow must be true when given (got ${JSON.stringify(w.canaryFromShadow)})`
-    const weights: RouteWeightsDraft = { version: w.version, pair, canary: w.canary }
-    if (w.shadow !== undefined) weights.shadow = w.shadow
-    if (w.canaryFromShadow === true) weights.canaryFromShadow = true
-    routes[name] = Object.freeze(weights)
-  }
-  return Object.freeze({ revision: raw.revision, routes: Object.freeze(routes) })
-}
-
-const isUpstream = (v: unknown): v is Upstream =>
-  isObject(v) && typeof v.url === 'string' && typeof v.release === 'string'
-
-function pairOf(v: unknown): ReleasePair | null {
-  if (!isObject(v) || !isUpstream(v.stable) || !(v.canary === null || isUpstream(v.canary))) return null
-  const canary = v.canary === null ? null : Object.freeze(side(v.canary))
-  return Object.freeze({ stable: Object.freeze(side(v.stable)), canary })
+  const checked = check(registerResponse, raw)
+  return checked.ok ? deepFreeze(checked.value) : checked.issues.map(formatIssue).join('; ')
 }
 
 export type Weighted = { ok: true; config: ProxyConfig } | { ok: false; issues: Issue[] }

@@ -250,6 +250,7 @@ export function announced(name: string, canaryWeight = 0, canary = true): Announ
     name,
     stable: { url: 'http://127.0.0.1:3001', release: 'v1' },
     canary: canary ? { url: 'http://127.0.0.1:3002', release: 'v2' } : null,
+    shadow: null,
     canaryWeight,
   }
 }

@@ -1,7 +1,8 @@
 /**
  * A small real control server for the proxy link's tests: node:http on 127.0.0.1, speaking
- * config/wire.ts (register, long-poll watch, ack, report) and recording what it gets. `setWeights` makes
- * a new revision and answers the watches waiting for one. `stop()` drops every connection as a crashed
+ * config/wire.ts (register, long-poll watch, ack, report), checking what it gets with the wire's schemas
+ * (a 400 as control's) and recording it. `setWeights` makes a new revision and answers the watches
+ * waiting for one; `answerRaw` makes one control's schema would never let out. `stop()` drops every connection as a crashed
  * control would; `start()` comes back on the same port having forgotten its proxies (its routes and
  * revision persist, as a real control's durable state does), so a proxy's next watch is a 404.
  */
@@ -9,13 +10,18 @@ import { EventEmitter } from 'node:events'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import { performance } from 'node:perf_hooks'
+import { formatIssue } from '../../config/load.ts'
+import { check, type Field } from '../../config/schema-kit.ts'
 import {
   type AckRequest,
+  ackRequest,
   type RegisterRequest,
   type RegisterResponse,
   type ReleasePair,
   type ReportRequest,
   type RouteWeights,
+  registerRequest,
+  reportRequest,
   samePair,
 } from '../../config/wire.ts'
 
@@ -59,6 +65,8 @@ export class FakeControl {
   readonly #sockets = new Set<Socket>()
   readonly #events = new EventEmitter()
   #server: Server | null = null
+  /** While set, the JSON text of the routes of every register and watch answer (see answerRaw). */
+  #rawRoutes: string | null = null
 
   constructor(token: string, holdMs: number) {
     this.token = token
@@ -77,10 +85,22 @@ export class FakeControl {
   /** A new revision with these canary weights; wakes every watch. Returns the revision. */
   setWeights(weights: Record<string, number>): number {
     this.revision++
+    this.#rawRoutes = null
     for (const [name, canary] of Object.entries(weights)) {
       const pair = this.routes[name]?.pair ?? this.#pairs.get(name) ?? NO_PAIR
       this.routes[name] = { version: (this.routes[name]?.version ?? 0) + 1, pair, canary }
     }
+    for (const w of this.#watchers) if (this.revision > w.revision) this.#answer(w)
+    return this.revision
+  }
+
+  /**
+   * A new revision whose register and watch answers carry `routes`, JSON text sent as it is (a key
+   * `__proto__` stays a key), until the next setWeights; wakes every watch. Returns the revision.
+   */
+  answerRaw(routes: string): number {
+    this.revision++
+    this.#rawRoutes = routes
     for (const w of this.#watchers) if (this.revision > w.revision) this.#answer(w)
     return this.revision
   }
@@ -142,14 +162,17 @@ export class FakeControl {
     return kind === 'register' ? this.registers : kind === 'ack' ? this.acks : this.reports
   }
 
-  #snapshot(): RegisterResponse {
-    return { revision: this.revision, routes: structuredClone(this.routes) }
+  #snapshot(res: ServerResponse): void {
+    if (this.#rawRoutes !== null)
+      return send(res, 200, null, `{"revision":${this.revision},"routes":${this.#rawRoutes}}`)
+    const answer: RegisterResponse = { revision: this.revision, routes: this.routes }
+    send(res, 200, answer)
   }
 
   #answer(w: Watcher): void {
     clearTimeout(w.timer)
     this.#watchers.delete(w)
-    send(w.res, 200, this.#snapshot())
+    this.#snapshot(w.res)
   }
 
   #record<T extends Kind>(kind: T, id: string, body: KindBody[T]): void {
@@ -166,9 +189,17 @@ export class FakeControl {
     if (req.headers.authorization !== `Bearer ${this.token}`)
       return send(res, 401, { error: 'unauthorized', message: 'bad token' })
     const url = new URL(req.url ?? '/', 'http://control')
-    const body = chunks.length > 0 ? JSON.parse(Buffer.concat(chunks).toString()) : null
+    const raw: unknown = chunks.length > 0 ? JSON.parse(Buffer.concat(chunks).toString()) : null
+    /** The body checked as control checks it; null (and a 400 sent) when it does not pass. */
+    const body = <T>(field: Field<T>): T | null => {
+      const checked = check(field, raw ?? {})
+      if (checked.ok) return checked.value
+      send(res, 400, { error: 'invalid_body', message: checked.issues.map(formatIssue).join('; ') })
+      return null
+    }
     if (req.method === 'POST' && url.pathname === '/v1/proxies/register') {
-      const reg = body as RegisterRequest
+      const reg = body(registerRequest)
+      if (reg === null) return
       this.#proxies.add(reg.id)
       this.#record('register', reg.id, reg)
       let adopted = false
@@ -188,7 +219,7 @@ export class FakeControl {
         }
       }
       if (adopted) this.revision++
-      return send(res, 200, this.#snapshot())
+      return this.#snapshot(res)
     }
     const m = /^\/v1\/proxies\/([^/]+)\/(watch|ack|report)$/.exec(url.pathname)
     if (m === null) return send(res, 404, { error: 'not_found', message: url.pathname })
@@ -197,7 +228,7 @@ export class FakeControl {
     if (m[2] === 'watch' && req.method === 'GET') {
       this.watches++
       const revision = Number(url.searchParams.get('revision'))
-      if (this.revision > revision) return send(res, 200, this.#snapshot())
+      if (this.revision > revision) return this.#snapshot(res)
       const w: Watcher = {
         revision,
         res,
@@ -213,9 +244,17 @@ export class FakeControl {
       })
       return
     }
-    if (m[2] === 'ack' && req.method === 'POST') this.#record('ack', id, body as AckRequest)
-    else if (m[2] === 'report' && req.method === 'POST') this.#record('report', id, body as ReportRequest)
-    else return send(res, 405, { error: 'method_not_allowed', message: req.method })
+    if (req.method !== 'POST' || m[2] === 'watch')
+      return send(res, 405, { error: 'method_not_allowed', message: req.method })
+    if (m[2] === 'ack') {
+      const ack = body(ackRequest)
+      if (ack === null) return
+      this.#record('ack', id, ack)
+    } else {
+      const report = body(reportRequest)
+      if (report === null) return
+      this.#record('report', id, report)
+    }
     send(res, 204, null)
   }
 }
@@ -226,13 +265,14 @@ interface KindBody {
   report: ReportRequest
 }
 
-function send(res: ServerResponse, status: number, body: unknown): void {
+/** `body` as JSON, or `text` as it is when given; a null body and no text: no body. */
+function send(res: ServerResponse, status: number, body: unknown, text?: string): void {
   if (res.writableEnded || res.destroyed) return
-  if (body === null) {
+  if (body === null && text === undefined) {
     res.writeHead(status).end()
     return
   }
-  const text = JSON.stringify(body)
+  text ??= JSON.stringify(body)
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
   res.end(text)
 }

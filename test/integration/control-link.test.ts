@@ -1,9 +1,10 @@
 /**
  * `veer proxy --control`: real proxy processes against a small real control (test/helpers/fake-control.ts).
  * The proxy registers its routes, follows weight changes within a second and acks them (NACKs what it
- * cannot apply), reports per-version outcomes every second, serves on its last weights through a control
- * outage and converges after it, comes up on its last-known weights when restarted while control is
- * down, keeps control's weights over a reloaded file, and still drains cleanly on SIGTERM.
+ * cannot apply; what the wire schema refuses is not read, nor acked), reports per-version outcomes
+ * every second, serves on its last weights through a control outage and converges after it, comes up
+ * on its last-known weights when restarted while control is down, keeps control's weights over a
+ * reloaded file, and still drains cleanly on SIGTERM.
  */
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -206,6 +207,36 @@ describe('veer proxy --control', () => {
     expect((await control.waitFor('ack', (a) => a.body.revision === good)).body.error).toBeNull()
     expect(await canaryWeight(v)).toBe(45)
     expect(control.acks.filter((a) => a.body.revision === bad)).toHaveLength(1)
+  })
+
+  it('refuses unread, and does not ack, a revision the wire schema refuses; reads and NACKs a weight of 150', async () => {
+    control = await startFakeControl(TOKEN)
+    const { stable, canary } = await twoVersions()
+    const v = await linked(writeConfig(config(stable, canary)))
+    const { revision } = (await applied(control.setWeights({ api: 30 }))).body
+    // A route map with a key __proto__ (JSON.parse makes it an own key): refused by the shared schema,
+    // as the proxy refuses any revision it cannot read: not applied, not acked, logged, retried.
+    const api = JSON.stringify({ ...control.routes.api!, canary: 80 })
+    const bad = control.answerRaw(`{"api":${api},"__proto__":${api}}`)
+    const warned = await v.waitForLog((l) => String(l.error).includes('__proto__'))
+    expect(warned).toMatchObject({
+      msg: 'control unreachable; serving on the last weights, retrying',
+      error:
+        'control sent a revision this proxy cannot read: routes.__proto__ is the prototype key, never a route name; remove it',
+    })
+    expect(await canaryWeight(v)).toBe(30)
+    expect((await view(v)).control).toMatchObject({ connected: false, revision })
+    // A weight out of range is read, then refused whole and NACKed with the reason.
+    const high = control.setWeights({ api: 150 })
+    const nack = await control.waitFor('ack', (a) => a.body.revision === high)
+    expect(nack.body.error).toMatch(
+      /control sent 150 for route "api"; a weight is a whole number from 0 to 100/,
+    )
+    expect(await canaryWeight(v)).toBe(30)
+    expect(control.acks.filter((a) => a.body.revision === bad)).toEqual([])
+    const good = control.setWeights({ api: 40 })
+    expect((await control.waitFor('ack', (a) => a.body.revision === good)).body.error).toBeNull()
+    expect(await canaryWeight(v)).toBe(40)
   })
 
   it('reports every 250 ms slot with the outcome counts of the traffic it served', async () => {

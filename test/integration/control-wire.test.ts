@@ -4,7 +4,15 @@
  * a silent proxy stops holding it up. Also measures the delay from an API write to a watch seeing it.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { announced, type ControlProcess, FakeProxy, pairOf, startControl, until } from '../helpers/control.ts'
+import {
+  announced,
+  type ControlProcess,
+  FakeProxy,
+  pairOf,
+  startControl,
+  TOKENS,
+  until,
+} from '../helpers/control.ts'
 
 let control: ControlProcess
 const timers: NodeJS.Timeout[] = []
@@ -79,6 +87,36 @@ describe('register', () => {
       routes: ['reg'],
       live: true,
     })
+  })
+
+  it('refuses a prototype name in a wire body with a 400 naming it, and registers nothing', async () => {
+    const send = (path: string, raw: string) =>
+      control.api('POST', path, {
+        token: TOKENS.proxy,
+        raw,
+        headers: { 'content-type': 'application/json' },
+      })
+    const reg = await send('/v1/proxies/register', '{"id":"proto-1","routes":[],"__proto__":{"admin":true}}')
+    expect(reg.status).toBe(400)
+    expect(reg.json).toEqual({
+      error: 'invalid_body',
+      message: '__proto__ is not a known setting; allowed here: id, routes, appliedRevision',
+    })
+    const route = '{"name":"proto","stable":{"url":"http://127.0.0.1:1","constructor":1}}'
+    const nested = await send('/v1/proxies/register', `{"id":"proto-1","routes":[${route}]}`)
+    expect(nested.json.message).toBe(
+      'routes[0].stable.constructor is not a known setting; allowed here: url, release',
+    )
+    const proxies = (await control.api('GET', '/v1/proxies')).json.proxies
+    expect(proxies.map((p: { id: string }) => p.id)).not.toContain('proto-1')
+    // A registered proxy's report with a route map key __proto__.
+    const p = new FakeProxy(control, 'proto-2', [announced('proto', 0)])
+    await p.register()
+    const report = await send('/v1/proxies/proto-2/report', '{"revision":1,"routes":{"__proto__":{}}}')
+    expect(report.status).toBe(400)
+    expect(report.json.message).toBe(
+      'routes.__proto__ is the prototype key, never a route name; remove it',
+    )
   })
 })
 

@@ -42,7 +42,9 @@ async function engineWith(judge: Judge) {
     {
       id: 'p',
       appliedRevision: 0,
-      routes: [{ name: 'shop', stable, canary: { url: 'http://c', release: 'v2' }, canaryWeight: 0 }],
+      routes: [
+        { name: 'shop', stable, canary: { url: 'http://c', release: 'v2' }, shadow: null, canaryWeight: 0 },
+      ],
     },
     { name: 'edge', role: 'proxy' },
   )

@@ -138,13 +138,14 @@ describe('control weights over the file config', () => {
       revision: 3,
       routes: { api: { version: 2, pair: P, canary: 5 } },
     })
-    expect(parseRevision(null)).toMatch(/not a JSON object/)
+    expect(parseRevision('x')).toMatch(/^\(top level\) must be an object \(got "x"\)$/)
+    expect(parseRevision(null)).toMatch(/^revision is required/)
     expect(parseRevision({ revision: -1, routes: {} })).toMatch(/revision/)
     expect(parseRevision({ revision: 1 })).toMatch(/routes/)
     expect(parseRevision({ revision: 1, routes: { api: { canary: '5' } } })).toMatch(/routes\.api/)
     // Weights without the release pair they are for (an older control) are not applied to any release.
     expect(parseRevision({ revision: 1, routes: { api: { version: 1, canary: 5 } } })).toMatch(
-      /routes\.api\.pair must be .*upgrade control/,
+      /routes\.api\.pair is required: .*upgrade control first/,
     )
     expect(
       parseRevision({

@@ -60,6 +60,7 @@ async function bed() {
           name: 'shop',
           stable: { url: 'http://s', release: 'v1' },
           canary: { url: 'http://c', release: 'v2' },
+          shadow: null,
           canaryWeight: 0,
         },
       ],

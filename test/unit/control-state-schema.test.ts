@@ -199,7 +199,7 @@ describe('the stored state', () => {
       (s) => (s.routes.shop.rollout.phase = 'done'),
       'routes.shop.rollout.phase: must be one of progressing, paused, completed, aborted (got "done")',
     ],
-    ['routes as a list', (s) => (s.routes = []), 'routes: must be an object keyed by route name'],
+    ['routes as a list', (s) => (s.routes = []), 'routes: must be an object (got a list)'],
   ]
   it.each(CORRUPTIONS)('%s is refused, naming the field path', (_, edit, problem) => {
     expect(problems(written(rolling, edit))).toEqual([problem])

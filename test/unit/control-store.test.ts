@@ -173,7 +173,7 @@ describe('store', () => {
       const d = dir()
       writeFileSync(join(d, 'state.json'), JSON.stringify({ formatVersion: 1, revision: 0, routes: [] }))
       await expect(Store.open(d, logger().log)).rejects.toThrow(
-        /state\.json: routes: must be an object keyed by route name\n/,
+        /state\.json: routes: must be an object \(got a list\)\n/,
       )
     })
 
