@@ -114,9 +114,7 @@ describe('register', () => {
     await p.register()
     const report = await send('/v1/proxies/proto-2/report', '{"revision":1,"routes":{"__proto__":{}}}')
     expect(report.status).toBe(400)
-    expect(report.json.message).toBe(
-      'routes.__proto__ is the prototype key, never a route name; remove it',
-    )
+    expect(report.json.message).toBe('routes.__proto__ is the prototype key, never a route name; remove it')
   })
 })
 

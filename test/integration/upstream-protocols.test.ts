@@ -39,7 +39,7 @@ describe('h2c:// upstreams', () => {
     const answers = await Promise.all(Array.from({ length: 30 }, (_, i) => fetch(`${veer.url}/items/${i}`)))
     for (const [i, res] of answers.entries()) {
       expect(res.status).toBe(200)
-      const seen = (await res.json()) as Record<string, any>
+      const seen = (await res.json()) as { httpVersion: string; url: string; headers: Record<string, string> }
       expect(seen.httpVersion).toBe('2.0')
       expect(seen.url).toBe(`/items/${i}`)
       // The client's Host is the upstream's :authority.
@@ -169,7 +169,11 @@ describe('https:// upstreams', () => {
       headers: { host: 'shop.example', 'x-veer-version': 'canary' },
     })
     expect(toCanary.status).toBe(200)
-    const seen = (await toCanary.json()) as Record<string, any>
+    const seen = (await toCanary.json()) as {
+      httpVersion: string
+      url: string
+      headers: Record<string, string>
+    }
     expect(seen.httpVersion).toBe('2.0')
     expect(seen.headers[':authority']).toBe(`127.0.0.1:${veer.port}`)
   })
