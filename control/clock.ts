@@ -9,6 +9,7 @@ import type { Logger } from 'pino'
 import { formatDuration } from '../config/duration.ts'
 import type { FuseReport } from '../config/wire.ts'
 import type { AnalysisBook } from './analysis.ts'
+import { findRoute } from './decide.ts'
 import type { Actor, Engine } from './engine.ts'
 import type { Judge, Verdict } from './judge.ts'
 import type { ProxyRegistry } from './proxies.ts'
@@ -90,7 +91,7 @@ export class RolloutClock {
     if (this.fusesActedOn.get(key) === fuse.at) return
     void this.engine
       .queue(async () => {
-        const r = this.engine.state.routes[name]
+        const r = findRoute(this.engine.state, name)
         if (r === undefined || r.canary === 0 || fuse.version > r.version) return
         if (this.fusesActedOn.get(key) === fuse.at) return
         if (

@@ -159,8 +159,13 @@ export function applyChanges(
   return { state: { ...state, revision: versioned ? ctx.revision : state.revision, routes }, drafts }
 }
 
+/** The route of that name, or undefined: own keys only (a route may be called `constructor`). */
+export function findRoute(state: ControlState, name: string): RouteRecord | undefined {
+  return Object.hasOwn(state.routes, name) ? state.routes[name] : undefined
+}
+
 export function routeOf(state: ControlState, name: string): RouteRecord {
-  const r = Object.hasOwn(state.routes, name) ? state.routes[name] : undefined
+  const r = findRoute(state, name)
   if (r === undefined)
     throw new ApiError(
       'unknown_route',

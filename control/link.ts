@@ -18,6 +18,7 @@ import type {
 import type { AnalysisBook } from './analysis.ts'
 import type { Identity } from './auth.ts'
 import type { RolloutClock } from './clock.ts'
+import { findRoute } from './decide.ts'
 import type { Change, Engine } from './engine.ts'
 import { ApiError } from './errors.ts'
 import type { EventHub } from './events.ts'
@@ -95,7 +96,7 @@ export class ProxyLink {
       this.proxies.register(req.id, req.routes, applied, who.name, ctx.now)
       const changes: Change[] = []
       for (const a of req.routes) {
-        const r = this.engine.state.routes[a.name]
+        const r = findRoute(this.engine.state, a.name)
         if (r === undefined) {
           changes.push(adopt(a, req.id, who, ctx))
           continue
@@ -224,7 +225,7 @@ export class ProxyLink {
     const p = this.proxies.get(id)
     const routes: Record<string, RouteWeights> = {}
     for (const a of p?.routes ?? []) {
-      const r = this.engine.state.routes[a.name]
+      const r = findRoute(this.engine.state, a.name)
       const pair = r === undefined ? null : pairOf(r)
       if (r === undefined || pair === null) continue
       const weights: RouteWeightsDraft = { version: r.version, pair, canary: r.canary }

@@ -116,6 +116,19 @@ describe('register', () => {
     expect(report.status).toBe(400)
     expect(report.json.message).toBe('routes.__proto__ is the prototype key, never a route name; remove it')
   })
+
+  it('serves routes named constructor and toString as any other: registered, weighted, re-registered', async () => {
+    const p = new FakeProxy(control, 'names-1', [announced('constructor', 10), announced('toString', 20)])
+    const first = await p.register()
+    expect(first.routes.constructor?.canary).toBe(10)
+    expect(first.routes.toString?.canary).toBe(20)
+    const set = await control.api('PUT', '/v1/routes/constructor/weights', { body: { canary: 30 } })
+    expect(set.status).toBe(200)
+    // A second registration finds the routes it made (own keys, not Object.prototype's).
+    const again = await p.register()
+    expect(again.routes.constructor?.canary).toBe(30)
+    expect((await route('toString')).weights.canary).toBe(20)
+  })
 })
 
 describe('watch, ack, report', () => {
