@@ -17,6 +17,9 @@ import type { UpstreamFields } from './handler.ts'
 
 type Controller = Dispatcher.DispatchController
 
+/** Classified upstream_reset (errors.ts). */
+const UPGRADE_STREAM_CUT = new Error('the upstream reset the refused upgrade stream')
+
 const WEBSOCKET_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
 
 /** RFC 6455 4.2.2: the Sec-WebSocket-Accept that answers a client's Sec-WebSocket-Key. */
@@ -100,13 +103,13 @@ export class UpgradeExchange extends Exchange {
       return
     }
     // Upgrade and Connection are the point of a 101, so they pass here; Via and the version are added.
-    const fields: string[] = []
+    let fields: string[] = []
     if (h2) {
       // RFC 8441 drops the key exchange: the HTTP/1.1 client still wants RFC 6455's 101 and its accept.
-      fields.push('upgrade', 'websocket', 'connection', 'Upgrade')
       const key = fieldOf(this.head.headers, 'sec-websocket-key')
+      fields = responseHeaders(headers, fields)
+      fields.push('upgrade', 'websocket', 'connection', 'Upgrade')
       if (key !== undefined) fields.push('sec-websocket-accept', acceptOf(key))
-      responseHeaders(headers, fields)
     } else {
       const raw = (controller.rawHeaders as Buffer[]) ?? []
       for (let i = 0; i < raw.length; i += 2)
@@ -133,6 +136,8 @@ export class UpgradeExchange extends Exchange {
     upstream.on('data', (chunk: Buffer) => this.onResponseData(controller, chunk))
     upstream.on('end', () => this.onResponseEnd(controller, {}))
     upstream.on('error', (err) => this.onResponseError(controller, err))
+    // Destroyed without an end or an error (a reset): the answer was cut.
+    upstream.on('close', () => this.onResponseError(controller, UPGRADE_STREAM_CUT))
     upstream.resume()
   }
 
