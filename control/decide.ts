@@ -189,7 +189,7 @@ function decision(
   return { ctx, changes, effects, smokes, nextSmoke: s.nextSmoke }
 }
 
-function without(smokes: DecideState['smokes'], route: string): DecideState['smokes'] {
+export function without(smokes: DecideState['smokes'], route: string): DecideState['smokes'] {
   if (!Object.hasOwn(smokes, route)) return smokes
   const { [route]: _, ...rest } = smokes
   return rest

@@ -22,6 +22,7 @@ import {
   nextCtx,
   type PendingSmoke,
   routeOf,
+  without,
 } from './decide.ts'
 import { ApiError } from './errors.ts'
 import type { EventHub } from './events.ts'
@@ -216,8 +217,17 @@ export class Engine {
    * starts here and runs outside the queue; its result is queued as a `smoke-result` command.
    */
   async run(command: Command, now = this.now()): Promise<Decision> {
-    const d = decide({ control: this.state, smokes: this.#smokes, nextSmoke: this.#nextSmoke }, command, now)
-    if (d.changes.length > 0) await this.commit(d.changes, d.ctx)
+    let d: Decision
+    try {
+      d = decide({ control: this.state, smokes: this.#smokes, nextSmoke: this.#nextSmoke }, command, now)
+      if (d.changes.length > 0) await this.commit(d.changes, d.ctx)
+    } catch (err) {
+      // A smoke result that could not be decided or saved (a full disk) is spent all the same: left
+      // pending, the route's clock would wait for it for good; gone, the next step asks a new check.
+      if (command.type === 'smoke-result' && this.#smokes[command.route]?.id === command.id)
+        this.#smokes = without(this.#smokes, command.route)
+      throw err
+    }
     this.#smokes = d.smokes
     this.#nextSmoke = d.nextSmoke
     for (const e of d.effects) this.#effect(e)

@@ -15,7 +15,7 @@ import { Notifier } from '../../control/notify.ts'
 import { ProxyRegistry } from '../../control/proxies.ts'
 import type { Plan } from '../../control/rollout.ts'
 import type { SmokeResult } from '../../control/smoke.ts'
-import { Store } from '../../control/store.ts'
+import { Store, StoreWriteError } from '../../control/store.ts'
 
 const operator = { name: 'alice', role: 'operator' as const }
 
@@ -119,6 +119,31 @@ describe('smoke checks outside the queue', () => {
     await b.engine.idle()
     expect(b.dropped()).toMatchObject([{ route: 'shop', step: 2, smoke: 'failed' }])
     expect(b.engine.route('shop')).toMatchObject({ canary: 10, rollout: { phase: 'paused', step: 0 } })
+    await b.done()
+  })
+
+  it('a check whose result cannot be saved (a full disk) is spent: the next tick asks a new one', async () => {
+    const b = await bed()
+    const starting = b.engine.startRollout('shop', plan, operator, null)
+    await b.smokeAsked()
+    b.answer({ ok: true })
+    await starting
+    b.link.ack(b.proxies.get('p')!, { revision: b.engine.state.revision, error: null })
+    await b.smokeAsked()
+    // The raise to step 2 fails to save once, as on a full disk.
+    const commit = b.store.commit.bind(b.store)
+    b.store.commit = async () => {
+      b.store.commit = commit
+      throw new StoreWriteError(Object.assign(new Error('no space'), { code: 'ENOSPC' }))
+    }
+    b.answer({ ok: true })
+    await b.engine.idle()
+    expect(b.engine.route('shop')).toMatchObject({ canary: 10, rollout: { step: 0 } })
+    b.clock.tick()
+    await b.smokeAsked()
+    b.answer({ ok: true })
+    await b.engine.idle()
+    expect(b.engine.route('shop')).toMatchObject({ canary: 50, rollout: { step: 1 } })
     await b.done()
   })
 
