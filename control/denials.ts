@@ -51,7 +51,20 @@ export class Denials {
       await this.#write(first)
     } catch (err) {
       h.count++
+      // The interval may have ended while the write waited: keep the count in the open one.
+      this.#keep(k, h)
       throw err
+    }
+  }
+
+  /** Put `h` back among the open keys, or add its count to the one there now. */
+  #keep(k: string, h: Held): void {
+    const now = this.#open.get(k)
+    if (now === h) return
+    if (now === undefined) this.#open.set(k, h)
+    else {
+      now.count += h.count
+      now.since = h.since
     }
   }
 
@@ -73,12 +86,7 @@ export class Denials {
         })
       } catch (err) {
         failed ??= { err }
-        const now = this.#open.get(k)
-        if (now === undefined) this.#open.set(k, h)
-        else {
-          now.count += h.count
-          now.since = h.since
-        }
+        this.#keep(k, h)
       }
     }
     if (failed !== null) throw failed.err

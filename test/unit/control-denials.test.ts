@@ -48,4 +48,19 @@ describe('denials while the audit cannot be written', () => {
       ['eve', 1],
     ])
   })
+
+  it('a first write still waiting when the interval ends, then failing, is counted in the next', async () => {
+    const written: AuditDraft[] = []
+    let fail: ((err: Error) => void) | null = null
+    const denials = new Denials(async (d) => {
+      if (written.length === 0 && fail === null) return new Promise<void>((_, reject) => (fail = reject))
+      written.push(d)
+    }, 3_600_000)
+    const first = denials.note('403 eve', draft('eve'))
+    await denials.flush()
+    fail!(new Error('ENOSPC'))
+    await expect(first).rejects.toThrow('ENOSPC')
+    await denials.close()
+    expect(written.map((d) => [d.who, d.count])).toEqual([['eve', 1]])
+  })
 })
