@@ -156,6 +156,7 @@ export class Store {
     const found = await readState(statePath)
     const audit = await readAudit(join(dir, 'audit.log'), log)
     const state = reconcile(found, audit, dir, log)
+    await cutTorn(audit.torn, log)
     const store = new Store(dir, state ?? found ?? emptyState(), audit.entries, audit.total)
     // Completed from the audit: saved now, as the interrupted commit would have.
     if (state !== null) {
@@ -223,6 +224,7 @@ export class Store {
         `--recover: the state rebuilt from ${auditPath} is not valid (above); repair the audit lines of those routes, or restore state.json from a backup; nothing was changed`,
       )
     const rebuilt = checked.value
+    await cutTorn(audit.torn, log)
     const store = new Store(dir, rebuilt, audit.entries, audit.total)
     const revision = audit.revision + 1
     await store.commit({ ...rebuilt, revision }, [
@@ -484,6 +486,26 @@ interface AuditRead {
   readonly unrecorded: Set<string>
   /** The lines of the last committed revision, when they are the file's last lines, with their numbers. */
   readonly tail: readonly (AuditLine & { readonly line: number })[]
+  /** A torn last line (a write cut by a crash), cut by `cutTorn` once nothing refuses the start. */
+  readonly torn: Torn | null
+}
+
+interface Torn {
+  readonly path: string
+  /** Where it starts: the file is cut back to this many bytes. */
+  readonly at: number
+  readonly bytes: number
+  readonly text: string
+}
+
+/** The one repair made without asking: a torn last line is cut, and logged with what was cut. */
+async function cutTorn(torn: Torn | null, log: Logger): Promise<void> {
+  if (torn === null) return
+  log.warn(
+    { file: torn.path, keptBytes: torn.at, cut: torn.text.slice(0, 200) },
+    `audit.log: dropped a torn last line (${torn.bytes} bytes) from an interrupted write`,
+  )
+  await truncate(torn.path, torn.at)
 }
 
 /**
@@ -498,23 +520,19 @@ async function readAudit(path: string, log: Logger): Promise<AuditRead> {
     buf = await readFile(path)
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT')
-      return { entries: [], total: 0, revision: 0, records, unrecorded, tail: [] }
+      return { entries: [], total: 0, revision: 0, records, unrecorded, tail: [], torn: null }
     throw new StoreError(`${path}: cannot read it (${(err as NodeJS.ErrnoException).code})`)
   }
   const entries: AuditEntry[] = []
   let total = 0
   let revision = 0
   let tail: (AuditLine & { line: number })[] = []
+  let torn: Torn | null = null
   let offset = 0
   while (offset < buf.length) {
     const nl = buf.indexOf(10, offset)
     if (nl === -1) {
-      const torn = buf.subarray(offset).toString('utf8')
-      log.warn(
-        { file: path, keptBytes: offset, cut: torn.slice(0, 200) },
-        `audit.log: dropped a torn last line (${buf.length - offset} bytes) from an interrupted write`,
-      )
-      await truncate(path, offset)
+      torn = { path, at: offset, bytes: buf.length - offset, text: buf.subarray(offset).toString('utf8') }
       break
     }
     let raw: unknown
@@ -550,7 +568,7 @@ async function readAudit(path: string, log: Logger): Promise<AuditRead> {
       records.set(entry.route, { line: total, record })
     }
   }
-  return { entries: entries.slice(-MEMORY), total, revision, records, unrecorded, tail }
+  return { entries: entries.slice(-MEMORY), total, revision, records, unrecorded, tail, torn }
 }
 
 /**

@@ -152,6 +152,15 @@ describe('store', () => {
       expect(readFileSync(join(d, 'state.json'), 'utf8')).toBe(first)
     })
 
+    it('a torn last line is not cut when the start is refused for something else', async () => {
+      const { d, first } = await threeChanges()
+      writeFileSync(join(d, 'state.json'), first)
+      appendFileSync(join(d, 'audit.log'), '{"seq":5,"time":"2026-')
+      const audit = readFileSync(join(d, 'audit.log'))
+      await expect(Store.open(d, logger().log)).rejects.toThrow(/state\.json is at revision 1/)
+      expect(readFileSync(join(d, 'audit.log')).equals(audit)).toBe(true)
+    })
+
     it('a missing state.json refuses the start when the audit holds changes', async () => {
       const { d } = await threeChanges()
       rmSync(join(d, 'state.json'))
