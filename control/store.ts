@@ -154,7 +154,7 @@ export class Store {
   static async #open(dir: string, log: Logger): Promise<Store> {
     const statePath = join(dir, 'state.json')
     const found = await readState(statePath)
-    const audit = await readAudit(join(dir, 'audit.log'), log)
+    const audit = await readAudit(join(dir, 'audit.log'))
     const state = reconcile(found, audit, dir, log)
     await cutTorn(audit.torn, log)
     const store = new Store(dir, state ?? found ?? emptyState(), audit.entries, audit.total)
@@ -194,7 +194,7 @@ export class Store {
       found = null
     }
     const auditPath = join(dir, 'audit.log')
-    const audit = await readAudit(auditPath, log)
+    const audit = await readAudit(auditPath)
     const routes: Record<string, RouteRecord> = {}
     const bad: string[] = []
     for (const [name, { line, record }] of audit.records) {
@@ -509,10 +509,10 @@ async function cutTorn(torn: Torn | null, log: Logger): Promise<void> {
 }
 
 /**
- * Read audit.log. A torn last line (no newline: a crash mid-append) is cut off and logged with what was
- * cut; it was never acknowledged. Nothing else is ever changed.
+ * Read audit.log; it changes nothing. A torn last line (no newline: a crash mid-append, never
+ * acknowledged) is handed back as `torn`, for `cutTorn` once the start is not refused.
  */
-async function readAudit(path: string, log: Logger): Promise<AuditRead> {
+async function readAudit(path: string): Promise<AuditRead> {
   let buf: Buffer
   const records = new Map<string, { line: number; record: unknown }>()
   const unrecorded = new Set<string>()
