@@ -29,12 +29,6 @@ function acceptOf(key: string): string {
     .digest('base64')
 }
 
-/** A field's value in a flat name/value list (names as the client sent them). */
-function fieldOf(list: readonly string[], name: string): string | undefined {
-  for (let i = 0; i < list.length; i += 2) if (list[i]!.toLowerCase() === name) return list[i + 1]
-  return undefined
-}
-
 function rawHead(status: number, text: string, fields: readonly (string | Buffer)[]): string {
   let out = `HTTP/1.1 ${status} ${text}\r\n`
   for (let i = 0; i < fields.length; i += 2)
@@ -106,7 +100,7 @@ export class UpgradeExchange extends Exchange {
     let fields: string[] = []
     if (h2) {
       // RFC 8441 drops the key exchange: the HTTP/1.1 client still wants RFC 6455's 101 and its accept.
-      const key = fieldOf(this.head.headers, 'sec-websocket-key')
+      const key = this.head.get('sec-websocket-key')
       fields = responseHeaders(headers, fields)
       fields.push('upgrade', 'websocket', 'connection', 'Upgrade')
       if (key !== undefined) fields.push('sec-websocket-accept', acceptOf(key))
