@@ -90,6 +90,16 @@ async function wsUpstream(refuse?: string | 'hold'): Promise<WsUpstream> {
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, upgrades, plain, sockets }
 }
 
+/** Through the tunnel to an echoing upstream: each message comes back whole, in turn. */
+async function echoes(client: RawClient, messages: readonly string[]): Promise<void> {
+  for (const msg of messages) {
+    const before = client.pending.length
+    await client.write(msg)
+    expect(await client.waitFor((b) => b.length - before >= msg.length)).toBe(true)
+    expect(client.pending.subarray(before).toString()).toBe(msg)
+  }
+}
+
 const UPGRADE =
   'GET /chat HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
   'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nx-user: u1\r\n\r\n'
@@ -116,12 +126,7 @@ describe('WebSocket upgrade', () => {
     expect(seen.headers['x-user']).toBe('u1')
     expect(seen.headers['x-forwarded-for']).toBe('127.0.0.1')
 
-    for (const msg of ['ping-1', 'ping-2', 'x'.repeat(64 * 1024)]) {
-      const before = client.pending.length
-      await client.write(msg)
-      expect(await client.waitFor((b) => b.length - before >= msg.length)).toBe(true)
-      expect(client.pending.subarray(before).toString()).toBe(msg)
-    }
+    await echoes(client, ['ping-1', 'ping-2', 'x'.repeat(64 * 1024)])
     // Closing one side closes the other.
     client.socket.end()
     await client.closed
@@ -344,12 +349,7 @@ describe('WebSocket upgrade to an HTTP/2 upstream (RFC 8441)', () => {
       'x-user': 'u1',
     })
     expect(h2.streams[0]).not.toHaveProperty('upgrade')
-    for (const msg of ['ping-1', 'x'.repeat(64 * 1024)]) {
-      const before = client.pending.length
-      await client.write(msg)
-      expect(await client.waitFor((b) => b.length - before >= msg.length)).toBe(true)
-      expect(client.pending.subarray(before).toString()).toBe(msg)
-    }
+    await echoes(client, ['ping-1', 'x'.repeat(64 * 1024)])
     client.socket.end()
     await client.closed
     const line = await veer.waitForLog((l) => l.msg === 'access')
