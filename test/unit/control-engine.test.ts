@@ -3,51 +3,17 @@
  * verdict rolls back at once and the audit says which check failed; `inconclusive` at the end of a
  * pause holds the rollout paused; with analysis disabled the judge is never asked.
  */
-import { mkdtempSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import pino from 'pino'
 import { describe, expect, it } from 'vitest'
-import { RolloutClock } from '../../control/clock.ts'
-import { Engine } from '../../control/engine.ts'
-import { EventHub } from '../../control/events.ts'
 import type { Judge, Verdict } from '../../control/judge.ts'
-import { ProxyLink } from '../../control/link.ts'
-import { Notifier } from '../../control/notify.ts'
-import { ProxyRegistry } from '../../control/proxies.ts'
 import type { Plan } from '../../control/rollout.ts'
-import { Store } from '../../control/store.ts'
+import { engineBed } from '../helpers/engine.ts'
 
 const log = pino({ level: 'silent' })
 const operator = { name: 'alice', role: 'operator' as const }
 
 async function engineWith(judge: Judge) {
-  const store = await Store.open(mkdtempSync(join(tmpdir(), 'veer-engine-')), log)
-  const events = new EventHub()
-  const proxies = new ProxyRegistry(10_000)
-  const engine = new Engine({
-    store,
-    proxies,
-    events,
-    notifier: new Notifier([], log),
-    log,
-    fatal: (err) => {
-      throw err
-    },
-  })
-  const clock = new RolloutClock({ engine, proxies, judge, log, graceMs: 0 })
-  const link = new ProxyLink({ engine, proxies, events, clock, log })
-  const stable = { url: 'http://s', release: 'v1' }
-  await link.register(
-    {
-      id: 'p',
-      appliedRevision: 0,
-      routes: [
-        { name: 'shop', stable, canary: { url: 'http://c', release: 'v2' }, shadow: null, canaryWeight: 0 },
-      ],
-    },
-    { name: 'edge', role: 'proxy' },
-  )
+  const { engine, store, events, proxies, clock, link } = await engineBed({ log, judge })
   // The one proxy applies whatever control has, then the clock runs.
   const tick = async () => {
     await engine.idle()

@@ -2,71 +2,30 @@
  * The smoke check runs outside the engine's queue (in process, real store in a temp dir, a smoke runner
  * the test answers): changes decided while it runs go first, and its result is then dropped, logged.
  */
-import { mkdtempSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import pino from 'pino'
 import { describe, expect, it } from 'vitest'
-import { RolloutClock } from '../../control/clock.ts'
-import { Engine } from '../../control/engine.ts'
-import { EventHub } from '../../control/events.ts'
-import { ProxyLink } from '../../control/link.ts'
-import { Notifier } from '../../control/notify.ts'
-import { ProxyRegistry } from '../../control/proxies.ts'
 import type { Plan } from '../../control/rollout.ts'
 import type { SmokeResult } from '../../control/smoke.ts'
-import { Store, StoreWriteError } from '../../control/store.ts'
+import { StoreWriteError } from '../../control/store.ts'
+import { engineBed } from '../helpers/engine.ts'
 
 const operator = { name: 'alice', role: 'operator' as const }
 
 async function bed() {
   const lines: Record<string, unknown>[] = []
   const log = pino({ level: 'info' }, { write: (l: string) => lines.push(JSON.parse(l)) })
-  const store = await Store.open(mkdtempSync(join(tmpdir(), 'veer-smoke-queue-')), log)
-  const events = new EventHub()
-  const proxies = new ProxyRegistry(10_000)
   /** Smoke checks asked for and not answered yet. */
   const asked: ((r: SmokeResult) => void)[] = []
   let wake: (() => void) | null = null
-  const engine = new Engine({
-    store,
-    proxies,
-    events,
-    notifier: new Notifier([], log),
+  const { store, engine, clock, link, proxies, events } = await engineBed({
     log,
-    fatal: (err) => {
-      throw err
-    },
+    judge: () => ({ result: 'pass', reason: '' }),
     smoke: () =>
       new Promise((resolve) => {
         asked.push(resolve)
         wake?.()
       }),
   })
-  const clock = new RolloutClock({
-    engine,
-    proxies,
-    judge: () => ({ result: 'pass', reason: '' }),
-    log,
-    graceMs: 0,
-  })
-  const link = new ProxyLink({ engine, proxies, events, clock, log })
-  await link.register(
-    {
-      id: 'p',
-      appliedRevision: 0,
-      routes: [
-        {
-          name: 'shop',
-          stable: { url: 'http://s', release: 'v1' },
-          canary: { url: 'http://c', release: 'v2' },
-          shadow: null,
-          canaryWeight: 0,
-        },
-      ],
-    },
-    { name: 'edge', role: 'proxy' },
-  )
   const smokeAsked = () =>
     asked.length > 0 ? Promise.resolve() : new Promise<void>((resolve) => (wake = resolve))
   const answer = (r: SmokeResult) => asked.shift()!(r)
