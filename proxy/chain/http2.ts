@@ -10,10 +10,10 @@ import { Readable } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import type { ProxyErrorCode } from '../errors.ts'
 import { fieldObject, type RequestHead } from '../listen/headers.ts'
-import { sendErrorOnStream, sendGrpcError } from '../listen/respond.ts'
+import { grpcErrorFields, sendErrorOnStream, sendGrpcError } from '../listen/respond.ts'
 import type { Backend, CompiledRoute } from '../routes/table.ts'
 import { type Body, Exchange, type ExchangeHost, PROTOCOL } from './exchange.ts'
-import { CANCELLED, grpcCodeFor } from './grpc.ts'
+import { CANCELLED, DEADLINE_EXCEEDED, grpcCodeFor, grpcTimeoutMs } from './grpc.ts'
 import type { UpstreamFields } from './handler.ts'
 
 const kExchange = Symbol('veer.exchange')
@@ -35,6 +35,22 @@ function onStreamDrain(this: Tagged): void {
 
 function onWantTrailers(this: Tagged): void {
   this.sendTrailers(this[kExchange]?.trailers ?? NO_TRAILERS)
+}
+
+const DEADLINE = new Error("the gRPC call's deadline passed")
+
+/**
+ * A gRPC call's deadline passed while its answer streamed: the client gets DEADLINE_EXCEEDED in the
+ * trailers, and the upstream's stream is cancelled (before the head, undici's headersTimeout answers).
+ */
+function expire(ex: Http2Exchange): void {
+  if (ex.done) return
+  ex.error = 'upstream_timeout'
+  ex.grpc = DEADLINE_EXCEEDED
+  ex.trailers = grpcErrorFields('upstream_timeout', ex.decorate([], false))
+  if (!ex.stream.writableEnded) ex.stream.end()
+  ex.finish()
+  if (ex.controller !== null && !ex.controller.aborted) ex.controller.abort(DEADLINE)
 }
 
 const kReader = Symbol('veer.body')
@@ -201,6 +217,8 @@ export class Http2Exchange extends Exchange {
   trailers: OutgoingHttpHeaders | null = null
   /** The request body as undici reads it, when it reads the stream's own (released at `finish`). */
   #chunks: SourceChunks | null = null
+  /** A gRPC call's deadline timer, from its answer's head to its end (see `expire`). */
+  #deadline: NodeJS.Timeout | null = null
 
   constructor(
     host: ExchangeHost,
@@ -251,7 +269,21 @@ export class Http2Exchange extends Exchange {
   override finish(): void {
     if (this.done) return
     this.#chunks?.release()
+    if (this.#deadline !== null) clearTimeout(this.#deadline)
     super.finish()
+  }
+
+  /** A streamed gRPC answer is bounded by the call's deadline too, not only its head. */
+  override onResponseStart(
+    controller: Dispatcher.DispatchController,
+    statusCode: number,
+    fields: UpstreamFields,
+    statusMessage?: string,
+  ): void {
+    super.onResponseStart(controller, statusCode, fields, statusMessage)
+    if (!this.head.grpc || this.done || this.head.grpcTimeout === undefined || statusCode < 200) return
+    const ms = grpcTimeoutMs(this.head.grpcTimeout)
+    if (ms !== undefined) this.#deadline = setTimeout(expire, ms - (performance.now() - this.start), this)
   }
 
   get answered(): boolean {

@@ -1,5 +1,5 @@
 /** The one place the proxy's own error answers are written (see errors.ts for the codes). */
-import type { ServerResponse } from 'node:http'
+import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import { constants, type ServerHttp2Stream } from 'node:http2'
 import type { Socket } from 'node:net'
 import { grpcCodeFor } from '../chain/grpc.ts'
@@ -72,13 +72,19 @@ export function sendGrpcError(
   extra?: readonly string[],
 ): void {
   if (!answerable(stream)) return
-  const headers = fieldObject(extra ?? [])
+  const headers = grpcErrorFields(code, extra)
   headers[':status'] = 200
   headers['content-type'] = 'application/grpc'
-  headers['grpc-status'] = String(grpcCodeFor(code))
-  headers['grpc-message'] = GRPC_MESSAGES[code]
-  headers[ERROR_HEADER] = code
   stream.respond(headers, { endStream: true })
+}
+
+/** The proxy's error as gRPC status fields: a trailers-only head's, or the trailers of a started answer. */
+export function grpcErrorFields(code: ProxyErrorCode, extra?: readonly string[]): OutgoingHttpHeaders {
+  const fields = fieldObject(extra ?? [])
+  fields['grpc-status'] = String(grpcCodeFor(code))
+  fields['grpc-message'] = GRPC_MESSAGES[code]
+  fields[ERROR_HEADER] = code
+  return fields
 }
 
 /**

@@ -169,6 +169,49 @@ describe('gRPC through veer', () => {
       'the metric',
     )
   })
+  it('bounds a streamed answer by grpc-timeout too: DEADLINE_EXCEEDED in the trailers, the upstream stream cancelled', async () => {
+    // An upstream that starts its answer, sends one message, and then never ends it.
+    const stalled = createH2Server()
+    const sessions: import('node:http2').ServerHttp2Session[] = []
+    stalled.on('session', (s) => sessions.push(s))
+    let upstreamClosed!: () => void
+    const cancelled = new Promise<void>((ok) => (upstreamClosed = ok))
+    stalled.on('stream', (stream) => {
+      stream.on('close', () => upstreamClosed())
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true })
+      stream.write(Buffer.from([0, 0, 0, 0, 2, 0x7b, 0x7d]))
+    })
+    await new Promise<void>((ok) => stalled.listen(0, '127.0.0.1', ok))
+    const port = (stalled.address() as AddressInfo).port
+    const veer = await bed.proxy({ stable: { url: `h2c://127.0.0.1:${port}` } })
+    const session = await h2connect(veer.url)
+    const a = await h2request(
+      session,
+      {
+        ':method': 'POST',
+        ':path': '/test.Echo/Count',
+        'content-type': 'application/grpc',
+        te: 'trailers',
+        'grpc-timeout': '300m',
+      },
+      Buffer.from([0, 0, 0, 0, 2, 0x7b, 0x7d]),
+    )
+    session.close()
+    await cancelled
+    await new Promise<void>((ok) => {
+      for (const s of sessions) s.destroy()
+      stalled.close(() => ok())
+    })
+    expect(a.status).toBe(200)
+    // The message sent before the deadline reached the client, then the proxy's status.
+    expect(a.body.length).toBe(7)
+    expect(a.trailers['grpc-status']).toBe('4')
+    expect(a.trailers['x-veer-error']).toBe('upstream_timeout')
+    await waitUntil(
+      async () => /grpc_code="DEADLINE_EXCEEDED"/.test(await metrics(veer.adminUrl)),
+      'the metric',
+    )
+  })
 })
 
 /** A ping-pong bidi call: each message waits for its answer before the next is written. */
