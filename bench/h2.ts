@@ -13,7 +13,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { type H2loadResult, h2load } from './h2load.ts'
 import { writeHaproxyConfig } from './haproxy.ts'
-import { positiveInt, startHarness } from './harness.ts'
+import { positiveInt, runRounds, startHarness } from './harness.ts'
 import { describeMachine, type Machine } from './machine.ts'
 import {
   cpuMicros,
@@ -31,7 +31,7 @@ import {
   stopProcess,
   waitReady,
 } from './proc.ts'
-import { fixed, int, ms, ratio, row, targetsTable } from './report.ts'
+import { fixed, int, ms, noiseNote, ratio, row, targetsTable } from './report.ts'
 import { median } from './stats.ts'
 import {
   type Context,
@@ -72,7 +72,8 @@ if (args.help) {
   process.exit(0)
 }
 
-const { root, resultsDir, tmpDir, startedAt, log, interrupted } = startHarness('veer-bench-h2', 10)
+const harness = startHarness('veer-bench-h2', 10)
+const { root, resultsDir, tmpDir, startedAt, log } = harness
 
 const quick = args.quick
 const settings = {
@@ -436,41 +437,21 @@ const results: H2SubjectResult[] = chosen.map((s) => {
     ? { name: s.name, about: s.about, status: 'ok', rounds: [], medians: null }
     : { name: s.name, about: s.about, status: 'unavailable', reason, rounds: [], medians: null }
 })
-for (const s of results) if (s.status === 'unavailable') log(`${s.name}: unavailable (${s.reason})`)
-
-for (let round = 1; round <= settings.rounds; round++) {
-  for (const subject of chosen) {
-    const res = results.find((r) => r.name === subject.name)!
-    if (res.status === 'unavailable') continue
-    const t = performance.now()
-    try {
-      const r = await measure(subject, round)
-      res.rounds.push(r)
-      log(
-        `[round ${round}/${settings.rounds}] ${subject.name.padEnd(15)} ` +
-          `GET ${Math.round(r.get.rps)} req/s ${r.get.cpuUsPerReq.toFixed(1)} µs/req mean ${r.get.meanMs.toFixed(2)} ms · ` +
-          `gRPC ${Math.round(r.grpc.rps)} req/s ${r.grpc.cpuUsPerReq.toFixed(1)} µs/req mean ${r.grpc.meanMs.toFixed(2)} ms · ` +
-          `errors ${r.get.errors + r.grpc.errors} · ${r.rssMiB.toFixed(0)} MiB · ` +
-          `other CPU ${r.otherCpuPct.toFixed(0)}% · ${((performance.now() - t) / 1000).toFixed(1)} s`,
-      )
-    } catch (err) {
-      if (interrupted()) break
-      const message = (err as Error).message
-      res.status = 'unavailable'
-      res.reason = err instanceof Unavailable ? message : `error: ${message}`
-      log(`[round ${round}/${settings.rounds}] ${subject.name}: unavailable (${res.reason})`)
-    }
-  }
-}
+await runRounds(
+  harness,
+  settings.rounds,
+  chosen,
+  results,
+  measure,
+  (r) =>
+    `GET ${Math.round(r.get.rps)} req/s ${r.get.cpuUsPerReq.toFixed(1)} µs/req mean ${r.get.meanMs.toFixed(2)} ms · ` +
+    `gRPC ${Math.round(r.grpc.rps)} req/s ${r.grpc.cpuUsPerReq.toFixed(1)} µs/req mean ${r.grpc.meanMs.toFixed(2)} ms · ` +
+    `errors ${r.get.errors + r.grpc.errors} · ${r.rssMiB.toFixed(0)} MiB · other CPU ${r.otherCpuPct.toFixed(0)}%`,
+)
 await stopAll()
 
-for (const r of results) {
-  // A subject that failed in a later round still reports the rounds it completed.
-  r.medians = mediansOf(r.rounds)
-  if (r.rounds.length > 0 && r.status === 'unavailable') {
-    r.reason = `${r.reason ?? ''} (after ${r.rounds.length} completed round(s))`
-  }
-}
+// A subject that failed in a later round still reports the rounds it completed.
+for (const r of results) r.medians = mediansOf(r.rounds)
 
 // ---------- the report ----------
 
@@ -630,19 +611,6 @@ function veerCounterNotes(subjects: readonly H2SubjectResult[]): string[] {
     }
   }
   return out
-}
-
-function noiseNote(subjects: readonly H2SubjectResult[]): string {
-  const rounds = subjects.flatMap((s) => s.rounds)
-  if (rounds.length === 0) return ''
-  const other = rounds.map((r) => r.otherCpuPct)
-  const steal = rounds.map((r) => r.stealPct)
-  const avg = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length
-  return (
-    `Other processes on the machine used ${avg(other).toFixed(0)}% of a core on average while measuring ` +
-    `(worst round ${Math.max(...other).toFixed(0)}%); hypervisor steal ${avg(steal).toFixed(0)}%. ` +
-    'Much more than ~10% means the figures are disturbed.'
-  )
 }
 
 function renderMarkdown(r: {

@@ -8,6 +8,7 @@ import { dirname, join, resolve } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import { installCleanup, stopAll } from './proc.ts'
+import { Unavailable } from './subjects.ts'
 
 export interface Harness {
   readonly root: string
@@ -47,4 +48,54 @@ export function startHarness(name: string, watchdogMinutes: number): Harness {
 export function positiveInt(text: string | undefined, fallback: number, max: number): number {
   const n = Number.parseInt(text ?? '', 10)
   return Number.isInteger(n) && n > 0 ? Math.min(n, max) : fallback
+}
+
+/** What the round loop keeps of a subject: whether it can be measured, why not, and its rounds. */
+export interface Measured<R> {
+  readonly name: string
+  status: 'ok' | 'unavailable'
+  reason?: string
+  rounds: R[]
+}
+
+/**
+ * `rounds` rounds, each measuring every subject still available in turn. A subject that fails is
+ * unavailable from then on, with its reason, and keeps the rounds it completed; Ctrl-C ends the loop.
+ * `line` describes a round's figures for the log.
+ */
+export async function runRounds<S extends { readonly name: string }, R>(
+  harness: Harness,
+  rounds: number,
+  subjects: readonly S[],
+  results: readonly Measured<R>[],
+  measure: (subject: S, round: number) => Promise<R>,
+  line: (r: R) => string,
+): Promise<void> {
+  const { log, interrupted } = harness
+  const width = Math.max(...subjects.map((s) => s.name.length)) + 1
+  for (const s of results) if (s.status === 'unavailable') log(`${s.name}: unavailable (${s.reason})`)
+  for (let round = 1; round <= rounds && !interrupted(); round++) {
+    for (const subject of subjects) {
+      const res = results.find((r) => r.name === subject.name)!
+      if (res.status === 'unavailable') continue
+      const t = performance.now()
+      try {
+        const r = await measure(subject, round)
+        res.rounds.push(r)
+        log(
+          `[round ${round}/${rounds}] ${subject.name.padEnd(width)} ${line(r)} · ` +
+            `${((performance.now() - t) / 1000).toFixed(1)} s`,
+        )
+      } catch (err) {
+        if (interrupted()) break
+        const message = (err as Error).message
+        res.status = 'unavailable'
+        res.reason = err instanceof Unavailable ? message : `error: ${message}`
+        log(`[round ${round}/${rounds}] ${subject.name}: unavailable (${res.reason})`)
+      }
+    }
+  }
+  for (const r of results)
+    if (r.rounds.length > 0 && r.status === 'unavailable')
+      r.reason = `${r.reason ?? ''} (after ${r.rounds.length} completed round(s))`
 }

@@ -115,7 +115,10 @@ function observedNotes(subjects: readonly SubjectResult[]): string[] {
   return out
 }
 
-function noiseNote(subjects: readonly SubjectResult[]): string {
+/** How much else ran on the machine while measuring: the rounds' other-process CPU and steal. */
+export function noiseNote(
+  subjects: readonly { rounds: readonly { otherCpuPct: number; stealPct: number }[] }[],
+): string {
   const rounds = subjects.flatMap((s) => s.rounds)
   if (rounds.length === 0) return ''
   const other = rounds.map((r) => r.otherCpuPct)

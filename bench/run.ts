@@ -7,7 +7,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { positiveInt, startHarness } from './harness.ts'
+import { positiveInt, runRounds, startHarness } from './harness.ts'
 import { fixedRate, maxThroughput, type Target } from './load.ts'
 import { describeMachine } from './machine.ts'
 import { type OtlpSink, startOtlpSink } from './otlp-sink.ts'
@@ -56,7 +56,8 @@ if (args.help) {
   process.exit(0)
 }
 
-const { root, resultsDir, tmpDir, startedAt, log, interrupted } = startHarness('veer-bench', 20)
+const harness = startHarness('veer-bench', 20)
+const { root, resultsDir, tmpDir, startedAt, log } = harness
 
 const quick = args.quick
 // Whole seconds (wrk). A subject's round is warm-up + 2 throughput phases + latency (+0.5 s lead-in) and
@@ -194,48 +195,28 @@ function difference(after: Record<string, number>, before: Record<string, number
   return out
 }
 
-for (const s of results) if (s.status === 'unavailable') log(`${s.name}: unavailable (${s.reason})`)
-
-for (let round = 1; round <= settings.rounds; round++) {
-  for (const subject of chosen) {
-    const res = results.find((r) => r.name === subject.name)!
-    if (res.status === 'unavailable') continue
-    const t = performance.now()
-    try {
-      const r = await measure(subject, round)
-      res.rounds.push(r)
-      log(
-        `[round ${round}/${settings.rounds}] ${subject.name.padEnd(18)} ` +
-          `~100 B ${Math.round(r.small.rps)} req/s · 16 KiB ${Math.round(r.big.rps)} req/s · ` +
-          `p50 ${r.latency.p50Ms.toFixed(2)} ms p99 ${r.latency.p99Ms.toFixed(2)} ms · ` +
-          `${r.cpuUsPerReq.toFixed(1)} µs/req · ${r.rssMiB.toFixed(0)} MiB · ` +
-          (r.observed === undefined
-            ? ''
-            : `${Object.entries(r.observed)
-                .map(([k, v]) => `${k} ${Math.round(v)}`)
-                .join(', ')} · `) +
-          `other CPU ${r.otherCpuPct.toFixed(0)}% · ` +
-          `${((performance.now() - t) / 1000).toFixed(1)} s`,
-      )
-    } catch (err) {
-      if (interrupted()) break
-      const message = (err as Error).message
-      res.status = 'unavailable'
-      res.reason = err instanceof Unavailable ? message : `error: ${message}`
-      log(`[round ${round}/${settings.rounds}] ${subject.name}: unavailable (${res.reason})`)
-    }
-  }
-}
+await runRounds(
+  harness,
+  settings.rounds,
+  chosen,
+  results,
+  measure,
+  (r) =>
+    `~100 B ${Math.round(r.small.rps)} req/s · 16 KiB ${Math.round(r.big.rps)} req/s · ` +
+    `p50 ${r.latency.p50Ms.toFixed(2)} ms p99 ${r.latency.p99Ms.toFixed(2)} ms · ` +
+    `${r.cpuUsPerReq.toFixed(1)} µs/req · ${r.rssMiB.toFixed(0)} MiB · ` +
+    (r.observed === undefined
+      ? ''
+      : `${Object.entries(r.observed)
+          .map(([k, v]) => `${k} ${Math.round(v)}`)
+          .join(', ')} · `) +
+    `other CPU ${r.otherCpuPct.toFixed(0)}%`,
+)
 await stopAll()
 await sink?.close()
 
-for (const r of results) {
-  // A subject that failed in a later round still reports the rounds it completed.
-  r.medians = medians(r.rounds)
-  if (r.rounds.length > 0 && r.status === 'unavailable') {
-    r.reason = `${r.reason ?? ''} (after ${r.rounds.length} completed round(s))`
-  }
-}
+// A subject that failed in a later round still reports the rounds it completed.
+for (const r of results) r.medians = medians(r.rounds)
 
 const report: Report = {
   date: new Date().toISOString(),
