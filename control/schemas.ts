@@ -155,7 +155,7 @@ const placeholders = PLACEHOLDERS.map((p) => `{{${p}}}`).join(', ')
 /** A PromQL check's fields but `for`, which the stored plan holds as `forMs`; also the stored ones. */
 export const promCheckFields = {
   name: str('Check name (letters, digits, - and _): reasons and veer_rollbacks_total carry it'),
-  query: str(`PromQL giving one value (a scalar or a one-series vector); ${placeholders} are replaced`),
+  query: str(`PromQL giving one value (a scalar or a one-series vector), with ${placeholders} replaced`),
   max: num('Out of bounds when the value is above this (give max or min)', -BIG, BIG),
   min: num('Out of bounds when the value is below this (give max or min)', -BIG, BIG),
 }
@@ -439,7 +439,7 @@ export function checkPrometheus(raw: unknown, issues: Issue[], path: string): vo
       for (const p of unknownPlaceholders(query))
         issues.push({
           path: `${at}.query`,
-          message: `has an unknown placeholder {{${p}}}; known: ${placeholders}`,
+          message: `has an unknown placeholder {{${p}}} (known: ${placeholders})`,
         })
     if ((max === undefined || max === null) === (min === undefined || min === null))
       issues.push({
