@@ -53,8 +53,8 @@ async function shop(release: string, failEvery = 0): Promise<Upstream> {
   return u
 }
 
-async function bed(stable: Upstream, canary: Upstream) {
-  const started = await startLinkedBed(stable, canary)
+async function bed(stable: Upstream, canary: Upstream, env: Record<string, string> = {}) {
+  const started = await startLinkedBed(stable, canary, {}, env)
   running.push(started.control, started.proxy)
   const prom = await startPrometheus({
     scrape: [
@@ -112,7 +112,19 @@ const routeOf = async (control: ControlProcess) => (await control.api('GET', '/v
 
 describe('Prometheus checks in a rollout', () => {
   it('rolls back a canary whose checkouts fail, the audit naming the query as sent, value and bound', async () => {
-    const { control, proxy, prom } = await bed(await shop('v1'), await shop('v2', 2))
+    const hooks: { event: string; why: string | null }[] = []
+    const hook = await startUpstream('hook', (req, res) => {
+      let body = ''
+      req.on('data', (d) => (body += d))
+      req.on('end', () => {
+        hooks.push(JSON.parse(body))
+        res.writeHead(204).end()
+      })
+    })
+    upstreams.push(hook)
+    const { control, proxy, prom } = await bed(await shop('v1'), await shop('v2', 2), {
+      VEER_WEBHOOKS: hook.url,
+    })
     const start = await control.api('POST', '/v1/routes/shop/rollout', {
       body: planWith(prom, [{ weight: 50, pause: '1h' }, { weight: 100 }]),
     })
@@ -139,6 +151,9 @@ describe('Prometheus checks in a rollout', () => {
     expect(audit.evidence.checks.every((c: { result: string }) => c.result !== 'fail')).toBe(true)
     const metrics = (await control.api('GET', '/metrics', { token: TOKENS.read })).text
     expect(metrics).toContain('veer_rollbacks_total{route="shop",reason="prometheus:checkout-errors"} 1')
+    // The same webhook as any automatic rollback.
+    const rolledBack = await until(() => hooks.find((h) => h.event === 'rolled-back'))
+    expect(rolledBack.why).toBe(audit.why)
   })
 
   it('completes a rollout whose checks pass at every step', async () => {
