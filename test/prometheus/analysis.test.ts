@@ -153,7 +153,7 @@ describe('Prometheus checks in a rollout', () => {
     expect(metrics).toContain('veer_rollbacks_total{route="shop",reason="prometheus:checkout-errors"} 1')
     // The same webhook as any automatic rollback.
     const rolledBack = await until(() => hooks.find((h) => h.event === 'rolled-back'))
-    expect(rolledBack.why).toBe(audit.why)
+    expect(rolledBack!.why).toBe(audit.why)
   })
 
   it('completes a rollout whose checks pass at every step', async () => {
