@@ -156,7 +156,10 @@ export class PrometheusBook {
     const t0 = this.#elapsed()
     const { url, timeoutMs, checks } = run.plan
     const queries = checks.map((c) => expandQuery(c.query, vars))
-    const samples = await Promise.all(queries.map((q) => this.#query(url, q, timeoutMs)))
+    // A query that throws (a replaced PromQuery) is an inconclusive sample, never a run stuck in flight.
+    const ask = (q: string) =>
+      this.#query(url, q, timeoutMs).catch((err: unknown): Sample => ({ ok: false, reason: String(err) }))
+    const samples = await Promise.all(queries.map(ask))
     run.lastLatencyMs = Math.round((this.#elapsed() - t0) * 10) / 10
     // The samples are of `now`, when the queries were sent: the `for` runs are timed by it.
     run.states = checks.map((c, i) => observe(run.states[i] ?? null, c, queries[i]!, samples[i]!, now))

@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest'
 import { joined } from '../../control/analysis.ts'
 import type { Verdict } from '../../control/judge.ts'
-import type { PromVerdict } from '../../control/prometheus.ts'
+import { PrometheusBook, type PromVerdict } from '../../control/prometheus.ts'
 import {
   type CheckState,
   expandQuery,
@@ -17,6 +17,7 @@ import {
   unknownPlaceholders,
   verdictOf,
 } from '../../control/promql.ts'
+import type { Rollout } from '../../control/rollout.ts'
 import { Analysis, DEFAULT_ANALYSIS } from '../../proxy/analysis/judge.ts'
 
 const vars = { route: 'shop', stable: 'v1', canary: 'v2' }
@@ -259,5 +260,63 @@ describe('joined with the proxies’ verdict', () => {
       result: 'pass',
       reason: 'own pass; prom pass',
     })
+  })
+})
+
+describe('the Prometheus book: when it evaluates', () => {
+  const plan = {
+    url: 'http://prom',
+    intervalMs: 1000,
+    timeoutMs: 500,
+    checks: [{ name: 'errors', query: 'x{release="{{canary}}"}', max: 0.1, forMs: 0 }],
+  }
+  const rollout = (stepRevision: number) =>
+    ({
+      id: 'shop-1',
+      stepRevision,
+      phase: 'progressing',
+      plan: { mode: 'canary', steps: [], analysis: { enabled: true, prometheus: plan } },
+    }) as unknown as Rollout
+
+  it('one evaluation at a time, again after the interval or at a new step; a step not evaluated waits', async () => {
+    const asked: { expr: string; answer: (s: Sample) => void }[] = []
+    const book = new PrometheusBook({
+      query: (_url, expr) => new Promise((answer) => asked.push({ expr, answer })),
+    })
+    const verdict = (step: number, now: number) => book.verdict('shop', rollout(step), vars, now)!
+    expect(verdict(1, 0).result).toBe('wait')
+    expect(verdict(1, 2000).result).toBe('wait')
+    expect(asked.map((a) => a.expr)).toEqual(['x{release="v2"}'])
+    asked.shift()!.answer(value(0))
+    await new Promise((r) => setImmediate(r))
+    expect(verdict(1, 500).result).toBe('pass')
+    expect(asked).toHaveLength(0)
+    expect(verdict(1, 1000).result).toBe('pass')
+    expect(asked).toHaveLength(1)
+    asked.shift()!.answer(value(0))
+    await new Promise((r) => setImmediate(r))
+    // A new step: evaluated at once, and until then its verdict waits.
+    expect(verdict(2, 1001).result).toBe('wait')
+    expect(asked).toHaveLength(1)
+    asked.shift()!.answer(value(0.5))
+    await new Promise((r) => setImmediate(r))
+    expect(verdict(2, 1002)).toMatchObject({ result: 'fail', check: 'errors' })
+  })
+
+  it('a query that throws is inconclusive, and the next evaluation still comes', async () => {
+    let calls = 0
+    const book = new PrometheusBook({
+      query: async () => {
+        calls++
+        throw new Error('boom')
+      },
+    })
+    book.verdict('shop', rollout(1), vars, 0)
+    await new Promise((r) => setImmediate(r))
+    expect(book.verdict('shop', rollout(1), vars, 1000)).toMatchObject({
+      result: 'inconclusive',
+      reason: expect.stringContaining('Error: boom'),
+    })
+    expect(calls).toBe(2)
   })
 })
