@@ -3,11 +3,14 @@
  * fed with every proxy's per-second report as it arrives — sums and merged histograms across proxies,
  * never averages of averages — and the rollout's harm account (canary failures users saw, and those the
  * fallback to stable rescued). Kept in memory: after a control restart a rollout's evidence starts
- * again from zero (the verdict is inconclusive until it has enough), its harm counts too.
+ * again from zero (the verdict is inconclusive until it has enough), its harm counts too. With a
+ * Prometheus book, a plan's PromQL checks (control/prometheus.ts) join the verdict: either side's fail
+ * fails it, either side's inconclusive makes it inconclusive.
  */
 import type { FuseReport, RouteReport } from '../config/wire.ts'
 import { Analysis, DEFAULT_ANALYSIS, type Judgement } from '../proxy/analysis/judge.ts'
-import type { Verdict } from './judge.ts'
+import type { JudgeInput, Verdict } from './judge.ts'
+import type { PrometheusBook, PromVerdict, PromView } from './prometheus.ts'
 import { isActive, type Plan, type Rollout } from './rollout.ts'
 
 export interface Harm {
@@ -26,6 +29,8 @@ export interface AnalysisView extends Harm {
   readonly judgement: Judgement | null
   /** A fuse that tripped in a proxy during this rollout. */
   readonly fuse: (FuseReport & { readonly proxy: string }) | null
+  /** The plan's Prometheus checks as last evaluated; null without any. */
+  readonly prometheus: PromView | null
 }
 
 class Entry {
@@ -35,6 +40,8 @@ class Entry {
   saved = 0
   canaryRequests = 0
   last: Judgement | null = null
+  /** The last verdict given, Prometheus checks included. */
+  verdict: Verdict | null = null
   fuse: (FuseReport & { proxy: string }) | null = null
 
   constructor(rollout: Rollout) {
@@ -49,6 +56,11 @@ export function settingsOf(plan: Plan) {
 
 export class AnalysisBook {
   readonly #routes = new Map<string, Entry>()
+  readonly #prometheus: PrometheusBook | null
+
+  constructor(prometheus: PrometheusBook | null = null) {
+    this.#prometheus = prometheus
+  }
 
   #entry(route: string, rollout: Rollout): Entry {
     let e = this.#routes.get(route)
@@ -82,12 +94,17 @@ export class AnalysisBook {
   }
 
   /** The verdict on the rollout so far (the clock asks every tick). */
-  verdict(route: string, rollout: Rollout): Verdict {
+  verdict(input: JudgeInput): Verdict {
+    const { route, rollout, now } = input
     const e = this.#entry(route, rollout)
     if (e.analysis === null) return { result: 'pass', reason: 'analysis disabled' }
     const j = e.analysis.judge()
     e.last = j
-    return { result: j.result, reason: j.reason, evidence: j, check: failedCheck(j) }
+    const own: Verdict = { result: j.result, reason: j.reason, evidence: j, check: failedCheck(j) }
+    const vars = { route, stable: input.stable ?? '', canary: input.canary ?? '' }
+    const prom = this.#prometheus?.verdict(route, rollout, vars, now) ?? null
+    e.verdict = prom === null ? own : joined(own, j, prom)
+    return e.verdict
   }
 
   view(route: string, rollout: Rollout | null): AnalysisView | null {
@@ -102,12 +119,14 @@ export class AnalysisBook {
         harmed: 0,
         saved: 0,
         canaryRequests: 0,
+        prometheus: this.#prometheus?.view(route, rollout) ?? null,
       }
     return {
-      verdict: e.last?.result ?? null,
-      reason: e.last?.reason ?? null,
+      verdict: e.verdict?.result ?? e.last?.result ?? null,
+      reason: e.verdict?.reason ?? e.last?.reason ?? null,
       judgement: e.last,
       fuse: e.fuse,
+      prometheus: this.#prometheus?.view(route, rollout) ?? null,
       harmed: e.harmed,
       saved: e.saved,
       canaryRequests: e.canaryRequests,
@@ -119,6 +138,22 @@ export class AnalysisBook {
     if (e === undefined || e.rollout !== rollout.id) return { harmed: 0, saved: 0, canaryRequests: 0 }
     return { harmed: e.harmed, saved: e.saved, canaryRequests: e.canaryRequests }
   }
+}
+
+/**
+ * The proxies' verdict and the Prometheus checks' as one: a fail of either (the proxies' first, as
+ * they are judged per second), else an inconclusive of either, else a check pending its `for` (wait),
+ * else pass. The evidence is the judgement with the checks' states.
+ */
+export function joined(own: Verdict, j: Judgement, prom: PromVerdict): Verdict {
+  const evidence = { ...j, prometheus: prom.checks }
+  if (own.result === 'fail') return { ...own, evidence }
+  if (prom.result === 'fail')
+    return { result: 'fail', reason: prom.reason, evidence, check: `prometheus:${prom.check}` }
+  const unsure = [own, prom].filter((v) => v.result === 'inconclusive').map((v) => v.reason)
+  if (unsure.length > 0) return { result: 'inconclusive', reason: unsure.join('; '), evidence }
+  if (prom.result === 'wait') return { result: 'inconclusive', reason: prom.reason, evidence, wait: true }
+  return { result: 'pass', reason: `${own.reason}; ${prom.reason}`, evidence }
 }
 
 function failedCheck(j: Judgement): string | undefined {

@@ -52,7 +52,7 @@ export class RolloutClock {
     this.proxies = deps.proxies
     this.analysis = deps.analysis ?? null
     const book = this.analysis
-    this.judge = deps.judge ?? ((i) => book?.verdict(i.route, i.rollout) ?? { result: 'pass', reason: '' })
+    this.judge = deps.judge ?? ((i) => book?.verdict(i) ?? { result: 'pass', reason: '' })
     this.rolledBack = deps.rolledBack ?? (() => {})
     this.log = deps.log
     this.graceMs = deps.graceMs
@@ -127,7 +127,8 @@ export class RolloutClock {
     // a pass waits for the step to be applied and its pause to run.
     let verdict: Verdict = { result: 'pass', reason: '' }
     if (ro.phase === 'progressing' && ro.plan.analysis.enabled) {
-      verdict = this.judge({ route: name, rollout: ro, now })
+      const releases = { stable: r.stable?.release ?? null, canary: r.canaryUpstream?.release ?? null }
+      verdict = this.judge({ route: name, rollout: ro, now, ...releases })
       if (verdict.result === 'fail') {
         const harm = this.analysis?.harm(name, ro)
         await this.engine.transition(
@@ -155,6 +156,8 @@ export class RolloutClock {
     }
     if (ro.phase !== 'progressing') return false
     if (ro.deadline === null || now < ro.deadline) return false
+    // A Prometheus check pending its `for`, or not evaluated at this step yet: its verdict is due soon.
+    if (verdict.result === 'inconclusive' && verdict.wait === true) return false
     if (verdict.result === 'inconclusive') {
       const policy = ro.plan.analysis.inconclusive ?? DEFAULT_INCONCLUSIVE
       const done = ro.extensions ?? 0

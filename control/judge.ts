@@ -7,6 +7,7 @@
  * their own.
  */
 import type { Judgement } from '../proxy/analysis/judge.ts'
+import type { PromCheckView } from './prometheus.ts'
 import type { Rollout } from './rollout.ts'
 
 export type VerdictResult = 'pass' | 'fail' | 'inconclusive'
@@ -15,16 +16,31 @@ export interface Verdict {
   readonly result: VerdictResult
   /** For fail and inconclusive: which check, with its figures. */
   readonly reason: string
-  /** Counts, rates, quantiles, statistics and thresholds behind the verdict. */
-  readonly evidence?: Judgement
-  /** On fail: the check that failed (errors, outcome, latency-p95, latency-p99): a metric label. */
+  /**
+   * Counts, rates, quantiles, statistics and thresholds behind the verdict; with Prometheus checks in
+   * the plan, `prometheus` has each check's query as sent, value, bound and state.
+   */
+  readonly evidence?: Judgement & { readonly prometheus?: readonly PromCheckView[] }
+  /**
+   * On fail: the check that failed (errors, outcome, latency-p95, latency-p99, or prometheus:NAME):
+   * a metric label.
+   */
   readonly check?: string
+  /**
+   * On inconclusive: the verdict is due soon (a Prometheus check out of bounds for less than its
+   * `for`, or not yet evaluated at this step): the step waits at the end of its pause, without the
+   * plan's inconclusive policy.
+   */
+  readonly wait?: boolean
 }
 
 export interface JudgeInput {
   readonly route: string
   readonly rollout: Rollout
   readonly now: number
+  /** The route's release ids (for query templates); null canary: none. */
+  readonly stable?: string | null
+  readonly canary?: string | null
 }
 
 export type Judge = (input: JudgeInput) => Verdict

@@ -20,6 +20,7 @@ import { ProxyLink } from './link.ts'
 import { createLogger } from './log.ts'
 import { ControlMetrics } from './metrics.ts'
 import { Notifier, redact } from './notify.ts'
+import { PrometheusBook } from './prometheus.ts'
 import { ProxyRegistry } from './proxies.ts'
 import { Store, StoreError } from './store.ts'
 
@@ -56,7 +57,9 @@ export async function runControl(argv: string[]): Promise<void> {
   const notifier = new Notifier(config.webhooks, log, setup.notifier)
   const metrics = new ControlMetrics()
   metrics.watchStateDir(stateDir)
-  const analysis = new AnalysisBook()
+  // A Prometheus evaluation that came back is acted on at once, not at the next tick.
+  const prometheus = new PrometheusBook({ evaluated: () => clock.tick() })
+  const analysis = new AnalysisBook(prometheus)
   const engine = new Engine({
     analysis,
     store,

@@ -8,6 +8,7 @@
  * a wall-clock deadline, persisted, so a control restart resumes the step with the time that is left.
  */
 import type { AnalysisSettings } from '../proxy/analysis/judge.ts'
+import type { PrometheusAnalysis } from './promql.ts'
 
 export interface Step {
   readonly weight: number
@@ -54,6 +55,8 @@ export interface Plan {
     readonly enabled: boolean
     readonly settings?: AnalysisSettings
     readonly inconclusive?: InconclusivePolicy
+    /** PromQL checks evaluated against a Prometheus while the rollout runs (absent: none). */
+    readonly prometheus?: PrometheusAnalysis
   }
   /** Absent: no smoke check. */
   readonly smoke?: SmokeCheck

@@ -28,6 +28,7 @@ import {
 } from '../config/wire.ts'
 import { type AnalysisSettings, DEFAULT_ANALYSIS } from '../proxy/analysis/judge.ts'
 import { ApiError } from './errors.ts'
+import { PLACEHOLDERS, type PrometheusAnalysis, unknownPlaceholders } from './promql.ts'
 import {
   blueGreenSteps,
   DEFAULT_INCONCLUSIVE,
@@ -145,6 +146,52 @@ export const inconclusiveLimit = int(
   DEFAULT_INCONCLUSIVE.limit,
 )
 
+export const MAX_PROM_TIMEOUT_MS = 60_000
+export const MAX_PROM_INTERVAL_MS = 3_600_000
+const MAX_CHECKS = 20
+const BIG = Number.MAX_VALUE
+const placeholders = PLACEHOLDERS.map((p) => `{{${p}}}`).join(', ')
+
+/** A PromQL check's fields but `for`, which the stored plan holds as `forMs`; also the stored ones. */
+export const promCheckFields = {
+  name: str('Check name (letters, digits, - and _): reasons and veer_rollbacks_total carry it'),
+  query: str(`PromQL giving one value (a scalar or a one-series vector), with ${placeholders} replaced`),
+  max: num('Out of bounds when the value is above this (give max or min)', -BIG, BIG),
+  min: num('Out of bounds when the value is below this (give max or min)', -BIG, BIG),
+}
+
+const promCheck = obj(
+  'A PromQL check: exactly one of max and min',
+  {
+    ...promCheckFields,
+    for: duration(
+      'How long the value must be out of bounds before the check fails (as a Prometheus alert’s for)',
+      0,
+      MAX_PAUSE_MS,
+      0,
+    ),
+  },
+  { required: ['name', 'query'] },
+)
+
+export const promUrl = str('Prometheus base URL (http or https); queries go to URL/api/v1/query')
+
+const prometheusBody = obj(
+  'PromQL checks against a Prometheus, evaluated while the rollout runs; a failed check rolls back',
+  {
+    url: promUrl,
+    interval: duration(
+      'How often the checks are evaluated while the rollout progresses',
+      100,
+      MAX_PROM_INTERVAL_MS,
+      10_000,
+    ),
+    timeout: duration('Timeout of each query', 1, MAX_PROM_TIMEOUT_MS, 5000),
+    checks: list('The checks', promCheck),
+  },
+  { required: ['url', 'checks'], optional: true },
+)
+
 const planBody = obj('A rollout plan', {
   mode: oneOf(
     'canary (steps of weight) or blue-green (preview at 0%, then 100% at once)',
@@ -168,6 +215,7 @@ const planBody = obj('A rollout plan', {
         extend: duration('With action extend: how much longer the pause runs each time', 1, MAX_PAUSE_MS),
         limit: inconclusiveLimit,
       }),
+      prometheus: prometheusBody,
     },
     { optional: true },
   ),
@@ -224,12 +272,29 @@ export function parsePlan(v: unknown): { plan: Plan; reason?: string } {
         analysis?: { enabled: boolean } & Omit<AnalysisSettings, 'latency'> & {
             latency: Omit<AnalysisSettings['latency'], 'p99MaxMs'> & { p99MaxMs?: number }
             inconclusive: { action: InconclusivePolicy['action']; extend?: number; limit: number }
+            prometheus?: {
+              url: string
+              interval: number
+              timeout: number
+              checks: { name: string; query: string; max?: number; min?: number; for: number }[]
+            }
           }
         smoke?: { url: string; requests: number; expectStatus: number[]; timeout: number }
         reason?: string
       }
     | undefined
-  if (raw !== null && typeof raw === 'object') checkSmoke(raw.smoke, issues, 'smoke')
+  if (raw !== null && typeof raw === 'object') {
+    checkSmoke(raw.smoke, issues, 'smoke')
+    const a = raw.analysis as Record<string, unknown> | null | undefined
+    if (a !== null && typeof a === 'object') {
+      checkPrometheus(a.prometheus, issues, 'analysis.prometheus')
+      if (a.enabled === false && a.prometheus !== undefined && a.prometheus !== null)
+        issues.push({
+          path: 'analysis.prometheus',
+          message: 'is never evaluated with analysis.enabled false; remove one of them',
+        })
+    }
+  }
   if (p && issues.length === 0) {
     const given = raw !== null && typeof raw === 'object' && raw.steps !== undefined && raw.steps !== null
     if (p.mode === 'canary') {
@@ -275,6 +340,7 @@ export function parsePlan(v: unknown): { plan: Plan; reason?: string } {
             extendMs: a.inconclusive.extend ?? null,
             limit: a.inconclusive.limit,
           },
+          ...(a.prometheus && { prometheus: prometheusOf(a.prometheus) }),
         }
   const plan: Plan = { mode: p.mode, steps, analysis }
   if (p.smoke !== undefined) {
@@ -288,6 +354,20 @@ export function parsePlan(v: unknown): { plan: Plan; reason?: string } {
     return withReason({ ...plan, smoke: check }, p.reason)
   }
   return withReason(plan, p.reason)
+}
+
+function prometheusOf(p: {
+  url: string
+  interval: number
+  timeout: number
+  checks: { name: string; query: string; max?: number; min?: number; for: number }[]
+}): PrometheusAnalysis {
+  return {
+    url: p.url,
+    intervalMs: p.interval,
+    timeoutMs: p.timeout,
+    checks: p.checks.map(({ for: forMs, ...c }) => ({ ...c, forMs })),
+  }
 }
 
 function withReason(plan: Plan, reason: string | undefined): { plan: Plan; reason?: string } {
@@ -319,16 +399,67 @@ export function checkSmoke(raw: unknown, issues: Issue[], path: string): void {
   const { url, expectStatus } = raw as { url?: unknown; expectStatus?: unknown }
   if (Array.isArray(expectStatus) && expectStatus.length === 0)
     issues.push({ path: `${path}.expectStatus`, message: 'must list at least one status, e.g. [200]' })
+  checkUrl(url, issues, `${path}.url`)
+}
+
+/**
+ * What the Prometheus schema cannot say (of the settings at `path`, as given or as stored): an http(s)
+ * URL, 1..20 checks with distinct label-safe names, exactly one of max and min each, and no unknown
+ * placeholder in a query.
+ */
+export function checkPrometheus(raw: unknown, issues: Issue[], path: string): void {
+  if (raw === null || typeof raw !== 'object') return
+  const { url, checks } = raw as { url?: unknown; checks?: unknown }
+  checkUrl(url, issues, `${path}.url`)
+  if (!Array.isArray(checks)) return
+  if (checks.length === 0)
+    issues.push({
+      path: `${path}.checks`,
+      message:
+        'needs at least one check, e.g. [{"name": "checkout-errors", "query": "sum(rate(shop_checkouts_total{result="error",release="{{canary}}"}[1m]))", "max": 0.1, "for": "1m"}]',
+    })
+  if (checks.length > MAX_CHECKS)
+    issues.push({ path: `${path}.checks`, message: `has more than ${MAX_CHECKS} checks` })
+  const names = new Set<string>()
+  checks.forEach((c: unknown, i) => {
+    if (c === null || typeof c !== 'object') return
+    const at = `${path}.checks[${i}]`
+    const { name, query, max, min } = c as Record<string, unknown>
+    if (typeof name === 'string' && name !== '') {
+      if (!isRouteName(name))
+        issues.push({
+          path: `${at}.name`,
+          message: `must be 1-64 letters, digits, - and _ (got ${JSON.stringify(name)})`,
+        })
+      else if (names.has(name))
+        issues.push({ path: `${at}.name`, message: `names another check ${name} too` })
+      names.add(name)
+    }
+    if (typeof query === 'string')
+      for (const p of unknownPlaceholders(query))
+        issues.push({
+          path: `${at}.query`,
+          message: `has an unknown placeholder {{${p}}} (known: ${placeholders})`,
+        })
+    if ((max === undefined || max === null) === (min === undefined || min === null))
+      issues.push({
+        path: `${at}.max`,
+        message: 'give exactly one of max and min: the bound the value must stay under (max) or over (min)',
+      })
+  })
+}
+
+function checkUrl(url: unknown, issues: Issue[], path: string): void {
   if (typeof url !== 'string' || url === '') return
   let u: URL
   try {
     u = new URL(url)
   } catch {
-    issues.push({ path: `${path}.url`, message: `is not a URL (got ${JSON.stringify(url)})` })
+    issues.push({ path, message: `is not a URL (got ${JSON.stringify(url)})` })
     return
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:')
-    issues.push({ path: `${path}.url`, message: `must be http:// or https:// (got ${JSON.stringify(url)})` })
+    issues.push({ path, message: `must be http:// or https:// (got ${JSON.stringify(url)})` })
 }
 
 export function parseRegister(v: unknown): RegisterRequest {

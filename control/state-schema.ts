@@ -26,17 +26,23 @@ import {
 } from '../config/schema-kit.ts'
 import type { ReleasePair, Upstream } from '../config/wire.ts'
 import type { AnalysisSettings } from '../proxy/analysis/judge.ts'
+import type { PromCheck, PrometheusAnalysis } from './promql.ts'
 import type { InconclusivePolicy, Plan, Rollout, SmokeCheck, Step } from './rollout.ts'
 import {
   analysisFields,
   canaryWeight,
+  checkPrometheus,
   checkSmoke,
   checkSteps,
   inconclusiveAction,
   inconclusiveLimit,
   latencyFields,
   MAX_PAUSE_MS,
+  MAX_PROM_INTERVAL_MS,
+  MAX_PROM_TIMEOUT_MS,
   MAX_SMOKE_TIMEOUT_MS,
+  promCheckFields,
+  promUrl,
   shadowPercent,
   smokeFields,
   stepWeight,
@@ -155,6 +161,26 @@ const smoke: Field<SmokeCheck> = obj(
   { required: ['url', 'requests', 'expectStatus', 'timeoutMs'], optional: true },
 )
 
+const promCheck: Field<PromCheck> = obj(
+  'A PromQL check',
+  fields<PromCheck>()({
+    ...promCheckFields,
+    forMs: ms('How long out of bounds before it fails', 0, MAX_PAUSE_MS),
+  }),
+  { required: ['name', 'query', 'forMs'] },
+)
+
+const prometheus: Field<PrometheusAnalysis> = obj(
+  'PromQL checks against a Prometheus',
+  fields<PrometheusAnalysis>()({
+    url: promUrl,
+    checks: list('The checks', promCheck),
+    intervalMs: ms('How often the checks are evaluated', 100, MAX_PROM_INTERVAL_MS),
+    timeoutMs: ms('Timeout of each query', 1, MAX_PROM_TIMEOUT_MS),
+  }),
+  { required: ['url', 'checks', 'intervalMs', 'timeoutMs'], optional: true },
+)
+
 /** A plan as stored: a blue-green one is already its two steps (control/rollout.ts blueGreenSteps). */
 const plan: Field<Plan> = refine(
   obj(
@@ -168,6 +194,7 @@ const plan: Field<Plan> = refine(
           enabled: bool('Judge the canary and roll back automatically'),
           settings,
           inconclusive,
+          prometheus,
         }),
         { required: ['enabled'] },
       ),
@@ -188,6 +215,7 @@ const plan: Field<Plan> = refine(
         message: 'is required with action extend',
       })
     checkSmoke(p.smoke, issues, at(path, 'smoke'))
+    checkPrometheus(p.analysis.prometheus, issues, at(path, 'analysis.prometheus'))
   },
 )
 

@@ -2,6 +2,7 @@
 import { formatDuration } from '../config/duration.ts'
 import { type AnalysisSettings, DEFAULT_ANALYSIS } from '../proxy/analysis/judge.ts'
 import type { AnalysisView } from './analysis.ts'
+import type { PrometheusAnalysis } from './promql.ts'
 import {
   DEFAULT_INCONCLUSIVE,
   describe,
@@ -36,6 +37,13 @@ export interface RolloutView {
       enabled: boolean
       settings: AnalysisSettings
       inconclusive: { action: InconclusivePolicy['action']; extend: string | null; limit: number }
+      /** Only when the plan has Prometheus checks; their live states are in `analysis.prometheus`. */
+      prometheus?: {
+        url: string
+        interval: string
+        timeout: string
+        checks: { name: string; query: string; max: number | null; min: number | null; for: string }[]
+      }
     }
     /** Only when the plan has a smoke check. */
     smoke?: { url: string; requests: number; expectStatus: number[]; timeout: string }
@@ -90,6 +98,19 @@ const inconclusiveView = (p: InconclusivePolicy) => ({
   limit: p.limit,
 })
 
+const prometheusView = (p: PrometheusAnalysis) => ({
+  url: p.url,
+  interval: formatDuration(p.intervalMs),
+  timeout: formatDuration(p.timeoutMs),
+  checks: p.checks.map((c) => ({
+    name: c.name,
+    query: c.query,
+    max: c.max ?? null,
+    min: c.min ?? null,
+    for: formatDuration(c.forMs),
+  })),
+})
+
 export function rolloutView(r: Rollout, now: number, analysis: AnalysisView | null = null): RolloutView {
   const { state, pauseLeftMs } = describe(r, now)
   const step = r.plan.steps[r.step]!
@@ -114,6 +135,7 @@ export function rolloutView(r: Rollout, now: number, analysis: AnalysisView | nu
         enabled: r.plan.analysis.enabled,
         settings: r.plan.analysis.settings ?? DEFAULT_ANALYSIS,
         inconclusive: inconclusiveView(r.plan.analysis.inconclusive ?? DEFAULT_INCONCLUSIVE),
+        ...(r.plan.analysis.prometheus && { prometheus: prometheusView(r.plan.analysis.prometheus) }),
       },
       ...(r.plan.smoke && {
         smoke: {

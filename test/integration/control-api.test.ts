@@ -234,6 +234,24 @@ describe('bad input changes nothing', () => {
       'invalid_plan',
     ],
     [
+      'a plan whose Prometheus check has an unknown placeholder and both max and min',
+      'POST',
+      '/v1/routes/shop/rollout',
+      {
+        body: {
+          steps: [{ weight: 5, pause: '1m' }],
+          analysis: {
+            prometheus: {
+              url: 'http://127.0.0.1:9090',
+              checks: [{ name: 'e', query: 'x{r="{{release}}"}', max: 1, min: 0 }],
+            },
+          },
+        },
+      },
+      400,
+      'invalid_plan',
+    ],
+    [
       'a plan for an unknown route',
       'POST',
       '/v1/routes/nope/rollout',
@@ -368,6 +386,23 @@ describe('bad input changes nothing', () => {
     expect(r.json.message).toMatch(/extra is not a known setting/)
     expect(r.json.message).toMatch(/steps\[0\]\.weight must be a whole number from 0 to 100 \(got 500\)/)
     expect(r.json.message).toMatch(/steps\[1\]\.pause must be a duration/)
+  })
+
+  it('names the Prometheus fields at fault', async () => {
+    const r = await control.api('POST', '/v1/routes/shop/rollout', {
+      body: {
+        steps: [{ weight: 5, pause: '1m' }],
+        analysis: {
+          prometheus: { url: 'ftp://p', checks: [{ name: 'e', query: '{{x}}', max: 1, for: '1' }] },
+        },
+      },
+    })
+    expect(r.status).toBe(400)
+    expect(r.json.message).toMatch(/analysis\.prometheus\.url must be http:\/\/ or https:\/\//)
+    expect(r.json.message).toMatch(
+      /analysis\.prometheus\.checks\[0\]\.query has an unknown placeholder \{\{x\}\}/,
+    )
+    expect(r.json.message).toMatch(/analysis\.prometheus\.checks\[0\]\.for has no unit/)
   })
 
   it('names the unit a bare pause lacks, and starts nothing', async () => {

@@ -65,12 +65,55 @@ const PLANS: Record<string, unknown> = {
   'a smoke check': { steps: [{ weight: 10 }], smoke: { url: 'http://127.0.0.1:8080/health', timeout: '1s' } },
   'blue-green with a preview': { mode: 'blue-green', preview: '10m' },
   'blue-green held for promote': { mode: 'blue-green' },
+  'Prometheus checks': {
+    steps: [{ weight: 10, pause: '5m' }],
+    analysis: {
+      prometheus: {
+        url: 'http://127.0.0.1:9090',
+        interval: '30s',
+        checks: [
+          { name: 'errors', query: 'sum(x{release="{{canary}}"})', max: 0.01, for: '2m' },
+          { name: 'orders', query: 'sum(rate(orders_total{route="{{route}}"}[1m]))', min: 5 },
+        ],
+      },
+    },
+  },
 }
 
 describe('the stored state', () => {
   it.each(Object.keys(PLANS))('a rollout of an API plan (%s) is stored and read back as it was', (name) => {
     const state = stateOf(route({ rollout: rolloutOf(PLANS[name]) }))
     expect(checkState(written(state))).toEqual({ value: state })
+  })
+
+  it('stored Prometheus checks are checked as the API checks them, each problem by its path', () => {
+    const plan = 'routes.shop.rollout.plan.analysis.prometheus'
+    const prom = stateOf(route({ rollout: rolloutOf(PLANS['Prometheus checks']) }))
+    const edited = written(prom, (s) => {
+      const p = s.routes.shop.rollout.plan.analysis.prometheus
+      p.url = 'ftp://prom'
+      p.checks[0].min = 1
+      p.checks[1].query = 'x{a="{{release}}"}'
+      p.checks[1].forMs = '2m'
+      delete p.timeoutMs
+    })
+    expect(problems(edited).sort()).toEqual(
+      [
+        `${plan}.checks[1].forMs: must be a number from 0 to 604800000 (got "2m")`,
+        `${plan}.timeoutMs: is required: Timeout of each query (ms)`,
+      ].sort(),
+    )
+    const refined = written(prom, (s) => {
+      const p = s.routes.shop.rollout.plan.analysis.prometheus
+      p.url = 'ftp://prom'
+      p.checks[0].min = 1
+      p.checks[1].query = 'x{a="{{release}}"}'
+    })
+    expect(problems(refined)).toEqual([
+      `${plan}.url: must be http:// or https:// (got "ftp://prom")`,
+      `${plan}.checks[0].max: give exactly one of max and min: the bound the value must stay under (max) or over (min)`,
+      `${plan}.checks[1].query: has an unknown placeholder {{release}} (known: {{route}}, {{stable}}, {{canary}})`,
+    ])
   })
 
   it('a route record of an audit line is read as in state.json; paths start at record', () => {
