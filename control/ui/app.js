@@ -179,10 +179,23 @@ function update(view, entry) {
     routes.set(view.name, r)
     loadAudit(view.name).catch((err) => console.warn(err.message))
   }
+  if (entry !== undefined) addAudit(r, entry)
+  if (!newer(view, r.view)) return
   r.view = view
   r.at = Date.now()
-  if (entry !== undefined) addAudit(r, entry)
   render(r)
+}
+
+/**
+ * Views arrive from the stream and from action answers in no set order: an older one (an answer that
+ * lost the race with the `applied` event after it) must not overwrite a newer one.
+ */
+function newer(a, b) {
+  if (a === b) return true
+  if (a.version !== b.version) return a.version > b.version
+  const at = (v) => (v.rollout === null ? 0 : Date.parse(v.rollout.updatedAt))
+  if (at(a) !== at(b)) return at(a) > at(b)
+  return (a.rollout?.applied ?? false) >= (b.rollout?.applied ?? false)
 }
 
 function card(view) {
@@ -193,23 +206,27 @@ function card(view) {
   list.insertBefore(el, after ?? null)
   const r = { view, at: Date.now(), el, audit: [], seen: new Set(), data: [[], [], [], [], [], [], []] }
   r.charts = {
-    rps: chart(el, 'rps', (v) => v.toFixed(1)),
-    err: chart(el, 'err', (v) => v.toFixed(2)),
-    p99: chart(el, 'p99', (v) => v.toFixed(1)),
+    rps: chart(el, 'rps'),
+    err: chart(el, 'err'),
+    p99: chart(el, 'p99'),
   }
   return r
 }
 
-function chart(el, name, fmt) {
+function chart(el, name) {
   const fig = el.querySelector(`[data-chart=${name}]`)
-  const line = (label, stroke) => ({ label, stroke, width: 2, value: (_, v) => (v == null ? '—' : fmt(v)) })
+  const line = (label, stroke) => ({ label, stroke, width: 2 })
   return new uPlot(
     {
       width: 300,
       height: 140,
-      legend: { show: true },
+      // The figure's caption shows the latest values; the x axis the last two minutes.
+      legend: { show: false },
       cursor: { drag: { x: false, y: false } },
-      scales: { y: { range: (_, _min, max) => [0, Math.max(max ?? 0, 1) * 1.1] } },
+      scales: {
+        x: { range: (_, _min, max) => [(max ?? Date.now() / 1000) - 120, max ?? Date.now() / 1000] },
+        y: { range: (_, _min, max) => [0, Math.max(max ?? 0, 1) * 1.1] },
+      },
       series: [{}, line('stable', '#2f6fdf'), line('canary', '#e0761d')],
       axes: [{}, { size: 48 }],
     },
@@ -253,7 +270,9 @@ function verdict(r, a) {
     set(r, 'harm', '—')
     return
   }
-  set(r, 'verdict', a.verdict === null ? 'not judged yet' : `${a.verdict}${a.reason ? `: ${a.reason}` : ''}`)
+  const off = r.view.rollout?.plan.analysis.enabled === false
+  const text = a.verdict === null ? 'not judged yet' : `${a.verdict}${a.reason ? `: ${a.reason}` : ''}`
+  set(r, 'verdict', off ? 'analysis off' : text)
   set(r, 'harm', `harmed ${a.harmed} · saved ${a.saved} · of ${a.canaryRequests} canary requests`)
 }
 
@@ -300,6 +319,7 @@ function stats(s) {
   r.charts.rps.setData([d[0], d[1], d[2]])
   r.charts.err.setData([d[0], d[3], d[4]])
   r.charts.p99.setData([d[0], d[5], d[6]])
+  r.el.dataset.points = String(d[0].length)
   const both = (a, b, fmt) => `stable ${a === null ? '—' : fmt(a)} · canary ${b === null ? '—' : fmt(b)}`
   set(
     r,

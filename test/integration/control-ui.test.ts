@@ -23,7 +23,11 @@ import type { VeerProcess } from '../helpers/veer.ts'
 const ROOT = new URL('../../', import.meta.url).pathname
 
 /** A request with the path sent exactly as written (fetch would normalise `..` away). */
-function raw(url: string, path: string, method = 'GET'): Promise<{ status: number; headers: Record<string, unknown> }> {
+function raw(
+  url: string,
+  path: string,
+  method = 'GET',
+): Promise<{ status: number; headers: Record<string, unknown> }> {
   return new Promise((resolve, reject) => {
     const req = rawRequest(`${url}${path}`, { method, path }, (res) => {
       res.resume()
