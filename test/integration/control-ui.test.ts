@@ -157,6 +157,10 @@ describe('stats events', () => {
       }
       // Bounded: consecutive events of the route are at least ~a second apart, whatever the report rate.
       for (let i = 1; i < seen.length; i++) expect(seen[i].at - seen[i - 1].at).toBeGreaterThanOrEqual(900)
+      const bytes = seen.map((s) => JSON.stringify(s).length + 'event: stats\ndata: \n\n'.length)
+      console.log(
+        `stats events for one route: ${seen.length} over ${((seen.at(-1).at - seen[0].at) / 1000).toFixed(1)} s after the first, ${Math.max(...bytes)} bytes each at most`,
+      )
       const busy = seen.filter((s) => s.canary?.requests > 0).at(-1)
       expect(busy.stable.requests).toBeGreaterThan(0)
       expect(busy.stable.errorRate).toBe(0)
