@@ -12,6 +12,15 @@ import { type ControlProcess, startLinkedBed, TOKENS, until } from '../helpers/c
 import { startUpstream, type Upstream } from '../helpers/upstream.ts'
 import type { VeerProcess } from '../helpers/veer.ts'
 
+/** The browser globals the functions run in the page use (the project's tsconfig has no DOM lib). */
+declare const document: {
+  addEventListener(
+    type: 'securitypolicyviolation',
+    f: (e: { violatedDirective: string; blockedURI: string }) => void,
+  ): void
+  querySelector(selector: string): { dataset: Record<string, string | undefined> } | null
+}
+
 const ARTIFACTS = new URL('../../test-artifacts/', import.meta.url).pathname
 const WAIT_MS = 20_000
 
@@ -152,7 +161,7 @@ describe('the status page', () => {
     await shows(page, 'sync', /^1 of 1 live in sync$/)
     // A few seconds of chart for the screenshot: one point a second from the `stats` events.
     await page.waitForFunction(
-      () => Number(document.querySelector<HTMLElement>('article[data-route="shop"]')?.dataset.points) >= 8,
+      () => Number(document.querySelector('article[data-route="shop"]')?.dataset.points) >= 8,
       undefined,
       { timeout: WAIT_MS },
     )
