@@ -29,6 +29,7 @@ import {
   parseWeights,
 } from './schemas.ts'
 import type { AuditDraft } from './store.ts'
+import { isUiPath, serveUi, type UiAssets } from './ui.ts'
 import type { RouteView } from './views.ts'
 
 export interface ApiDeps {
@@ -45,6 +46,8 @@ export interface ApiDeps {
   readonly watchMs: number
   readonly closing: () => boolean
   readonly metrics: ControlMetrics
+  /** The status page's files (ui.ts), served under /ui/ without a token; absent: no page. */
+  readonly ui?: UiAssets
 }
 
 interface Call {
@@ -294,7 +297,12 @@ const ENDPOINTS: readonly Endpoint[] = [
     methods: {
       GET: {
         access: 'read',
-        handle: async (d, c) => d.events.open(c.req, c.res, { revision: d.engine.state.revision }),
+        handle: async (d, c) =>
+          d.events.open(c.req, c.res, {
+            revision: d.engine.state.revision,
+            who: c.who.name,
+            role: c.who.role,
+          }),
       },
     },
   },
@@ -389,6 +397,7 @@ function match(segments: readonly string[]): { endpoint: Endpoint; params: strin
 
 export function createApi(d: ApiDeps): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {
+    if (d.ui !== undefined && isUiPath(req.url)) return serveUi(d.ui, req, res)
     handle(d, req, res).catch((err) => {
       if (err instanceof ApiError) return sendError(res, err)
       d.log.error({ err, method: req.method, path: req.url?.split('?')[0] }, 'request failed')

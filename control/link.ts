@@ -34,6 +34,7 @@ import {
   supersede,
 } from './release.ts'
 import { advance, type Ctx, isActive } from './rollout.ts'
+import type { StatsFeed } from './stats.ts'
 import type { RouteRecord, UpstreamInfo } from './store.ts'
 
 export interface LinkDeps {
@@ -44,6 +45,8 @@ export interface LinkDeps {
   readonly log: Logger
   /** Fed every report (absent in tests that judge otherwise). */
   readonly analysis?: AnalysisBook
+  /** The `stats` events of /v1/events (absent: none). */
+  readonly stats?: StatsFeed
 }
 
 export class ProxyLink {
@@ -53,6 +56,7 @@ export class ProxyLink {
   private readonly clock: RolloutClock
   private readonly log: Logger
   private readonly analysis: AnalysisBook | null
+  private readonly stats: StatsFeed | null
 
   constructor(deps: LinkDeps) {
     this.engine = deps.engine
@@ -61,6 +65,7 @@ export class ProxyLink {
     this.clock = deps.clock
     this.log = deps.log
     this.analysis = deps.analysis ?? null
+    this.stats = deps.stats ?? null
   }
 
   /** A proxy's per-second report: the judge's evidence, the harm account, and any fuse it tripped. */
@@ -78,6 +83,7 @@ export class ProxyLink {
       // route's: its outcomes and its fuse say nothing of this canary.
       if (!this.proxies.serves(p, r)) continue
       this.analysis?.feed(name, r.rollout, rep, p.id)
+      this.stats?.add(name, rep)
       if (rep.fuse !== undefined) this.clock.fuse(name, rep.fuse, p.id)
       else if (isActive(r.rollout) && r.rollout.plan.analysis.enabled) judge = true
     }

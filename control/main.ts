@@ -22,7 +22,9 @@ import { ControlMetrics } from './metrics.ts'
 import { Notifier, redact } from './notify.ts'
 import { PrometheusBook } from './prometheus.ts'
 import { ProxyRegistry } from './proxies.ts'
+import { StatsFeed } from './stats.ts'
 import { Store, StoreError } from './store.ts'
+import { loadUi } from './ui.ts'
 
 export { ControlUsageError }
 
@@ -84,7 +86,8 @@ export async function runControl(argv: string[]): Promise<void> {
     graceMs: setup.graceMs,
     rolledBack: (route, reason) => metrics.rollbacks.labels(route, reason).inc(),
   })
-  const link = new ProxyLink({ engine, proxies, events, clock, log, analysis })
+  const stats = new StatsFeed({ engine, events, proxies, analysis })
+  const link = new ProxyLink({ engine, proxies, events, clock, log, analysis, stats })
   const denials = new Denials((draft) => engine.deny(draft), setup.denialIntervalMs)
   const handler = createApi({
     engine,
@@ -98,6 +101,7 @@ export async function runControl(argv: string[]): Promise<void> {
     watchMs: setup.watchMs,
     closing: () => closing,
     metrics,
+    ui: loadUi(),
   })
   const server: Server = setup.tls ? createHttps({ ...setup.tls }, handler) : createHttp(handler)
   let address: AddressInfo
@@ -132,6 +136,7 @@ export async function runControl(argv: string[]): Promise<void> {
     closing = true
     clearInterval(ticker)
     proxies.closeAll()
+    stats.close()
     events.close()
     notifier.close()
     server.close()

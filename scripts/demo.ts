@@ -5,7 +5,8 @@
  * proxy. Act 1: v2 answers 500 to 5% of requests; a rollout 5% → 25% → 50% → 100% starts and the
  * analysis rolls it back; the demo shows the live step, weights and per-version figures, the reason, and
  * what it cost (time to rollback, requests harmed, requests the fallback saved). Act 2: v2 fixed, the
- * same rollout is promoted to 100%. Then it stays up for curl and the `veer` CLI until Ctrl-C;
+ * same rollout is promoted to 100%. It prints the status page's address (control's /ui/) and the operator
+ * token to sign in with, to watch it all live. Then it stays up for curl and the `veer` CLI until Ctrl-C;
  * `npm run demo -- --once` stops by itself. `--ephemeral-ports` (the test's) puts every listener on a port
  * the kernel picks, read back from the processes' start lines. Every child process and server is stopped
  * on exit, on error and on Ctrl-C.
@@ -552,6 +553,7 @@ console.log(`veer rollout demo
   v1 (stable) ${urlOf(v1)}  answers 500 to ${pct(STABLE_ERRORS)} of requests
   v2 (canary) ${urlOf(v2)}  buggy: answers 500 to ${pct(BUGGY_ERRORS)} of requests
   veer proxy  ${proxyUrl} (admin ${adminUrl}), following veer control on ${controlUrl}
+  status page ${controlUrl}/ui/  sign in with the operator token ${operatorToken}
   load        ${RATE} req/s through the proxy from ${USERS} sticky users (${route.sticky?.header ?? 'no sticky header'}), 1 in ${POST_EVERY} a POST
   plan        ${PLAN_STEPS.map((s) => `${s.weight}% for ${s.pause}`).join(' → ')}, then done; default analysis
   figures     per version over the rollout, as control judges them (GET ${routePath} on control)
@@ -646,4 +648,5 @@ console.log(`everything keeps running (load stopped); v2 is the stable, v3 the c
   curl -si ${proxyUrl}/hello -H 'x-veer-version: canary'      # tester override: v3
   npx veer status --token-file ${operatorTokenFile}
   curl -s ${adminUrl}/v1/stats ; curl -s ${adminUrl}/metrics | grep ^veer_
+  open ${controlUrl}/ui/ (the status page) and sign in with the token ${operatorToken}
 press Ctrl-C to stop.`)

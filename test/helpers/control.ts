@@ -271,3 +271,49 @@ export async function until<T>(fn: () => Promise<T> | T, ms = 10_000, every = 25
     await sleep(every)
   }
 }
+
+export interface EventFrame {
+  readonly event: string
+  readonly id: string | null
+  // biome-ignore lint/suspicious/noExplicitAny: a test reads events field by field
+  readonly data: any
+}
+
+/** Follow control's GET /v1/events with `token`: every frame parsed as it arrives, until `close()`. */
+export async function followEvents(
+  control: ControlProcess,
+  token: string = TOKENS.read,
+): Promise<{ frames: EventFrame[]; close(): Promise<void> }> {
+  const ac = new AbortController()
+  const res = await fetch(`${control.url}/v1/events`, {
+    headers: { authorization: `Bearer ${token}` },
+    signal: ac.signal,
+  })
+  if (res.status !== 200) throw new Error(`GET /v1/events: ${res.status} ${await res.text()}`)
+  const frames: EventFrame[] = []
+  const reader = res.body!.getReader()
+  const decoder = new TextDecoder()
+  const pump = (async () => {
+    let buffered = ''
+    for (;;) {
+      const { value, done } = await reader.read()
+      if (done) return
+      buffered += decoder.decode(value, { stream: true })
+      for (let end = buffered.indexOf('\n\n'); end !== -1; end = buffered.indexOf('\n\n')) {
+        const lines = buffered.slice(0, end).split('\n')
+        buffered = buffered.slice(end + 2)
+        const value = (name: string) => lines.find((l) => l.startsWith(`${name}: `))?.slice(name.length + 2)
+        const data = value('data')
+        if (data !== undefined)
+          frames.push({ event: value('event') ?? 'message', id: value('id') ?? null, data: JSON.parse(data) })
+      }
+    }
+  })().catch(() => {})
+  return {
+    frames,
+    close: async () => {
+      ac.abort()
+      await pump
+    },
+  }
+}

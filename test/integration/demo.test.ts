@@ -68,6 +68,12 @@ describe('npm run demo', () => {
     ).toBe(true)
     expect(ports.filter((p) => [8080, 9901, 9900, 3001, 3002, 3003].includes(p))).toEqual([])
     expect(out).toContain(`curl -si http://127.0.0.1:${ports[3]}/hello`)
+    // The status page's address on control, and the token to sign in with.
+    expect(out).toMatch(
+      new RegExp(
+        `status page http://127\\.0\\.0\\.1:${ports[5]}/ui/  sign in with the operator token [0-9a-f]{48}\n`,
+      ),
+    )
     // Everything it started is gone.
     for (const port of ports) expect(await refused(port), `port ${port}`).toBe(true)
   }, 90_000)
