@@ -84,6 +84,17 @@ const routeWeights = obj(
      * keep its file canary, so control assumes every proxy of such a route runs a version that knows it.
      */
     canaryFromShadow: literal("Set after veer promote-shadow: the route's shadow is its canary", true),
+    /**
+     * Set while the route's last change (this `version`) was an automatic rollback control made: why,
+     * as veer_rollbacks_total's `reason` (errors, outcome, latency-p95, latency-p99, inconclusive, fuse,
+     * smoke). The proxy counts it once per route version. Absent: not a rollback (older controls never
+     * send it; older proxies ignore it).
+     */
+    rollback: obj(
+      'The automatic rollback that set these weights',
+      { reason: str('Why: the failed check, or inconclusive, fuse, smoke') },
+      { required: ['reason'], optional: true, unknown: 'ignore' },
+    ),
   },
   { required: ['version', 'pair', 'canary'], unknown: 'ignore' },
 )

@@ -56,6 +56,7 @@ export async function runControl(argv: string[]): Promise<void> {
   const notifier = new Notifier(config.webhooks, log, setup.notifier)
   const metrics = new ControlMetrics()
   metrics.watchStateDir(stateDir)
+  store.observer = metrics
   const analysis = new AnalysisBook()
   const engine = new Engine({
     analysis,
@@ -79,8 +80,8 @@ export async function runControl(argv: string[]): Promise<void> {
     analysis,
     log,
     graceMs: setup.graceMs,
-    rolledBack: (route, reason) => metrics.rollbacks.labels(route, reason).inc(),
   })
+  metrics.watchRoutes(() => engine.state, proxies, engine.now)
   const link = new ProxyLink({ engine, proxies, events, clock, log, analysis })
   const denials = new Denials((draft) => engine.deny(draft), setup.denialIntervalMs)
   const handler = createApi({

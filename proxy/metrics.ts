@@ -163,8 +163,10 @@ export class ProxyMetrics {
     })
     this.rollbacks = new client.Counter({
       name: 'veer_rollbacks_total',
-      help: 'Automatic rollbacks of a route by reason',
+      help: "Automatic rollbacks applied to a route by reason: this proxy's fuse, or control's (the failed check, inconclusive, fuse, smoke)",
       labelNames: ['route', 'reason'],
+      // Each worker of a --workers cluster applies control's rollback: counted once, not per worker.
+      aggregator: 'max',
       registers,
     })
   }
