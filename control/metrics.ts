@@ -9,6 +9,7 @@
 import { stat, statfs } from 'node:fs/promises'
 import { join } from 'node:path'
 import client from 'prom-client'
+import { ROLLBACK_REASONS } from '../config/wire.ts'
 import type { ProxyRegistry } from './proxies.ts'
 import type { Phase } from './rollout.ts'
 import type { AuditEntry, ControlState, StoreObserver } from './store.ts'
@@ -29,13 +30,21 @@ export class ControlMetrics implements StoreObserver {
   readonly #byKind = new Map<string, client.Counter.Internal>()
   readonly #byCode = new Map<string, client.Counter.Internal>()
 
+  /** Control's state, once `watchRoutes` is called. */
+  #state: (() => ControlState) | null = null
+
   constructor() {
     const registers = [this.registry]
+    const routes = () => Object.keys(this.#state?.().routes ?? {})
     this.rollbacks = new client.Counter({
       name: 'veer_rollbacks_total',
-      help: 'Automatic rollbacks of a route by reason (the failed check: errors, outcome, latency-p95, latency-p99; or inconclusive, fuse, smoke)',
+      help: 'Automatic rollbacks of a route by reason (the failed check: errors, outcome, latency-p95, latency-p99; or analysis, inconclusive, fuse, smoke)',
       labelNames: ['route', 'reason'],
       registers,
+      // Every route's counters at 0: a counter that appears at 1 is no increase() to Prometheus.
+      collect() {
+        for (const route of routes()) for (const reason of ROLLBACK_REASONS) this.labels(route, reason).inc(0)
+      },
     })
     this.#decisions = new client.Counter({
       name: 'veer_control_decisions_total',
@@ -81,6 +90,7 @@ export class ControlMetrics implements StoreObserver {
 
   /** Gauges read from control's state and the proxies at every scrape. */
   watchRoutes(state: () => ControlState, proxies: ProxyRegistry, now: () => number = Date.now): void {
+    this.#state = state
     const registers = [this.registry]
     new client.Gauge({
       name: 'veer_control_rollout_phase',
