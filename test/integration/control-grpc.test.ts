@@ -128,7 +128,8 @@ describe("control's analysis of gRPC calls", () => {
     expect(text).toMatch(
       /veer_requests_total\{route="shop",version="canary",code="200",grpc_code="UNAVAILABLE"\} [1-9]/,
     )
-    expect(text).not.toContain('reason="fuse"')
+    expect(text).toContain('veer_rollbacks_total{route="shop",reason="fuse"} 0')
+    expect(text).toContain('veer_rollbacks_total{route="shop",reason="errors"} 1')
     // Stable serves every call now.
     const before = canary.calls()
     const after = await Promise.all(Array.from({ length: 20 }, () => say(clients[0]!, 'after')))
