@@ -54,6 +54,23 @@ export function samePair(a: ReleasePair, b: ReleasePair): boolean {
 }
 
 /**
+ * Every `reason` of veer_rollbacks_total (RouteWeights.rollback): a failed check of the analysis
+ * (proxy/analysis/judge.ts), `analysis` for a failure without one, `inconclusive` (plan says abort),
+ * `fuse`, `smoke`. Proxy and control start each route's counters at 0 with these, so an alert's
+ * `increase()` sees the first rollback too.
+ */
+export const ROLLBACK_REASONS = [
+  'errors',
+  'outcome',
+  'latency-p95',
+  'latency-p99',
+  'analysis',
+  'inconclusive',
+  'fuse',
+  'smoke',
+] as const
+
+/**
  * Weights and identity of one route as control holds it. `version` is the route's config version (ETag).
  * Weight ranges are not checked by the schema: a weight this proxy cannot apply is refused by
  * proxy/control/weights.ts `withWeights` (and NACKed with the reason), not taken for noise.
@@ -84,6 +101,17 @@ const routeWeights = obj(
      * keep its file canary, so control assumes every proxy of such a route runs a version that knows it.
      */
     canaryFromShadow: literal("Set after veer promote-shadow: the route's shadow is its canary", true),
+    /**
+     * Set while the route's last change (this `version`) was an automatic rollback control made: why,
+     * as veer_rollbacks_total's `reason` (errors, outcome, latency-p95, latency-p99, inconclusive, fuse,
+     * smoke). The proxy counts it once per route version. Absent: not a rollback (older controls never
+     * send it; older proxies ignore it).
+     */
+    rollback: obj(
+      'The automatic rollback that set these weights',
+      { reason: str('Why: the failed check, or inconclusive, fuse, smoke') },
+      { required: ['reason'], optional: true, unknown: 'ignore' },
+    ),
   },
   { required: ['version', 'pair', 'canary'], unknown: 'ignore' },
 )

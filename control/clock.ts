@@ -29,8 +29,6 @@ export interface ClockDeps {
   readonly log: Logger
   /** After a start, how long before a step may count as applied: proxies need time to register again. */
   readonly graceMs: number
-  /** An automatic rollback (for veer_rollbacks_total): `reason` is the failed check, or `fuse`. */
-  readonly rolledBack?: (route: string, reason: string) => void
 }
 
 export class RolloutClock {
@@ -38,7 +36,6 @@ export class RolloutClock {
   private readonly proxies: ProxyRegistry
   private readonly judge: Judge
   private readonly analysis: AnalysisBook | null
-  private readonly rolledBack: (route: string, reason: string) => void
   private readonly log: Logger
   private readonly graceMs: number
   private readonly startedAt: number
@@ -53,7 +50,6 @@ export class RolloutClock {
     this.analysis = deps.analysis ?? null
     const book = this.analysis
     this.judge = deps.judge ?? ((i) => book?.verdict(i) ?? { result: 'pass', reason: '' })
-    this.rolledBack = deps.rolledBack ?? (() => {})
     this.log = deps.log
     this.graceMs = deps.graceMs
     this.startedAt = this.engine.now()
@@ -103,8 +99,11 @@ export class RolloutClock {
         this.fusesActedOn.set(key, fuse.at)
         const why = `fuse tripped in proxy ${proxy}: ${fuse.reason}`
         const harm = isActive(r.rollout) ? this.analysis?.harm(name, r.rollout) : undefined
-        await this.engine.abortInQueue(r, FUSE, why, { fuse: { ...fuse, proxy }, ...(harm && { harm }) })
-        this.rolledBack(name, 'fuse')
+        await this.engine.abortInQueue(r, FUSE, why, {
+          fuse: { ...fuse, proxy },
+          rollback: 'fuse',
+          ...(harm && { harm }),
+        })
         this.log.warn({ route: name, proxy, reason: fuse.reason }, 'canary rolled back by a proxy fuse')
       })
       .catch((err) => this.log.error({ err }, 'fuse rollback failed'))
@@ -137,9 +136,12 @@ export class RolloutClock {
           ANALYSIS,
           `analysis failed: ${verdict.reason}`,
           now,
-          { ...(verdict.evidence && { evidence: verdict.evidence }), ...(harm && { harm }) },
+          {
+            ...(verdict.evidence && { evidence: verdict.evidence }),
+            ...(harm && { harm }),
+            rollback: verdict.check ?? 'analysis',
+          },
         )
-        this.rolledBack(name, verdict.check ?? 'analysis')
         this.log.warn(
           { route: name, reason: verdict.reason, harm, applied: ro.applied },
           'canary rolled back by analysis',
@@ -163,8 +165,9 @@ export class RolloutClock {
       const done = ro.extensions ?? 0
       const why = `analysis inconclusive: ${verdict.reason}`
       if (policy.action === 'abort') {
-        await this.engine.transition(r, { type: 'abort', reason: why }, ANALYSIS, why, now)
-        this.rolledBack(name, 'inconclusive')
+        await this.engine.transition(r, { type: 'abort', reason: why }, ANALYSIS, why, now, {
+          rollback: 'inconclusive',
+        })
         this.log.warn({ route: name, reason: verdict.reason }, 'canary rolled back: analysis inconclusive')
       } else if (policy.action === 'extend' && policy.extendMs !== null && done < policy.limit) {
         const more = `${why}; the step's pause is extended by ${formatDuration(policy.extendMs)} (${done + 1} of ${policy.limit})`

@@ -26,8 +26,8 @@ export interface Actor {
 
 const SMOKE: Actor = { name: 'smoke', role: 'system' }
 
-/** What an automatic rollback adds to its audit entry: the verdict's evidence, harm counts, the fuse. */
-export type AuditExtra = Pick<AuditEntry, 'evidence' | 'harm' | 'fuse'>
+/** What an automatic rollback adds to its audit entry: the verdict's evidence, harm counts, the fuse, why. */
+export type AuditExtra = Pick<AuditEntry, 'evidence' | 'harm' | 'fuse' | 'rollback'>
 
 /** A versioned change's audit entry as decided; `applyChanges` makes it a draft (role, route, revision). */
 export interface Audit {
@@ -380,6 +380,7 @@ function startOn(
         from: { canary: r.canary, step: 1, phase: 'progressing' },
         to: { canary: abort.weight, step: 1, phase: abort.rollout.phase },
         why: reason,
+        extra: { rollback: 'smoke' },
       },
       notices: abort.notices,
     })
@@ -404,7 +405,7 @@ function transition(
       'no_rollout',
       `route ${r.name} has no rollout; start one with POST /v1/routes/${r.name}/rollout`,
     )
-  let { event, who, why } = c
+  let { event, who, why, extra } = c
   let out = advance(r.rollout, event, ctx)
   if (!out.ok) throw new ApiError(out.code, `route ${r.name}: ${out.message}`)
   if (out.change === 'none') return decision(s, ctx)
@@ -419,6 +420,7 @@ function transition(
     why = smokeWhy(out.rollout.step + 1, failed)
     event = { type: 'abort', reason: why }
     who = SMOKE
+    extra = { ...extra, rollback: 'smoke' }
     out = advance(r.rollout, event, ctx)
     if (!out.ok) throw new ApiError(out.code, `route ${r.name}: ${out.message}`)
   }
@@ -441,7 +443,7 @@ function transition(
         ? 'rollout-complete'
         : 'rollout-step'
       : `rollout-${event.type}`
-  const audit = { who, action, from, to, why, extra: c.extra }
+  const audit = { who, action, from, to, why, extra }
   return decision(s, ctx, [{ next, previousWeight: r.canary, audit, notices: out.notices }], [], smokes)
 }
 

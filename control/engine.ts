@@ -92,6 +92,11 @@ export class Engine {
     return routeView(r, this.d.proxies.sync(r, r.revision, now), now, analysis, last)
   }
 
+  /** The route's newest versioned change (its audit entry), or null. */
+  lastChange(name: string): AuditEntry | null {
+    return this.d.store.lastChange(name)
+  }
+
   routes(): RouteView[] {
     const now = this.now()
     return Object.values(this.state.routes)

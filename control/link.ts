@@ -240,6 +240,10 @@ export class ProxyLink {
       // Only to a proxy that announced the promoted shadow: one with another shadow must not serve that
       // release to users, and every proxy that announces a shadow is assumed to know the flag.
       if (servesShadow(a, r)) weights.canaryFromShadow = true
+      // The route's last change was an automatic rollback: the proxies count it (veer_rollbacks_total).
+      const last = this.engine.lastChange(r.name)
+      if (last?.rollback !== undefined && last.revision === r.revision)
+        weights.rollback = { reason: last.rollback }
       routes[a.name] = weights
     }
     return { revision: this.engine.state.revision, routes }

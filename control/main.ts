@@ -59,6 +59,7 @@ export async function runControl(argv: string[]): Promise<void> {
   const notifier = new Notifier(config.webhooks, log, setup.notifier)
   const metrics = new ControlMetrics()
   metrics.watchStateDir(stateDir)
+  store.observer = metrics
   // A Prometheus evaluation that came back is acted on at once, not at the next tick.
   const prometheus = new PrometheusBook({ evaluated: () => clock.tick() })
   const analysis = new AnalysisBook(prometheus)
@@ -84,8 +85,8 @@ export async function runControl(argv: string[]): Promise<void> {
     analysis,
     log,
     graceMs: setup.graceMs,
-    rolledBack: (route, reason) => metrics.rollbacks.labels(route, reason).inc(),
   })
+  metrics.watchRoutes(() => engine.state, proxies, engine.now)
   const stats = new StatsFeed({ engine, events, proxies, analysis })
   const link = new ProxyLink({ engine, proxies, events, clock, log, analysis, stats })
   const denials = new Denials((draft) => engine.deny(draft), setup.denialIntervalMs)

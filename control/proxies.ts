@@ -132,6 +132,18 @@ export class ProxyRegistry {
     return { live, applied, lagging, stale }
   }
 
+  /** For the metrics: proxies known, live, and live with `revision` (control's current) applied. */
+  counts(revision: number, now: number): { known: number; live: number; inSync: number } {
+    let live = 0
+    let inSync = 0
+    for (const p of this.proxies.values()) {
+      if (!this.isLive(p, now)) continue
+      live++
+      if (p.appliedRevision >= revision) inSync++
+    }
+    return { known: this.proxies.size, live, inSync }
+  }
+
   /** Resolves with the current revision once it is above `after`, or null after `waitMs`. */
   watch(
     p: ProxyEntry,

@@ -317,6 +317,7 @@ const auditLine: Field<AuditEntry & { record?: RouteRecord | null }> = obj(
       { required: ['harmed', 'saved', 'canaryRequests'], optional: true },
     ),
     fuse: anything('What tripped the fuse'),
+    rollback: str('Why an automatic rollback was made'),
     proxy: str('Which proxy'),
     count: count('Refusals it stands for'),
     // Checked only where it is used (the last change at start, each route's last on --recover).

@@ -15,6 +15,7 @@
 import { closeSync, fsyncSync, openSync } from 'node:fs'
 import { mkdir, open, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
+import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
 import type { ReleasePair, Upstream } from '../config/wire.ts'
 import { type AuditPage, type AuditQuery, auditPage } from './audit-query.ts'
@@ -78,6 +79,11 @@ export interface AuditEntry {
   readonly harm?: { readonly harmed: number; readonly saved: number; readonly canaryRequests: number }
   /** A rollback by a proxy's fuse: what tripped it, where. */
   readonly fuse?: unknown
+  /**
+   * An automatic rollback: why, as a metric label (the failed check: errors, outcome, latency-p95,
+   * latency-p99; or inconclusive, fuse, smoke). Proxies are told it with the weights (config/wire.ts).
+   */
+  readonly rollback?: string
   /** A change a proxy's registration made (a route adopted, a release change): which proxy. */
   readonly proxy?: string
   /** A refusal entry that stands for this many refusals of its key in one interval (control/denials.ts). */
@@ -109,6 +115,16 @@ export class StoreWriteError extends Error {
   }
 }
 
+/** What the store tells control's metrics (control/metrics.ts): it is told after the fact, never waited on. */
+export interface StoreObserver {
+  /** One append and fsync of audit lines took `seconds`. */
+  auditWritten(seconds: number): void
+  /** These entries are on disk (a commit's or an append's). */
+  audited(entries: readonly AuditEntry[]): void
+  /** A write failed (undone or not), with its errno code. */
+  storageFailed(code: string | undefined): void
+}
+
 /** Most audit entries kept in memory for GET /v1/audit (the file keeps all). */
 const MEMORY = 10_000
 
@@ -131,6 +147,8 @@ export class Store {
   private readonly auditPath: string
   private readonly statePath: string
   private readonly lockPath: string
+  /** Told of every write (control/metrics.ts); null: nobody listens. */
+  observer: StoreObserver | null = null
 
   private constructor(dir: string, state: ControlState, entries: AuditEntry[], total: number) {
     this.dir = dir
@@ -259,6 +277,7 @@ export class Store {
         )
       await this.#save(next)
     } catch (err) {
+      this.observer?.storageFailed((err as NodeJS.ErrnoException | null)?.code)
       // Once state.json is renamed over, the change is in place and cannot be undone.
       if ((err as { renamed?: boolean }).renamed === true) throw err
       await this.#undo(size, err)
@@ -274,6 +293,7 @@ export class Store {
     try {
       await this.#write(out)
     } catch (err) {
+      this.observer?.storageFailed((err as NodeJS.ErrnoException | null)?.code)
       await this.#undo(size, err)
     }
     this.#remember(out)
@@ -295,6 +315,7 @@ export class Store {
   }
 
   async #write(lines: readonly AuditLine[]): Promise<void> {
+    const started = performance.now()
     const file = await open(this.auditPath, 'a', 0o600)
     try {
       await file.writeFile(lines.map((l) => `${JSON.stringify(l)}\n`).join(''))
@@ -302,6 +323,7 @@ export class Store {
     } finally {
       await file.close()
     }
+    this.observer?.auditWritten((performance.now() - started) / 1000)
   }
 
   /** Cut what a failed write left in audit.log (a part of it may have landed) and drop the temp state. */
@@ -312,6 +334,7 @@ export class Store {
   }
 
   #remember(out: readonly AuditEntry[]): void {
+    this.observer?.audited(out)
     this.total += out.length
     this.entries.push(...out)
     for (const e of out) this.#noteLast(e)

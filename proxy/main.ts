@@ -15,6 +15,7 @@ import { answerPrimary, runPrimary, tellStarted } from './cluster.ts'
 import { watchConfigFile } from './config-watch.ts'
 import { openKnownGood } from './control/cache.ts'
 import { ControlLink } from './control/link.ts'
+import { RollbackLedger } from './control/rollbacks.ts'
 import { sameWeights, withWeights } from './control/weights.ts'
 import { ProxyServer } from './listen/server.ts'
 import { readTls, tlsFiles } from './listen/tls.ts'
@@ -116,6 +117,7 @@ export async function startProxy(
   const fuses = new Map<string, FuseReport>()
   const states = new RouteStates({ metrics, pools, log, sink, tracing: await createTracing(log), onFuse })
   let generation = 1
+  const rollbacks = new RollbackLedger(lastKnown?.known?.routes ?? null)
   const first = compile(generation, lastKnown?.config ?? config, fuses, states)
   const proxy = new ProxyServer(first, states, tls)
   const link =
@@ -136,6 +138,10 @@ export async function startProxy(
         apply: (revision, weights) => {
           const next = withWeights(fileConfig, weights)
           if (!next.ok) return next.issues.map(formatIssue).join('; ')
+          for (const { route, reason } of rollbacks.take(fileConfig, weights, (r) => fuses.has(r))) {
+            metrics.rollbacks.labels(route, reason).inc()
+            log.warn({ route, reason, revision }, 'canary rolled back by control')
+          }
           // A fuse holds until control sets the route's canary to 0 (its rollback) or serves another canary:
           // a newer version that still sends traffic to the canary (a rollout step that raced the report)
           // does not lift it.

@@ -7,6 +7,7 @@
 
 import client, { type Counter, type Gauge } from 'prom-client'
 import { GRPC_CODES } from '../config/grpc-codes.ts'
+import { ROLLBACK_REASONS } from '../config/wire.ts'
 
 export type VersionName = 'stable' | 'canary' | 'shadow'
 
@@ -163,14 +164,19 @@ export class ProxyMetrics {
     })
     this.rollbacks = new client.Counter({
       name: 'veer_rollbacks_total',
-      help: 'Automatic rollbacks of a route by reason',
+      help: "Automatic rollbacks applied to a route by reason: this proxy's fuse, or control's (the failed check, inconclusive, fuse, smoke)",
       labelNames: ['route', 'reason'],
+      // Each worker of a --workers cluster applies control's rollback: counted once, not per worker.
+      aggregator: 'max',
       registers,
     })
   }
 
   /** Called once per route and version (route-table.ts keeps the result across snapshots). */
   bind(route: string, version: VersionName): VersionMetrics {
+    // At 0 from the start: a counter that appears at 1 is no increase() to Prometheus.
+    if (version === 'stable')
+      for (const reason of ROLLBACK_REASONS) this.rollbacks.labels(route, reason).inc(0)
     const v = new VersionMetrics(route, version)
     this.#versions.push(v)
     return v

@@ -74,6 +74,18 @@ const halfFailing = (): Handler => {
   }
 }
 
+const proxyMetrics = async (proxy: VeerProcess) => (await request(`${proxy.adminUrl}/metrics`)).body.text()
+
+/** Resolves once the proxy has applied control's `revision`. */
+async function appliedBy(proxy: VeerProcess, revision: number): Promise<void> {
+  await until(async () => {
+    const config = (await (await request(`${proxy.adminUrl}/v1/config`)).body.json()) as {
+      control?: { revision: number }
+    }
+    return (config.control?.revision ?? 0) >= revision
+  })
+}
+
 const phaseOf = async (control: ControlProcess) =>
   (await control.api('GET', '/v1/routes/shop')).json.rollout?.phase as string | undefined
 
@@ -124,8 +136,13 @@ describe('analysis in control', () => {
     expect(errors.result).toBe('fail')
     expect(errors.evidence.evidence).toBeGreaterThanOrEqual(errors.evidence.threshold)
     expect(audit.harm.saved).toBeGreaterThan(0)
+    expect(audit.rollback).toBe('errors')
     const metrics = (await control.api('GET', '/metrics', { token: TOKENS.read })).text
     expect(metrics).toContain('veer_rollbacks_total{route="shop",reason="errors"} 1')
+    expect(metrics).toContain('veer_control_rollout_phase{route="shop",phase="aborted"} 1')
+    // The proxy counts the rollback control sent it, once.
+    await appliedBy(proxy, audit.revision)
+    expect(await proxyMetrics(proxy)).toContain('veer_rollbacks_total{route="shop",reason="errors"} 1')
     const status = await runCli(['status', '--control', control.url], { VEER_TOKEN: TOKENS.read })
     expect(status.code).toBe(0)
     expect(status.stdout).toMatch(
@@ -273,7 +290,8 @@ describe('analysis in control', () => {
     expect(audit.why).toMatch(/fuse tripped in proxy .*: 5 consecutive canary errors \(last: 500\)/)
     const metrics = (await control.api('GET', '/metrics', { token: TOKENS.read })).text
     expect(metrics).toContain('veer_rollbacks_total{route="shop",reason="fuse"} 1')
-    const proxyMetrics = await (await request(`${proxy.adminUrl}/metrics`)).body.text()
-    expect(proxyMetrics).toContain('veer_rollbacks_total{route="shop",reason="fuse"} 1')
+    // The proxy counted its fuse; control's rollback of that trip, once applied, is the same one.
+    await appliedBy(proxy, audit.revision)
+    expect(await proxyMetrics(proxy)).toContain('veer_rollbacks_total{route="shop",reason="fuse"} 1')
   })
 })

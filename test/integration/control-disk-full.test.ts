@@ -67,6 +67,8 @@ describe.skipIf(probe === null)('a full disk under control', () => {
       expect(r.json.error).toBe('storage_failed')
       expect(r.headers.get('retry-after')).toBe('5')
     }
+    const failed = (await control.api('GET', '/metrics')).text
+    expect(failed).toContain('veer_control_storage_errors_total{code="ENOSPC"} 3')
     // Nothing of the refused writes is on disk or shown; reads and health answer.
     expect(readFileSync(join(dir, 'state', 'audit.log')).equals(auditBefore)).toBe(true)
     const route = await control.api('GET', '/v1/routes/shop')

@@ -112,7 +112,7 @@ describe("control's analysis of gRPC calls", () => {
     expect(errors.evidence.canaryRate).toBeGreaterThan(0.25)
     const metrics = (await control.api('GET', '/metrics', { token: TOKENS.read })).text
     expect(metrics).toContain('veer_rollbacks_total{route="shop",reason="errors"} 1')
-    expect(metrics).not.toContain('reason="fuse"')
+    expect(metrics).toContain('veer_rollbacks_total{route="shop",reason="fuse"} 0')
     const status = await runCli(['status', '--control', control.url], { VEER_TOKEN: TOKENS.read })
     expect(status.stdout).toMatch(/^shop: last: rollout-abort by analysis at \S+Z: .*errors: canary /m)
 
@@ -128,7 +128,8 @@ describe("control's analysis of gRPC calls", () => {
     expect(text).toMatch(
       /veer_requests_total\{route="shop",version="canary",code="200",grpc_code="UNAVAILABLE"\} [1-9]/,
     )
-    expect(text).not.toContain('reason="fuse"')
+    expect(text).toContain('veer_rollbacks_total{route="shop",reason="fuse"} 0')
+    expect(text).toContain('veer_rollbacks_total{route="shop",reason="errors"} 1')
     // Stable serves every call now.
     const before = canary.calls()
     const after = await Promise.all(Array.from({ length: 20 }, () => say(clients[0]!, 'after')))

@@ -184,6 +184,18 @@ describe('wire schemas', () => {
     ])
   })
 
+  it("reads a rollback's reason (an older proxy skips the field like any newer one), and names a bad one", () => {
+    const shop = { ...ANSWER.routes.shop, rollback: { reason: 'latency-p95', at: 5 } }
+    expect(check(registerResponse, { ...ANSWER, routes: { shop } })).toEqual({
+      ok: true,
+      value: { ...ANSWER, routes: { shop: { ...ANSWER.routes.shop, rollback: { reason: 'latency-p95' } } } },
+    })
+    const bad = { ...ANSWER.routes.shop, rollback: { reason: 3 } }
+    expect(problems(registerResponse, { ...ANSWER, routes: { shop: bad } })).toEqual([
+      expect.stringMatching(/^routes\.shop\.rollback\.reason must be a string/),
+    ])
+  })
+
   const PROTO = ['__proto__', 'constructor', 'toString']
 
   it.each(PROTO)('refuses %s as a field of any body, naming it', (name) => {
