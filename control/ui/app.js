@@ -213,6 +213,11 @@ function card(view) {
   return r
 }
 
+const clockTicks = (_, splits) =>
+  splits.map((s) =>
+    new Date(s * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' }),
+  )
+
 function chart(el, name) {
   const fig = el.querySelector(`[data-chart=${name}]`)
   const line = (label, stroke) => ({ label, stroke, width: 2 })
@@ -228,7 +233,8 @@ function chart(el, name) {
         y: { range: (_, _min, max) => [0, Math.max(max ?? 0, 1) * 1.1] },
       },
       series: [{}, line('stable', '#2f6fdf'), line('canary', '#e0761d')],
-      axes: [{}, { size: 48 }],
+      // One line of clock time per tick: uPlot's default adds a second line with the date, which overlaps.
+      axes: [{ space: 70, values: clockTicks }, { size: 48 }],
     },
     [[], [], []],
     fig,
