@@ -24,6 +24,8 @@ export interface ScrapeJob {
   readonly path?: string
   /** Labels added to every series of the job's targets. */
   readonly labels?: Readonly<Record<string, string>>
+  /** A bearer token sent with every scrape (control's /metrics needs one). */
+  readonly bearer?: string
 }
 
 export interface PrometheusOptions {
@@ -65,6 +67,7 @@ export async function startPrometheus(opts: PrometheusOptions): Promise<Promethe
     scrape_configs: opts.scrape.map((j) => ({
       job_name: j.job,
       metrics_path: j.path ?? '/metrics',
+      ...(j.bearer && { authorization: { credentials: j.bearer } }),
       static_configs: [{ targets: j.targets.map(hostOf), ...(j.labels && { labels: j.labels }) }],
     })),
   }
