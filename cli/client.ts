@@ -7,12 +7,26 @@ import { readFileSync } from 'node:fs'
 
 export const EXIT = { ok: 0, refused: 1, usage: 2, unreachable: 3 } as const
 
+/** What `--output json` names an error that is not the API's own code. */
+const CODES: Record<number, string> = { [EXIT.usage]: 'usage', [EXIT.unreachable]: 'unreachable' }
+
 export class CliError extends Error {
   readonly exitCode: number
+  /** The API's error code, or `usage` / `unreachable`: `{"error"}` of `--output json`. */
+  readonly code: string
+  /** The message without the code after it: `{"message"}` of `--output json`. */
+  readonly detail: string
 
-  constructor(exitCode: number, message: string) {
+  constructor(exitCode: number, message: string, code?: string, detail?: string) {
     super(message)
     this.exitCode = exitCode
+    this.code = code ?? CODES[exitCode] ?? 'refused'
+    this.detail = detail ?? message
+  }
+
+  /** The error as `--output json` prints it, on stdout. */
+  json(): string {
+    return JSON.stringify({ error: this.code, message: this.detail })
   }
 }
 
@@ -101,11 +115,9 @@ export class ControlClient {
     }
     if (res.status >= 400) {
       const e = parsed as { error?: string; message?: string } | null
-      const message = e?.message ?? `HTTP ${res.status}`
-      throw new CliError(
-        EXIT.refused,
-        `${message.replace(/\s*\n\s*/g, ' ')} (${e?.error ?? `http_${res.status}`})`,
-      )
+      const message = (e?.message ?? `HTTP ${res.status}`).replace(/\s*\n\s*/g, ' ')
+      const code = e?.error ?? `http_${res.status}`
+      throw new CliError(EXIT.refused, `${message} (${code})`, code, message)
     }
     return { status: res.status, etag: res.headers.get('etag'), body: parsed }
   }

@@ -4,25 +4,34 @@
  * proxy's dependencies (OpenTelemetry, prom-client, undici pools).
  */
 import cluster from 'node:cluster'
+import { readFileSync } from 'node:fs'
 import { CliError } from './client.ts'
+import { didYouMean, FlagsError } from './flags.ts'
 import { OPS_COMMANDS, type OpsCommand } from './ops-commands.ts'
+
+/** Every command with its line of `veer --help`: the dispatcher's list, and `veer completion`'s. */
+export const COMMANDS: readonly (readonly [name: string, about: string])[] = [
+  ['proxy', 'the data plane: weighted, sticky and override routing between stable and canary'],
+  ['control', 'the control process: HTTP API, staged rollouts, durable state and audit log'],
+  ['status', 'routes, weights, rollout step and time left, proxies in sync'],
+  ['history', "a route's audit entries: who changed what, when and why"],
+  ['set-weight', "set a route's canary weight"],
+  ['shadow', "set the percent of a route's requests mirrored to its shadow"],
+  ['rollout', 'start a staged rollout from a plan file'],
+  ['promote-shadow', "make a route's shadow its canary at 0% and start a rollout of it from a plan file"],
+  ['promote', 'move a rollout to its next step (--full: to 100%)'],
+  ['pause', 'hold a rollout at its step'],
+  ['resume', 'continue a paused rollout'],
+  ['abort', 'roll back: canary 0% at once'],
+  ['check', 'validate a proxy config, control config or rollout plan file: every problem at once'],
+  ['completion', 'print a shell completion script: veer completion bash|zsh|fish'],
+  ['version', "print veer's version (also veer --version)"],
+]
 
 const HELP = `Usage: veer COMMAND [flags]
 
 Commands:
-  proxy       the data plane: weighted, sticky and override routing between stable and canary
-  control     the control process: HTTP API, staged rollouts, durable state and audit log
-  status      routes, weights, rollout step and time left, proxies in sync
-  history     a route's audit entries: who changed what, when and why
-  set-weight  set a route's canary weight
-  shadow      set the percent of a route's requests mirrored to its shadow
-  rollout     start a staged rollout from a plan file
-  promote-shadow
-              make a route's shadow its canary at 0% and start a rollout of it from a plan file
-  promote     move a rollout to its next step (--full: to 100%)
-  pause, resume
-              hold a rollout at its step / continue it
-  abort       roll back: canary 0% at once
+${COMMANDS.map(([name, about]) => (name.length < 12 ? `  ${name.padEnd(12)}${about}` : `  ${name}\n  ${' '.repeat(12)}${about}`)).join('\n')}
 
 Run veer COMMAND --help for the flags of a command. The operator commands exit 0 when done,
 1 when the API refused, 2 on a usage error, 3 when control cannot be reached.
@@ -30,6 +39,20 @@ Run veer COMMAND --help for the flags of a command. The operator commands exit 0
 
 /** A usage error of any command: exit 2 with its lines. */
 class UnknownCommand extends Error {}
+
+/** package.json's version: next to cli/ in the sources, two levels up from dist/cli/ in the build. */
+function version(): string {
+  for (const path of ['../package.json', '../../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(path, import.meta.url), 'utf8')) as {
+        name?: string
+        version?: string
+      }
+      if (pkg.name === 'veer' && typeof pkg.version === 'string') return pkg.version
+    } catch {}
+  }
+  throw new Error('package.json of veer not found next to its sources')
+}
 
 async function run(command: string, rest: string[]): Promise<void> {
   if (command === 'proxy') {
@@ -44,12 +67,27 @@ async function run(command: string, rest: string[]): Promise<void> {
     const { runOps } = await import('./ops.ts')
     return runOps(command as OpsCommand, rest)
   }
-  throw new UnknownCommand(`unknown command ${JSON.stringify(command)}; see veer --help`)
+  if (command === 'check') {
+    const { runCheck } = await import('./check.ts')
+    return runCheck(rest)
+  }
+  if (command === 'completion') {
+    const { runCompletion } = await import('./completion.ts')
+    return runCompletion(rest)
+  }
+  if (command === 'version') {
+    process.stdout.write(`${version()}\n`)
+    return
+  }
+  const names = COMMANDS.map(([name]) => name)
+  throw new UnknownCommand(
+    `unknown command ${JSON.stringify(command)}${didYouMean(command, names)}; see veer --help`,
+  )
 }
 
 /** Whether `err` is one of the usage errors of the command that ran (their modules are loaded by now). */
 async function isUsage(command: string, err: unknown): Promise<boolean> {
-  if (err instanceof UnknownCommand) return true
+  if (err instanceof UnknownCommand || err instanceof FlagsError) return true
   if (command === 'proxy') {
     const [{ FlagError }, { UsageError }] = await Promise.all([
       import('../proxy/args.ts'),
@@ -67,6 +105,17 @@ export async function main(argv: string[]): Promise<void> {
     process.stdout.write(HELP)
     return
   }
+  if (command === '--version') {
+    process.stdout.write(`${version()}\n`)
+    return
+  }
+  // A client's reader that went away (`veer status --watch | head -1`) ends it quietly, as for other
+  // Unix tools. The servers log through their own stream and are left alone.
+  if (command !== 'proxy' && command !== 'control')
+    process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') throw err
+      process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0)
+    })
   try {
     await run(command, rest)
   } catch (err) {

@@ -4,13 +4,13 @@
  * errors are one line on stderr and the exit codes of client.ts.
  */
 import { readFileSync } from 'node:fs'
-import { parseArgs } from 'node:util'
-import { parseDocument } from 'yaml'
+import { formatIssue, parseYaml } from '../config/load.ts'
 import { ACTIONS_HINT, parseActions, parseTime, TIME_HINT } from '../control/audit-query.ts'
 import type { ProxyView } from '../control/proxies.ts'
 import type { AuditEntry } from '../control/store.ts'
 import type { RouteView } from '../control/views.ts'
-import { type CliError, ControlClient, EXIT, readToken, usage } from './client.ts'
+import { CliError, ControlClient, EXIT, readToken, usage } from './client.ts'
+import { parseFlags } from './flags.ts'
 import { historyTable, proxiesLine, statusTable, summary } from './format.ts'
 import type { OpsCommand } from './ops-commands.ts'
 
@@ -25,7 +25,8 @@ const COMMANDS = {
   status: {
     usage: 'veer status [ROUTE] [--watch]',
     about: 'Routes with their weights, rollout step and time left, and how many live proxies are in sync.',
-    flags: '  --watch                redraw every second until Ctrl-C\n',
+    flags:
+      '  --watch                redraw every second until Ctrl-C; to a pipe or file, or with --output json\n                         (one JSON document a line), print again only when it changed\n',
     positionals: [0, 1],
   },
   history: {
@@ -99,7 +100,8 @@ export function opsHelp(command: OpsCommand): string {
   return `Usage: ${c.usage}\n\n${c.about}\n\n${c.flags}${COMMON}`
 }
 
-const OPTIONS = {
+/** The flags of the operator commands: the parser's table, and what `veer completion` completes. */
+export const OPS_OPTIONS = {
   control: { type: 'string' },
   'token-file': { type: 'string' },
   output: { type: 'string' },
@@ -116,6 +118,7 @@ const OPTIONS = {
   limit: { type: 'string' },
 } as const
 
+/** The flags only some commands take; the others take every flag of OPS_OPTIONS. */
 const ONLY: Record<string, OpsCommand[]> = {
   watch: ['status'],
   'if-match': ['set-weight', 'shadow'],
@@ -129,21 +132,41 @@ const ONLY: Record<string, OpsCommand[]> = {
   limit: ['history'],
 }
 
+export const OUTPUTS = ['table', 'json'] as const
+
+/** The flags `command` takes. */
+export function opsFlags(command: OpsCommand): string[] {
+  return Object.keys(OPS_OPTIONS).filter((f) => ONLY[f]?.includes(command) ?? true)
+}
+
+/** `--output json` as the command line gives it, for errors before (or while) it is parsed. */
+const wantsJson = (argv: readonly string[]): boolean =>
+  argv.some((a, i) => a === '--output=json' || (a === '--output' && argv[i + 1] === 'json'))
+
 const write = (text: string) => process.stdout.write(text.endsWith('\n') ? text : `${text}\n`)
 
+/** Run `veer COMMAND`; with `--output json` an error is `{"error", "message"}` on stdout, same exit code. */
 export async function runOps(command: OpsCommand, argv: string[]): Promise<void> {
+  try {
+    await ops(command, argv)
+  } catch (err) {
+    if (!(err instanceof CliError) || !wantsJson(argv)) throw err
+    write(err.json())
+    process.exitCode = err.exitCode
+  }
+}
+
+async function ops(command: OpsCommand, argv: string[]): Promise<void> {
   const spec = COMMANDS[command]
   let values: Record<string, string | boolean | undefined>
   let positionals: string[]
   try {
-    ;({ values, positionals } = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: true,
-      options: OPTIONS,
+    ;({ values, positionals } = parseFlags(command, argv, OPS_OPTIONS, {
+      positionals: true,
+      flags: opsFlags(command),
     }))
   } catch (err) {
-    throw usage(`${(err as Error).message.split('\n')[0]}; see veer ${command} --help`)
+    throw usage((err as Error).message)
   }
   if (values.help === true) {
     process.stdout.write(opsHelp(command))
@@ -156,8 +179,8 @@ export async function runOps(command: OpsCommand, argv: string[]): Promise<void>
   const [min, max] = spec.positionals
   if (positionals.length < min || positionals.length > max) throw usage(`usage: ${spec.usage}`)
   const output = (values.output as string | undefined) ?? 'table'
-  if (output !== 'table' && output !== 'json')
-    throw usage(`--output must be table or json (got ${JSON.stringify(output)})`)
+  if (!(OUTPUTS as readonly string[]).includes(output))
+    throw usage(`--output must be ${OUTPUTS.join(' or ')} (got ${JSON.stringify(output)})`)
   const json = output === 'json'
   // Everything local is checked before the token and the network: a usage error is always exit 2.
   let body: unknown
@@ -260,11 +283,10 @@ function readPlan(file: string): unknown {
   } catch (err) {
     throw usage(`--plan ${file}: cannot read it (${(err as NodeJS.ErrnoException).code})`)
   }
-  // YAML is a superset of JSON: one parser reads both.
-  const doc = parseDocument(text, { uniqueKeys: true })
-  if (doc.errors.length > 0)
-    throw usage(`--plan ${file}: is not valid YAML or JSON: ${doc.errors[0]!.message.split('\n')[0]}`)
-  return doc.toJS()
+  // YAML is a superset of JSON: one parser reads both (`veer check` reads plans with it too).
+  const doc = parseYaml(text, `--plan ${file}:`)
+  if (!doc.ok) throw usage(formatIssue(doc.issues[0]!))
+  return doc.value
 }
 
 async function status(
@@ -273,6 +295,7 @@ async function status(
   json: boolean,
   watch: boolean,
 ): Promise<void> {
+  /** The routes and proxies: JSON (compact in a watch: one document a line), or the table. */
   const once = async (): Promise<string> => {
     const [routes, proxies] = await Promise.all([
       client.call('GET', route === undefined ? '/v1/routes' : `/v1/routes/${encodeURIComponent(route)}`),
@@ -281,7 +304,7 @@ async function status(
     const list =
       route === undefined ? (routes.body as { routes: RouteView[] }).routes : [routes.body as RouteView]
     const known = (proxies.body as { proxies: ProxyView[] }).proxies
-    if (json) return JSON.stringify({ routes: list, proxies: known }, null, 2)
+    if (json) return JSON.stringify({ routes: list, proxies: known }, null, watch ? undefined : 2)
     if (list.length === 0)
       return `no routes yet: they appear when a proxy started with --control registers\n${proxiesLine(known)}`
     return `${statusTable(list)}\n${proxiesLine(known)}`
@@ -290,15 +313,23 @@ async function status(
     write(await once())
     return
   }
+  // A terminal is redrawn in place every second; a pipe or file (or JSON) gets no screen codes, and a
+  // new document only when it changed.
+  const redraw = process.stdout.isTTY === true && !json
+  let last: string | null = null
   for (;;) {
     let text: string
     try {
       text = await once()
     } catch (err) {
-      if ((err as CliError).exitCode !== EXIT.unreachable) throw err
-      text = (err as Error).message
+      // Control away: said, and the watch goes on until it is back.
+      if (!(err instanceof CliError) || err.exitCode !== EXIT.unreachable) throw err
+      text = json ? err.json() : err.message
     }
-    process.stdout.write(`\x1b[H\x1b[2J${new Date().toISOString()}\n${text}\n`)
+    if (redraw) process.stdout.write(`\x1b[H\x1b[2J${new Date().toISOString()}\n${text}\n`)
+    else if (text !== last)
+      process.stdout.write(json ? `${text}\n` : `${new Date().toISOString()}\n${text}\n\n`)
+    last = text
     await new Promise((r) => setTimeout(r, 1000))
   }
 }

@@ -3,7 +3,7 @@
  * validated in one pass like the proxy's (every problem with its path and a fix).
  */
 import { readFile } from 'node:fs/promises'
-import { parseDocument } from 'yaml'
+import { parseYaml } from './load.ts'
 import { type HostPort, hostPort, type Issue, list, obj, oneOf, str } from './schema-kit.ts'
 
 export interface ControlConfig {
@@ -81,13 +81,9 @@ export async function loadControlConfig(
         ],
       }
     }
-    const doc = parseDocument(text, { uniqueKeys: true })
-    if (doc.errors.length > 0)
-      return {
-        ok: false,
-        issues: [{ path, message: `is not valid YAML: ${doc.errors[0]!.message.split('\n')[0]}` }],
-      }
-    const js = doc.toJS() as unknown
+    const doc = parseYaml(text, path)
+    if (!doc.ok) return doc
+    const js = doc.value
     if (js !== null && (typeof js !== 'object' || Array.isArray(js)))
       return { ok: false, issues: [{ path, message: 'must be a YAML mapping of settings' }] }
     raw = (js as Record<string, unknown> | null) ?? {}

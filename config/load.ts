@@ -36,21 +36,9 @@ export async function loadConfigFile(
     const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message
     return { ok: false, issues: [{ path: '--config', message: `cannot read ${path}: ${reason}` }] }
   }
-  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true })
-  if (doc.errors.length > 0) {
-    const e = doc.errors[0]!
-    const where = e.linePos ? ` at line ${e.linePos[0].line}, column ${e.linePos[0].col}` : ''
-    return {
-      ok: false,
-      issues: [
-        {
-          path: path,
-          message: `is not valid YAML${where}: ${e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')}`,
-        },
-      ],
-    }
-  }
-  const raw = doc.toJS() as unknown
+  const doc = parseYaml(text, path)
+  if (!doc.ok) return doc
+  const raw = doc.value
   if (raw !== null && typeof raw === 'object' && !Array.isArray(raw)) {
     const doc = raw as Record<string, unknown>
     // --tls-cert/--tls-key replace the file's cert and key only, not its other TLS settings.
@@ -60,6 +48,27 @@ export async function loadConfigFile(
       doc.tls = { ...tls, ...(overrides.tls as object) }
   }
   return validateConfig(raw)
+}
+
+/**
+ * A YAML (or JSON: YAML is a superset) document as its value, or every syntax error as an issue of
+ * `path` naming its line and column. Repeated keys are errors. The proxy's, control's and plan files
+ * are read with it.
+ */
+export function parseYaml(
+  text: string,
+  path: string,
+): { ok: true; value: unknown } | { ok: false; issues: Issue[] } {
+  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true })
+  if (doc.errors.length === 0) return { ok: true, value: doc.toJS() as unknown }
+  return {
+    ok: false,
+    issues: doc.errors.map((e) => {
+      const where = e.linePos ? ` at line ${e.linePos[0].line}, column ${e.linePos[0].col}` : ''
+      const what = e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')
+      return { path, message: `is not valid YAML${where}: ${what}` }
+    }),
+  }
 }
 
 export function formatIssue(issue: Issue): string {

@@ -1,10 +1,11 @@
 /** `veer control` flags and environment, checked whole before anything starts. */
 import { readFileSync } from 'node:fs'
 import type { SecureContextOptions } from 'node:tls'
-import { parseArgs } from 'node:util'
+import { parseFlags } from '../cli/flags.ts'
 import { type ControlConfig, loadControlConfig } from '../config/control-config.ts'
+import type { Issue } from '../config/schema-kit.ts'
 import { readTls } from '../proxy/listen/tls.ts'
-import { parseTokens, type TokenResult, type Tokens } from './auth.ts'
+import { parseTokens, type TokenResult, Tokens } from './auth.ts'
 import { DEFAULT_NOTIFIER, type NotifierOptions } from './notify.ts'
 
 export const CONTROL_HELP = `Usage: veer control [--config FILE] [flags]
@@ -24,8 +25,24 @@ started with --control URL register their routes and follow its weights.
   --tls-key FILE         the PEM private key for --tls-cert
   --recover              rebuild state.json from audit.log (each route as its last audited change left
                          it), audit it as "recovered", and exit; for a state dir whose two files disagree
+  --dry-run              check everything a start checks (flags, config, token and TLS files, the state
+                         dir's files), print one line and exit 0; nothing listens, locks or is written
   -h, --help             this help
 `
+
+/** The flags of `veer control`: its parser's table, and what `veer completion` completes. */
+export const CONTROL_OPTIONS = {
+  config: { type: 'string' },
+  listen: { type: 'string' },
+  'state-dir': { type: 'string' },
+  'token-file': { type: 'string' },
+  webhook: { type: 'string', multiple: true },
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
+  recover: { type: 'boolean' },
+  'dry-run': { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const
 
 export class ControlUsageError extends Error {}
 
@@ -40,6 +57,8 @@ export interface ControlSetup {
   readonly tls: SecureContextOptions | null
   /** --recover: rebuild state.json from the audit and exit. */
   readonly recover: boolean
+  /** --dry-run: check the state dir too, then exit; nothing listens, locks or is written. */
+  readonly dryRun: boolean
   readonly notifier: NotifierOptions
   /** Wire protocol long-poll hold, proxy liveness window, start-up grace, tick: env knobs (tests). */
   readonly watchMs: number
@@ -69,26 +88,11 @@ export async function parseControlArgs(
   argv: string[],
   env: NodeJS.ProcessEnv,
 ): Promise<ControlSetup | 'help'> {
-  let values: Record<string, string | boolean | string[] | undefined>
+  let values: ReturnType<typeof parseFlags<typeof CONTROL_OPTIONS>>['values']
   try {
-    ;({ values } = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        config: { type: 'string' },
-        listen: { type: 'string' },
-        'state-dir': { type: 'string' },
-        'token-file': { type: 'string' },
-        webhook: { type: 'string', multiple: true },
-        'tls-cert': { type: 'string' },
-        'tls-key': { type: 'string' },
-        recover: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }))
+    ;({ values } = parseFlags('control', argv, CONTROL_OPTIONS))
   } catch (err) {
-    throw new ControlUsageError(`${(err as Error).message.split('\n')[0]}; see veer control --help`)
+    throw new ControlUsageError((err as Error).message)
   }
   if (values.help === true) return 'help'
   const overrides: Record<string, unknown> = {}
@@ -116,6 +120,49 @@ export async function parseControlArgs(
     )
   }
   const config = loaded.config
+  const files = await readControlFiles(config, env)
+  if ('problems' in files) throw new ControlUsageError(files.problems.map((p) => p.line).join('\n'))
+  if (values['dry-run'] === true && values.recover === true)
+    throw new ControlUsageError('--dry-run and --recover do not go together: --recover writes the state dir')
+  const liveMs = envInt(env, 'VEER_CONTROL_LIVE_MS', 10_000, 100, 3_600_000)
+  return {
+    config,
+    ...files,
+    recover: values.recover === true,
+    dryRun: values['dry-run'] === true,
+    notifier: {
+      ...DEFAULT_NOTIFIER,
+      backoffMs: envInt(env, 'VEER_CONTROL_WEBHOOK_BACKOFF_MS', DEFAULT_NOTIFIER.backoffMs, 1, 600_000),
+    },
+    watchMs: envInt(env, 'VEER_CONTROL_WATCH_MS', 20_000, 10, 300_000),
+    liveMs,
+    graceMs: envInt(env, 'VEER_CONTROL_GRACE_MS', liveMs, 0, 3_600_000),
+    tickMs: envInt(env, 'VEER_CONTROL_TICK_MS', 250, 10, 60_000),
+    authBurst: envInt(env, 'VEER_CONTROL_AUTH_BURST', 10, 1, 1_000_000),
+    authRefillMs: envInt(env, 'VEER_CONTROL_AUTH_REFILL_MS', 6000, 1, 3_600_000),
+    denialIntervalMs: envInt(env, 'VEER_CONTROL_DENIAL_INTERVAL_MS', 60_000, 10, 3_600_000),
+  }
+}
+
+type ControlFiles = Pick<ControlSetup, 'readTokens' | 'tokens' | 'tokenNotes' | 'tls'>
+
+/** A problem of a file the config names: its line at start, and its field for `veer check`. */
+export interface FileProblem {
+  readonly line: string
+  readonly issue: Issue
+}
+
+/**
+ * The token and TLS files a valid config names, read and checked as a start does (`veer check` of a
+ * control config too): the setup's parts, or every problem. Without a token file the token is
+ * VEER_TOKEN's, which `veer check` does not ask for (`requireToken` false).
+ */
+export async function readControlFiles(
+  config: ControlConfig,
+  env: NodeJS.ProcessEnv,
+  requireToken = true,
+): Promise<ControlFiles | { problems: FileProblem[] }> {
+  const problems: FileProblem[] = []
   const readTokens = () => {
     let text: string | null = null
     if (config.tokenFile !== null) {
@@ -130,33 +177,29 @@ export async function parseControlArgs(
     }
     return parseTokens(text, config.tokenFile ?? 'VEER_TOKEN', env.VEER_TOKEN)
   }
-  const first = readTokens()
-  if (!first.ok) throw new ControlUsageError(first.error)
+  const first = requireToken || config.tokenFile !== null ? readTokens() : null
+  if (first !== null && !first.ok)
+    problems.push({
+      line: first.error,
+      issue: { path: 'tokenFile', message: first.error.replace(/^--token-file /, '') },
+    })
   let tls: ControlSetup['tls'] = null
   if (config.tls !== null) {
     // The proxy's reader: the key must be the certificate's, and TLS 1.2 is the floor, as on the proxy.
     const material = await readTls({ ...config.tls, certificates: [], minVersion: 'TLSv1.2' })
-    if (typeof material === 'string') throw new ControlUsageError(`--tls-cert/--tls-key (${material})`)
-    tls = material.options
+    if (typeof material === 'string') {
+      // It names the setting first: `tls.key: cannot read …`.
+      const colon = material.indexOf(': ')
+      problems.push({
+        line: `--tls-cert/--tls-key (${material})`,
+        issue:
+          colon === -1
+            ? { path: 'tls', message: material }
+            : { path: material.slice(0, colon), message: material.slice(colon + 2) },
+      })
+    } else tls = material.options
   }
-  const liveMs = envInt(env, 'VEER_CONTROL_LIVE_MS', 10_000, 100, 3_600_000)
-  return {
-    config,
-    readTokens,
-    tokens: first.tokens,
-    tokenNotes: first.notes,
-    tls,
-    recover: values.recover === true,
-    notifier: {
-      ...DEFAULT_NOTIFIER,
-      backoffMs: envInt(env, 'VEER_CONTROL_WEBHOOK_BACKOFF_MS', DEFAULT_NOTIFIER.backoffMs, 1, 600_000),
-    },
-    watchMs: envInt(env, 'VEER_CONTROL_WATCH_MS', 20_000, 10, 300_000),
-    liveMs,
-    graceMs: envInt(env, 'VEER_CONTROL_GRACE_MS', liveMs, 0, 3_600_000),
-    tickMs: envInt(env, 'VEER_CONTROL_TICK_MS', 250, 10, 60_000),
-    authBurst: envInt(env, 'VEER_CONTROL_AUTH_BURST', 10, 1, 1_000_000),
-    authRefillMs: envInt(env, 'VEER_CONTROL_AUTH_REFILL_MS', 6000, 1, 3_600_000),
-    denialIntervalMs: envInt(env, 'VEER_CONTROL_DENIAL_INTERVAL_MS', 60_000, 10, 3_600_000),
-  }
+  if (problems.length > 0) return { problems }
+  const tokens = first?.ok ? first : { tokens: new Tokens([]), notes: [] }
+  return { readTokens, tokens: tokens.tokens, tokenNotes: tokens.notes, tls }
 }

@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net'
 import { resolve } from 'node:path'
 import { AnalysisBook } from './analysis.ts'
 import { createApi } from './api.ts'
-import { CONTROL_HELP, ControlUsageError, parseControlArgs } from './args.ts'
+import { CONTROL_HELP, type ControlSetup, ControlUsageError, parseControlArgs } from './args.ts'
 import { FailureLimiter, type Tokens } from './auth.ts'
 import { RolloutClock } from './clock.ts'
 import { Denials } from './denials.ts'
@@ -23,7 +23,7 @@ import { Notifier, redact } from './notify.ts'
 import { PrometheusBook } from './prometheus.ts'
 import { ProxyRegistry } from './proxies.ts'
 import { StatsFeed } from './stats.ts'
-import { Store, StoreError } from './store.ts'
+import { type Inspection, Store, StoreError } from './store.ts'
 import { loadUi } from './ui.ts'
 
 export { ControlUsageError }
@@ -37,8 +37,9 @@ export async function runControl(argv: string[]): Promise<void> {
     return
   }
   const { config } = setup
-  const log = createLogger(config.log.level)
   const stateDir = resolve(config.stateDir)
+  if (setup.dryRun) return dryRun(setup, stateDir)
+  const log = createLogger(config.log.level)
   let store: Store
   try {
     if (setup.recover) {
@@ -171,4 +172,30 @@ export async function runControl(argv: string[]): Promise<void> {
     'veer control started',
   )
   for (const note of setup.tokenNotes) log.info({ note }, 'token sources overlap')
+}
+
+/** `--dry-run`: the state dir read as a start reads it (no lock, nothing written), then one line. */
+async function dryRun(setup: ControlSetup, stateDir: string): Promise<void> {
+  let found: Inspection
+  try {
+    // Silent: what a start would log (an interrupted change it completes) is in the line below.
+    found = await Store.inspect(stateDir, createLogger('silent'))
+  } catch (err) {
+    if (err instanceof StoreError) throw new ControlUsageError(err.message)
+    throw err
+  }
+  const { config } = setup
+  const dir = found.exists
+    ? `state dir ${stateDir} at revision ${found.revision} (${found.routes} route${found.routes === 1 ? '' : 's'})`
+    : `state dir ${stateDir} (missing: a start creates it)`
+  const parts = [
+    `listen ${config.listen.host}:${config.listen.port}${setup.tls === null ? '' : ' with TLS'}`,
+    dir,
+    `${setup.tokens.size} token${setup.tokens.size === 1 ? '' : 's'}`,
+  ]
+  if (config.webhooks.length > 0) parts.push(`${config.webhooks.length} webhook(s)`)
+  const repairs = found.repairs.length === 0 ? '' : `; at start ${found.repairs.join(', and ')}`
+  process.stdout.write(
+    `veer control: dry run: config valid, ${parts.join(', ')}${repairs}; nothing started\n`,
+  )
 }

@@ -192,7 +192,7 @@ const prometheusBody = obj(
   { required: ['url', 'checks'], optional: true },
 )
 
-const planBody = obj('A rollout plan', {
+export const planBody = obj('A rollout plan', {
   mode: oneOf(
     'canary (steps of weight) or blue-green (preview at 0%, then 100% at once)',
     ['canary', 'blue-green'],
@@ -239,9 +239,18 @@ export interface ActionInput {
   reason?: string
 }
 
+/** A refused body with each of its problems (`veer check` lists them one a line). */
+export class BodyError extends ApiError {
+  readonly issues: readonly Issue[]
+
+  constructor(code: 'invalid_body' | 'invalid_plan', issues: Issue[]) {
+    super(code, issues.map((i) => `${i.path || '(top level)'} ${i.message}`).join('; '))
+    this.issues = issues
+  }
+}
+
 function fail(code: 'invalid_body' | 'invalid_plan', issues: Issue[]): never {
-  const text = issues.map((i) => `${i.path || '(top level)'} ${i.message}`).join('; ')
-  throw new ApiError(code, text)
+  throw new BodyError(code, issues)
 }
 
 function parse<T>(

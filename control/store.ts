@@ -12,8 +12,8 @@
  * both files and the ways out: `veer control --recover` rebuilds state.json from the audit.
  */
 
-import { closeSync, fsyncSync, openSync } from 'node:fs'
-import { mkdir, open, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises'
+import { closeSync, constants, fsyncSync, openSync } from 'node:fs'
+import { access, mkdir, open, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
@@ -137,6 +137,15 @@ export interface Recovery {
   readonly routes: number
 }
 
+/** What `Store.inspect` found: the revision and routes a start would serve, and what it would repair. */
+export interface Inspection {
+  /** False: the dir is missing and a start would create it. */
+  readonly exists: boolean
+  readonly revision: number
+  readonly routes: number
+  readonly repairs: readonly string[]
+}
+
 export class Store {
   readonly dir: string
   state: ControlState
@@ -193,6 +202,52 @@ export class Store {
       }
     }
     return store
+  }
+
+  /**
+   * What `open` would find in `dir`, with no lock taken and nothing created, cut or written (`veer
+   * control --dry-run`): the StoreError a start would refuse with, or what it would start from.
+   */
+  static async inspect(dir: string, log: Logger): Promise<Inspection> {
+    const found = await stat(dir).catch((err: NodeJS.ErrnoException) => err)
+    if (found instanceof Error) {
+      if (found.code !== 'ENOENT')
+        throw new StoreError(`--state-dir ${dir}: cannot create it (${found.code})`)
+      // mkdir -p would start from the nearest existing directory on the way.
+      let at = dirname(dir)
+      for (;;) {
+        const s = await stat(at).catch((err: NodeJS.ErrnoException) => err)
+        if (!(s instanceof Error)) break
+        if (s.code !== 'ENOENT' || dirname(at) === at)
+          throw new StoreError(`--state-dir ${dir}: cannot create it (${s.code})`)
+        at = dirname(at)
+      }
+      const creatable = await access(at, constants.W_OK | constants.X_OK).then(
+        () => null,
+        (err: NodeJS.ErrnoException) => err.code ?? 'EACCES',
+      )
+      if (creatable !== null) throw new StoreError(`--state-dir ${dir}: cannot create it (${creatable})`)
+      return { exists: false, revision: 0, routes: 0, repairs: [] }
+    }
+    if (!found.isDirectory()) throw new StoreError(`--state-dir ${dir}: is not a directory`)
+    const writable = await access(dir, constants.W_OK | constants.X_OK).then(
+      () => null,
+      (err: NodeJS.ErrnoException) => err.code ?? 'EACCES',
+    )
+    if (writable !== null) throw new StoreError(`--state-dir ${dir}: cannot write in it (${writable})`)
+    const pid = Number((await readFile(join(dir, 'control.lock'), 'utf8').catch(() => '')).trim())
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid))
+      throw new StoreError(`--state-dir: another veer control (pid ${pid}) is using it; stop it first`)
+    const state = await readState(join(dir, 'state.json'))
+    const audit = await readAudit(join(dir, 'audit.log'))
+    const completed = reconcile(state, audit, dir, log)
+    const repairs: string[] = []
+    if (audit.torn !== null)
+      repairs.push(`a torn last line of audit.log (${audit.torn.bytes} bytes) would be cut`)
+    if (completed !== null)
+      repairs.push(`the interrupted change of revision ${completed.revision} would be completed`)
+    const start = completed ?? state ?? emptyState()
+    return { exists: true, revision: start.revision, routes: Object.keys(start.routes).length, repairs }
   }
 
   /**

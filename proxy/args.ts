@@ -1,7 +1,7 @@
 /** `veer proxy` flags: the contract's quick-start flags, or `--config FILE` (with --listen/--admin overrides). */
 import { readFile } from 'node:fs/promises'
 import { availableParallelism } from 'node:os'
-import { parseArgs } from 'node:util'
+import { parseFlags } from '../cli/flags.ts'
 import { type Issue, type LoadResult, loadConfigFile, validateConfig } from '../config/load.ts'
 
 export const PROXY_HELP = `Usage: veer proxy [--config FILE] [flags]
@@ -26,8 +26,32 @@ Quick start, one route named "default" (not with --config):
   --token-file FILE      file holding the token for --control (or set VEER_TOKEN)
   --state-dir DIR        keeps control's last weights across restarts (default ./.veer-proxy)
   --workers N|auto       traffic worker processes sharing the listener (default 1; auto: one per core)
+  --dry-run              check everything a start checks (flags, config, TLS and CA files, token file,
+                         state dir), print one line and exit 0; nothing listens or is written
   -h, --help             this help
 `
+
+/** The flags of `veer proxy`: its parser's table, and what `veer completion` completes. */
+export const PROXY_OPTIONS = {
+  config: { type: 'string' },
+  listen: { type: 'string' },
+  admin: { type: 'string' },
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
+  stable: { type: 'string' },
+  canary: { type: 'string' },
+  'canary-weight': { type: 'string' },
+  shadow: { type: 'string' },
+  'shadow-percent': { type: 'string' },
+  'sticky-header': { type: 'string' },
+  'allow-override': { type: 'boolean' },
+  control: { type: 'string' },
+  'token-file': { type: 'string' },
+  'state-dir': { type: 'string' },
+  workers: { type: 'string' },
+  'dry-run': { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const
 
 /** Where a quick-start flag lands in the config, so errors name the flag the user typed. */
 const FLAG_PATHS: Record<string, string> = {
@@ -69,6 +93,8 @@ export interface ProxyArgs {
   control: ControlArgs | null
   /** Traffic worker processes (`--workers`); 1 runs everything in this process. */
   workers: number
+  /** `--dry-run`: check what a start checks, bind and write nothing. */
+  dryRun: boolean
 }
 
 export class FlagError extends Error {}
@@ -94,38 +120,11 @@ function numeric(text: string | undefined): number | string | undefined {
 }
 
 export function parseProxyArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): ProxyArgs {
-  let values: Record<string, string | boolean | undefined>
-  try {
-    ;({ values } = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        config: { type: 'string' },
-        listen: { type: 'string' },
-        admin: { type: 'string' },
-        'tls-cert': { type: 'string' },
-        'tls-key': { type: 'string' },
-        stable: { type: 'string' },
-        canary: { type: 'string' },
-        'canary-weight': { type: 'string' },
-        shadow: { type: 'string' },
-        'shadow-percent': { type: 'string' },
-        'sticky-header': { type: 'string' },
-        'allow-override': { type: 'boolean' },
-        control: { type: 'string' },
-        'token-file': { type: 'string' },
-        'state-dir': { type: 'string' },
-        workers: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }))
-  } catch (err) {
-    throw new FlagError(`${(err as Error).message.split('\n')[0]}; see veer proxy --help`)
-  }
+  const { values } = parseFlags('proxy', argv, PROXY_OPTIONS)
   const help = values.help === true
   const control = help ? null : controlArgs(values, env)
   const workers = workerCount(values.workers as string | undefined)
+  const dryRun = values['dry-run'] === true
   const overrides: Record<string, unknown> = {}
   if (values.listen !== undefined) overrides.listen = values.listen
   if (values.admin !== undefined) overrides.admin = values.admin
@@ -144,7 +143,7 @@ export function parseProxyArgs(argv: string[], env: NodeJS.ProcessEnv = process.
       throw new FlagError(
         `--${clash}: quick-start route flags cannot be combined with --config; put the route in the config file`,
       )
-    return { help, configPath, load: () => loadConfigFile(configPath, overrides), control, workers }
+    return { help, configPath, load: () => loadConfigFile(configPath, overrides), control, workers, dryRun }
   }
   if (!help && values.stable === undefined) {
     throw new FlagError(
@@ -171,11 +170,11 @@ export function parseProxyArgs(argv: string[], env: NodeJS.ProcessEnv = process.
   const raw = { ...overrides, routes: [route] }
   const result = validateConfig(raw)
   const named: LoadResult = result.ok ? result : { ok: false, issues: result.issues.map(renameFlag) }
-  return { help, configPath: null, load: () => Promise.resolve(named), control, workers }
+  return { help, configPath: null, load: () => Promise.resolve(named), control, workers, dryRun }
 }
 
 function controlArgs(
-  values: Record<string, string | boolean | undefined>,
+  values: Readonly<Record<string, string | boolean | undefined>>,
   env: NodeJS.ProcessEnv,
 ): ControlArgs | null {
   const url = values.control as string | undefined

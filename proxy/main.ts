@@ -13,12 +13,12 @@ import { configView, createAdminServer, localViews, rawDiffs, rawStats } from '.
 import { PROXY_HELP, parseProxyArgs } from './args.ts'
 import { answerPrimary, runPrimary, tellStarted } from './cluster.ts'
 import { watchConfigFile } from './config-watch.ts'
-import { openKnownGood } from './control/cache.ts'
+import { KnownGoodFile, openKnownGood } from './control/cache.ts'
 import { ControlLink } from './control/link.ts'
 import { RollbackLedger } from './control/rollbacks.ts'
 import { sameWeights, withWeights } from './control/weights.ts'
 import { ProxyServer } from './listen/server.ts'
-import { readTls, tlsFiles } from './listen/tls.ts'
+import { readTls, type TlsMaterial, tlsFiles } from './listen/tls.ts'
 import { createLogger } from './log.ts'
 import { ProxyMetrics } from './metrics.ts'
 import { compile } from './routes/compile.ts'
@@ -42,6 +42,16 @@ export async function runProxy(argv: string[]): Promise<void> {
   }
   const first = await parsed.load()
   if (!first.ok) throw new UsageError(first.issues.map(formatIssue).join('\n'))
+  if (parsed.dryRun) {
+    const files = await readStartFiles(first.config)
+    if (Array.isArray(files)) throw new UsageError(files.map(formatIssue).join('\n'))
+    const cache = control && (await KnownGoodFile.check(control.stateDir))
+    if (typeof cache === 'string') throw new UsageError(`--state-dir: ${cache}`)
+    process.stdout.write(
+      `veer proxy: ${dryRunSummary(first.config, files.tls, control?.url ?? null, parsed.workers)}\n`,
+    )
+    return
+  }
   if (parsed.workers > 1 && cluster.isPrimary) {
     const { log, sink } = createLogger(first.config.log.level, true)
     await runPrimary(first.config, parsed.configPath, parsed.workers, log, sink).catch((err: Error) => {
@@ -52,6 +62,48 @@ export async function runProxy(argv: string[]): Promise<void> {
   // A worker leaves the file to its primary, which passes changes on as SIGHUP.
   const worker = cluster.isWorker
   await startProxy(first.config, parsed.load, worker ? null : parsed.configPath, control, worker)
+}
+
+/** `--dry-run`'s line: what was checked and what a start would serve. */
+function dryRunSummary(
+  config: ProxyConfig,
+  tls: TlsMaterial | null,
+  control: string | null,
+  workers: number,
+): string {
+  const names = config.routes.map((r) => r.name).join(', ')
+  const parts = [
+    `${config.routes.length} route${config.routes.length === 1 ? '' : 's'} (${names})`,
+    `listen ${config.listen.host}:${config.listen.port}${tls === null ? '' : ` with TLS (${tls.certificates.length} certificate${tls.certificates.length === 1 ? '' : 's'})`}`,
+    `admin ${config.admin.host}:${config.admin.port}`,
+  ]
+  if (workers > 1) parts.push(`${workers} workers`)
+  if (control !== null) parts.push(`following ${control}`)
+  return `dry run: config valid, ${parts.join(', ')}; nothing started`
+}
+
+/**
+ * What a start reads and checks before anything listens: the TLS files and the CA files of https://
+ * upstreams. The material, or every problem (the lines a start refuses with, and `veer check`'s).
+ */
+export async function readStartFiles(
+  config: ProxyConfig,
+): Promise<{ tls: TlsMaterial | null; trust: Map<string, string> } | Issue[]> {
+  const problems: Issue[] = []
+  const tls = config.tls === undefined ? null : await readTls(config.tls)
+  if (typeof tls === 'string') {
+    // readTls names the setting first: `tls.key: cannot read …`.
+    const colon = tls.indexOf(': ')
+    problems.push(
+      colon === -1
+        ? { path: 'tls', message: tls }
+        : { path: tls.slice(0, colon), message: tls.slice(colon + 2) },
+    )
+  }
+  const trust = await readUpstreamTrust(config)
+  if (Array.isArray(trust)) problems.push(...trust)
+  if (typeof tls === 'string' || Array.isArray(trust)) return problems
+  return { tls, trust }
 }
 
 export interface ControlOptions {
@@ -100,14 +152,13 @@ export async function startProxy(
   if (typeof lastKnown === 'string') throw new UsageError(`--state-dir: ${lastKnown}`)
   // The file's config; the table's is this with control's weights on top.
   let fileConfig = config
-  // Certificates are read and checked before anything starts: a bad file is a one-line reason.
-  const tls = config.tls === undefined ? null : await readTls(config.tls)
-  if (typeof tls === 'string') throw new UsageError(tls)
+  // Certificates and the CA files of https:// upstreams (those of the control-cache's config are the
+  // file's) are read and checked before anything starts: a bad file is a one-line reason.
+  const files = await readStartFiles(config)
+  if (Array.isArray(files)) throw new UsageError(files.map(formatIssue).join('\n'))
+  const { tls, trust } = files
   const metrics = new ProxyMetrics()
   const pools = new UpstreamPools()
-  // So are the CA files of https:// upstreams (those of the control-cache's config are the file's).
-  const trust = await readUpstreamTrust(config)
-  if (Array.isArray(trust)) throw new UsageError(trust.map(formatIssue).join('\n'))
   pools.useTrust(trust)
   let lastTrust = JSON.stringify([...trust])
   /**

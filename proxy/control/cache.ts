@@ -4,8 +4,9 @@
  * its file's. Written whole to a temp file, fsynced and renamed over the old one: a crash at any moment
  * leaves the old file or the new one, never a torn one.
  */
-import { mkdir, open, readFile, rename } from 'node:fs/promises'
-import { join, resolve } from 'node:path'
+import { constants } from 'node:fs'
+import { access, mkdir, open, readFile, rename, stat } from 'node:fs/promises'
+import { dirname, join, resolve } from 'node:path'
 import type { Logger } from 'pino'
 import { formatIssue } from '../../config/load.ts'
 import type { ProxyConfig } from '../../config/types.ts'
@@ -33,6 +34,34 @@ export class KnownGoodFile {
       return `cannot create ${full} (${e.code ?? e.message}); point --state-dir at a writable directory`
     }
     return new KnownGoodFile(full)
+  }
+
+  /**
+   * What `open` would say of `dir`, without creating or writing anything (`--dry-run`): null when it
+   * is, or can be made, a writable directory.
+   */
+  static async check(dir: string): Promise<string | null> {
+    const full = resolve(dir)
+    let at = full
+    // The nearest existing directory on the way: `dir` itself, or the parent `mkdir -p` would start from.
+    for (;;) {
+      const s = await stat(at).catch((err: NodeJS.ErrnoException) => err)
+      if (!(s instanceof Error)) {
+        if (!s.isDirectory())
+          return `cannot create ${full} (${at} is not a directory); point --state-dir at a writable directory`
+        break
+      }
+      if (s.code !== 'ENOENT' || dirname(at) === at)
+        return `cannot create ${full} (${s.code ?? s.message}); point --state-dir at a writable directory`
+      at = dirname(at)
+    }
+    try {
+      await access(at, constants.W_OK | constants.X_OK)
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException
+      return `cannot ${at === full ? 'write in' : 'create'} ${full} (${e.code ?? e.message}); point --state-dir at a writable directory`
+    }
+    return null
   }
 
   /** The saved revision; null when there is none; the reason when the file cannot be used. */

@@ -235,7 +235,7 @@ describe('veer CLI against control', () => {
       /^veer rollout: --plan \/nonexistent\.yaml: cannot read it \(ENOENT\)/,
     ],
     [['pause', 'shop', '--full'], null, /^veer pause: --full is not a flag of veer pause/],
-    [['status', '--bogus'], null, /^veer status: Unknown option '--bogus'/],
+    [['status', '--bogus'], null, /^veer status: unknown flag --bogus; see veer status --help\n$/],
     [['status', '--output', 'xml'], null, /^veer status: --output must be table or json/],
     [['status'], {}, /^veer status: no token: pass --token-file FILE or set VEER_TOKEN/],
   ]

@@ -25,7 +25,7 @@ describe('refused start-up', () => {
   const other = ca.leaf('other', ['127.0.0.1'])
 
   const CASES: [string, string[], Record<string, string>, RegExp][] = [
-    ['an unknown flag', ['--bogus'], {}, /^veer control: Unknown option '--bogus'; see veer control --help$/],
+    ['an unknown flag', ['--bogus'], {}, /^veer control: unknown flag --bogus; see veer control --help$/],
     ['a bad --listen', ['--listen', 'nowhere'], {}, /^veer control: --listen must be HOST:PORT/],
     ['no token', [], {}, /^veer control: no token: give --token-file FILE or set VEER_TOKEN/],
     [

@@ -1,7 +1,11 @@
 /** README documents what the code has: the config table and the error codes stay in step. */
 import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
+import { CHECK_OPTIONS } from '../../cli/check.ts'
+import { COMMANDS } from '../../cli/main.ts'
 import { withConfigTable } from '../../config/docs.ts'
+import { CONTROL_OPTIONS } from '../../control/args.ts'
+import { PROXY_OPTIONS } from '../../proxy/args.ts'
 import { PROXY_ERRORS } from '../../proxy/errors.ts'
 
 const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
@@ -25,5 +29,11 @@ describe('README', () => {
       .filter((n) => n.startsWith('veer_'))
     expect(names.length).toBeGreaterThanOrEqual(6)
     for (const name of names) expect(readme).toContain(`| \`${name}\` |`)
+  })
+
+  it("names every command and every flag of proxy, control and check (their parsers' tables)", () => {
+    for (const [name] of COMMANDS) expect(readme).toContain(`veer ${name}`)
+    for (const options of [PROXY_OPTIONS, CONTROL_OPTIONS, CHECK_OPTIONS])
+      for (const flag of Object.keys(options)) expect(readme, `--${flag}`).toContain(`\`--${flag}`)
   })
 })
