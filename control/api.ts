@@ -1,8 +1,8 @@
 /**
  * The control HTTP API under /v1 (README "Control process"): routes, weights, rollouts, audit, events,
- * proxies, and the proxy side of the wire protocol (config/wire.ts). Every call but GET /healthz is
- * authenticated first (401), rate-limited after repeated failures (429), routed (404/405), checked
- * against the token's role (403), and only then read; every refusal is one JSON error (errors.ts).
+ * proxies, and the proxy side of the wire protocol (config/wire.ts). Every call but GET /healthz and
+ * /readyz is authenticated first (401), rate-limited after repeated failures (429), routed (404/405),
+ * checked against the token's role (403), and only then read; every refusal is one JSON error (errors.ts).
  */
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
@@ -413,6 +413,13 @@ async function handle(d: ApiDeps, req: IncomingMessage, res: ServerResponse): Pr
     if (method !== 'GET' && method !== 'HEAD')
       throw new ApiError('method_not_allowed', 'GET /healthz', { allow: 'GET' })
     return sendJson(res, 200, { status: 'ok', revision: d.engine.state.revision })
+  }
+  if (url.pathname === '/readyz') {
+    if (method !== 'GET' && method !== 'HEAD')
+      throw new ApiError('method_not_allowed', 'GET /readyz', { allow: 'GET' })
+    // The store is open from before the API exists until after `closing` (shutdown, a fatal write).
+    if (d.closing()) return sendJson(res, 503, { status: 'shutting_down' })
+    return sendJson(res, 200, { status: 'ready', revision: d.engine.state.revision })
   }
   if (d.closing()) throw new ApiError('shutting_down')
   const address = req.socket.remoteAddress ?? 'unknown'

@@ -24,7 +24,12 @@ export interface LoggedProcess {
 }
 
 export function spawnVeer(args: string[], env: NodeJS.ProcessEnv): LoggedProcess {
-  const child = spawn(process.execPath, [VEER_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env })
+  return spawnLogged(process.execPath, [VEER_BIN, ...args], env)
+}
+
+/** Any command whose stdout is veer's JSON log lines (veer run inside a namespace, a container). */
+export function spawnLogged(command: string, args: string[], env: NodeJS.ProcessEnv): LoggedProcess {
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env })
   const logs: LogLine[] = []
   const unparsed: string[] = []
   const waiters: { test: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = []
