@@ -102,7 +102,7 @@ export function parseTokens(text: string | null, source: string, env: string | u
       ok: false,
       error:
         text === null
-          ? 'no token: give --token-file FILE or set VEER_TOKEN (every call but /healthz, /readyz and the /ui/ page's files needs one)'
+          ? 'no token: give --token-file FILE or set VEER_TOKEN (every call but /healthz, /readyz and the /ui/ page files needs one)'
           : `${source}: has no token; write one per line: TOKEN [ROLE NAME]`,
     }
   return { ok: true, tokens: new Tokens(entries), notes }
