@@ -13,12 +13,15 @@ import { createApi } from './api.ts'
 import { CONTROL_HELP, ControlUsageError, parseControlArgs } from './args.ts'
 import { FailureLimiter, type Tokens } from './auth.ts'
 import { RolloutClock } from './clock.ts'
+import type { ControlStore } from './control-store.ts'
 import { Denials } from './denials.ts'
 import { Engine } from './engine.ts'
+import { EtcdStore } from './etcd-store.ts'
 import { EventHub } from './events.ts'
 import { ProxyLink } from './link.ts'
 import { createLogger } from './log.ts'
 import { ControlMetrics } from './metrics.ts'
+import { exportStateDir, importIntoEtcd } from './migrate.ts'
 import { Notifier, redact } from './notify.ts'
 import { ProxyRegistry } from './proxies.ts'
 import { Store, StoreError } from './store.ts'
@@ -36,15 +39,29 @@ export async function runControl(argv: string[]): Promise<void> {
   const { config } = setup
   const log = createLogger(config.log.level)
   const stateDir = resolve(config.stateDir)
-  let store: Store
+  const etcd = config.store.etcd
+  let store: ControlStore
   try {
+    if (setup.exportFile !== null) {
+      const done = await exportStateDir(stateDir, setup.exportFile, log)
+      log.info({ stateDir, file: setup.exportFile, ...done }, 'state exported')
+      return
+    }
+    if (setup.importFile !== null && etcd !== null) {
+      const done = await importIntoEtcd(etcd, setup.importFile)
+      log.info(
+        { endpoints: etcd.endpoints, prefix: etcd.prefix, file: setup.importFile, ...done },
+        'state imported',
+      )
+      return
+    }
     if (setup.recover) {
       const { store: rebuilt, recovery } = await Store.recover(stateDir, log)
       await rebuilt.close()
       log.info({ stateDir, ...recovery }, 'state rebuilt from the audit')
       return
     }
-    store = await Store.open(stateDir, log)
+    store = etcd === null ? await Store.open(stateDir, log) : await EtcdStore.open(etcd, log)
   } catch (err) {
     if (err instanceof StoreError) throw new ControlUsageError(err.message)
     throw err
@@ -55,7 +72,7 @@ export async function runControl(argv: string[]): Promise<void> {
   const events = new EventHub()
   const notifier = new Notifier(config.webhooks, log, setup.notifier)
   const metrics = new ControlMetrics()
-  metrics.watchStateDir(stateDir)
+  if (etcd === null) metrics.watchStateDir(stateDir)
   const analysis = new AnalysisBook()
   const engine = new Engine({
     analysis,
@@ -153,7 +170,7 @@ export async function runControl(argv: string[]): Promise<void> {
     {
       listen: `${host}:${address.port}`,
       url: `${setup.tls ? 'https' : 'http'}://${host}:${address.port}`,
-      stateDir,
+      ...(etcd === null ? { stateDir } : { etcd: { endpoints: etcd.endpoints, prefix: etcd.prefix } }),
       revision: store.state.revision,
       routes: Object.keys(store.state.routes),
       tokens: tokens.size,

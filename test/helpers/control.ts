@@ -74,6 +74,16 @@ export async function startLinkedBed(
   }
 }
 
+/** A control config file with `store.etcd` (endpoints comma-separated). */
+export function etcdConfig(etcd: { readonly endpoints: string; readonly prefix?: string }): string {
+  const file = join(tempDir(), 'control.json')
+  const store = {
+    etcd: { endpoints: etcd.endpoints.split(','), ...(etcd.prefix && { prefix: etcd.prefix }) },
+  }
+  writeFileSync(file, JSON.stringify({ store }))
+  return file
+}
+
 /** A token file with an operator (alice), a rotated second operator (bob), a reader and a proxy. */
 export function writeTokenFile(dir = tempDir()): string {
   const file = join(dir, 'tokens')
@@ -126,6 +136,8 @@ export interface ControlOptions {
   listen?: string
   args?: string[]
   env?: Record<string, string>
+  /** Keep the state in etcd (store.etcd in a config file) instead of the state dir. */
+  etcd?: { readonly endpoints: string; readonly prefix?: string }
 }
 
 export async function startControl(opts: ControlOptions = {}): Promise<ControlProcess> {
@@ -135,8 +147,7 @@ export async function startControl(opts: ControlOptions = {}): Promise<ControlPr
     'control',
     '--listen',
     opts.listen ?? '127.0.0.1:0',
-    '--state-dir',
-    stateDir,
+    ...(opts.etcd === undefined ? ['--state-dir', stateDir] : ['--config', etcdConfig(opts.etcd)]),
     '--token-file',
     tokenFile,
     ...(opts.args ?? []),
