@@ -4,7 +4,7 @@ import type { SecureContextOptions } from 'node:tls'
 import { parseArgs } from 'node:util'
 import { type ControlConfig, loadControlConfig } from '../config/control-config.ts'
 import { readTls } from '../proxy/listen/tls.ts'
-import { parseTokens, type TokenResult, type Tokens } from './auth.ts'
+import { parseTokens, type TokenResult, Tokens } from './auth.ts'
 import { DEFAULT_NOTIFIER, type NotifierOptions } from './notify.ts'
 
 export const CONTROL_HELP = `Usage: veer control [--config FILE] [flags]
@@ -160,8 +160,11 @@ export async function parseControlArgs(
     }
     return parseTokens(text, config.tokenFile ?? 'VEER_TOKEN', env.VEER_TOKEN)
   }
-  const first = readTokens()
-  if (!first.ok) throw new ControlUsageError(first.error)
+  // --export and --import serve nothing: they need no token.
+  const migrating = values.export !== undefined || values.import !== undefined
+  const read = readTokens()
+  if (!read.ok && !migrating) throw new ControlUsageError(read.error)
+  const first = read.ok ? read : { tokens: new Tokens([]), notes: [] }
   let tls: ControlSetup['tls'] = null
   if (config.tls !== null) {
     // The proxy's reader: the key must be the certificate's, and TLS 1.2 is the floor, as on the proxy.
