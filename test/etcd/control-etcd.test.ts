@@ -1,12 +1,15 @@
 /**
  * `veer control --etcd` on a real one-member etcd: the API behaves as on the state dir (weights,
  * If-Match, a rollout to its end, the audit), nothing acknowledged is lost to kill -9, two controls on
- * one prefix racing on one route give exactly one winner, and an unreachable etcd is one line, exit 2.
+ * one prefix racing on one route give exactly one winner, an unreachable etcd is one line, exit 2, and
+ * TLS with a client certificate works.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { makeCa } from '../helpers/certs.ts'
 import {
   announced,
   type ControlProcess,
+  etcdConfig,
   FakeProxy,
   runCli,
   startControl,
@@ -252,5 +255,41 @@ describe('veer control --etcd: refusals', () => {
     const bad = await runCli(['control', '--etcd', 'localhost'])
     expect(bad.code).toBe(2)
     expect(bad.stderr.trim()).toMatch(/^veer control: --etcd must be http:\/\/HOST:PORT/)
+  })
+})
+
+describe('store.etcd.tls', () => {
+  it('talks to an etcd that asks for a client certificate; without one it cannot reach it: one line, exit 2', async () => {
+    const ca = makeCa()
+    const tls = {
+      ca,
+      server: ca.leaf('server', ['localhost', '127.0.0.1']),
+      client: ca.leaf('client', ['veer-control']),
+    }
+    const secure = await startEtcd(1, tls)
+    try {
+      const full = { ca: ca.cert, cert: tls.client.cert, key: tls.client.key }
+      const control = await startControl({ etcd: { endpoints: secure.endpoints, tls: full } })
+      running.push(control)
+      await new FakeProxy(control, 'edge-1', [announced('shop', 0)]).register()
+      expect((await control.api('PUT', '/v1/routes/shop/weights', { body: { canary: 3 } })).status).toBe(200)
+      expect(JSON.parse(await secure.ctl('get', '--print-value-only', '/veer/routes/shop')).canary).toBe(3)
+      // No client certificate: etcd refuses the handshake, control says so in one line.
+      const config = etcdConfig({ endpoints: secure.endpoints, tls: { ca: ca.cert } })
+      const r = await runCli([
+        'control',
+        '--listen',
+        '127.0.0.1:0',
+        '--config',
+        config,
+        '--token-file',
+        writeTokenFile(),
+      ])
+      expect(r.code).toBe(2)
+      expect(r.stderr.trim().split('\n')).toHaveLength(1)
+      expect(r.stderr).toMatch(/^veer control: --etcd https:\/\/localhost:\d+: cannot reach etcd/)
+    } finally {
+      await secure.close()
+    }
   })
 })

@@ -75,12 +75,10 @@ export async function startLinkedBed(
 }
 
 /** A control config file with `store.etcd` (endpoints comma-separated). */
-export function etcdConfig(etcd: { readonly endpoints: string; readonly prefix?: string }): string {
+export function etcdConfig(etcd: EtcdOptions): string {
   const file = join(tempDir(), 'control.json')
-  const store = {
-    etcd: { endpoints: etcd.endpoints.split(','), ...(etcd.prefix && { prefix: etcd.prefix }) },
-  }
-  writeFileSync(file, JSON.stringify({ store }))
+  const { endpoints, ...rest } = etcd
+  writeFileSync(file, JSON.stringify({ store: { etcd: { endpoints: endpoints.split(','), ...rest } } }))
   return file
 }
 
@@ -137,7 +135,14 @@ export interface ControlOptions {
   args?: string[]
   env?: Record<string, string>
   /** Keep the state in etcd (store.etcd in a config file) instead of the state dir. */
-  etcd?: { readonly endpoints: string; readonly prefix?: string }
+  etcd?: EtcdOptions
+}
+
+export interface EtcdOptions {
+  /** Comma-separated. */
+  readonly endpoints: string
+  readonly prefix?: string
+  readonly tls?: { readonly ca?: string; readonly cert?: string; readonly key?: string }
 }
 
 export async function startControl(opts: ControlOptions = {}): Promise<ControlProcess> {

@@ -3,12 +3,16 @@
  * sockets in a temp dir: no port is ever taken. etcd 3.4 wants URLs of the form HOST:PORT, so
  * `unix://m0:1` is the socket file `m0:1` in the members' working dir (all share it, so peers find each
  * other); clients reach it as `unix:///TMP/m0:1`. Healthy means a linearizable read answered (quorum).
+ * With `tls` the client URL is https://localhost:PORT (listening on 127.0.0.1) instead (etcd 3.4 has no TLS on a unix socket
+ * that clients check by name): the port is one listen(0) gave and closed again just before.
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process'
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, readFileSync } from 'node:fs'
+import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Etcd3 } from 'etcd3'
+import type { Ca, Pem } from './certs.ts'
 import { until } from './control.ts'
 
 export const ETCD_BIN = process.env.VEER_ETCD_BIN ?? '/usr/bin/etcd'
@@ -39,16 +43,63 @@ export interface EtcdCluster {
   close(): Promise<void>
 }
 
-export async function startEtcd(size: 1 | 3 = 1): Promise<EtcdCluster> {
+/** A port that was free a moment ago (only for TLS, see above). */
+function freePort(): Promise<number> {
+  return new Promise((ok, fail) => {
+    const s = createServer()
+    s.once('error', fail)
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number }
+      s.close(() => ok(port))
+    })
+  })
+}
+
+export interface EtcdTls {
+  readonly ca: Ca
+  /** The server's certificate (for localhost); clients must show one the CA signed. */
+  readonly server: Pem
+  /** A client certificate for etcdctl and the health check. */
+  readonly client: Pem
+}
+
+export async function startEtcd(size: 1 | 3 = 1, tls: EtcdTls | null = null): Promise<EtcdCluster> {
   const dir = mkdtempSync(join(tmpdir(), 'veer-etcd-'))
   const names = Array.from({ length: size }, (_, i) => `m${i}`)
   const initial = names.map((n) => `${n}=unix://${n}:2`).join(',')
-  const members: EtcdMember[] = names.map((name) => ({
+  const clientUrls: string[] = []
+  for (const name of names)
+    clientUrls.push(tls === null ? `unix://${name}:1` : `https://127.0.0.1:${await freePort()}`)
+  const members: EtcdMember[] = names.map((name, i) => ({
     name,
-    endpoint: `unix://${join(dir, `${name}:1`)}`,
+    // By name: node warns on a TLS server name that is an IP address.
+    endpoint:
+      tls === null ? `unix://${join(dir, `${name}:1`)}` : clientUrls[i]!.replace('127.0.0.1', 'localhost'),
     process: null,
     log: '',
   }))
+  const tlsFlags =
+    tls === null
+      ? []
+      : [
+          '--cert-file',
+          tls.server.cert,
+          '--key-file',
+          tls.server.key,
+          '--trusted-ca-file',
+          tls.ca.cert,
+          '--client-cert-auth',
+        ]
+  const ctlTls =
+    tls === null ? [] : ['--cacert', tls.ca.cert, '--cert', tls.client.cert, '--key', tls.client.key]
+  const credentials =
+    tls === null
+      ? undefined
+      : {
+          rootCertificate: readFileSync(tls.ca.cert),
+          certChain: readFileSync(tls.client.cert),
+          privateKey: readFileSync(tls.client.key),
+        }
   const launch = (m: EtcdMember) => {
     const child = spawn(
       ETCD_BIN,
@@ -58,9 +109,10 @@ export async function startEtcd(size: 1 | 3 = 1): Promise<EtcdCluster> {
         '--data-dir',
         join(dir, `${m.name}.data`),
         '--listen-client-urls',
-        `unix://${m.name}:1`,
+        clientUrls[members.indexOf(m)]!,
         '--advertise-client-urls',
-        `unix://${m.name}:1`,
+        tls === null ? clientUrls[members.indexOf(m)]! : m.endpoint,
+        ...tlsFlags,
         '--listen-peer-urls',
         `unix://${m.name}:2`,
         '--initial-advertise-peer-urls',
@@ -97,6 +149,7 @@ export async function startEtcd(size: 1 | 3 = 1): Promise<EtcdCluster> {
   const answers = async (m: EtcdMember) => {
     const client = new Etcd3({
       hosts: m.endpoint,
+      ...(credentials && { credentials }),
       defaultCallOptions: () => ({ deadline: Date.now() + 1000 }),
     })
     try {
@@ -137,6 +190,7 @@ export async function startEtcd(size: 1 | 3 = 1): Promise<EtcdCluster> {
               .filter((m) => m.process !== null)
               .map((m) => m.endpoint)
               .join(','),
+            ...ctlTls,
             ...args,
           ],
           { env: { ...process.env, ETCDCTL_API: '3' }, timeout: 10_000 },
