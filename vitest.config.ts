@@ -3,8 +3,8 @@ import { defineConfig } from 'vitest/config'
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
-    // Suites that need Debian's chromium or prometheus run by their own scripts (test:browser, test:prometheus).
-    exclude: ['test/browser/**', 'test/prometheus/**', '**/node_modules/**'],
+    // Suites that need Debian's chromium, prometheus or etcd run by their own scripts (test:browser, test:prometheus, test:etcd).
+    exclude: ['test/browser/**', 'test/prometheus/**', 'test/etcd/**', '**/node_modules/**'],
     // Integration tests start real processes and sockets; two cores run two files at a time.
     pool: 'forks',
     maxWorkers: 2,

@@ -13,6 +13,49 @@ export interface ControlConfig {
   readonly webhooks: readonly string[]
   readonly tls: { readonly cert: string; readonly key: string } | null
   readonly log: { readonly level: string }
+  readonly store: { readonly etcd: EtcdConfig | null }
+}
+
+/** `store.etcd` (or --etcd): control keeps its state in etcd instead of the state dir. */
+export interface EtcdConfig {
+  readonly endpoints: readonly string[]
+  readonly prefix: string
+  readonly tls: { readonly ca?: string; readonly cert?: string; readonly key?: string } | null
+}
+
+const etcdEndpoint = {
+  ...str('An etcd client URL: http://HOST:PORT, https://HOST:PORT or unix:///PATH'),
+  parse(value: unknown, path: string, issues: Issue[]): string | undefined {
+    const ok =
+      typeof value === 'string' &&
+      URL.canParse(value) &&
+      (new URL(value).protocol === 'unix:'
+        ? value.startsWith('unix:///')
+        : ['http:', 'https:'].includes(new URL(value).protocol) && new URL(value).port !== '')
+    if (!ok) {
+      issues.push({
+        path,
+        message: `must be http://HOST:PORT, https://HOST:PORT or unix:///PATH (got ${JSON.stringify(value)})`,
+      })
+      return undefined
+    }
+    return value as string
+  },
+}
+
+const etcdPrefix = {
+  ...str('Key prefix in etcd under which control keeps everything', { fallback: '/veer/' }),
+  parse(value: unknown, path: string, issues: Issue[]): string | undefined {
+    if (value === undefined) return '/veer/'
+    if (typeof value !== 'string' || !/^\/[\x21-\x7e]*\/$/.test(value)) {
+      issues.push({
+        path,
+        message: `must start and end with / and have no spaces, such as /veer/ (got ${JSON.stringify(value)})`,
+      })
+      return undefined
+    }
+    return value
+  },
 }
 
 const webhook = {
@@ -40,6 +83,25 @@ export const controlConfigField = obj('veer control configuration', {
     { cert: str('PEM certificate chain file'), key: str('PEM private key file') },
     { required: ['cert', 'key'], optional: true },
   ),
+  store: obj('Where control keeps its state: the state dir (stateDir, the default) or etcd', {
+    etcd: obj(
+      'etcd (veer control --etcd): routes, rollouts and the audit live there instead of the state dir',
+      {
+        endpoints: list('Client URLs of the etcd members', etcdEndpoint, { minItems: 1 }),
+        prefix: etcdPrefix,
+        tls: obj(
+          'TLS to etcd (https:// endpoints)',
+          {
+            ca: str('PEM CA bundle that signed the etcd servers (default: the system roots)'),
+            cert: str('PEM client certificate (etcd --client-cert-auth), with key'),
+            key: str('PEM private key of cert'),
+          },
+          { optional: true },
+        ),
+      },
+      { required: ['endpoints'], optional: true },
+    ),
+  }),
   log: obj('Logging (JSON lines on stdout)', {
     level: oneOf('Log level', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'info'),
   }),
@@ -51,6 +113,14 @@ export type ControlLoad = { ok: true; config: ControlConfig } | { ok: false; iss
 export function validateControlConfig(raw: unknown): ControlLoad {
   const issues: Issue[] = []
   const parsed = controlConfigField.parse(raw, '', issues) as Record<string, unknown> | undefined
+  const given = (raw ?? {}) as { stateDir?: unknown; store?: { etcd?: unknown } | null }
+  if (given.stateDir !== undefined && given.store?.etcd != null)
+    issues.push({ path: 'stateDir', message: 'and --etcd (store.etcd) are two stores; give one of them' })
+  const etcd = (parsed?.store as { etcd?: EtcdConfig } | undefined)?.etcd
+  if (etcd?.tls && (etcd.tls.cert === undefined) !== (etcd.tls.key === undefined))
+    issues.push({ path: 'store.etcd.tls', message: 'cert and key go together; give both or neither' })
+  if (etcd?.tls && etcd.endpoints.some((e) => !e.startsWith('https://')))
+    issues.push({ path: 'store.etcd.tls', message: 'needs https:// endpoints' })
   if (issues.length > 0 || parsed === undefined) return { ok: false, issues }
   return {
     ok: true,
@@ -58,6 +128,7 @@ export function validateControlConfig(raw: unknown): ControlLoad {
       ...(parsed as unknown as ControlConfig),
       tokenFile: (parsed.tokenFile as string | undefined) ?? null,
       tls: (parsed.tls as ControlConfig['tls'] | undefined) ?? null,
+      store: { etcd: etcd === undefined ? null : { ...etcd, tls: etcd.tls ?? null } },
     }),
   }
 }
@@ -88,5 +159,12 @@ export async function loadControlConfig(
       return { ok: false, issues: [{ path, message: 'must be a YAML mapping of settings' }] }
     raw = (js as Record<string, unknown> | null) ?? {}
   }
-  return validateControlConfig({ ...raw, ...overrides })
+  // --etcd gives the endpoints; the file's store.etcd may still give the prefix and TLS.
+  const store = overrides.store as { etcd: Record<string, unknown> } | undefined
+  const fileStore = raw.store as { etcd?: Record<string, unknown> } | null | undefined
+  const merged =
+    store === undefined
+      ? overrides
+      : { ...overrides, store: { ...fileStore, etcd: { ...fileStore?.etcd, ...store.etcd } } }
+  return validateControlConfig({ ...raw, ...merged })
 }

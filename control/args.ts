@@ -13,9 +13,11 @@ export const CONTROL_HELP = `Usage: veer control [--config FILE] [flags]
 The control process: HTTP API (under /v1), staged rollouts, durable state and audit log. Proxies
 started with --control URL register their routes and follow its weights.
 
-  --config FILE          YAML with the keys listen, stateDir, tokenFile, webhooks, tls, log (flags win)
+  --config FILE          YAML with the keys listen, stateDir, store, tokenFile, webhooks, tls, log (flags win)
   --listen HOST:PORT     API address (default 127.0.0.1:9900; port 0 picks a free one)
   --state-dir DIR        where state.json and audit.log live (default ./veer-state)
+  --etcd URL[,URL…]      keep the state and audit in etcd instead (http://, https:// or unix:/// client
+                         URLs; prefix and TLS: store.etcd in --config); not with --state-dir
   --token-file FILE      tokens, one "TOKEN ROLE NAME" a line (ROLE: read, operator, proxy), or a bare
                          TOKEN (operator "default"); re-read on SIGHUP. VEER_TOKEN adds operator "env"
                          (a VEER_TOKEN the file also lists: the file's line holds)
@@ -27,6 +29,8 @@ started with --control URL register their routes and follow its weights.
                          it), audit it as "recovered", and exit; for a state dir whose two files disagree
   --dry-run              check everything a start checks (flags, config, token and TLS files, the state
                          dir's files), print one line and exit 0; nothing listens, locks or is written
+  --export FILE          write the state dir's state and whole audit to FILE (JSON) and exit
+  --import FILE          write an --export FILE into etcd (--etcd; its prefix must be empty) and exit
   -h, --help             this help
 `
 
@@ -41,6 +45,9 @@ export const CONTROL_OPTIONS = {
   'tls-key': { type: 'string' },
   recover: { type: 'boolean' },
   'dry-run': { type: 'boolean' },
+  etcd: { type: 'string' },
+  export: { type: 'string' },
+  import: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const
 
@@ -59,6 +66,9 @@ export interface ControlSetup {
   readonly recover: boolean
   /** --dry-run: check the state dir too, then exit; nothing listens, locks or is written. */
   readonly dryRun: boolean
+  /** --export FILE (from the state dir) and --import FILE (into etcd): migrate and exit. */
+  readonly exportFile: string | null
+  readonly importFile: string | null
   readonly notifier: NotifierOptions
   /** Wire protocol long-poll hold, proxy liveness window, start-up grace, tick: env knobs (tests). */
   readonly watchMs: number
@@ -99,6 +109,14 @@ export async function parseControlArgs(
   if (values.listen !== undefined) overrides.listen = values.listen
   if (values['state-dir'] !== undefined) overrides.stateDir = values['state-dir']
   if (values['token-file'] !== undefined) overrides.tokenFile = values['token-file']
+  if (values.etcd !== undefined)
+    overrides.store = {
+      etcd: {
+        endpoints: String(values.etcd)
+          .split(',')
+          .filter((u) => u !== ''),
+      },
+    }
   const envHooks = (env.VEER_WEBHOOKS ?? '').split(/[\s,]+/).filter((u) => u !== '')
   const flagHooks = (values.webhook as string[] | undefined) ?? []
   if (envHooks.length + flagHooks.length > 0) overrides.webhooks = [...flagHooks, ...envHooks]
@@ -113,23 +131,41 @@ export async function parseControlArgs(
       stateDir: '--state-dir',
       tokenFile: '--token-file',
     }
-    throw new ControlUsageError(
-      loaded.issues
-        .map((i) => `${flag[i.path] ?? (i.path.startsWith('webhooks') ? '--webhook' : i.path)} ${i.message}`)
-        .join('\n'),
-    )
+    const named = (path: string) =>
+      flag[path] ??
+      (path.startsWith('webhooks')
+        ? '--webhook'
+        : values.etcd !== undefined && path.startsWith('store.etcd.endpoints')
+          ? '--etcd'
+          : path)
+    throw new ControlUsageError(loaded.issues.map((i) => `${named(i.path)} ${i.message}`).join('\n'))
   }
   const config = loaded.config
-  const files = await readControlFiles(config, env)
+  const etcd = config.store.etcd !== null
+  const one = (flag: 'recover' | 'export' | 'import', ok: boolean, why: string) => {
+    if (values[flag] !== undefined && !ok) throw new ControlUsageError(`--${flag} ${why}`)
+  }
+  one('recover', !etcd, 'rebuilds a state dir; etcd keeps a change and its audit in one transaction')
+  one('export', !etcd, 'reads a state dir; give --state-dir, not --etcd')
+  one('import', etcd, 'writes into etcd; give --etcd URL')
+  if (values.export !== undefined && values.import !== undefined)
+    throw new ControlUsageError('--export and --import go one at a time')
+  // --export and --import serve nothing: they need no token.
+  const migrating = values.export !== undefined || values.import !== undefined
+  const files = await readControlFiles(config, env, !migrating)
   if ('problems' in files) throw new ControlUsageError(files.problems.map((p) => p.line).join('\n'))
-  if (values['dry-run'] === true && values.recover === true)
-    throw new ControlUsageError('--dry-run and --recover do not go together: --recover writes the state dir')
+  if (values['dry-run'] === true && (values.recover === true || migrating)) {
+    const writer = values.recover === true ? 'recover' : values.export !== undefined ? 'export' : 'import'
+    throw new ControlUsageError(`--dry-run and --${writer} do not go together: --${writer} writes`)
+  }
   const liveMs = envInt(env, 'VEER_CONTROL_LIVE_MS', 10_000, 100, 3_600_000)
   return {
     config,
     ...files,
     recover: values.recover === true,
     dryRun: values['dry-run'] === true,
+    exportFile: typeof values.export === 'string' ? values.export : null,
+    importFile: typeof values.import === 'string' ? values.import : null,
     notifier: {
       ...DEFAULT_NOTIFIER,
       backoffMs: envInt(env, 'VEER_CONTROL_WEBHOOK_BACKOFF_MS', DEFAULT_NOTIFIER.backoffMs, 1, 600_000),

@@ -9,6 +9,7 @@
 import type { Logger } from 'pino'
 import type { AnalysisBook } from './analysis.ts'
 import type { AuditPage, AuditQuery } from './audit-query.ts'
+import type { ControlStore } from './control-store.ts'
 import {
   type Actor,
   type AuditExtra,
@@ -35,7 +36,6 @@ import {
   type AuditEntry,
   type ControlState,
   type RouteRecord,
-  type Store,
   StoreWriteError,
 } from './store.ts'
 import { type RouteView, routeView } from './views.ts'
@@ -43,7 +43,7 @@ import { type RouteView, routeView } from './views.ts'
 export type { Actor, Audit, AuditExtra, Change } from './decide.ts'
 
 export interface EngineDeps {
-  readonly store: Store
+  readonly store: ControlStore
   readonly proxies: ProxyRegistry
   readonly events: EventHub
   readonly notifier: Notifier
@@ -303,6 +303,8 @@ export class Engine {
    * goes on serving reads; the next write tries again. Not undone: the process must stop.
    */
   #storageFailed(err: unknown): ApiError {
+    // etcd: another writer changed the state since this control read it (a failed compare), as If-Match.
+    if (err instanceof ApiError) return err
     if (err instanceof StoreWriteError) {
       this.d.log.error(
         { code: err.code },

@@ -13,12 +13,15 @@ import { createApi } from './api.ts'
 import { CONTROL_HELP, type ControlSetup, ControlUsageError, parseControlArgs } from './args.ts'
 import { FailureLimiter, type Tokens } from './auth.ts'
 import { RolloutClock } from './clock.ts'
+import type { ControlStore } from './control-store.ts'
 import { Denials } from './denials.ts'
 import { Engine } from './engine.ts'
+import { EtcdStore } from './etcd-store.ts'
 import { EventHub } from './events.ts'
 import { ProxyLink } from './link.ts'
 import { createLogger } from './log.ts'
 import { ControlMetrics } from './metrics.ts'
+import { exportStateDir, importIntoEtcd } from './migrate.ts'
 import { Notifier, redact } from './notify.ts'
 import { PrometheusBook } from './prometheus.ts'
 import { ProxyRegistry } from './proxies.ts'
@@ -40,15 +43,29 @@ export async function runControl(argv: string[]): Promise<void> {
   const stateDir = resolve(config.stateDir)
   if (setup.dryRun) return dryRun(setup, stateDir)
   const log = createLogger(config.log.level)
-  let store: Store
+  const etcd = config.store.etcd
+  let store: ControlStore
   try {
+    if (setup.exportFile !== null) {
+      const done = await exportStateDir(stateDir, setup.exportFile, log)
+      log.info({ stateDir, file: setup.exportFile, ...done }, 'state exported')
+      return
+    }
+    if (setup.importFile !== null && etcd !== null) {
+      const done = await importIntoEtcd(etcd, setup.importFile)
+      log.info(
+        { endpoints: etcd.endpoints, prefix: etcd.prefix, file: setup.importFile, ...done },
+        'state imported',
+      )
+      return
+    }
     if (setup.recover) {
       const { store: rebuilt, recovery } = await Store.recover(stateDir, log)
       await rebuilt.close()
       log.info({ stateDir, ...recovery }, 'state rebuilt from the audit')
       return
     }
-    store = await Store.open(stateDir, log)
+    store = etcd === null ? await Store.open(stateDir, log) : await EtcdStore.open(etcd, log)
   } catch (err) {
     if (err instanceof StoreError) throw new ControlUsageError(err.message)
     throw err
@@ -59,7 +76,7 @@ export async function runControl(argv: string[]): Promise<void> {
   const events = new EventHub()
   const notifier = new Notifier(config.webhooks, log, setup.notifier)
   const metrics = new ControlMetrics()
-  metrics.watchStateDir(stateDir)
+  if (etcd === null) metrics.watchStateDir(stateDir)
   store.observer = metrics
   // A Prometheus evaluation that came back is acted on at once, not at the next tick.
   const prometheus = new PrometheusBook({ evaluated: () => clock.tick() })
@@ -163,7 +180,7 @@ export async function runControl(argv: string[]): Promise<void> {
     {
       listen: `${host}:${address.port}`,
       url: `${setup.tls ? 'https' : 'http'}://${host}:${address.port}`,
-      stateDir,
+      ...(etcd === null ? { stateDir } : { etcd: { endpoints: etcd.endpoints, prefix: etcd.prefix } }),
       revision: store.state.revision,
       routes: Object.keys(store.state.routes),
       tokens: tokens.size,
@@ -176,26 +193,35 @@ export async function runControl(argv: string[]): Promise<void> {
 
 /** `--dry-run`: the state dir read as a start reads it (no lock, nothing written), then one line. */
 async function dryRun(setup: ControlSetup, stateDir: string): Promise<void> {
-  let found: Inspection
-  try {
-    // Silent: what a start would log (an interrupted change it completes) is in the line below.
-    found = await Store.inspect(stateDir, createLogger('silent'))
-  } catch (err) {
-    if (err instanceof StoreError) throw new ControlUsageError(err.message)
-    throw err
-  }
   const { config } = setup
-  const dir = found.exists
-    ? `state dir ${stateDir} at revision ${found.revision} (${found.routes} route${found.routes === 1 ? '' : 's'})`
-    : `state dir ${stateDir} (missing: a start creates it)`
+  const etcd = config.store.etcd
+  // etcd is not asked: a dry run checks what this machine has, and a start says in one line when etcd is not there.
+  const found: Inspection | null = etcd === null ? await inspect(stateDir) : null
+  const dir =
+    found === null
+      ? `etcd ${etcd!.endpoints.join(',')} prefix ${etcd!.prefix} (not contacted)`
+      : found.exists
+        ? `state dir ${stateDir} at revision ${found.revision} (${found.routes} route${found.routes === 1 ? '' : 's'})`
+        : `state dir ${stateDir} (missing: a start creates it)`
   const parts = [
     `listen ${config.listen.host}:${config.listen.port}${setup.tls === null ? '' : ' with TLS'}`,
     dir,
     `${setup.tokens.size} token${setup.tokens.size === 1 ? '' : 's'}`,
   ]
   if (config.webhooks.length > 0) parts.push(`${config.webhooks.length} webhook(s)`)
-  const repairs = found.repairs.length === 0 ? '' : `; at start ${found.repairs.join(', and ')}`
+  const repairs =
+    found === null || found.repairs.length === 0 ? '' : `; at start ${found.repairs.join(', and ')}`
   process.stdout.write(
     `veer control: dry run: config valid, ${parts.join(', ')}${repairs}; nothing started\n`,
   )
+}
+
+async function inspect(stateDir: string): Promise<Inspection> {
+  try {
+    // Silent: what a start would log (an interrupted change it completes) is in the dry run's line.
+    return await Store.inspect(stateDir, createLogger('silent'))
+  } catch (err) {
+    if (err instanceof StoreError) throw new ControlUsageError(err.message)
+    throw err
+  }
 }

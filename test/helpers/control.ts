@@ -74,6 +74,14 @@ export async function startLinkedBed(
   }
 }
 
+/** A control config file with `store.etcd` (endpoints comma-separated). */
+export function etcdConfig(etcd: EtcdOptions): string {
+  const file = join(tempDir(), 'control.json')
+  const { endpoints, ...rest } = etcd
+  writeFileSync(file, JSON.stringify({ store: { etcd: { endpoints: endpoints.split(','), ...rest } } }))
+  return file
+}
+
 /** A token file with an operator (alice), a rotated second operator (bob), a reader and a proxy. */
 export function writeTokenFile(dir = tempDir()): string {
   const file = join(dir, 'tokens')
@@ -126,6 +134,15 @@ export interface ControlOptions {
   listen?: string
   args?: string[]
   env?: Record<string, string>
+  /** Keep the state in etcd (store.etcd in a config file) instead of the state dir. */
+  etcd?: EtcdOptions
+}
+
+export interface EtcdOptions {
+  /** Comma-separated. */
+  readonly endpoints: string
+  readonly prefix?: string
+  readonly tls?: { readonly ca?: string; readonly cert?: string; readonly key?: string }
 }
 
 export async function startControl(opts: ControlOptions = {}): Promise<ControlProcess> {
@@ -135,8 +152,7 @@ export async function startControl(opts: ControlOptions = {}): Promise<ControlPr
     'control',
     '--listen',
     opts.listen ?? '127.0.0.1:0',
-    '--state-dir',
-    stateDir,
+    ...(opts.etcd === undefined ? ['--state-dir', stateDir] : ['--config', etcdConfig(opts.etcd)]),
     '--token-file',
     tokenFile,
     ...(opts.args ?? []),

@@ -1,0 +1,57 @@
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { loadControlConfig, validateControlConfig } from '../../config/control-config.ts'
+import { tempDir } from '../helpers/control.ts'
+
+const issues = (raw: unknown) => {
+  const r = validateControlConfig(raw)
+  return r.ok ? [] : r.issues.map((i) => `${i.path} ${i.message}`)
+}
+
+describe('store.etcd in the control config', () => {
+  it('defaults: no etcd; with endpoints the prefix is /veer/ and TLS none', () => {
+    const none = validateControlConfig({})
+    expect(none.ok && none.config.store).toEqual({ etcd: null })
+    const some = validateControlConfig({ store: { etcd: { endpoints: ['http://10.0.0.1:2379'] } } })
+    expect(some.ok && some.config.store.etcd).toEqual({
+      endpoints: ['http://10.0.0.1:2379'],
+      prefix: '/veer/',
+      tls: null,
+    })
+  })
+
+  it('names the field and the fix', () => {
+    expect(issues({ store: { etcd: { endpoints: [] } } })).toEqual([
+      'store.etcd.endpoints must have at least 1 item(s)',
+    ])
+    expect(issues({ store: { etcd: { endpoints: ['etcd:2379', 'unix://rel'] } } })).toEqual([
+      'store.etcd.endpoints[0] must be http://HOST:PORT, https://HOST:PORT or unix:///PATH (got "etcd:2379")',
+      'store.etcd.endpoints[1] must be http://HOST:PORT, https://HOST:PORT or unix:///PATH (got "unix://rel")',
+    ])
+    expect(issues({ store: { etcd: { endpoints: ['http://a:1'], prefix: 'veer' } } })).toEqual([
+      'store.etcd.prefix must start and end with / and have no spaces, such as /veer/ (got "veer")',
+    ])
+    expect(issues({ store: { etcd: { endpoints: ['http://a:1'], tls: { cert: 'c.pem' } } } })).toEqual([
+      'store.etcd.tls cert and key go together; give both or neither',
+      'store.etcd.tls needs https:// endpoints',
+    ])
+    expect(issues({ stateDir: '/x', store: { etcd: { endpoints: ['http://a:1'] } } })).toEqual([
+      'stateDir and --etcd (store.etcd) are two stores; give one of them',
+    ])
+  })
+
+  it('--etcd gives the endpoints; the file keeps its prefix and TLS', async () => {
+    const file = join(tempDir(), 'control.yaml')
+    writeFileSync(
+      file,
+      'store:\n  etcd:\n    endpoints: [https://old:2379]\n    prefix: /mine/\n    tls: { ca: ca.pem }\n',
+    )
+    const r = await loadControlConfig(file, { store: { etcd: { endpoints: ['https://new:2379'] } } })
+    expect(r.ok && r.config.store.etcd).toEqual({
+      endpoints: ['https://new:2379'],
+      prefix: '/mine/',
+      tls: { ca: 'ca.pem' },
+    })
+  })
+})
