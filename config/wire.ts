@@ -56,7 +56,7 @@ export function samePair(a: ReleasePair, b: ReleasePair): boolean {
 /**
  * Every `reason` of veer_rollbacks_total (RouteWeights.rollback): a failed check of the analysis
  * (proxy/analysis/judge.ts), `analysis` for a failure without one, `inconclusive` (plan says abort),
- * `fuse`, `smoke`. Proxy and control start each route's counters at 0 with these, so an alert's
+ * `fuse`, `smoke`, `prometheus` (a plan's PromQL check; its name is in the reason). Proxy and control start each route's counters at 0 with these, so an alert's
  * `increase()` sees the first rollback too.
  */
 export const ROLLBACK_REASONS = [
@@ -68,6 +68,7 @@ export const ROLLBACK_REASONS = [
   'inconclusive',
   'fuse',
   'smoke',
+  'prometheus',
 ] as const
 
 /**

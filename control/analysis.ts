@@ -148,8 +148,7 @@ export class AnalysisBook {
 export function joined(own: Verdict, j: Judgement, prom: PromVerdict): Verdict {
   const evidence = { ...j, prometheus: prom.checks }
   if (own.result === 'fail') return { ...own, evidence }
-  if (prom.result === 'fail')
-    return { result: 'fail', reason: prom.reason, evidence, check: `prometheus:${prom.check}` }
+  if (prom.result === 'fail') return { result: 'fail', reason: prom.reason, evidence, check: 'prometheus' }
   const unsure = [own, prom].filter((v) => v.result === 'inconclusive').map((v) => v.reason)
   if (unsure.length > 0) return { result: 'inconclusive', reason: unsure.join('; '), evidence }
   if (prom.result === 'wait') return { result: 'inconclusive', reason: prom.reason, evidence, wait: true }

@@ -22,7 +22,7 @@ export interface Verdict {
    */
   readonly evidence?: Judgement & { readonly prometheus?: readonly PromCheckView[] }
   /**
-   * On fail: the check that failed (errors, outcome, latency-p95, latency-p99, or prometheus:NAME):
+   * On fail: the check that failed (errors, outcome, latency-p95, latency-p99, or prometheus: one of a plan's PromQL checks, named in the reason):
    * a metric label.
    */
   readonly check?: string

@@ -44,6 +44,8 @@ export async function runControl(argv: string[]): Promise<void> {
   if (setup.dryRun) return dryRun(setup, stateDir)
   const log = createLogger(config.log.level)
   const etcd = config.store.etcd
+  // Read before the store is opened (and locked): a build without the page's files fails here, cleanly.
+  const ui = readUi()
   let store: ControlStore
   try {
     if (setup.exportFile !== null) {
@@ -120,7 +122,7 @@ export async function runControl(argv: string[]): Promise<void> {
     watchMs: setup.watchMs,
     closing: () => closing,
     metrics,
-    ui: loadUi(),
+    ui,
   })
   const server: Server = setup.tls ? createHttps({ ...setup.tls }, handler) : createHttp(handler)
   let address: AddressInfo
@@ -194,6 +196,7 @@ export async function runControl(argv: string[]): Promise<void> {
 /** `--dry-run`: the state dir read as a start reads it (no lock, nothing written), then one line. */
 async function dryRun(setup: ControlSetup, stateDir: string): Promise<void> {
   const { config } = setup
+  readUi()
   const etcd = config.store.etcd
   // etcd is not asked: a dry run checks what this machine has, and a start says in one line when etcd is not there.
   const found: Inspection | null = etcd === null ? await inspect(stateDir) : null
@@ -214,6 +217,15 @@ async function dryRun(setup: ControlSetup, stateDir: string): Promise<void> {
   process.stdout.write(
     `veer control: dry run: config valid, ${parts.join(', ')}${repairs}; nothing started\n`,
   )
+}
+
+/** The status page's files, read as a start reads them (a build without dist/control/ui has none). */
+function readUi(): ReturnType<typeof loadUi> {
+  try {
+    return loadUi()
+  } catch (err) {
+    throw new ControlUsageError(`the status page's files cannot be read: ${(err as Error).message}`)
+  }
 }
 
 async function inspect(stateDir: string): Promise<Inspection> {

@@ -38,7 +38,7 @@ export class ControlMetrics implements StoreObserver {
     const routes = () => Object.keys(this.#state?.().routes ?? {})
     this.rollbacks = new client.Counter({
       name: 'veer_rollbacks_total',
-      help: 'Automatic rollbacks of a route by reason (the failed check: errors, outcome, latency-p95, latency-p99, prometheus:NAME; or analysis, inconclusive, fuse, smoke)',
+      help: 'Automatic rollbacks of a route by reason (the failed check: errors, outcome, latency-p95, latency-p99, prometheus; or analysis, inconclusive, fuse, smoke)',
       labelNames: ['route', 'reason'],
       registers,
       // Every route's counters at 0: a counter that appears at 1 is no increase() to Prometheus.

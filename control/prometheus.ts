@@ -25,13 +25,32 @@ import { isActive, type Rollout } from './rollout.ts'
 /** One instant query: the value, or why there is none (never throws). */
 export type PromQuery = (url: string, expr: string, timeoutMs: number) => Promise<Sample>
 
+const MIB = 1024 * 1024
+/** The largest answer read: one series is a few hundred bytes. */
+const MAX_ANSWER = MIB
+
 export const queryPrometheus: PromQuery = async (url, expr, timeoutMs) => {
   const target = new URL('api/v1/query', url.endsWith('/') ? url : `${url}/`)
   target.searchParams.set('query', expr)
   target.searchParams.set('timeout', `${timeoutMs}ms`)
   try {
     const res = await request(target, { method: 'GET', signal: AbortSignal.timeout(timeoutMs) })
-    const text = await res.body.text()
+    // A query that matches many series answers with a large vector, which is inconclusive anyway:
+    // it is not read past MAX_ANSWER.
+    const chunks: Buffer[] = []
+    let size = 0
+    for await (const chunk of res.body as AsyncIterable<Buffer>) {
+      size += chunk.length
+      if (size > MAX_ANSWER) {
+        res.body.destroy()
+        return {
+          ok: false,
+          reason: `Prometheus at ${url} answered more than ${MAX_ANSWER / MIB} MiB: the query matches too many series (aggregate it, e.g. sum(...))`,
+        }
+      }
+      chunks.push(chunk)
+    }
+    const text = Buffer.concat(chunks).toString('utf8')
     let body: unknown
     try {
       body = JSON.parse(text)
@@ -80,8 +99,11 @@ class Run {
   states: CheckState[] = []
   /** The stepRevision the last completed evaluation began at (its step). */
   evaluatedStep = -1
+  /** Whether that step was applied (every live proxy serving its weight) when the evaluation began. */
+  evaluatedApplied = false
   startedAt = Number.NEGATIVE_INFINITY
   startedStep = -1
+  startedApplied = false
   inFlight = false
   evaluations = 0
   lastLatencyMs: number | null = null
@@ -127,32 +149,47 @@ export class PrometheusBook {
       run = new Run(rollout, plan)
       this.#runs.set(route, run)
     }
-    const due = now - run.startedAt >= plan.intervalMs || run.startedStep !== rollout.stepRevision
-    if (!run.inFlight && due) void this.#evaluate(route, run, rollout.stepRevision, vars, now)
-    return this.#verdictOf(run, rollout.stepRevision)
+    // A step that became applied is evaluated at once: what came before saw the previous weight.
+    const due =
+      now - run.startedAt >= plan.intervalMs ||
+      run.startedStep !== rollout.stepRevision ||
+      (rollout.applied && !run.startedApplied)
+    if (!run.inFlight && due) void this.#evaluate(route, run, rollout, vars, now)
+    return this.#verdictOf(run, rollout.stepRevision, rollout.applied)
   }
 
   view(route: string, rollout: Rollout | null): PromView | null {
     const run = this.#runs.get(route)
     if (rollout === null || run === undefined || run.rollout !== rollout.id) return null
     // An ended rollout shows what its last evaluation left, of whichever step it was.
-    const step = isActive(rollout) ? rollout.stepRevision : run.evaluatedStep
+    const active = isActive(rollout)
+    const step = active ? rollout.stepRevision : run.evaluatedStep
     return {
-      ...this.#verdictOf(run, step),
+      ...this.#verdictOf(run, step, active && rollout.applied),
       evaluations: run.evaluations,
       lastLatencyMs: run.lastLatencyMs,
     }
   }
 
-  #verdictOf(run: Run, step: number): PromVerdict {
-    const v = verdictOf(run.states, run.evaluatedStep === step)
+  /**
+   * A pass needs an evaluation of this step that began once it was `applied` (when it is): one sent
+   * before the proxies served the step's weight measured the previous one.
+   */
+  #verdictOf(run: Run, step: number, applied: boolean): PromVerdict {
+    const v = verdictOf(run.states, run.evaluatedStep === step && (run.evaluatedApplied || !applied))
     return { ...v, checks: run.states.map(checkView) }
   }
 
-  async #evaluate(route: string, run: Run, step: number, vars: TemplateVars, now: number): Promise<void> {
+  async #evaluate(route: string, run: Run, rollout: Rollout, vars: TemplateVars, now: number): Promise<void> {
+    const step = rollout.stepRevision
+    const applied = rollout.applied
     run.inFlight = true
+    // A gap of more than two intervals (a pause, a control restart) leaves no evidence that a pending
+    // check stayed out of bounds: its `for` starts again.
+    if (now - run.startedAt > 2 * run.plan.intervalMs) run.states = run.states.map(restartFor)
     run.startedAt = now
     run.startedStep = step
+    run.startedApplied = applied
     const t0 = this.#elapsed()
     const { url, timeoutMs, checks } = run.plan
     const queries = checks.map((c) => expandQuery(c.query, vars))
@@ -164,11 +201,14 @@ export class PrometheusBook {
     // The samples are of `now`, when the queries were sent: the `for` runs are timed by it.
     run.states = checks.map((c, i) => observe(run.states[i] ?? null, c, queries[i]!, samples[i]!, now))
     run.evaluatedStep = step
+    run.evaluatedApplied = applied
     run.evaluations++
     run.inFlight = false
     if (this.#runs.get(route) === run) this.#evaluated(route)
   }
 }
+
+const restartFor = (s: CheckState): CheckState => (s.outSince === null ? s : { ...s, outSince: null })
 
 function checkView(s: CheckState): PromCheckView {
   return {

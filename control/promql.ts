@@ -10,7 +10,7 @@
 import { formatDuration } from '../config/duration.ts'
 
 export interface PromCheck {
-  /** A label-safe name: reasons and `veer_rollbacks_total{reason="prometheus:NAME"}` carry it. */
+  /** A label-safe name: reasons and evidence carry it. */
   readonly name: string
   /** PromQL with placeholders (PLACEHOLDERS). */
   readonly query: string

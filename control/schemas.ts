@@ -469,6 +469,12 @@ function checkUrl(url: unknown, issues: Issue[], path: string): void {
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:')
     issues.push({ path, message: `must be http:// or https:// (got ${JSON.stringify(url)})` })
+  // Queries send no credentials from a URL, and the plan is shown to every read token: refuse them.
+  else if (u.username !== '' || u.password !== '')
+    issues.push({
+      path,
+      message: 'must not carry a user or password (they would be shown with the plan, and are not sent)',
+    })
 }
 
 export function parseRegister(v: unknown): RegisterRequest {

@@ -80,17 +80,18 @@ async function load() {
 
 // ---- the event stream ----------------------------------------------------------------------------
 
+/** `ms`, or less when `signal` aborts; its abort listener goes with it either way. */
 const wait = (ms, signal) =>
   new Promise((resolve) => {
-    const t = setTimeout(resolve, ms)
-    signal.addEventListener(
-      'abort',
-      () => {
-        clearTimeout(t)
-        resolve()
-      },
-      { once: true },
-    )
+    const aborted = () => {
+      clearTimeout(t)
+      resolve()
+    }
+    const t = setTimeout(() => {
+      signal.removeEventListener('abort', aborted)
+      resolve()
+    }, ms)
+    signal.addEventListener('abort', aborted, { once: true })
   })
 
 async function follow(signal) {

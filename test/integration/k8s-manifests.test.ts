@@ -9,6 +9,7 @@
 import { execFileSync } from 'node:child_process'
 import {
   chmodSync,
+  cpSync,
   existsSync,
   mkdtempSync,
   readdirSync,
@@ -453,13 +454,14 @@ describe.skipIf(process.getuid?.() !== 0)('control and the proxies, run as their
   beforeAll(() => {
     dist = mkdtempSync(join(tmpdir(), 'veer-k8s-dist-'))
     chmodSync(dist, 0o755) // the image's files are readable by its user
-    // The Dockerfile's build stage: npx tsc -p tsconfig.build.json (here into a temp dir).
+    // The Dockerfile's build stage (here into a temp dir): the compiled code and the status page's files.
     expect(readFileSync(join(ROOT, 'deploy/Dockerfile'), 'utf8')).toContain(
-      'RUN npx tsc -p tsconfig.build.json',
+      'RUN npx tsc -p tsconfig.build.json && cp -r control/ui dist/control/ui',
     )
     execFileSync(join(ROOT, 'node_modules/.bin/tsc'), ['-p', 'tsconfig.build.json', '--outDir', dist], {
       cwd: ROOT,
     })
+    cpSync(join(ROOT, 'control/ui'), join(dist, 'control/ui'), { recursive: true })
   }, 60_000)
   afterAll(async () => {
     await Promise.all(running.map((p) => p.stop('SIGKILL')))

@@ -150,7 +150,7 @@ describe('Prometheus checks in a rollout', () => {
     // The proxies saw only 200s: their own checks passed, the business metric caught it.
     expect(audit.evidence.checks.every((c: { result: string }) => c.result !== 'fail')).toBe(true)
     const metrics = (await control.api('GET', '/metrics', { token: TOKENS.read })).text
-    expect(metrics).toContain('veer_rollbacks_total{route="shop",reason="prometheus:checkout-errors"} 1')
+    expect(metrics).toContain('veer_rollbacks_total{route="shop",reason="prometheus"} 1')
     // The same webhook as any automatic rollback.
     const rolledBack = await until(() => hooks.find((h) => h.event === 'rolled-back'))
     expect(rolledBack!.why).toBe(audit.why)

@@ -20,6 +20,13 @@ const withProm = (prometheus: Record<string, unknown>) => ({
 })
 
 describe('plan analysis.prometheus', () => {
+  it('refuses a URL with a user or password: it would be shown with the plan, and is not sent', () => {
+    expect(refusal(withProm({ url: 'http://ops:s3cret@prom:9090' }))).toMatchObject({
+      code: 'invalid_plan',
+      message: expect.stringContaining('analysis.prometheus.url must not carry a user or password'),
+    })
+  })
+
   it('is read with its defaults (interval 10s, timeout 5s, for 0), durations to ms', () => {
     const { plan } = parsePlan(
       withProm({

@@ -8,7 +8,7 @@ import type { AddressInfo, Socket } from 'node:net'
 import pino from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import { AnalysisBook } from '../../control/analysis.ts'
-import { PrometheusBook } from '../../control/prometheus.ts'
+import { PrometheusBook, queryPrometheus } from '../../control/prometheus.ts'
 import type { Plan } from '../../control/rollout.ts'
 import { engineBed } from '../helpers/engine.ts'
 
@@ -94,5 +94,28 @@ describe('Prometheus checks outside the queue', () => {
     })
     const view = engine.view(engine.route('shop')).rollout!
     expect(view.plan.analysis.prometheus).toMatchObject({ url: prom.url, timeout: '1m', interval: '100ms' })
+  })
+})
+
+describe('a Prometheus answer', () => {
+  it('is not read past 1 MiB: a query matching many series is inconclusive, its reason says why', async () => {
+    const { url, asked, held } = await silentPrometheus()
+    const sample = queryPrometheus(url, 'x', 5000)
+    await asked
+    // A vector of many series, sent until the reader stops (the connection is then cut).
+    const res = held[0]!
+    res.writeHead(200, { 'content-type': 'application/json' })
+    res.write('{"status":"success","data":{"resultType":"vector","result":[')
+    const series = `${'{"metric":{"a":"b"},"value":[1,"0"]},'.repeat(1000)}`
+    let sent = 0
+    const more = () => {
+      while (!res.destroyed && sent < 8 * 1024 * 1024 && res.write(series)) sent += series.length
+      if (!res.destroyed && sent < 8 * 1024 * 1024) res.once('drain', more)
+    }
+    more()
+    expect(await sample).toEqual({
+      ok: false,
+      reason: expect.stringContaining('answered more than 1 MiB: the query matches too many series'),
+    })
   })
 })

@@ -238,11 +238,11 @@ describe('joined with the proxies’ verdict', () => {
     ...(check && { check }),
   })
 
-  it('a failed Prometheus check fails the rollout, its check the metric label', () => {
+  it('a failed Prometheus check fails the rollout, the metric label the fixed reason prometheus', () => {
     expect(joined(own('pass'), j, prom('fail', 'orders'))).toMatchObject({
       result: 'fail',
       reason: 'prom fail',
-      check: 'prometheus:orders',
+      check: 'prometheus',
       evidence: { prometheus: [] },
     })
     expect(joined(own('fail'), j, prom('fail', 'orders')).reason).toBe('own fail')
@@ -270,10 +270,11 @@ describe('the Prometheus book: when it evaluates', () => {
     timeoutMs: 500,
     checks: [{ name: 'errors', query: 'x{release="{{canary}}"}', max: 0.1, forMs: 0 }],
   }
-  const rollout = (stepRevision: number) =>
+  const rollout = (stepRevision: number, applied = false) =>
     ({
       id: 'shop-1',
       stepRevision,
+      applied,
       phase: 'progressing',
       plan: { mode: 'canary', steps: [], analysis: { enabled: true, prometheus: plan } },
     }) as unknown as Rollout
@@ -318,5 +319,46 @@ describe('the Prometheus book: when it evaluates', () => {
       reason: expect.stringContaining('Error: boom'),
     })
     expect(calls).toBe(2)
+  })
+
+  it('passes a step only on an evaluation begun once it was applied: one sent before saw the old weight', async () => {
+    const asked: ((s: Sample) => void)[] = []
+    const book = new PrometheusBook({ query: () => new Promise((answer) => asked.push(answer)) })
+    const verdict = (applied: boolean, now: number) => book.verdict('shop', rollout(1, applied), vars, now)!
+    // Entered, not applied yet: evaluated at once; its pass would not let the step end anyway.
+    verdict(false, 0)
+    asked.shift()!(value(0))
+    await new Promise((r) => setImmediate(r))
+    expect(verdict(false, 100).result).toBe('pass')
+    // Applied: that pass is of the previous weight. A new evaluation goes at once, and until it is back
+    // the verdict waits, however soon the step's pause ends.
+    expect(verdict(true, 200).result).toBe('wait')
+    expect(asked).toHaveLength(1)
+    asked.shift()!(value(0.9))
+    await new Promise((r) => setImmediate(r))
+    expect(verdict(true, 300)).toMatchObject({ result: 'fail', check: 'errors' })
+  })
+
+  it("restarts a pending check's for after a gap of more than two intervals (a pause): no data covered it", async () => {
+    const asked: ((s: Sample) => void)[] = []
+    const pendingPlan = { ...plan, checks: [{ ...plan.checks[0]!, forMs: 5000 }] }
+    const ro = {
+      ...rollout(1, true),
+      plan: { ...rollout(1).plan, analysis: { enabled: true, prometheus: pendingPlan } },
+    }
+    const book = new PrometheusBook({ query: () => new Promise((answer) => asked.push(answer)) })
+    const verdict = (now: number) => book.verdict('shop', ro as unknown as Rollout, vars, now)!
+    verdict(0)
+    asked.shift()!(value(0.9))
+    await new Promise((r) => setImmediate(r))
+    expect(verdict(10).result).toBe('wait') // pending since 0
+    // Nothing evaluated for an hour (the rollout was paused), then out of bounds again: pending anew.
+    verdict(3_600_000)
+    asked.shift()!(value(0.9))
+    await new Promise((r) => setImmediate(r))
+    expect(verdict(3_600_010)).toMatchObject({
+      result: 'wait',
+      reason: expect.stringContaining('for 0ms of 5s'),
+    })
   })
 })
