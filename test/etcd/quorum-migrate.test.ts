@@ -75,12 +75,16 @@ describe('losing etcd members', () => {
       200,
     )
     expect(ok!.json.weights.canary).toBe(40)
-    // Nothing refused is in the audit; every acknowledged write is, once.
+    // Every acknowledged write is in the audit, once and in order. A write answered 503 had no answer
+    // from etcd, not a refusal: its proposal may still commit once the members return (README "etcd":
+    // a 503 is an unknown outcome), so 30 is there at most once, between 20 and 40.
     const audit = (await control.api('GET', '/v1/audit?route=shop')).json.entries
-    const weights = audit
+    const weights: number[] = audit
       .filter((e: { action: string }) => e.action === 'set-weight')
       .map((e: { to: { canary: number } }) => e.to.canary)
-    expect(weights).toEqual([10, 11, 12, 13, 14, 20, 40])
+    expect(weights.filter((w) => w !== 30)).toEqual([10, 11, 12, 13, 14, 20, 40])
+    expect(weights.filter((w) => w === 30).length).toBeLessThanOrEqual(1)
+    if (weights.includes(30)) expect(weights.indexOf(30)).toBe(weights.indexOf(20) + 1)
   })
 })
 
