@@ -40,13 +40,15 @@ export function startLinkedProxy(
 
 /**
  * Control and one proxy following it, with route `shop` over `stable` (release v1) and `canary` (v2),
- * `analysis` its analysis settings; resolves once control knows the route. The caller stops both.
+ * `analysis` its analysis settings and `route` more of its keys (a shadow); resolves once control
+ * knows the route. The caller stops both.
  */
 export async function startLinkedBed(
   stable: { readonly url: string },
   canary: { readonly url: string },
   analysis: Record<string, unknown> = {},
   env: Record<string, string> = {},
+  route: Record<string, unknown> = {},
 ): Promise<{ control: ControlProcess; proxy: VeerProcess }> {
   const control = await startControl({ env })
   const tokenFile = join(tempDir(), 'proxy-token')
@@ -60,6 +62,7 @@ export async function startLinkedBed(
         stable: { url: stable.url, release: 'v1' },
         canary: { url: canary.url, release: 'v2' },
         analysis,
+        ...route,
       },
     ],
   })
@@ -330,6 +333,32 @@ export async function followEvents(
     close: async () => {
       ac.abort()
       await pump
+    },
+  }
+}
+
+/**
+ * PUT weights to `control` one after another until it dies or `stop()`: `acked()` is the newest
+ * version it acknowledged. For kill -9 tests: every acknowledged write must survive the kill.
+ */
+export function keepWriting(control: ControlProcess): { acked(): number; stop(): Promise<void> } {
+  let acked = 0
+  let stopped = false
+  const writer = (async () => {
+    for (let n = 1; !stopped; n++) {
+      try {
+        const r = await control.api('PUT', '/v1/routes/shop/weights', { body: { canary: n % 101 } })
+        if (r.status === 200) acked = r.json.version
+      } catch {
+        return
+      }
+    }
+  })()
+  return {
+    acked: () => acked,
+    stop: async () => {
+      stopped = true
+      await writer
     },
   }
 }

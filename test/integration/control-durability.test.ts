@@ -11,6 +11,7 @@ import {
   announced,
   type ControlProcess,
   FakeProxy,
+  keepWriting,
   runCli,
   startControl,
   tempDir,
@@ -98,22 +99,11 @@ describe('kill -9 of control', () => {
     const tokens = writeTokenFile()
     const first = await start(dir, tokens)
     await new FakeProxy(first, 'edge-1', [announced('shop', 0)]).register()
-    let acked = 0
-    let stop = false
-    const writer = (async () => {
-      for (let n = 1; !stop; n++) {
-        try {
-          const r = await first.api('PUT', '/v1/routes/shop/weights', { body: { canary: n % 101 } })
-          if (r.status === 200) acked = r.json.version
-        } catch {
-          return
-        }
-      }
-    })()
-    await until(() => acked >= 20)
+    const writes = keepWriting(first)
+    await until(() => writes.acked() >= 20)
     await kill9(first)
-    stop = true
-    await writer
+    const acked = writes.acked()
+    await writes.stop()
     const second = await start(dir, tokens)
     const route = (await second.api('GET', '/v1/routes/shop')).json
     // The write in flight at the kill may or may not have landed; none acknowledged is missing.

@@ -5,21 +5,13 @@
  * accepted and, but for the few that only show something after a failure that did not happen here,
  * give data — a renamed metric, a wrong label or a typo in PromQL fails the test.
  */
-import { readFileSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { readFileSync } from 'node:fs'
 import { Agent, request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import {
-  type ControlProcess,
-  startControl,
-  startLinkedProxy,
-  TOKENS,
-  tempDir,
-  until,
-} from '../helpers/control.ts'
+import { type ControlProcess, startLinkedBed, TOKENS, until } from '../helpers/control.ts'
 import { type Prometheus, startPrometheus } from '../helpers/prometheus.ts'
 import { startUpstream, type Upstream } from '../helpers/upstream.ts'
-import { type VeerProcess, writeConfig } from '../helpers/veer.ts'
+import type { VeerProcess } from '../helpers/veer.ts'
 
 interface Panel {
   title: string
@@ -73,23 +65,15 @@ beforeAll(async () => {
     }),
   )
   const [stable, canary, shadow] = upstreams as [Upstream, Upstream, Upstream]
-  control = await startControl()
-  const tokenFile = join(tempDir(), 'proxy-token')
-  writeFileSync(tokenFile, `${TOKENS.proxy}\n`)
-  const file = writeConfig({
-    log: { access: false },
-    shutdown: { grace: 0 },
-    routes: [
-      {
-        name: 'shop',
-        stable: { url: stable.url, release: 'v1' },
-        canary: { url: canary.url, release: 'v2' },
-        shadow: { url: shadow.url, release: 'v3' },
-      },
-    ],
-  })
-  proxy = await startLinkedProxy(file, control, tokenFile)
-  await until(async () => (await control.api('GET', '/v1/routes/shop')).status === 200)
+  ;({ control, proxy } = await startLinkedBed(
+    stable,
+    canary,
+    {},
+    {},
+    {
+      shadow: { url: shadow.url, release: 'v3' },
+    },
+  ))
   // A rollout in progress (analysis off: the failing canary must stay), so phase and step have values.
   const started = await control.api('POST', '/v1/routes/shop/rollout', {
     body: { steps: [{ weight: 40, pause: '1h' }, { weight: 100 }], analysis: { enabled: false } },

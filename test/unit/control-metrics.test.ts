@@ -10,20 +10,11 @@ import type { Verdict } from '../../control/judge.ts'
 import { ControlMetrics } from '../../control/metrics.ts'
 import { RollbackLedger } from '../../proxy/control/rollbacks.ts'
 import { engineBed } from '../helpers/engine.ts'
+import { parseMetrics as parse } from '../helpers/metrics.ts'
 import { paired } from '../helpers/pairs.ts'
 
 const log = pino({ level: 'silent' })
 const operator = { name: 'alice', role: 'operator' as const }
-
-function parse(text: string): Map<string, number> {
-  const out = new Map<string, number>()
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue
-    const at = line.lastIndexOf(' ')
-    out.set(line.slice(0, at), Number(line.slice(at + 1)))
-  }
-  return out
-}
 
 describe('control metrics', () => {
   it('counts decisions by kind and rollbacks by reason, and shows phase, step, weight and proxies', async () => {

@@ -1,16 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { ProxyMetrics } from '../../proxy/metrics.ts'
-
-/** Parse Prometheus text exposition into name{labels} → value. */
-function parse(text: string): Map<string, number> {
-  const out = new Map<string, number>()
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue
-    const at = line.lastIndexOf(' ')
-    out.set(line.slice(0, at), Number(line.slice(at + 1)))
-  }
-  return out
-}
+import { parseMetrics as parse } from '../helpers/metrics.ts'
 
 describe('proxy metrics', () => {
   it('exposes counts by code (error for no response) and a cumulative histogram', async () => {
