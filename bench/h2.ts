@@ -2,8 +2,8 @@
 // h2load (cleartext, prior knowledge) → proxy → a node:http2 h2c upstream (bench/h2-upstream.ts), two
 // workloads: GET ~100 B, and gRPC-shaped unary calls (POST of a 5-byte-framed message, te: trailers,
 // answered with a framed message and grpc-status 0 in trailers). Every subject is started fresh in front of
-// the same upstream for every round, subjects interleaved per round; medians of req/s and of the proxy's
-// CPU time per request, compared with `node-h2-proxy` (a minimal node:http2 proxy, the Node floor).
+// the same upstream for every round, subjects interleaved (forward in odd rounds, reversed in even ones);
+// medians of req/s and of the proxy's CPU time per request, compared with `node-h2-proxy` (a minimal node:http2 proxy, the Node floor).
 // Prints figures and writes bench/results/h2.md and .json; never asserts. ~2 min at the defaults
 // (5 subjects × 3 rounds), ~30 s with --quick.
 
@@ -626,7 +626,8 @@ function renderMarkdown(r: {
     `${r.date} · ${r.machine.nproc} cores · ${r.machine.cpuModel} · ${r.machine.memGiB} GiB · ` +
       `Linux ${r.machine.kernel} · Node ${r.machine.node}`,
     '',
-    `Medians of ${settings.rounds} round(s)${settings.quick ? ' (--quick smoke run: figures are rough)' : ''}. ` +
+    `Medians of ${settings.rounds} round(s)${settings.quick ? ' (--quick smoke run: figures are rough)' : ''}, ` +
+      'subjects forward in odd rounds, reversed in even ones. ' +
       `Load: h2load ${h2loadTool.version ?? ''} -t1 -c${settings.clients} -m${settings.streams} ` +
       `(${settings.clients * settings.streams} streams in flight), cleartext with prior knowledge, ` +
       `${settings.seconds} s per workload after ${settings.warmupSeconds} s warm-up of each. ` +

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
+import { roundOrder } from './paired.ts'
 import { installCleanup, stopAll } from './proc.ts'
 import { Unavailable } from './subjects.ts'
 
@@ -59,8 +60,10 @@ export interface Measured<R> {
 }
 
 /**
- * `rounds` rounds, each measuring every subject still available in turn. A subject that fails is
- * unavailable from then on, with its reason, and keeps the rounds it completed; Ctrl-C ends the loop.
+ * `rounds` rounds, each measuring every subject still available in turn: forward in odd rounds, in
+ * reverse in even ones (roundOrder), so order effects cancel in ratios paired within a round. A subject
+ * that fails is unavailable from then on, with its reason, and keeps the rounds it completed; Ctrl-C
+ * ends the loop.
  * `line` describes a round's figures for the log.
  */
 export async function runRounds<S extends { readonly name: string }, R>(
@@ -75,7 +78,7 @@ export async function runRounds<S extends { readonly name: string }, R>(
   const width = Math.max(...subjects.map((s) => s.name.length)) + 1
   for (const s of results) if (s.status === 'unavailable') log(`${s.name}: unavailable (${s.reason})`)
   for (let round = 1; round <= rounds && !interrupted(); round++) {
-    for (const subject of subjects) {
+    for (const subject of roundOrder(subjects, round)) {
       const res = results.find((r) => r.name === subject.name)!
       if (res.status === 'unavailable') continue
       const t = performance.now()

@@ -1,7 +1,8 @@
-// Markdown rendering of a benchmark report: the medians table with ratios, the issue's targets,
-// per-round spread, notes.
-import type { Report, RoundResult, SubjectResult } from './results.ts'
-import type { TargetCheck } from './targets.ts'
+// Markdown rendering of a benchmark report, one section per upstream: CPU µs/req first, ratios paired
+// within rounds with their min–max, the issue's goals and their verdicts, per-round figures, notes.
+import { paired, spread } from './paired.ts'
+import type { Report, RoundResult, Settings, SubjectResult, UpstreamRun } from './results.ts'
+import { FLOOR, GOAL_SUBJECT, GOAL_UPSTREAM, type TargetCheck } from './targets.ts'
 
 export const int = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '—')
 export const ms = (n: number) => (Number.isNaN(n) ? '—' : Number.isFinite(n) ? n.toFixed(2) : '∞')
@@ -13,27 +14,43 @@ export function row(cells: readonly string[]): string {
   return `| ${cells.join(' | ')} |`
 }
 
-function mainTable(report: Report): string[] {
-  const byName = new Map(report.subjects.map((s) => [s.name, s.medians]))
-  const direct = byName.get('direct') ?? null
-  const hp3 = byName.get('http-proxy-3') ?? null
-  const rate = int(report.settings.rate)
+/** `median× (min–max)` of `subject ÷ other` paired per round, or '—'. */
+function pairedCell(
+  s: SubjectResult,
+  other: SubjectResult | undefined,
+  f: (r: RoundResult) => number,
+): string {
+  if (other === undefined || other === s) return other === s ? '1.00×' : '—'
+  const x = spread(paired(s.rounds, other.rounds, f))
+  if (x.n === 0) return '—'
+  return x.n === 1
+    ? `${x.median.toFixed(2)}×`
+    : `${x.median.toFixed(2)}× (${x.min.toFixed(2)}–${x.max.toFixed(2)})`
+}
+
+function mainTable(run: UpstreamRun, settings: Settings): string[] {
+  const byName = new Map(run.subjects.map((s) => [s.name, s]))
+  const floor = byName.get(FLOOR)
+  const hp3 = byName.get('http-proxy-3')
+  const rate = int(settings.rate)
+  const cpu = (r: RoundResult) => r.cpuUsPerReq
+  const rps = (r: RoundResult) => r.small.rps
   const head = [
     'subject',
+    'CPU µs/req ~100 B',
+    `CPU ÷ ${FLOOR}`,
     'req/s ~100 B',
-    'vs direct',
-    'vs http-proxy-3',
+    `÷ ${FLOOR}`,
+    '÷ http-proxy-3',
+    'CPU µs/req 16 KiB',
     'req/s 16 KiB',
-    'vs direct',
-    'vs http-proxy-3',
     `p50 ms @${rate}/s`,
     `p99 ms @${rate}/s`,
-    'CPU µs/req',
     'RSS MiB',
     'errors',
   ]
   const lines = [row(head), row(head.map((_, i) => (i === 0 ? '---' : '---:')))]
-  for (const s of report.subjects) {
+  for (const s of run.subjects) {
     const m = s.medians
     if (m === null) {
       lines.push(
@@ -45,19 +62,23 @@ function mainTable(report: Report): string[] {
       )
       continue
     }
+    const own = (x: string) => (s.name === 'direct' ? `(${x})` : x)
+    const cpuSpread = spread(s.rounds.map(cpu))
     lines.push(
       row([
         s.name,
+        s.name === 'direct' || cpuSpread.n < 2
+          ? own(fixed(cpuSpread.median))
+          : `${fixed(cpuSpread.median)} (${fixed(cpuSpread.min)}–${fixed(cpuSpread.max)})`,
+        s.name === 'direct' ? '' : pairedCell(s, floor, cpu),
         int(m.rpsSmall),
-        ratio(m.rpsSmall, direct?.rpsSmall),
-        ratio(m.rpsSmall, hp3?.rpsSmall),
+        s.name === 'direct' ? '' : pairedCell(s, floor, rps),
+        s.name === 'direct' ? '' : pairedCell(s, hp3, rps),
+        own(fixed(m.cpuUsPerReqBig)),
         int(m.rpsBig),
-        ratio(m.rpsBig, direct?.rpsBig),
-        ratio(m.rpsBig, hp3?.rpsBig),
         ms(m.p50Ms),
         ms(m.p99Ms),
-        s.name === 'direct' ? `(${fixed(m.cpuUsPerReq)})` : fixed(m.cpuUsPerReq),
-        s.name === 'direct' ? `(${fixed(m.rssMiB)})` : fixed(m.rssMiB),
+        own(fixed(m.rssMiB)),
         String(m.errors),
       ]),
     )
@@ -65,17 +86,17 @@ function mainTable(report: Report): string[] {
   return lines
 }
 
-function spreadTable(report: Report): string[] {
-  const n = report.settings.rounds
+function spreadTable(run: UpstreamRun, n: number): string[] {
   const head = ['subject', 'metric', ...Array.from({ length: n }, (_, i) => `round ${i + 1}`)]
   const lines = [row(head), row(head.map((_, i) => (i < 2 ? '---' : '---:')))]
   const metrics: Array<[string, (r: RoundResult) => string]> = [
+    ['CPU µs/req ~100 B', (r) => fixed(r.cpuUsPerReq)],
     ['req/s ~100 B', (r) => int(r.small.rps)],
     ['req/s 16 KiB', (r) => int(r.big.rps)],
     ['p99 ms', (r) => ms(r.latency.p99Ms)],
     ['other CPU %', (r) => fixed(r.otherCpuPct, 0)],
   ]
-  for (const s of report.subjects) {
+  for (const s of run.subjects) {
     if (s.rounds.length === 0) continue
     for (const [label, f] of metrics) {
       const cells = Array.from({ length: n }, (_, i) => {
@@ -89,12 +110,24 @@ function spreadTable(report: Report): string[] {
 }
 
 export function targetsTable(targets: readonly TargetCheck[]): string[] {
-  const head = ['target', 'goal', 'measured', 'result', 'note']
-  const lines = [row(head), row(['---', '---', '---:', '---', '---'])]
+  const withSpread = targets.some((t) => t.spread !== undefined)
+  const head = [
+    'target',
+    'goal',
+    withSpread ? 'median' : 'measured',
+    ...(withSpread ? ['min – max (rounds)'] : []),
+    'result',
+    'note',
+  ]
+  const lines = [
+    row(head),
+    row(head.map((h) => (h === 'median' || h === 'measured' || h.startsWith('min') ? '---:' : '---'))),
+  ]
   for (const t of targets) {
     const result =
-      t.pass === null ? (t.goal === '(info)' ? 'info' : 'not measured') : t.pass ? 'pass' : 'miss'
-    lines.push(row([t.target, t.goal, t.measured, result, t.note]))
+      t.verdict ??
+      (t.pass === null ? (t.goal === '(info)' ? 'info' : 'not measured') : t.pass ? 'pass' : 'miss')
+    lines.push(row([t.target, t.goal, t.measured, ...(withSpread ? [t.spread ?? ''] : []), result, t.note]))
   }
   return lines
 }
@@ -149,15 +182,21 @@ function canaryNotes(subjects: readonly SubjectResult[]): string[] {
 
 export function renderMarkdown(report: Report): string {
   const { machine, settings } = report
+  const rough = settings.quick
+    ? ' (--quick smoke run: figures are rough)'
+    : settings.publishable
+      ? ''
+      : ' (shorter than a published run — 5 rounds, 8 s warm-ups, 6 s phases: figures are rough)'
   const lines = [
     '# veer benchmark',
     '',
     `${report.date} · ${machine.nproc} cores · ${machine.cpuModel} · ${machine.memGiB} GiB · ` +
       `Linux ${machine.kernel} · Node ${machine.node}`,
     '',
-    `Medians of ${settings.rounds} round(s)${settings.quick ? ' (--quick smoke run: figures are rough)' : ''}. ` +
+    `${settings.rounds} round(s) per upstream${rough}; subjects forward in odd rounds, reversed in even ones, ` +
+      'each started fresh every round. ' +
       `Max throughput: ${settings.loadTool}, ${settings.connections} connections, ` +
-      `${settings.throughputSeconds} s per body size after ${settings.warmupSeconds} s warm-up. ` +
+      `${settings.warmupSeconds} s warm-up then ${settings.throughputSeconds} s measured, for each body size. ` +
       `Latency: Node open-loop generator at a fixed ${int(settings.rate)} req/s for ${settings.latencySeconds} s ` +
       '(after an unrecorded 0.5 s lead-in), measured from each request\u2019s scheduled send time ' +
       '(no coordinated omission).',
@@ -172,45 +211,50 @@ export function renderMarkdown(report: Report): string {
             '`direct` row then mostly measures the generator, and the proxies\u2019 req/s are lower bounds.',
           '',
         ]),
-    ...mainTable(report),
-    '',
-    'CPU µs/req: the proxy process\u2019s utime+stime over the ~100 B max-throughput phase divided by the requests ' +
-      'answered in it; RSS: after the round. In parentheses on `direct`: the upstream\u2019s own figures. ' +
-      'errors: socket errors, timeouts and non-2xx answers over all phases and rounds. ' +
-      'The `direct` p50/p99 is the floor of the load generator itself.',
+    'CPU µs/req (the headline: steadier than req/s on a shared VM): the proxy process tree\u2019s utime+stime ' +
+      'over a measured max-throughput phase divided by the requests answered in it, median over the rounds ' +
+      'with min–max; in parentheses on `direct`: the upstream\u2019s own figures. Every ratio (÷ …) is paired: ' +
+      'taken within each round, then the median of those ratios, with their min–max in parentheses — not a ' +
+      'ratio of medians. req/s, p50/p99: medians over the rounds. RSS: after the round. errors: socket ' +
+      'errors, timeouts and non-2xx answers over all phases and rounds. The `direct` p50/p99 is the floor ' +
+      'of the load generator itself.',
     '',
     'Subjects:',
     '',
-    ...report.subjects.map((s) => `- \`${s.name}\`: ${s.about}`),
+    ...(report.runs[0]?.subjects ?? []).map((s) => `- \`${s.name}\`: ${s.about}`),
     '',
   ]
-  if (report.targets.length > 0) {
+  for (const run of report.runs) lines.push(...runSection(run, settings))
+  lines.push(`Wall time: ${report.wallSeconds.toFixed(0)} s.`, '')
+  return lines.join('\n')
+}
+
+function runSection(run: UpstreamRun, settings: Settings): string[] {
+  const lines = [`## Upstream: ${run.upstream}`, '']
+  if (run.unavailable !== undefined) return [...lines, `Not measured: ${run.unavailable}.`, '']
+  lines.push(`${run.about}.`, '', ...mainTable(run, settings), '')
+  if (run.targets.length > 0) {
     lines.push(
-      '## Targets',
+      '### Goals and comparisons',
       '',
-      'The issue\u2019s targets against this run\u2019s medians (~100 B answers; costs are 1 − subject/veer in ' +
-        'req/s). Printed, never asserted; single rounds swing ±30% on this machine, CPU µs/req much less.',
+      `Issue 18\u2019s goals are about \`${GOAL_SUBJECT}\` on the ${GOAL_UPSTREAM} upstream. Each figure is the ` +
+        'median of the ratios (or differences) paired within a round, with their min–max; a verdict is given ' +
+        'only when every paired round is on the same side of the goal, otherwise it reads \u201cundecided ' +
+        '(spread crosses the goal)\u201d. Printed, never asserted.',
       '',
-      ...targetsTable(report.targets),
+      ...targetsTable(run.targets),
       '',
     )
   }
-  const noise = noiseNote(report.subjects)
+  const noise = noiseNote(run.subjects)
   if (noise !== '') lines.push(noise, '')
-  const notes = canaryNotes(report.subjects)
+  const notes = canaryNotes(run.subjects)
   if (notes.length > 0) lines.push('Canary routing seen by the probe:', '', ...notes, '')
-  const observed = observedNotes(report.subjects)
+  const observed = observedNotes(run.subjects)
   if (observed.length > 0) lines.push('Counters read from the subjects:', '', ...observed, '')
-  const unavailable = report.subjects.filter((s) => s.status === 'unavailable')
+  const unavailable = run.subjects.filter((s) => s.status === 'unavailable')
   for (const s of unavailable) lines.push(`- ${s.name} unavailable: ${s.reason ?? ''}`)
   if (unavailable.length > 0) lines.push('')
-  lines.push(
-    '## Per round',
-    '',
-    ...spreadTable(report),
-    '',
-    `Wall time: ${report.wallSeconds.toFixed(0)} s.`,
-    '',
-  )
-  return lines.join('\n')
+  lines.push(`### Per round (${run.upstream} upstream)`, '', ...spreadTable(run, settings.rounds), '')
+  return lines
 }

@@ -12,6 +12,8 @@ export interface RoundResult {
   latency: LatencyResult
   /** proxy CPU (utime+stime) per request over the ~100 B max-throughput phase; upstream's for `direct` */
   cpuUsPerReq: number
+  /** the same over the 16 KiB phase */
+  cpuUsPerReqBig: number
   /** upstream(s) CPU per request over the same phase */
   upstreamCpuUsPerReq: number
   /** proxy RSS after the round; upstream's for `direct` */
@@ -31,6 +33,7 @@ export interface Medians {
   p50Ms: number
   p99Ms: number
   cpuUsPerReq: number
+  cpuUsPerReqBig: number
   rssMiB: number
   errors: number
 }
@@ -44,9 +47,15 @@ export interface SubjectResult {
   medians: Medians | null
 }
 
+/** What answers behind the proxies: bench/upstream.ts processes, or one nginx serving fixed answers. */
+export type UpstreamKind = 'node' | 'nginx'
+
 export interface Settings {
   rounds: number
   quick: boolean
+  upstreams: UpstreamKind[]
+  /** at least a published run's rounds, warm-up and phases (see run.ts) */
+  publishable: boolean
   throughputSeconds: number
   latencySeconds: number
   warmupSeconds: number
@@ -63,10 +72,19 @@ export interface Report {
   nginx: { used: boolean; version: string | null; note: string }
   taskset: boolean
   settings: Settings
-  subjects: SubjectResult[]
-  /** the issue's targets checked against the medians (see targets.ts) */
-  targets: TargetCheck[]
+  /** one per upstream, in the order they ran */
+  runs: UpstreamRun[]
   wallSeconds: number
+}
+
+export interface UpstreamRun {
+  upstream: UpstreamKind
+  about: string
+  /** why this upstream could not be used (nginx missing); its subjects are then empty */
+  unavailable?: string
+  subjects: SubjectResult[]
+  /** the goals and comparisons, paired within rounds (see targets.ts) */
+  targets: TargetCheck[]
 }
 
 export function medians(rounds: readonly RoundResult[]): Medians | null {
@@ -78,6 +96,7 @@ export function medians(rounds: readonly RoundResult[]): Medians | null {
     p50Ms: m((r) => r.latency.p50Ms),
     p99Ms: m((r) => r.latency.p99Ms),
     cpuUsPerReq: m((r) => r.cpuUsPerReq),
+    cpuUsPerReqBig: m((r) => r.cpuUsPerReqBig),
     rssMiB: m((r) => r.rssMiB),
     errors: rounds.reduce(
       (a, r) => a + r.small.errors + r.big.errors + r.latency.errors + r.latency.timedOut,

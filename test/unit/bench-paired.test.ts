@@ -1,0 +1,145 @@
+import { describe, expect, it } from 'vitest'
+import { smallBody } from '../../bench/nginx.ts'
+import { paired, roundOrder, spread, verdict } from '../../bench/paired.ts'
+import type { RoundResult, SubjectResult } from '../../bench/results.ts'
+import { median } from '../../bench/stats.ts'
+import { checkTargets, GOAL_SUBJECT } from '../../bench/targets.ts'
+
+/** A round with the figures the comparisons read; the rest is irrelevant here. */
+function round(n: number, cpu: number, rps: number, p99 = 1): RoundResult {
+  return {
+    round: n,
+    cpuUsPerReq: cpu,
+    small: { rps },
+    latency: { p99Ms: p99 },
+  } as unknown as RoundResult
+}
+
+function subject(name: string, rounds: RoundResult[]): SubjectResult {
+  return { name, about: '', status: 'ok', rounds, medians: null }
+}
+
+describe('roundOrder', () => {
+  it('runs subjects forward in odd rounds and reversed in even ones, leaving the list as it was', () => {
+    const list = ['a', 'b', 'c']
+    expect([1, 2, 3, 4].map((r) => roundOrder(list, r).join(''))).toEqual(['abc', 'cba', 'abc', 'cba'])
+    expect(list).toEqual(['a', 'b', 'c'])
+  })
+})
+
+describe('paired', () => {
+  it('divides within each round both measured, skipping rounds one of them lacks', () => {
+    const a = [round(1, 60, 0), round(2, 90, 0), round(3, 70, 0)]
+    const b = [round(1, 50, 0), round(3, 70, 0)]
+    expect(paired(a, b, (r) => r.cpuUsPerReq)).toEqual([1.2, 1])
+  })
+
+  it('leaves out rounds with a figure that is not a positive finite number', () => {
+    const a = [round(1, 0, 0), round(2, Number.NaN, 0), round(3, 10, 0)]
+    const b = [round(1, 5, 0), round(2, 5, 0), round(3, 5, 0)]
+    expect(paired(a, b, (r) => r.cpuUsPerReq)).toEqual([2])
+  })
+
+  it('subtracts in difference mode (p99 added), negatives included', () => {
+    const a = [round(1, 1, 1, 2.5), round(2, 1, 1, 1)]
+    const b = [round(1, 1, 1, 2), round(2, 1, 1, 1.5)]
+    expect(paired(a, b, (r) => r.latency.p99Ms, 'difference')).toEqual([0.5, -0.5])
+  })
+
+  it('is not the ratio of medians: a round the machine slowed for both subjects cancels out', () => {
+    // Round 2 ran on a busy machine: both subjects cost twice as much there.
+    const veer = [round(1, 60, 0), round(2, 120, 0), round(3, 66, 0)]
+    const floor = [round(1, 50, 0), round(2, 100, 0), round(3, 60, 0)]
+    const cpu = (r: RoundResult) => r.cpuUsPerReq
+    expect(median(paired(veer, floor, cpu))).toBeCloseTo(1.2)
+    // the ratio of the medians (66 ÷ 60) says something else
+    expect(median(veer.map(cpu)) / median(floor.map(cpu))).not.toBeCloseTo(1.2)
+  })
+})
+
+describe('spread', () => {
+  it('gives the median with min, max and count of the finite values', () => {
+    expect(spread([1.3, 1.1, Number.NaN, 1.2, 1.5])).toEqual({ median: 1.25, min: 1.1, max: 1.5, n: 4 })
+  })
+
+  it('is all NaN with no values', () => {
+    const s = spread([])
+    expect(s.n).toBe(0)
+    expect(s.median).toBeNaN()
+  })
+})
+
+describe('verdict', () => {
+  const atMost = { op: '≤', value: 1.15 } as const
+  const atLeast = { op: '≥', value: 0.9 } as const
+
+  it('meets a goal only when every paired round meets it (the goal itself included)', () => {
+    expect(verdict(spread([1.05, 1.1, 1.15]), atMost)).toBe('meets goal')
+    expect(verdict(spread([0.9, 0.95, 1.2]), atLeast)).toBe('meets goal')
+  })
+
+  it('misses only when no round meets it', () => {
+    expect(verdict(spread([1.6, 1.7, 1.9]), atMost)).toBe('misses goal')
+    expect(verdict(spread([0.5, 0.6, 0.89]), atLeast)).toBe('misses goal')
+  })
+
+  it('refuses a verdict when the spread crosses the goal, whichever side the median is on', () => {
+    expect(verdict(spread([1.0, 1.1, 1.3]), atMost)).toBe('undecided (spread crosses the goal)')
+    expect(verdict(spread([1.0, 1.2, 1.3]), atMost)).toBe('undecided (spread crosses the goal)')
+    expect(verdict(spread([0.8, 0.95, 1.0]), atLeast)).toBe('undecided (spread crosses the goal)')
+  })
+
+  it('refuses a verdict from too few rounds, and says when nothing was measured', () => {
+    expect(verdict(spread([1.0, 1.01]), atMost)).toMatch(/^undecided \(2 paired rounds; a verdict needs 3\)$/)
+    expect(verdict(spread([]), atMost)).toBe('not measured')
+  })
+})
+
+describe('checkTargets', () => {
+  const subjects = [
+    // CPU ratio to the floor 1.1, 1.1, 1.2 (crosses 1.15); req/s ratio 0.95, 1, 0.9 (meets 0.9)
+    subject(GOAL_SUBJECT, [round(1, 55, 9500, 2), round(2, 66, 10_000, 2), round(3, 60, 9000, 2)]),
+    subject('undici-minimal', [round(1, 50, 10_000, 1), round(2, 60, 10_000, 1), round(3, 50, 10_000, 1)]),
+    // req/s ratio 1.9, 2.5, 3 (crosses 2)
+    subject('http-proxy-3', [round(1, 120, 5000), round(2, 130, 4000), round(3, 125, 3000)]),
+  ]
+  const byTarget = (upstream: 'node' | 'nginx') =>
+    new Map(checkTargets(subjects, upstream, 2000).map((t) => [t.target, t]))
+
+  it('gives verdicts from paired ratios on the nginx upstream, refusing those the spread crosses', () => {
+    const t = byTarget('nginx')
+    const cpu = t.get(`${GOAL_SUBJECT} ÷ undici-minimal, CPU µs/req`)!
+    expect(cpu.measured).toBe('1.10×')
+    expect(cpu.spread).toBe('1.10× – 1.20× (3)')
+    expect(cpu.verdict).toBe('undecided (spread crosses the goal)')
+    expect(cpu.pass).toBeNull()
+    expect(t.get(`${GOAL_SUBJECT} ÷ undici-minimal, req/s ~100 B`)!.verdict).toBe('meets goal')
+    expect(t.get(`${GOAL_SUBJECT} ÷ http-proxy-3, req/s ~100 B`)!.verdict).toBe(
+      'undecided (spread crosses the goal)',
+    )
+    const p99 = t.get(`${GOAL_SUBJECT} − undici-minimal, p99 @2,000/s`)!
+    expect(p99.measured).toBe('+1.00 ms')
+    expect(p99.verdict).toBe('misses goal')
+    expect(p99.pass).toBe(false)
+  })
+
+  it('prints the same figures without a verdict on the node upstream', () => {
+    const cpu = byTarget('node').get(`${GOAL_SUBJECT} ÷ undici-minimal, CPU µs/req`)!
+    expect(cpu.measured).toBe('1.10×')
+    expect(cpu.verdict).toBe('info (the goal is on the nginx upstream)')
+    expect(cpu.pass).toBeNull()
+  })
+
+  it('lists a goal whose subjects did not run as not measurable', () => {
+    const t = new Map(checkTargets(subjects.slice(0, 1), 'nginx', 2000).map((x) => [x.target, x]))
+    expect(t.get(`${GOAL_SUBJECT} ÷ undici-minimal, CPU µs/req`)!.measured).toBe('—')
+  })
+})
+
+describe('the nginx upstream', () => {
+  it('answers the same 100 B body bench/upstream.ts does', () => {
+    const body = smallBody('stable')
+    expect(Buffer.byteLength(body)).toBe(100)
+    expect(JSON.parse(body)).toMatchObject({ upstream: 'stable', ok: true })
+  })
+})
