@@ -4,7 +4,7 @@
  */
 import { readFile } from 'node:fs/promises'
 import { parseYaml } from './load.ts'
-import { type HostPort, hostPort, type Issue, list, obj, oneOf, str } from './schema-kit.ts'
+import { type HostPort, hostPort, type Issue, int, list, obj, oneOf, str } from './schema-kit.ts'
 
 export interface ControlConfig {
   readonly listen: HostPort
@@ -21,6 +21,8 @@ export interface EtcdConfig {
   readonly endpoints: readonly string[]
   readonly prefix: string
   readonly tls: { readonly ca?: string; readonly cert?: string; readonly key?: string } | null
+  /** Seconds: the leader's lease; a dead leader is replaced within about this long. */
+  readonly leaseTtl: number
 }
 
 const etcdEndpoint = {
@@ -89,6 +91,12 @@ export const controlConfigField = obj('veer control configuration', {
       {
         endpoints: list('Client URLs of the etcd members', etcdEndpoint, { minItems: 1 }),
         prefix: etcdPrefix,
+        leaseTtl: int(
+          "Seconds of the control replicas' leader lease: a leader that stops renewing it is replaced within this long",
+          1,
+          60,
+          5,
+        ),
         tls: obj(
           'TLS to etcd (https:// endpoints)',
           {

@@ -14,6 +14,7 @@ import type { Engine } from './engine.ts'
 import { ApiError } from './errors.ts'
 import type { EventHub } from './events.ts'
 import { readJson, sendError, sendJson } from './http.ts'
+import { type Leadership, SOLE } from './leader.ts'
 import type { ProxyLink } from './link.ts'
 import type { ControlMetrics } from './metrics.ts'
 import type { ProxyRegistry } from './proxies.ts'
@@ -34,6 +35,8 @@ import type { RouteView } from './views.ts'
 
 export interface ApiDeps {
   readonly engine: Engine
+  /** Who leads (GET /v1/control); absent: a single control. */
+  readonly lead?: Leadership
   readonly link: ProxyLink
   readonly proxies: ProxyRegistry
   readonly events: EventHub
@@ -128,6 +131,12 @@ const ENDPOINTS: readonly Endpoint[] = [
         handle: async (d, c) =>
           sendJson(c.res, 200, { revision: d.engine.state.revision, routes: d.engine.routes() }),
       },
+    },
+  },
+  {
+    path: ['v1', 'control'],
+    methods: {
+      GET: { access: 'read', handle: async (d, c) => sendJson(c.res, 200, (d.lead ?? SOLE).view()) },
     },
   },
   {
