@@ -34,7 +34,6 @@ import {
   type RemoteEntry,
   StaleStateError,
 } from './control-store.ts'
-import { ApiError } from './errors.ts'
 import { checkAuditLine, checkRecord, checkState } from './state-schema.ts'
 import {
   type AuditDraft,

@@ -5,6 +5,8 @@
  * lease and continued has lost the lead and writes nothing; a write to a follower reaches the proxies
  * of another replica; racing If-Match writes to different replicas have one winner.
  */
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { NotLeaderError } from '../../control/control-store.ts'
 import { EtcdStore } from '../../control/etcd-store.ts'
@@ -14,12 +16,15 @@ import {
   type ControlProcess,
   FakeProxy,
   followEvents,
+  runCli,
   startControl,
   TOKENS,
+  tempDir,
   until,
   writeTokenFile,
 } from '../helpers/control.ts'
 import { type EtcdCluster, startEtcd } from '../helpers/etcd.ts'
+import { startVeer, writeConfig } from '../helpers/veer.ts'
 
 const TTL = 2
 
@@ -172,6 +177,75 @@ describe('control replicas on one etcd prefix', () => {
     const sets = (await next.api('GET', '/v1/audit?route=cart&limit=1000')).json.entries
     expect(sets.filter((e: { action: string }) => e.action === 'set-weight').length).toBe(cart.version - 1)
     expect([...p1.state.refused, ...p2.state.refused]).toEqual([])
+  })
+
+  it('a veer proxy given every replica stays in sync across kill -9 of the one it follows: no weight change', async () => {
+    const [leader, a, b] = await replicas()
+    const tokenFile = join(tempDir(), 'proxy-token')
+    writeFileSync(tokenFile, `${TOKENS.proxy}\n`)
+    const file = writeConfig({
+      log: { access: false },
+      shutdown: { grace: 0 },
+      routes: [
+        {
+          name: 'shop',
+          stable: { url: 'http://127.0.0.1:9', release: 'v1' },
+          canary: { url: 'http://127.0.0.1:9', release: 'v2' },
+        },
+      ],
+    })
+    const proxy = await startVeer([
+      '--config',
+      file,
+      '--control',
+      [leader!, a!, b!].map((c) => c.url).join(','),
+      '--token-file',
+      tokenFile,
+      '--state-dir',
+      tempDir(),
+    ])
+    try {
+      await until(async () => (await a!.api('GET', '/v1/routes/shop')).status === 200)
+      const set = await a!.api('PUT', '/v1/routes/shop/weights', { body: { canary: 30 } })
+      expect(set.status).toBe(200)
+      const inSync = (c: ControlProcess) =>
+        until(async () => {
+          const p = (await c.api('GET', '/v1/proxies')).json.proxies?.find((x: { live: boolean }) => x.live)
+          return p?.appliedRevision === set.json.revision ? p : null
+        })
+      await inSync(leader!)
+      const applied = proxy.logs.filter((l) => l.msg === 'config applied').length
+      leader!.child.kill('SIGKILL')
+      await leader!.exited
+      await proxy.waitForLog((l) => l.msg === 'moving to the next control replica')
+      const there = await inSync(a!)
+      expect(there.appliedRevision).toBe(set.json.revision)
+      expect(proxy.logs.filter((l) => l.msg === 'config applied').length).toBe(applied)
+      expect(proxy.logs.filter((l) => l.msg === 'control weights refused, keeping the current ones')).toEqual(
+        [],
+      )
+      // The CLI too moves on past the dead replica; a write is not sent twice.
+      const cli = await runCli([
+        'set-weight',
+        'shop',
+        '35',
+        '--control',
+        `${leader!.url},${a!.url}`,
+        '--token-file',
+        a!.tokenFile,
+      ])
+      expect(cli.code, cli.stderr).toBe(0)
+      expect((await a!.api('GET', '/v1/routes/shop')).json.weights.canary).toBe(35)
+      // It follows the new replica: a change made on the third reaches it.
+      const next = await b!.api('PUT', '/v1/routes/shop/weights', { body: { canary: 40 } })
+      await until(async () =>
+        (await a!.api('GET', '/v1/proxies')).json.proxies?.some(
+          (x: { appliedRevision: number }) => x.appliedRevision === next.json.revision,
+        ),
+      )
+    } finally {
+      await proxy.stop('SIGKILL')
+    }
   })
 
   it('SIGSTOP the leader past its lease, then SIGCONT: it has lost the lead and writes nothing', async () => {
