@@ -23,6 +23,8 @@ export interface EtcdConfig {
   readonly tls: { readonly ca?: string; readonly cert?: string; readonly key?: string } | null
   /** Seconds: the leader's lease; a dead leader is replaced within about this long. */
   readonly leaseTtl: number
+  /** The URL the other replicas reach this one's API at (default: the listen URL). */
+  readonly advertise?: string
 }
 
 const etcdEndpoint = {
@@ -57,6 +59,28 @@ const etcdPrefix = {
       return undefined
     }
     return value
+  },
+}
+
+const advertise = {
+  ...str(
+    "URL the other control replicas reach this one's API at (followers send the leader their proxies' reports there); default the listen address's URL",
+  ),
+  parse(value: unknown, path: string, issues: Issue[]): string | undefined {
+    if (value === undefined) return undefined
+    const ok =
+      typeof value === 'string' &&
+      URL.canParse(value) &&
+      ['http:', 'https:'].includes(new URL(value).protocol) &&
+      new URL(value).search === ''
+    if (!ok) {
+      issues.push({
+        path,
+        message: `must be an http:// or https:// URL such as http://10.0.0.5:9900 (got ${JSON.stringify(value)})`,
+      })
+      return undefined
+    }
+    return (value as string).replace(/\/+$/, '')
   },
 }
 
@@ -97,6 +121,7 @@ export const controlConfigField = obj('veer control configuration', {
           60,
           5,
         ),
+        advertise,
         tls: obj(
           'TLS to etcd (https:// endpoints)',
           {

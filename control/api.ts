@@ -13,6 +13,7 @@ import type { Denials } from './denials.ts'
 import type { Engine } from './engine.ts'
 import { ApiError } from './errors.ts'
 import type { EventHub } from './events.ts'
+import type { LeaderFeed } from './feed.ts'
 import { readJson, sendError, sendJson } from './http.ts'
 import { type Leadership, SOLE } from './leader.ts'
 import type { ProxyLink } from './link.ts'
@@ -37,6 +38,8 @@ export interface ApiDeps {
   readonly engine: Engine
   /** Who leads (GET /v1/control); absent: a single control. */
   readonly lead?: Leadership
+  /** A follower hands its proxies' calls on to the leader (feed.ts); absent: a single control. */
+  readonly feed?: LeaderFeed
   readonly link: ProxyLink
   readonly proxies: ProxyRegistry
   readonly events: EventHub
@@ -333,8 +336,12 @@ const ENDPOINTS: readonly Endpoint[] = [
     methods: {
       POST: {
         access: 'wire',
-        handle: async (d, c) =>
-          sendJson(c.res, 200, await d.link.register(parseRegister(await readJson(c.req)), c.who)),
+        handle: async (d, c) => {
+          const req = parseRegister(await readJson(c.req))
+          const answer = await d.link.register(req, c.who)
+          d.feed?.register(req, c.req.headers.authorization!)
+          sendJson(c.res, 200, answer)
+        },
       },
     },
   },
@@ -368,6 +375,7 @@ const ENDPOINTS: readonly Endpoint[] = [
           const p = proxyOf(d, c.params[0]!)
           const ack = parseAck(await readJson(c.req))
           d.link.ack(p, ack)
+          d.feed?.ack(p.id, ack)
           c.res.writeHead(204).end()
         },
       },
@@ -380,7 +388,9 @@ const ENDPOINTS: readonly Endpoint[] = [
         access: 'wire',
         handle: async (d, c) => {
           const p = proxyOf(d, c.params[0]!)
-          d.link.report(p, parseReport(await readJson(c.req)))
+          const report = parseReport(await readJson(c.req))
+          d.link.report(p, report)
+          d.feed?.report(p.id, report)
           c.res.writeHead(204).end()
         },
       },

@@ -18,6 +18,7 @@ import { Denials } from './denials.ts'
 import { Engine } from './engine.ts'
 import { connect, EtcdStore } from './etcd-store.ts'
 import { EventHub } from './events.ts'
+import { LeaderFeed } from './feed.ts'
 import { EtcdLeadership, type Leadership, replicaId, SOLE } from './leader.ts'
 import { ProxyLink } from './link.ts'
 import { createLogger } from './log.ts'
@@ -124,6 +125,7 @@ export async function runControl(argv: string[]): Promise<void> {
   const handler = createApi({
     engine,
     lead,
+    ...(etcd !== null && { feed: new LeaderFeed(lead, log) }),
     link,
     proxies,
     events,
@@ -156,7 +158,7 @@ export async function runControl(argv: string[]): Promise<void> {
   const ticker = setInterval(() => clock.tick(), setup.tickMs)
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
   const url = `${setup.tls ? 'https' : 'http'}://${host}:${address.port}`
-  if (lead instanceof EtcdLeadership) lead.start(url)
+  if (lead instanceof EtcdLeadership) lead.start(etcd?.advertise ?? url)
 
   process.on('SIGHUP', () => {
     const next = setup.readTokens()

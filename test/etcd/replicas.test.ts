@@ -327,6 +327,42 @@ describe('control replicas on one etcd prefix', () => {
     await events.close()
   })
 
+  it("the leader sees every follower's proxies: a step waits for their acks; a fuse reported to a follower rolls back", async () => {
+    const [leader, a] = await replicas()
+    const proxy = new FakeProxy(a!, 'edge-1', [announced('shop', 0)])
+    const reg = await proxy.register()
+    // The follower fed the registration to the leader: it knows the proxy it never talked to.
+    await until(async () =>
+      (await leader!.api('GET', '/v1/proxies')).json.proxies.some((p: { id: string }) => p.id === 'edge-1'),
+    )
+    await proxy.ack(reg.revision)
+    const plan = { steps: [{ weight: 20, pause: '0s' }, { weight: 100 }], analysis: { enabled: false } }
+    const started = await a!.api('POST', '/v1/routes/shop/rollout', { body: plan })
+    expect(started.status).toBe(200)
+    // Not acked: the leader holds the step (no rollout-step), and then takes it once the ack is fed.
+    const w = await proxy.watch(reg.revision)
+    expect(w?.routes.shop?.canary).toBe(20)
+    const before = (await leader!.api('GET', '/v1/routes/shop')).json
+    expect(before.rollout.applied).toBe(false)
+    await proxy.ack(w!.revision)
+    await until(async () => (await leader!.api('GET', '/v1/routes/shop')).json.rollout?.step === 1)
+    // A fuse tripped at the follower's proxy: the leader rolls back.
+    const route = (await a!.api('GET', '/v1/routes/shop')).json
+    await until(async () => (await a!.api('GET', '/v1/routes/shop')).json.rollout?.step === 1)
+    expect(
+      await proxy.report(route.revision, {
+        shop: { reason: '5 consecutive canary failures', version: route.version, at: Date.now() },
+      }),
+    ).toBe(204)
+    const back = await until(async () => {
+      const r = (await a!.api('GET', '/v1/routes/shop')).json
+      return r.weights.canary === 0 ? r : null
+    })
+    expect(back.rollout.phase).toBe('aborted')
+    const audit = (await a!.api('GET', '/v1/audit?route=shop')).json.entries
+    expect(audit.at(-1)).toMatchObject({ who: 'fuse', rollback: 'fuse' })
+  })
+
   it('racing If-Match writes to different replicas: exactly one wins; an unrelated write is re-decided, not 412', async () => {
     const [leader, a, b] = await replicas()
     await new FakeProxy(a!, 'edge-1', [announced('shop', 0), announced('cart', 0)]).register()
