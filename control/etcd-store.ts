@@ -126,6 +126,7 @@ export class EtcdStore implements ControlStore {
     this.entries = snap.entries
     this.total = snap.meta?.seq ?? 0
     this.metaMod = snap.metaMod
+    this.#seen = snap.revision
     for (const [name, mod] of snap.mods) this.mods.set(name, mod)
     for (const e of snap.entries) this.#noteLast(e)
   }
@@ -401,6 +402,8 @@ export class EtcdStore implements ControlStore {
         this.mods.clear()
         for (const [name, mod] of snap.mods) this.mods.set(name, mod)
         this.#remember(snap.entries)
+        this.#seen = Math.max(this.#seen, snap.revision)
+        for (const c of this.#catchUps) if (this.#seen >= c.rev) c.done()
         await this.#watch(snap.revision + 1)
         return
       } catch (err) {

@@ -16,6 +16,10 @@ import type { Logger } from 'pino'
 import type { Fence } from './control-store.ts'
 import type { Lead } from './engine.ts'
 
+/** The first pause before a new campaign, and the longest. */
+const RETRY_MS = 200
+const RETRY_MAX_MS = 5000
+
 export type Role = 'leader' | 'follower' | 'single'
 
 /** What GET /v1/control says and veer_control_leader shows. */
@@ -66,6 +70,8 @@ export class EtcdLeadership implements Leadership {
   #observer: ElectionObserver | null = null
   #leader: { id: string; url: string } | null = null
   #closed = false
+  /** The pause before campaigning again: doubles while campaigns fail (etcd away), 200 ms once elected. */
+  #retryMs = RETRY_MS
 
   constructor(client: Etcd3, prefix: string, ttl: number, id: string, log: Logger, hooks: ElectionHooks) {
     this.#client = client
@@ -117,12 +123,14 @@ export class EtcdLeadership implements Leadership {
     this.#campaign = campaign
     this.#validUntil = Date.now() + this.#ttlMs
     // The campaign's lease is private in etcd3; its keepalives tell how long the lead is certain.
-    const lease = (campaign as unknown as { lease: Lease }).lease
+    // Without it (another etcd3), the fence and the campaign's error are all there is.
+    const lease = (campaign as unknown as { lease?: Lease }).lease
+    if (lease === undefined) this.#validUntil = Number.POSITIVE_INFINITY
     let fired = Date.now()
-    lease.on('keepaliveFired', () => {
+    lease?.on('keepaliveFired', () => {
       fired = Date.now()
     })
-    lease.on('keepaliveSucceeded', () => {
+    lease?.on('keepaliveSucceeded', () => {
       this.#validUntil = fired + this.#ttlMs
       this.#arm()
     })
@@ -152,6 +160,7 @@ export class EtcdLeadership implements Leadership {
       })
       if (this.#campaign !== campaign) return void watcher.cancel().catch(() => {})
       this.#arm()
+      this.#retryMs = RETRY_MS
       this.#log.info(
         { replica: this.#me.id, key, leaseTtl: this.#ttl, createRevision: this.#fence.createRevision },
         'elected leader: running the rollout clock',
@@ -164,7 +173,7 @@ export class EtcdLeadership implements Leadership {
 
   /** Give up the lead when the lease has not been renewed in time, before etcd's own expiry. */
   #arm(): void {
-    if (this.#fence === null) return
+    if (this.#fence === null || this.#validUntil === Number.POSITIVE_INFINITY) return
     if (this.#expiry !== null) clearTimeout(this.#expiry)
     this.#expiry = setTimeout(
       () => this.#lost(`the lease was not renewed within ${this.#ttl} s`),
@@ -190,10 +199,13 @@ export class EtcdLeadership implements Leadership {
     if (this.#stepDown()) {
       this.#log.warn({ replica: this.#me.id, why }, 'lost the lead: rollout clock stopped')
       this.#hooks.deposed(why)
-    } else this.#log.warn({ replica: this.#me.id, why }, 'election campaign failed; campaigning again')
+    } else if (this.#retryMs === RETRY_MS)
+      this.#log.warn({ replica: this.#me.id, why }, 'election campaign failed; campaigning again')
+    else this.#log.debug({ replica: this.#me.id, why }, 'election campaign failed again')
     void campaign?.resign().catch(() => {})
     if (this.#closed) return
-    setTimeout(() => this.#campaignNow(), 200).unref()
+    setTimeout(() => this.#campaignNow(), this.#retryMs).unref()
+    this.#retryMs = Math.min(this.#retryMs * 2, RETRY_MAX_MS)
   }
 
   /** Follow who leads (for GET /v1/control); re-observed after an error. */

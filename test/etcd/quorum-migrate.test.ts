@@ -75,12 +75,14 @@ describe('losing etcd members', () => {
       200,
     )
     expect(ok!.json.weights.canary).toBe(40)
-    // Nothing refused is in the audit; every acknowledged write is, once.
+    // Every acknowledged write is in the audit, once. The one answered 503 was not acknowledged, but
+    // etcd may still have applied it once quorum came back (README: "may still have been applied").
     const audit = (await control.api('GET', '/v1/audit?route=shop')).json.entries
     const weights = audit
       .filter((e: { action: string }) => e.action === 'set-weight')
       .map((e: { to: { canary: number } }) => e.to.canary)
-    expect(weights).toEqual([10, 11, 12, 13, 14, 20, 40])
+    expect(weights.filter((w: number) => w !== 30)).toEqual([10, 11, 12, 13, 14, 20, 40])
+    expect(weights.filter((w: number) => w === 30).length).toBeLessThanOrEqual(1)
   })
 })
 
