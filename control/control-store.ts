@@ -28,8 +28,8 @@ export class NotLeaderError extends Error {
 
 /**
  * A write refused because another replica changed the state first (etcd: a failed compare); the
- * store has caught up with that change, so the engine decides the command once more (an If-Match the
- * change made stale is then a 412). A second one answers as this: 412.
+ * store has caught up with that change, so the engine decides the command again (an If-Match the
+ * change made stale is then a 412). Past its tries (engine.ts DECIDE_TRIES), this answers: 412.
  */
 export class StaleStateError extends ApiError {
   constructor() {

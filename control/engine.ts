@@ -48,6 +48,13 @@ import { type RouteView, routeView } from './views.ts'
 
 export type { Actor, Audit, AuditExtra, Change } from './decide.ts'
 
+/**
+ * How often a command is decided when other replicas' writes keep coming first (etcd): once is not
+ * enough next to a replica that writes without pause, since every write moves `meta`. A stale If-Match
+ * is 412 at the first decision after the change that made it stale.
+ */
+const DECIDE_TRIES = 5
+
 export interface EngineDeps {
   readonly store: ControlStore
   readonly proxies: ProxyRegistry
@@ -248,18 +255,18 @@ export class Engine {
    * starts here and runs outside the queue; its result is queued as a `smoke-result` command.
    * `fenced`: the clock's (or its smoke check's) command, written only while this replica leads.
    * Refused because another replica changed the state first (StaleStateError, etcd), the command is
-   * decided once more on the state caught up.
+   * decided again on the state caught up, up to DECIDE_TRIES times in all.
    */
   async run(command: Command, now = this.now(), fenced = false): Promise<Decision> {
     let d: Decision
     try {
-      for (let again = true; ; again = false) {
+      for (let tries = 1; ; tries++) {
         d = decide({ control: this.state, smokes: this.#smokes, nextSmoke: this.#nextSmoke }, command, now)
         try {
           if (d.changes.length > 0) await this.commit(d.changes, d.ctx, fenced)
           break
         } catch (err) {
-          if (!(again && err instanceof StaleStateError)) throw err
+          if (!(err instanceof StaleStateError && tries < DECIDE_TRIES)) throw err
         }
       }
     } catch (err) {
