@@ -138,7 +138,10 @@ describe('control replicas on one etcd prefix', () => {
       ],
       analysis: { enabled: false },
     }
-    expect((await a!.api('POST', '/v1/routes/shop/rollout', { body: plan })).status).toBe(200)
+    // On the writer's replica: its queue orders the start among the writes (on another replica the
+    // start could find `meta` moved by the writer at each of its tries).
+    const started = await b!.api('POST', '/v1/routes/shop/rollout', { body: plan })
+    expect(started.status, started.text).toBe(200)
     await until(async () => (await a!.api('GET', '/v1/routes/shop')).json.rollout?.step >= 1, 20_000)
     const old = (await leader!.api('GET', '/v1/control')).json.replica
     leader!.child.kill('SIGKILL')
