@@ -16,6 +16,10 @@ export class CliError extends Error {
   readonly code: string
   /** The message without the code after it: `{"message"}` of `--output json`. */
   readonly detail: string
+  /** The API's HTTP status (0: no answer). */
+  status = 0
+  /** Whether the request may have reached control (a refused connection: it did not). */
+  sent = true
 
   constructor(exitCode: number, message: string, code?: string, detail?: string) {
     super(message)
@@ -58,21 +62,29 @@ export interface Reply {
   body: unknown
 }
 
+/**
+ * The control API at one URL or several replicas' (comma-separated). A call moves to the next replica
+ * when one cannot be reached; a read also when one answers 5xx or not in time. A write only where it
+ * cannot have been made (refused connection, 503 shutting_down): a write answered 5xx may still land in
+ * etcd, and made again on another replica it could be applied twice.
+ */
 export class ControlClient {
-  private readonly base: string
+  private readonly bases: readonly string[]
   private readonly token: string
   private readonly timeoutMs: number
 
   constructor(base: string, token: string, timeoutMs = 10_000) {
-    let url: URL
-    try {
-      url = new URL(base)
-    } catch {
-      throw usage(`--control must be a URL such as http://127.0.0.1:9900 (got ${JSON.stringify(base)})`)
-    }
-    if (url.protocol !== 'http:' && url.protocol !== 'https:')
-      throw usage(`--control must start with http:// or https:// (got ${JSON.stringify(base)})`)
-    this.base = url.href.replace(/\/+$/, '')
+    this.bases = base.split(',').map((one) => {
+      let url: URL
+      try {
+        url = new URL(one)
+      } catch {
+        throw usage(`--control must be a URL such as http://127.0.0.1:9900 (got ${JSON.stringify(one)})`)
+      }
+      if (url.protocol !== 'http:' && url.protocol !== 'https:')
+        throw usage(`--control must start with http:// or https:// (got ${JSON.stringify(one)})`)
+      return url.href.replace(/\/+$/, '')
+    })
     this.token = token
     this.timeoutMs = timeoutMs
   }
@@ -83,9 +95,34 @@ export class ControlClient {
     body?: unknown,
     headers: Record<string, string> = {},
   ): Promise<Reply> {
+    const read = method === 'GET'
+    for (let i = 0; ; i++) {
+      const last = i === this.bases.length - 1
+      try {
+        return await this.#callOne(this.bases[i]!, method, path, body, headers)
+      } catch (err) {
+        if (last || !(err instanceof CliError)) throw err
+        const moveOn =
+          err.exitCode === EXIT.unreachable
+            ? read || err.sent === false
+            : read
+              ? err.status >= 500
+              : err.code === 'shutting_down'
+        if (!moveOn) throw err
+      }
+    }
+  }
+
+  async #callOne(
+    base: string,
+    method: string,
+    path: string,
+    body: unknown,
+    headers: Record<string, string>,
+  ): Promise<Reply> {
     let res: Response
     try {
-      res = await fetch(`${this.base}${path}`, {
+      res = await fetch(`${base}${path}`, {
         method,
         headers: {
           authorization: `Bearer ${this.token}`,
@@ -97,14 +134,16 @@ export class ControlClient {
       })
     } catch (err) {
       const e = err as Error & { cause?: { code?: string } }
-      const why =
-        e.name === 'TimeoutError'
-          ? `no answer within ${this.timeoutMs / 1000} s`
-          : (e.cause?.code ?? e.message)
-      throw new CliError(
+      const timedOut = e.name === 'TimeoutError'
+      const why = timedOut ? `no answer within ${this.timeoutMs / 1000} s` : (e.cause?.code ?? e.message)
+      const all = this.bases.length === 1 ? base : this.bases.join(',')
+      const failed = new CliError(
         EXIT.unreachable,
-        `cannot reach control at ${this.base} (${why}); is veer control running? (--control URL)`,
+        `cannot reach control at ${all} (${why}); is veer control running? (--control URL)`,
       )
+      // Refused or not resolved: the request never reached control.
+      failed.sent = !(e.cause?.code === 'ECONNREFUSED' || e.cause?.code === 'ENOTFOUND')
+      throw failed
     }
     const text = await res.text()
     let parsed: unknown = null
@@ -117,7 +156,9 @@ export class ControlClient {
       const e = parsed as { error?: string; message?: string } | null
       const message = (e?.message ?? `HTTP ${res.status}`).replace(/\s*\n\s*/g, ' ')
       const code = e?.error ?? `http_${res.status}`
-      throw new CliError(EXIT.refused, `${message} (${code})`, code, message)
+      const refused = new CliError(EXIT.refused, `${message} (${code})`, code, message)
+      refused.status = res.status
+      throw refused
     }
     return { status: res.status, etag: res.headers.get('etag'), body: parsed }
   }

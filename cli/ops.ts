@@ -14,7 +14,8 @@ import { parseFlags } from './flags.ts'
 import { historyTable, proxiesLine, statusTable, summary } from './format.ts'
 import type { OpsCommand } from './ops-commands.ts'
 
-const COMMON = `  --control URL          control API (default http://127.0.0.1:9900, or VEER_CONTROL_URL)
+const COMMON = `  --control URL[,URL…]   control API (default http://127.0.0.1:9900, or VEER_CONTROL_URL); several
+                         replicas: the next one when one cannot be reached
   --token-file FILE      file holding the token (or VEER_TOKEN)
   --output table|json    human output (default) or the API's JSON
   -h, --help             this help

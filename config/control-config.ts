@@ -4,7 +4,7 @@
  */
 import { readFile } from 'node:fs/promises'
 import { parseYaml } from './load.ts'
-import { type HostPort, hostPort, type Issue, list, obj, oneOf, str } from './schema-kit.ts'
+import { type HostPort, hostPort, type Issue, int, list, obj, oneOf, str } from './schema-kit.ts'
 
 export interface ControlConfig {
   readonly listen: HostPort
@@ -21,6 +21,10 @@ export interface EtcdConfig {
   readonly endpoints: readonly string[]
   readonly prefix: string
   readonly tls: { readonly ca?: string; readonly cert?: string; readonly key?: string } | null
+  /** Seconds: the leader's lease; a dead leader is replaced within about this long. */
+  readonly leaseTtl: number
+  /** The URL the other replicas reach this one's API at (default: the listen URL). */
+  readonly advertise?: string
 }
 
 const etcdEndpoint = {
@@ -58,6 +62,28 @@ const etcdPrefix = {
   },
 }
 
+const advertise = {
+  ...str(
+    "URL the other control replicas reach this one's API at (followers send the leader their proxies' reports there); default the listen address's URL",
+  ),
+  parse(value: unknown, path: string, issues: Issue[]): string | undefined {
+    if (value === undefined) return undefined
+    const ok =
+      typeof value === 'string' &&
+      URL.canParse(value) &&
+      ['http:', 'https:'].includes(new URL(value).protocol) &&
+      new URL(value).search === ''
+    if (!ok) {
+      issues.push({
+        path,
+        message: `must be an http:// or https:// URL such as http://10.0.0.5:9900 (got ${JSON.stringify(value)})`,
+      })
+      return undefined
+    }
+    return (value as string).replace(/\/+$/, '')
+  },
+}
+
 const webhook = {
   ...str('A webhook URL (http:// or https://) that receives rollout events as JSON'),
   parse(value: unknown, path: string, issues: Issue[]): string | undefined {
@@ -89,6 +115,13 @@ export const controlConfigField = obj('veer control configuration', {
       {
         endpoints: list('Client URLs of the etcd members', etcdEndpoint, { minItems: 1 }),
         prefix: etcdPrefix,
+        leaseTtl: int(
+          "Seconds of the control replicas' leader lease: a leader that stops renewing it is replaced within this long",
+          1,
+          60,
+          5,
+        ),
+        advertise,
         tls: obj(
           'TLS to etcd (https:// endpoints)',
           {

@@ -13,7 +13,9 @@ import type { Denials } from './denials.ts'
 import type { Engine } from './engine.ts'
 import { ApiError } from './errors.ts'
 import type { EventHub } from './events.ts'
+import type { LeaderFeed } from './feed.ts'
 import { readJson, sendError, sendJson } from './http.ts'
+import { type Leadership, SOLE } from './leader.ts'
 import type { ProxyLink } from './link.ts'
 import type { ControlMetrics } from './metrics.ts'
 import type { ProxyRegistry } from './proxies.ts'
@@ -34,6 +36,10 @@ import type { RouteView } from './views.ts'
 
 export interface ApiDeps {
   readonly engine: Engine
+  /** Who leads (GET /v1/control); absent: a single control. */
+  readonly lead?: Leadership
+  /** A follower hands its proxies' calls on to the leader (feed.ts); absent: a single control. */
+  readonly feed?: LeaderFeed
   readonly link: ProxyLink
   readonly proxies: ProxyRegistry
   readonly events: EventHub
@@ -128,6 +134,12 @@ const ENDPOINTS: readonly Endpoint[] = [
         handle: async (d, c) =>
           sendJson(c.res, 200, { revision: d.engine.state.revision, routes: d.engine.routes() }),
       },
+    },
+  },
+  {
+    path: ['v1', 'control'],
+    methods: {
+      GET: { access: 'read', handle: async (d, c) => sendJson(c.res, 200, (d.lead ?? SOLE).view()) },
     },
   },
   {
@@ -324,8 +336,12 @@ const ENDPOINTS: readonly Endpoint[] = [
     methods: {
       POST: {
         access: 'wire',
-        handle: async (d, c) =>
-          sendJson(c.res, 200, await d.link.register(parseRegister(await readJson(c.req)), c.who)),
+        handle: async (d, c) => {
+          const req = parseRegister(await readJson(c.req))
+          const answer = await d.link.register(req, c.who)
+          d.feed?.register(req, c.req.headers.authorization!)
+          sendJson(c.res, 200, answer)
+        },
       },
     },
   },
@@ -359,6 +375,7 @@ const ENDPOINTS: readonly Endpoint[] = [
           const p = proxyOf(d, c.params[0]!)
           const ack = parseAck(await readJson(c.req))
           d.link.ack(p, ack)
+          d.feed?.ack(p.id, ack)
           c.res.writeHead(204).end()
         },
       },
@@ -371,7 +388,9 @@ const ENDPOINTS: readonly Endpoint[] = [
         access: 'wire',
         handle: async (d, c) => {
           const p = proxyOf(d, c.params[0]!)
-          d.link.report(p, parseReport(await readJson(c.req)))
+          const report = parseReport(await readJson(c.req))
+          d.link.report(p, report)
+          d.feed?.report(p.id, report)
           c.res.writeHead(204).end()
         },
       },

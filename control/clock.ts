@@ -3,14 +3,16 @@
  * whose revision every live proxy serving the route has acked becomes applied and its pause starts; a
  * pause that has run out moves the rollout on; with analysis enabled the judge is asked, applied or not,
  * and a `fail` rolls back at once while an `inconclusive` at the end of a pause holds the rollout paused. Every
- * change goes through the engine's one queue, so the clock never races an operator's call.
+ * change goes through the engine's one queue, so the clock never races an operator's call. With several
+ * replicas (etcd) only the leader's clock runs (control/leader.ts), and its writes are fenced.
  */
 import type { Logger } from 'pino'
 import { formatDuration } from '../config/duration.ts'
 import type { FuseReport } from '../config/wire.ts'
 import type { AnalysisBook } from './analysis.ts'
+import { NotLeaderError } from './control-store.ts'
 import { findRoute } from './decide.ts'
-import type { Actor, Engine } from './engine.ts'
+import type { Actor, Engine, Lead } from './engine.ts'
 import type { Judge, Verdict } from './judge.ts'
 import type { ProxyRegistry } from './proxies.ts'
 import { DEFAULT_INCONCLUSIVE, isActive } from './rollout.ts'
@@ -29,6 +31,8 @@ export interface ClockDeps {
   readonly log: Logger
   /** After a start, how long before a step may count as applied: proxies need time to register again. */
   readonly graceMs: number
+  /** Who leads; absent: this control always does. */
+  readonly lead?: Lead
 }
 
 export class RolloutClock {
@@ -38,7 +42,8 @@ export class RolloutClock {
   private readonly analysis: AnalysisBook | null
   private readonly log: Logger
   private readonly graceMs: number
-  private readonly startedAt: number
+  private startedAt: number
+  private readonly lead: Lead | null
   private ticking = false
   private tickAgain = false
   /** Route and proxy → the `at` of the last fuse trip rolled back (reports repeat a trip until applied). */
@@ -53,10 +58,21 @@ export class RolloutClock {
     this.log = deps.log
     this.graceMs = deps.graceMs
     this.startedAt = this.engine.now()
+    this.lead = deps.lead ?? null
+  }
+
+  /**
+   * This replica was elected: the start-up grace begins again, for the proxies of the old leader to
+   * find another replica.
+   */
+  elected(): void {
+    this.startedAt = this.engine.now()
+    this.tick()
   }
 
   /** Check every running rollout; never runs twice at once (a tick asked for meanwhile runs after). */
   tick(): void {
+    if (this.lead !== null && !this.lead.leading()) return
     if (this.ticking) {
       this.tickAgain = true
       return
@@ -64,7 +80,11 @@ export class RolloutClock {
     this.ticking = true
     void this.engine
       .queue(() => this.tickRoutes())
-      .catch((err) => this.log.error({ err }, 'rollout tick failed'))
+      .catch((err) =>
+        err instanceof NotLeaderError
+          ? this.log.info({ reason: err.message }, 'rollout tick not written')
+          : this.log.error({ err }, 'rollout tick failed'),
+      )
       .finally(() => {
         this.ticking = false
         if (this.tickAgain) {
@@ -83,6 +103,7 @@ export class RolloutClock {
    * rollback; an operator who raises the canary again after that is not overruled by a stale report).
    */
   fuse(name: string, fuse: FuseReport, proxy: string): void {
+    if (this.lead !== null && !this.lead.leading()) return
     const key = `${name}\u0000${proxy}`
     if (this.fusesActedOn.get(key) === fuse.at) return
     void this.engine

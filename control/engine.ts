@@ -9,7 +9,13 @@
 import type { Logger } from 'pino'
 import type { AnalysisBook } from './analysis.ts'
 import type { AuditPage, AuditQuery } from './audit-query.ts'
-import type { ControlStore } from './control-store.ts'
+import {
+  type ControlStore,
+  type Fence,
+  NotLeaderError,
+  type RemoteEntry,
+  StaleStateError,
+} from './control-store.ts'
 import {
   type Actor,
   type AuditExtra,
@@ -42,6 +48,13 @@ import { type RouteView, routeView } from './views.ts'
 
 export type { Actor, Audit, AuditExtra, Change } from './decide.ts'
 
+/**
+ * How often a command is decided when other replicas' writes keep coming first (etcd): once is not
+ * enough next to a replica that writes without pause, since every write moves `meta`. A stale If-Match
+ * is 412 at the first decision after the change that made it stale.
+ */
+const DECIDE_TRIES = 5
+
 export interface EngineDeps {
   readonly store: ControlStore
   readonly proxies: ProxyRegistry
@@ -56,6 +69,17 @@ export interface EngineDeps {
   readonly analysis?: AnalysisBook
   /** Control's clock (epoch ms): every change, view and rollout deadline reads it. Default Date.now. */
   readonly now?: () => number
+  /** Told after changes other replicas wrote were published (main.ts: the clock looks at them). */
+  readonly remoteChanged?: () => void
+  /** Who leads (control/leader.ts); absent: this control is the only one and always leads. */
+  readonly lead?: Lead
+}
+
+/** What the engine asks of the leader election: the clock's writes are fenced with it. */
+export interface Lead {
+  leading(): boolean
+  /** The fence of the lead held now (null: none, or a single control that needs none). */
+  fence(): Fence | null
 }
 
 export class Engine {
@@ -73,6 +97,8 @@ export class Engine {
     this.d = deps
     this.smoke = deps.smoke ?? runSmoke
     this.now = deps.now ?? Date.now
+    // Changes other replicas wrote reach this replica's proxies and /v1/events as its own do.
+    deps.store.remote = (entries, revision) => this.#remote(entries, revision)
   }
 
   get state(): ControlState {
@@ -122,14 +148,21 @@ export class Engine {
    * Write changes durably, then publish them: one revision for all versioned changes of one decision,
    * one audit entry each (decide.ts `applyChanges`), all at `ctx`'s revision and time.
    */
-  async commit(changes: readonly Change[], ctx: Ctx): Promise<AuditEntry[]> {
+  async commit(changes: readonly Change[], ctx: Ctx, fenced = false): Promise<AuditEntry[]> {
     const { now, revision } = ctx
     const { state: next, drafts } = applyChanges(this.state, changes, ctx)
     const versioned = drafts.length > 0
     let entries: AuditEntry[]
     try {
-      entries = await this.d.store.commit(next, drafts, now)
+      let fence: Fence | null = null
+      if (fenced && this.d.lead !== undefined) {
+        if (!this.d.lead.leading()) throw new NotLeaderError('this replica does not lead')
+        fence = this.d.lead.fence()
+      }
+      entries = await this.d.store.commit(next, drafts, now, fence)
     } catch (err) {
+      // Deposed between its decision and its write: nothing was written, the new leader decides.
+      if (err instanceof NotLeaderError) throw err
       throw this.#storageFailed(err)
     }
     if (versioned) this.d.proxies.publish(revision)
@@ -202,7 +235,7 @@ export class Engine {
    * (the clock calls it there); `extra` goes into the audit entry (evidence, harm counts).
    */
   async abortInQueue(r: RouteRecord, who: Actor, why: string | null, extra?: AuditExtra): Promise<void> {
-    await this.run({ type: 'abort', route: r.name, who, why, extra })
+    await this.run({ type: 'abort', route: r.name, who, why, extra }, this.now(), true)
   }
 
   /** Feed the route's rollout one event, inside the queue (the clock uses it), decided at `now`. */
@@ -214,18 +247,28 @@ export class Engine {
     now = this.now(),
     extra?: AuditExtra,
   ): Promise<void> {
-    await this.run({ type: 'event', route: r.name, event, who, why, extra }, now)
+    await this.run({ type: 'event', route: r.name, event, who, why, extra }, now, true)
   }
 
   /**
    * Decide `command` inside the queue: commit its changes, then start its effects. A smoke check
    * starts here and runs outside the queue; its result is queued as a `smoke-result` command.
+   * `fenced`: the clock's (or its smoke check's) command, written only while this replica leads.
+   * Refused because another replica changed the state first (StaleStateError, etcd), the command is
+   * decided again on the state caught up, up to DECIDE_TRIES times in all.
    */
-  async run(command: Command, now = this.now()): Promise<Decision> {
+  async run(command: Command, now = this.now(), fenced = false): Promise<Decision> {
     let d: Decision
     try {
-      d = decide({ control: this.state, smokes: this.#smokes, nextSmoke: this.#nextSmoke }, command, now)
-      if (d.changes.length > 0) await this.commit(d.changes, d.ctx)
+      for (let tries = 1; ; tries++) {
+        d = decide({ control: this.state, smokes: this.#smokes, nextSmoke: this.#nextSmoke }, command, now)
+        try {
+          if (d.changes.length > 0) await this.commit(d.changes, d.ctx, fenced)
+          break
+        } catch (err) {
+          if (!(err instanceof StaleStateError && tries < DECIDE_TRIES)) throw err
+        }
+      }
     } catch (err) {
       // A smoke result that could not be decided or saved (a full disk) is spent all the same: left
       // pending, the route's clock would wait for it for good; gone, the next step asks a new check.
@@ -235,8 +278,19 @@ export class Engine {
     }
     this.#smokes = d.smokes
     this.#nextSmoke = d.nextSmoke
-    for (const e of d.effects) this.#effect(e)
+    for (const e of d.effects) this.#effect(e, fenced)
     return d
+  }
+
+  /** Changes another replica wrote (etcd): published here as this replica's own are. */
+  #remote(entries: readonly RemoteEntry[], revision: number): void {
+    this.d.proxies.publish(revision)
+    const now = this.now()
+    for (const { record, ...entry } of entries) {
+      const state = record === undefined || record === null ? null : this.view(record, now)
+      this.d.events.publish('change', { ...entry, state }, entry.revision)
+    }
+    this.d.remoteChanged?.()
   }
 
   /**
@@ -255,7 +309,7 @@ export class Engine {
     return out.view ?? out.later!
   }
 
-  #effect(e: Effect): void {
+  #effect(e: Effect, fenced: boolean): void {
     if (e.type === 'smoke-dropped') {
       const smoke = e.failed === null ? 'passed' : 'failed'
       this.d.log.warn({ route: e.route, step: e.step, smoke, why: e.error.message }, 'smoke result dropped')
@@ -266,13 +320,11 @@ export class Engine {
     const done = ran.then((result) => {
       if (!result.ok) this.d.log.warn({ route, step, reason: result.reason }, 'smoke check failed')
       return this.queue(async () => {
-        const d = await this.run({
-          type: 'smoke-result',
-          route,
-          id,
-          step,
-          failed: result.ok ? null : result.reason,
-        })
+        const d = await this.run(
+          { type: 'smoke-result', route, id, step, failed: result.ok ? null : result.reason },
+          this.now(),
+          fenced,
+        )
         const dropped = d.effects.find((x) => x.type === 'smoke-dropped' && x.id === id)
         if (dropped?.type === 'smoke-dropped') throw dropped.error
         return this.view(this.route(route))

@@ -5,14 +5,20 @@
  *                                  last audit seq
  *   <prefix>routes/<name>          the route's record (JSON), as state.json holds it
  *   <prefix>audit/<seq, 12 digits> one audit line, as audit.log holds it (with the route it left)
+ *   <prefix>election/control/<lease> the replicas' leader election (control/leader.ts)
  *
  * Every change is ONE transaction: it compares the mod revision of `meta` and of every route key it
  * writes with what this replica last saw (0: absent), and puts the routes, the audit lines and `meta`.
  * A concurrent writer has moved `meta` (or the route), so the transaction fails and nothing is written:
- * the caller gets 412 as for a stale If-Match. A change and its audit lines land together or not at all.
+ * this replica waits until its watch has brought that change and the engine decides once more
+ * (StaleStateError): a write to another route goes through, a stale If-Match is 412. A change and its
+ * audit lines land together or not at all. The leader's clock writes also compare its election key
+ * (a Fence): once its lease is gone they fail and write nothing (NotLeaderError).
  *
  * The state in memory follows an etcd watch on the prefix from the revision it was read at, so writes by
- * others show up here too. While etcd cannot be reached, reads answer from that state and writes throw
+ * others show up here too, and are handed to `remote` (the engine publishes them to /v1/events and the
+ * proxies' long polls). Watch events wait while a write of this replica is out, so its own changes are
+ * recognised by their mod revision and never handed on as remote. While etcd cannot be reached, reads answer from that state and writes throw
  * StoreWriteError (503 with Retry-After); the watch resumes where it was when etcd is back.
  * Keys under the prefix outside these three are left alone (the election slice puts its own there).
  */
@@ -21,8 +27,13 @@ import { performance } from 'node:perf_hooks'
 import { Etcd3, type ICompare, type IKeyValue, type IOptions, type IRequestOp, type Watcher } from 'etcd3'
 import type { Logger } from 'pino'
 import { type AuditPage, type AuditQuery, auditPage } from './audit-query.ts'
-import type { ControlStore } from './control-store.ts'
-import { ApiError } from './errors.ts'
+import {
+  type ControlStore,
+  type Fence,
+  NotLeaderError,
+  type RemoteEntry,
+  StaleStateError,
+} from './control-store.ts'
 import { checkAuditLine, checkRecord, checkState } from './state-schema.ts'
 import {
   type AuditDraft,
@@ -41,6 +52,8 @@ export interface EtcdSettings {
   readonly endpoints: readonly string[]
   readonly prefix: string
   readonly tls: { readonly ca?: string; readonly cert?: string; readonly key?: string } | null
+  /** The leader lease's TTL, seconds (control/leader.ts). */
+  readonly leaseTtl?: number
 }
 
 /** Most audit entries kept in memory for GET /v1/audit (etcd keeps all), as the file store. */
@@ -60,7 +73,7 @@ export interface Meta {
   readonly seq: number
 }
 
-type AuditLine = AuditEntry & { readonly record?: RouteRecord | null }
+type AuditLine = RemoteEntry
 
 /** A write etcd did not confirm: nothing of it was acknowledged; 503 with Retry-After (engine.ts). */
 export class EtcdWriteError extends StoreWriteError {
@@ -70,9 +83,19 @@ export class EtcdWriteError extends StoreWriteError {
   }
 }
 
+/** A compare failed: another writer moved a key, at mod revision `revision` at most. */
+class Behind extends Error {
+  readonly revision: number
+  constructor(revision: number) {
+    super(`behind etcd revision ${revision}`)
+    this.revision = revision
+  }
+}
+
 export class EtcdStore implements ControlStore {
   state: ControlState
   observer: StoreObserver | null = null
+  remote: ((entries: readonly RemoteEntry[], revision: number) => void) | null = null
   private readonly client: Etcd3
   private readonly settings: EtcdSettings
   private readonly log: Logger
@@ -86,6 +109,13 @@ export class EtcdStore implements ControlStore {
   private metaMod: number
   private watcher: Watcher | null = null
   private closed = false
+  /** Settles once this replica's write in flight is booked; watch events wait for it. */
+  #inflight: Promise<void> | null = null
+  /** Watch events in order, each batch after the write in flight. */
+  #applying: Promise<void> = Promise.resolve()
+  /** The newest mod revision the watch has brought (taken or not). */
+  #seen = 0
+  readonly #catchUps = new Set<{ readonly rev: number; readonly done: () => void }>()
 
   private constructor(client: Etcd3, settings: EtcdSettings, log: Logger, snap: Snapshot) {
     this.client = client
@@ -96,6 +126,7 @@ export class EtcdStore implements ControlStore {
     this.entries = snap.entries
     this.total = snap.meta?.seq ?? 0
     this.metaMod = snap.metaMod
+    this.#seen = snap.revision
     for (const [name, mod] of snap.mods) this.mods.set(name, mod)
     for (const e of snap.entries) this.#noteLast(e)
   }
@@ -114,7 +145,29 @@ export class EtcdStore implements ControlStore {
     }
   }
 
-  async commit(next: ControlState, drafts: readonly AuditDraft[], now = Date.now()): Promise<AuditEntry[]> {
+  async commit(
+    next: ControlState,
+    drafts: readonly AuditDraft[],
+    now = Date.now(),
+    fence: Fence | null = null,
+  ): Promise<AuditEntry[]> {
+    const release = this.#hold()
+    try {
+      return await this.#commit(next, drafts, now, fence)
+    } catch (err) {
+      release()
+      throw await this.#behind(err)
+    } finally {
+      release()
+    }
+  }
+
+  async #commit(
+    next: ControlState,
+    drafts: readonly AuditDraft[],
+    now: number,
+    fence: Fence | null,
+  ): Promise<AuditEntry[]> {
     const out = this.#entries(drafts, now)
     const compare: ICompare[] = [modIs(this.keys.meta, this.metaMod)]
     const success: IRequestOp[] = []
@@ -142,7 +195,7 @@ export class EtcdStore implements ControlStore {
       this.state = next
       return out
     }
-    const rev = await this.#txn(compare, success)
+    const rev = await this.#txn(compare, success, fence)
     this.observer?.audited(out)
     // Our delta onto the state as it is now: a watch event may have come in while the write was out.
     const routes: Record<string, RouteRecord> = { ...this.state.routes }
@@ -162,18 +215,29 @@ export class EtcdStore implements ControlStore {
     return out
   }
 
-  async append(drafts: readonly AuditDraft[]): Promise<AuditEntry[]> {
+  async append(drafts: readonly AuditDraft[], retried = false): Promise<AuditEntry[]> {
     const out = this.#entries(drafts)
     if (out.length === 0) return out
     const success: IRequestOp[] = out.map((e) => ({
       request_put: { key: this.keys.audit(e.seq), value: Buffer.from(JSON.stringify(e)) },
     }))
     success.push(this.#metaPut(this.state.revision, this.total + out.length))
-    const rev = await this.#txn([modIs(this.keys.meta, this.metaMod)], success)
-    this.observer?.audited(out)
-    this.metaMod = Math.max(this.metaMod, rev)
-    this.#remember(out)
-    return out
+    const release = this.#hold()
+    try {
+      const rev = await this.#txn([modIs(this.keys.meta, this.metaMod)], success)
+      this.observer?.audited(out)
+      this.metaMod = Math.max(this.metaMod, rev)
+      this.#remember(out)
+      return out
+    } catch (err) {
+      release()
+      const why = await this.#behind(err)
+      // Another replica's change came first: caught up, append after it (nothing to decide again).
+      if (why instanceof StaleStateError && !retried) return this.append(drafts, true)
+      throw why
+    } finally {
+      release()
+    }
   }
 
   lastChange(route: string): AuditEntry | null {
@@ -195,23 +259,83 @@ export class EtcdStore implements ControlStore {
     return { request_put: { key: this.keys.meta, value: Buffer.from(JSON.stringify(meta)) } }
   }
 
-  /** One transaction; its etcd revision. A failed compare: 412; etcd not answering: EtcdWriteError. */
-  async #txn(compare: ICompare[], success: IRequestOp[]): Promise<number> {
+  /**
+   * Hold watch events until the write about to go out is booked (so its own events are known by their
+   * mod revision); the release is idempotent.
+   */
+  #hold(): () => void {
+    let done!: () => void
+    const held = new Promise<void>((ok) => {
+      done = ok
+    })
+    this.#inflight = held
+    return () => {
+      if (this.#inflight === held) this.#inflight = null
+      done()
+    }
+  }
+
+  /**
+   * One transaction; its etcd revision. A failed compare: Behind, with the mod revision the watch must
+   * bring (or NotLeaderError when the fence is what failed); etcd not answering: EtcdWriteError.
+   */
+  async #txn(compare: ICompare[], success: IRequestOp[], fence: Fence | null = null): Promise<number> {
     let res: Awaited<ReturnType<Etcd3['kv']['txn']>>
     const started = performance.now()
+    const all = [...compare]
+    if (fence !== null)
+      all.push({
+        key: Buffer.from(fence.key),
+        target: 'Create',
+        result: 'Equal',
+        create_revision: String(fence.createRevision),
+      })
+    // On failure: what moved, so that this replica waits for exactly that on its watch.
+    const failure: IRequestOp[] = all.map((c) => ({ request_range: { key: c.key } }))
     try {
-      res = await this.client.kv.txn({ compare, success }, { deadline: Date.now() + WRITE_MS })
+      res = await this.client.kv.txn({ compare: all, success, failure }, { deadline: Date.now() + WRITE_MS })
     } catch (err) {
       this.observer?.storageFailed('etcd')
       throw new EtcdWriteError(err, this.settings.endpoints)
     }
     this.observer?.auditWritten((performance.now() - started) / 1000)
-    if (!res.succeeded)
-      throw new ApiError(
-        'version_mismatch',
-        'the state in etcd changed since this control read it (another writer); GET the route and retry with its ETag',
-      )
-    return Number(res.header.revision)
+    if (res.succeeded) return Number(res.header.revision)
+    const kvs = res.responses.map((r) => r.response_range.kvs[0])
+    if (fence !== null && Number(kvs.at(-1)?.create_revision ?? 0) !== fence.createRevision)
+      throw new NotLeaderError(`the election key ${fence.key} is gone or another's`)
+    let target = 0
+    for (const kv of kvs) target = Math.max(target, Number(kv?.mod_revision ?? 0))
+    throw new Behind(target)
+  }
+
+  /** A write refused as Behind: wait (watch events no longer held) for what moved, then StaleStateError. */
+  async #behind(err: unknown): Promise<unknown> {
+    if (!(err instanceof Behind)) return err
+    try {
+      await this.#caughtUp(err.revision)
+    } catch (late) {
+      return late
+    }
+    return new StaleStateError()
+  }
+
+  /** Resolves once the watch has brought mod revision `rev`; past the write deadline, EtcdWriteError. */
+  async #caughtUp(rev: number): Promise<void> {
+    if (this.#seen >= rev) return
+    let timer: NodeJS.Timeout | undefined
+    let entry: { rev: number; done: () => void } | undefined
+    try {
+      await new Promise<void>((ok, fail) => {
+        entry = { rev, done: ok }
+        this.#catchUps.add(entry)
+        timer = setTimeout(() => fail(new Error(`the watch did not bring revision ${rev}`)), WRITE_MS)
+      })
+    } catch (err) {
+      throw new EtcdWriteError(err, this.settings.endpoints)
+    } finally {
+      clearTimeout(timer)
+      if (entry) this.#catchUps.delete(entry)
+    }
   }
 
   #entries(drafts: readonly AuditDraft[], now = Date.now()): AuditEntry[] {
@@ -242,7 +366,13 @@ export class EtcdStore implements ControlStore {
       .create()
     this.watcher = watcher
     let lost = false
-    watcher.on('data', (res) => this.#apply(res.events.map((e) => ({ type: e.type, kv: e.kv }))))
+    watcher.on('data', (res) => {
+      const events = res.events.map((e) => ({ type: e.type, kv: e.kv }))
+      this.#applying = this.#applying
+        .then(() => this.#inflight)
+        .then(() => this.#apply(events))
+        .catch((err) => this.log.error({ err }, 'etcd: a watch event could not be applied'))
+    })
     watcher.on('disconnected', (err: unknown) => {
       if (lost) return
       lost = true
@@ -272,6 +402,8 @@ export class EtcdStore implements ControlStore {
         this.mods.clear()
         for (const [name, mod] of snap.mods) this.mods.set(name, mod)
         this.#remember(snap.entries)
+        this.#seen = Math.max(this.#seen, snap.revision)
+        for (const c of this.#catchUps) if (this.#seen >= c.rev) c.done()
         await this.#watch(snap.revision + 1)
         return
       } catch (err) {
@@ -289,10 +421,11 @@ export class EtcdStore implements ControlStore {
   #apply(events: readonly { type: string; kv: IKeyValue }[]): void {
     let routes: Record<string, RouteRecord> | null = null
     let revision = this.state.revision
-    const audit: AuditEntry[] = []
+    const audit: { entry: AuditEntry; record: RouteRecord | null | undefined }[] = []
     for (const { type, kv } of events) {
       const key = kv.key.toString()
       const mod = Number(kv.mod_revision)
+      this.#seen = Math.max(this.#seen, mod)
       if (key === this.keys.metaText) {
         if (type !== 'Put' || mod <= this.metaMod) continue
         const meta = parseMeta(kv.value.toString())
@@ -330,12 +463,20 @@ export class EtcdStore implements ControlStore {
           )
           continue
         }
-        audit.push(checked.value)
+        audit.push({ entry: checked.value, record: checked.record })
       }
     }
-    if (routes !== null || revision !== this.state.revision)
+    const moved = revision !== this.state.revision
+    if (routes !== null || moved)
       this.state = { ...this.state, revision, routes: routes ?? this.state.routes }
-    this.#remember(audit.sort((a, b) => a.seq - b.seq))
+    const fresh = audit.filter((a) => a.entry.seq > this.total).sort((a, b) => a.entry.seq - b.entry.seq)
+    this.#remember(fresh.map((a) => a.entry))
+    if (fresh.length > 0 || moved)
+      this.remote?.(
+        fresh.map((a) => (a.record === undefined ? a.entry : { ...a.entry, record: a.record })),
+        this.state.revision,
+      )
+    for (const c of this.#catchUps) if (this.#seen >= c.rev) c.done()
   }
 }
 
@@ -463,13 +604,16 @@ function recordAt(kv: IKeyValue, name: string): { value: RouteRecord } | { probl
   return checked
 }
 
-function lineAt(kv: IKeyValue): { value: AuditEntry } | { problems: string[] } {
+/** The audit entry at `kv`, and the route it left (the remote changes' view of it). */
+function lineAt(
+  kv: IKeyValue,
+): { value: AuditEntry; record: RouteRecord | null | undefined } | { problems: string[] } {
   const parsed = json(kv)
   if ('problems' in parsed) return parsed
   const checked = checkAuditLine(parsed.value)
   if ('problems' in checked) return checked
-  const { record: _, ...entry } = checked.value
-  return { value: entry }
+  const { record, ...entry } = checked.value
+  return { value: entry, record: record as RouteRecord | null | undefined }
 }
 
 /** Most problems listed; the rest are counted. */

@@ -16,8 +16,10 @@ import { RolloutClock } from './clock.ts'
 import type { ControlStore } from './control-store.ts'
 import { Denials } from './denials.ts'
 import { Engine } from './engine.ts'
-import { EtcdStore } from './etcd-store.ts'
+import { connect, EtcdStore } from './etcd-store.ts'
 import { EventHub } from './events.ts'
+import { LeaderFeed } from './feed.ts'
+import { EtcdLeadership, type Leadership, replicaId, SOLE } from './leader.ts'
 import { ProxyLink } from './link.ts'
 import { createLogger } from './log.ts'
 import { ControlMetrics } from './metrics.ts'
@@ -83,7 +85,17 @@ export async function runControl(argv: string[]): Promise<void> {
   // A Prometheus evaluation that came back is acted on at once, not at the next tick.
   const prometheus = new PrometheusBook({ evaluated: () => clock.tick() })
   const analysis = new AnalysisBook(prometheus)
+  // Several replicas on one etcd prefix: one leads and runs the clock (control/leader.ts).
+  const lead: Leadership =
+    etcd === null
+      ? SOLE
+      : new EtcdLeadership(connect(etcd), etcd.prefix, etcd.leaseTtl, replicaId(), log, {
+          elected: () => clock.elected(),
+          deposed: () => {},
+        })
   const engine = new Engine({
+    lead,
+    remoteChanged: () => clock.tick(),
     analysis,
     store,
     proxies,
@@ -105,13 +117,17 @@ export async function runControl(argv: string[]): Promise<void> {
     analysis,
     log,
     graceMs: setup.graceMs,
+    lead,
   })
   metrics.watchRoutes(() => engine.state, proxies, engine.now)
+  metrics.watchLead(lead)
   const stats = new StatsFeed({ engine, events, proxies, analysis })
   const link = new ProxyLink({ engine, proxies, events, clock, log, analysis, stats })
   const denials = new Denials((draft) => engine.deny(draft), setup.denialIntervalMs)
   const handler = createApi({
     engine,
+    lead,
+    ...(etcd !== null && { feed: new LeaderFeed(lead, log) }),
     link,
     proxies,
     events,
@@ -142,6 +158,9 @@ export async function runControl(argv: string[]): Promise<void> {
     )
   }
   const ticker = setInterval(() => clock.tick(), setup.tickMs)
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
+  const url = `${setup.tls ? 'https' : 'http'}://${host}:${address.port}`
+  if (lead instanceof EtcdLeadership) lead.start(etcd?.advertise ?? url)
 
   process.on('SIGHUP', () => {
     const next = setup.readTokens()
@@ -164,6 +183,7 @@ export async function runControl(argv: string[]): Promise<void> {
     server.closeIdleConnections()
     await denials.close().catch(() => {})
     await engine.idle()
+    await lead.close()
     await store.close()
     server.closeAllConnections()
     log.info({ signal }, 'veer control stopped')
@@ -172,7 +192,6 @@ export async function runControl(argv: string[]): Promise<void> {
   process.on('SIGTERM', () => void stop('SIGTERM'))
   process.on('SIGINT', () => void stop('SIGINT'))
 
-  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
   if (!LOOPBACK.has(config.listen.host) && setup.tls === null)
     log.warn(
       { listen: `${host}:${address.port}` },
@@ -181,7 +200,8 @@ export async function runControl(argv: string[]): Promise<void> {
   log.info(
     {
       listen: `${host}:${address.port}`,
-      url: `${setup.tls ? 'https' : 'http'}://${host}:${address.port}`,
+      url,
+      ...(etcd !== null && { replica: lead.view().replica, leaseTtl: etcd.leaseTtl }),
       ...(etcd === null ? { stateDir } : { etcd: { endpoints: etcd.endpoints, prefix: etcd.prefix } }),
       revision: store.state.revision,
       routes: Object.keys(store.state.routes),

@@ -171,6 +171,18 @@ export class ControlMetrics implements StoreObserver {
     )
   }
 
+  /** 1 while this replica leads (runs the rollout clock), 0 while it follows; a single control: 1. */
+  watchLead(lead: { leading(): boolean }): void {
+    new client.Gauge({
+      name: 'veer_control_leader',
+      help: 'Whether this control replica leads and runs the rollout clock (1) or follows (0)',
+      registers: [this.registry],
+      collect() {
+        this.set(lead.leading() ? 1 : 0)
+      },
+    })
+  }
+
   /** Gauges of `dir`: the bytes state.json and audit.log take, and the bytes free for them. */
   watchStateDir(dir: string): void {
     new client.Gauge({

@@ -19,6 +19,7 @@ import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
 import type { ReleasePair, Upstream } from '../config/wire.ts'
 import { type AuditPage, type AuditQuery, auditPage } from './audit-query.ts'
+import type { ControlStore } from './control-store.ts'
 import type { Rollout } from './rollout.ts'
 import { checkAuditLine, checkRecord, checkState } from './state-schema.ts'
 
@@ -158,6 +159,8 @@ export class Store {
   private readonly lockPath: string
   /** Told of every write (control/metrics.ts); null: nobody listens. */
   observer: StoreObserver | null = null
+  /** The state dir has one writer: nothing is ever remote. */
+  remote: ControlStore['remote'] = null
 
   private constructor(dir: string, state: ControlState, entries: AuditEntry[], total: number) {
     this.dir = dir

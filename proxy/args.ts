@@ -22,7 +22,8 @@ Quick start, one route named "default" (not with --config):
   --shadow-percent N     percent of requests mirrored, 0..100 (default 100 with --shadow)
   --sticky-header NAME   the hash of this header's value picks the version (one user, one version)
   --allow-override       honour x-veer-version: stable|canary from testers
-  --control URL          follow the weights of a veer control process (their source of truth then)
+  --control URL[,URL…]   follow the weights of veer control (their source of truth then); several
+                         replicas' URLs: the next one is used when one does not answer
   --token-file FILE      file holding the token for --control (or set VEER_TOKEN)
   --state-dir DIR        keeps control's last weights across restarts (default ./.veer-proxy)
   --workers N|auto       traffic worker processes sharing the listener (default 1; auto: one per core)
@@ -78,6 +79,7 @@ const ROUTE_FLAGS = [
 ] as const
 
 export interface ControlArgs {
+  /** One URL, or several control replicas' comma-separated. */
   url: string
   stateDir: string
   /** Reads the token (from --token-file or VEER_TOKEN); a FlagError when it cannot. */
@@ -183,14 +185,16 @@ function controlArgs(
     if (tokenFile !== undefined) throw new FlagError('--token-file needs --control URL')
     return null
   }
-  let parsed: URL | null = null
-  try {
-    parsed = new URL(url)
-  } catch {}
-  if (parsed === null || !/^https?:$/.test(parsed.protocol) || parsed.search !== '' || parsed.hash !== '') {
-    throw new FlagError(
-      `--control must be the http:// or https:// URL of veer control, e.g. http://127.0.0.1:9900 (got ${JSON.stringify(url)})`,
-    )
+  for (const one of url.split(',')) {
+    let parsed: URL | null = null
+    try {
+      parsed = new URL(one)
+    } catch {}
+    if (parsed === null || !/^https?:$/.test(parsed.protocol) || parsed.search !== '' || parsed.hash !== '') {
+      throw new FlagError(
+        `--control must be the http:// or https:// URL of veer control (several: comma-separated), e.g. http://127.0.0.1:9900 (got ${JSON.stringify(one)})`,
+      )
+    }
   }
   const envToken = env.VEER_TOKEN?.trim() ?? ''
   if (tokenFile === undefined && envToken === '') {

@@ -3,7 +3,9 @@
  * ack each revision, report per-version outcomes every quarter second. It lives entirely off the request path:
  * its only effect on traffic is a new route table its host swaps in. While control is away the proxy
  * keeps serving on its last weights and retries with jittered backoff; every applied revision is saved to
- * the last-known-good file, which carries the weights across a restart of the proxy.
+ * the last-known-good file, which carries the weights across a restart of the proxy. Given several
+ * control replicas' URLs, it moves to the next one when the current one cannot be reached or answers
+ * 5xx, and registers there with the revision it has applied: a proxy in sync stays so (same weights).
  */
 import { hostname } from 'node:os'
 import { performance } from 'node:perf_hooks'
@@ -96,6 +98,7 @@ export function reportOf(table: RouteTable, revision: number, from: number, to: 
 }
 
 export interface ControlLinkOptions {
+  /** One control URL, or several replicas' comma-separated. */
   readonly url: string
   readonly token: string
   readonly host: ControlHost
@@ -105,9 +108,15 @@ export interface ControlLinkOptions {
   readonly known: Revision | null
 }
 
+/** One control replica: its URL and the connections to it. */
+interface Target {
+  readonly url: string
+  readonly base: string
+  readonly pool: Pool
+}
+
 export class ControlLink {
   readonly id = `${hostname()}-${process.pid}-${Math.round(performance.timeOrigin)}`
-  readonly url: string
   /** Control's weights as last applied (null before any): a config reload keeps them on top of the file. */
   weights: ControlWeights | null
   revision: number
@@ -115,9 +124,12 @@ export class ControlLink {
   lastError: string | null = null
   readonly #host: ControlHost
   readonly #cache: KnownGoodFile
-  readonly #log: Logger
-  readonly #pool: Pool
-  readonly #base: string
+  #log: Logger
+  readonly #baseLog: Logger
+  readonly #targets: readonly Target[]
+  /** The replica talked to now, and the failures in a row since one answered (a whole round: back off). */
+  #at = 0
+  #misses = 0
   readonly #headers: Record<string, string>
   readonly #backoff = new Backoff()
   /** The newest revision received, applied or refused: the watch asks for one newer than this. */
@@ -136,17 +148,25 @@ export class ControlLink {
   #warned = false
 
   constructor(options: ControlLinkOptions) {
-    const url = new URL(options.url)
-    this.url = `${url.origin}${url.pathname.replace(/\/+$/, '')}`
-    this.#base = url.pathname.replace(/\/+$/, '')
-    this.#pool = new Pool(url.origin, { connections: 4, maxResponseSize: 1 << 20 })
+    this.#targets = options.url.split(',').map((text) => {
+      const url = new URL(text)
+      const base = url.pathname.replace(/\/+$/, '')
+      const pool = new Pool(url.origin, { connections: 4, maxResponseSize: 1 << 20 })
+      return { url: `${url.origin}${base}`, base, pool }
+    })
     this.#headers = { authorization: `Bearer ${options.token}`, 'content-type': 'application/json' }
     this.#host = options.host
     this.#cache = options.cache
+    this.#baseLog = options.log
     this.#log = options.log.child({ component: 'control', control: this.url })
     this.weights = options.known?.routes ?? null
     this.revision = options.known?.revision ?? 0
     this.#seen = this.revision
+  }
+
+  /** The control replica this proxy talks to now. */
+  get url(): string {
+    return this.#targets[this.#at]!.url
   }
 
   start(): void {
@@ -158,7 +178,7 @@ export class ControlLink {
     this.#stopped = true
     if (this.#timer !== null) clearTimeout(this.#timer)
     this.#watch?.abort()
-    await this.#pool.destroy().catch(() => {})
+    await Promise.all(this.#targets.map((t) => t.pool.destroy().catch(() => {})))
   }
 
   /** After a config reload: register again if the routes to announce changed. */
@@ -202,9 +222,12 @@ export class ControlLink {
         if (update !== null) await this.#take(update)
         // Control answered a watch: it is healthy, and the next outage starts from the first step.
         this.#backoff.reset()
+        this.#misses = 0
       } catch (err) {
         if (this.#stopped) return
         this.#fail(err)
+        // Another replica is tried at once; only after a whole round without an answer, a pause.
+        if (this.#move(err) && ++this.#misses < this.#targets.length) continue
         await new Promise((r) => setTimeout(r, this.#backoff.next()).unref())
       }
     }
@@ -268,6 +291,18 @@ export class ControlLink {
     await this.#call('POST', '/ack', ack)
   }
 
+  /** Move to the next replica when this one cannot be reached or answers 5xx; whether it moved. */
+  #move(err: unknown): boolean {
+    if (this.#targets.length === 1) return false
+    const status = err instanceof ControlError ? err.status : 0
+    if (status !== 0 && status < 500) return false
+    const from = this.url
+    this.#at = (this.#at + 1) % this.#targets.length
+    this.#log = this.#baseLog.child({ component: 'control', control: this.url })
+    this.#log.info({ from, error: describe(err) }, 'moving to the next control replica')
+    return true
+  }
+
   #fail(err: unknown): void {
     this.#registered = -1
     this.connected = false
@@ -305,8 +340,9 @@ export class ControlLink {
   ): Promise<unknown> {
     const full = path.startsWith('/v1/') ? path : `/v1/proxies/${encodeURIComponent(this.id)}${path}`
     const timeout = signal === null ? CALL_TIMEOUT_MS : WATCH_TIMEOUT_MS
-    const res = await this.#pool.request({
-      path: this.#base + full,
+    const target = this.#targets[this.#at]!
+    const res = await target.pool.request({
+      path: target.base + full,
       method,
       headers: this.#headers,
       body: body === null ? undefined : JSON.stringify(body),

@@ -70,13 +70,14 @@ describe('control on etcd', () => {
     expect(stale.json.error).toBe('version_mismatch')
     const audit = (await control.api('GET', '/v1/audit?route=shop')).json
     expect(actions(audit.entries)).toEqual(['route-register', 'set-weight'])
-    // The layout: meta, one key per route, one per audit entry.
+    // The layout: meta, one key per route, one per audit entry, and the leader's election key.
     const keys = (await etcd.ctl('get', '--prefix', '--keys-only', prefix))
       .split('\n')
       .filter((l) => l !== '')
     expect(keys).toEqual([
       `${prefix}audit/000000000001`,
       `${prefix}audit/000000000002`,
+      expect.stringMatching(new RegExp(`^${prefix}election/control/[0-9a-f]+$`)),
       `${prefix}meta`,
       `${prefix}routes/shop`,
     ])

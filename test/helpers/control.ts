@@ -145,6 +145,8 @@ export interface EtcdOptions {
   /** Comma-separated. */
   readonly endpoints: string
   readonly prefix?: string
+  /** store.etcd.leaseTtl, seconds. */
+  readonly leaseTtl?: number
   readonly tls?: { readonly ca?: string; readonly cert?: string; readonly key?: string }
 }
 

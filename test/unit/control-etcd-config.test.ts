@@ -17,6 +17,7 @@ describe('store.etcd in the control config', () => {
     expect(some.ok && some.config.store.etcd).toEqual({
       endpoints: ['http://10.0.0.1:2379'],
       prefix: '/veer/',
+      leaseTtl: 5,
       tls: null,
     })
   })
@@ -36,6 +37,12 @@ describe('store.etcd in the control config', () => {
       'store.etcd.tls cert and key go together; give both or neither',
       'store.etcd.tls needs https:// endpoints',
     ])
+    expect(
+      issues({ store: { etcd: { endpoints: ['http://a:1'], leaseTtl: 0, advertise: 'c1:9900' } } }),
+    ).toEqual([
+      'store.etcd.leaseTtl must be a whole number from 1 to 60 (got 0)',
+      'store.etcd.advertise must be an http:// or https:// URL such as http://10.0.0.5:9900 (got "c1:9900")',
+    ])
     expect(issues({ stateDir: '/x', store: { etcd: { endpoints: ['http://a:1'] } } })).toEqual([
       'stateDir and --etcd (store.etcd) are two stores; give one of them',
     ])
@@ -51,6 +58,7 @@ describe('store.etcd in the control config', () => {
     expect(r.ok && r.config.store.etcd).toEqual({
       endpoints: ['https://new:2379'],
       prefix: '/mine/',
+      leaseTtl: 5,
       tls: { ca: 'ca.pem' },
     })
   })
