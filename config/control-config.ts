@@ -140,6 +140,9 @@ export const controlConfigField = obj('veer control configuration', {
   }),
 })
 
+/** Hosts that mean any local address: never one replica's address. */
+const UNSPECIFIED = new Set(['0.0.0.0', '::', '[::]', ''])
+
 export type ControlLoad = { ok: true; config: ControlConfig } | { ok: false; issues: Issue[] }
 
 /** Validate a raw config (from YAML and flags merged). */
@@ -154,6 +157,21 @@ export function validateControlConfig(raw: unknown): ControlLoad {
     issues.push({ path: 'store.etcd.tls', message: 'cert and key go together; give both or neither' })
   if (etcd?.tls && etcd.endpoints.some((e) => !e.startsWith('https://')))
     issues.push({ path: 'store.etcd.tls', message: 'needs https:// endpoints' })
+  // The leader's address is how followers hand it their proxies: an unspecified one (0.0.0.0, ::)
+  // names every replica at once, and a follower would send its proxies' calls to itself.
+  const listen = parsed?.listen as { host: string } | undefined
+  if (etcd !== undefined && listen !== undefined) {
+    if (etcd.advertise === undefined && UNSPECIFIED.has(listen.host))
+      issues.push({
+        path: 'store.etcd.advertise',
+        message: `must be given when listen is ${listen.host} (any address): the URL the other replicas reach this one at, such as https://veer-control-0.veer-control:9900`,
+      })
+    else if (etcd.advertise !== undefined && UNSPECIFIED.has(new URL(etcd.advertise).hostname))
+      issues.push({
+        path: 'store.etcd.advertise',
+        message: `names no one replica (${etcd.advertise}); give the address the other replicas reach this one at`,
+      })
+  }
   if (issues.length > 0 || parsed === undefined) return { ok: false, issues }
   return {
     ok: true,

@@ -13,7 +13,7 @@ import type { Denials } from './denials.ts'
 import type { Engine } from './engine.ts'
 import { ApiError } from './errors.ts'
 import type { EventHub } from './events.ts'
-import type { LeaderFeed } from './feed.ts'
+import { FORWARDED_BY, type LeaderFeed } from './feed.ts'
 import { readJson, sendError, sendJson } from './http.ts'
 import { type Leadership, SOLE } from './leader.ts'
 import type { ProxyLink } from './link.ts'
@@ -113,6 +113,17 @@ function intParam(url: URL, name: string, min: number, max: number, fallback: nu
       `?${name}= must be a whole number from ${min} to ${max} (got ${JSON.stringify(text)})`,
     )
   return n
+}
+
+/**
+ * Where a proxy's call goes on to (a follower's feed), or nowhere: a call another replica forwarded is
+ * never forwarded again, and one this replica forwarded itself has looped back (forward_loop).
+ */
+function feedOf(d: ApiDeps, c: Call): LeaderFeed | undefined {
+  const by = c.req.headers[FORWARDED_BY]
+  if (by === undefined) return d.feed
+  if (d.lead !== undefined && by === d.lead.view().replica) throw new ApiError('forward_loop')
+  return undefined
 }
 
 function proxyOf(d: ApiDeps, id: string) {
@@ -337,9 +348,13 @@ const ENDPOINTS: readonly Endpoint[] = [
       POST: {
         access: 'wire',
         handle: async (d, c) => {
+          const feed = feedOf(d, c)
           const req = parseRegister(await readJson(c.req))
+          // A proxy ahead of this replica: it moved here from one whose etcd watch was further on. Catch
+          // up with etcd first (503 when it cannot be read), so it is never answered older weights.
+          if (req.appliedRevision > d.engine.state.revision) await d.engine.catchUp()
           const answer = await d.link.register(req, c.who)
-          d.feed?.register(req, c.req.headers.authorization!)
+          feed?.register(req, c.req.headers.authorization!)
           sendJson(c.res, 200, answer)
         },
       },
@@ -372,10 +387,11 @@ const ENDPOINTS: readonly Endpoint[] = [
       POST: {
         access: 'wire',
         handle: async (d, c) => {
+          const feed = feedOf(d, c)
           const p = proxyOf(d, c.params[0]!)
           const ack = parseAck(await readJson(c.req))
           d.link.ack(p, ack)
-          d.feed?.ack(p.id, ack)
+          feed?.ack(p.id, ack)
           c.res.writeHead(204).end()
         },
       },
@@ -387,10 +403,11 @@ const ENDPOINTS: readonly Endpoint[] = [
       POST: {
         access: 'wire',
         handle: async (d, c) => {
+          const feed = feedOf(d, c)
           const p = proxyOf(d, c.params[0]!)
           const report = parseReport(await readJson(c.req))
           d.link.report(p, report)
-          d.feed?.report(p.id, report)
+          feed?.report(p.id, report)
           c.res.writeHead(204).end()
         },
       },

@@ -10,7 +10,7 @@ import type { Logger } from 'pino'
 import { formatDuration } from '../config/duration.ts'
 import type { FuseReport } from '../config/wire.ts'
 import type { AnalysisBook } from './analysis.ts'
-import { NotLeaderError } from './control-store.ts'
+import { NotLeaderError, StaleStateError } from './control-store.ts'
 import { findRoute } from './decide.ts'
 import type { Actor, Engine, Lead } from './engine.ts'
 import type { Judge, Verdict } from './judge.ts'
@@ -80,11 +80,14 @@ export class RolloutClock {
     this.ticking = true
     void this.engine
       .queue(() => this.tickRoutes())
-      .catch((err) =>
-        err instanceof NotLeaderError
-          ? this.log.info({ reason: err.message }, 'rollout tick not written')
-          : this.log.error({ err }, 'rollout tick failed'),
-      )
+      .catch((err) => {
+        if (err instanceof NotLeaderError) this.log.info({ reason: err.message }, 'rollout tick not written')
+        else if (err instanceof StaleStateError) {
+          // Another replica wrote first: decide again, from its state, with every check run again.
+          this.log.info('rollout tick lost to another write; ticking again on the new state')
+          this.tickAgain = true
+        } else this.log.error({ err }, 'rollout tick failed')
+      })
       .finally(() => {
         this.ticking = false
         if (this.tickAgain) {
@@ -127,7 +130,12 @@ export class RolloutClock {
         })
         this.log.warn({ route: name, proxy, reason: fuse.reason }, 'canary rolled back by a proxy fuse')
       })
-      .catch((err) => this.log.error({ err }, 'fuse rollback failed'))
+      .catch((err) => {
+        // Lost to another replica's write: the proxy repeats its fuse until it applies the rollback,
+        // and that report is judged again on the new state.
+        if (err instanceof StaleStateError) this.fusesActedOn.delete(key)
+        else this.log.error({ err }, 'fuse rollback failed')
+      })
   }
 
   private async tickRoutes(): Promise<void> {

@@ -50,6 +50,11 @@ export interface ControlStore {
     now?: number,
     fence?: Fence | null,
   ): Promise<AuditEntry[]>
+  /**
+   * Resolve once `state` holds every change the store had when called (etcd: a quorum read, then the
+   * watch brings what it named; StoreWriteError when that cannot be done in time). Absent: always so.
+   */
+  current?(): Promise<void>
   /** Append audit entries that change no state (refused calls). */
   append(drafts: readonly AuditDraft[]): Promise<AuditEntry[]>
   /** The route's newest versioned audit entry among those kept in memory, or null. */

@@ -119,6 +119,16 @@ export class Engine {
   }
 
   /** The route's newest versioned change (its audit entry), or null. */
+  /** Wait until the state holds every change etcd had when called (a no-op on the state dir). */
+  async catchUp(): Promise<void> {
+    try {
+      await this.d.store.current?.()
+    } catch (err) {
+      if (!(err instanceof StoreWriteError)) throw err
+      throw new ApiError('storage_failed', err.message, { 'retry-after': '5' })
+    }
+  }
+
   lastChange(name: string): AuditEntry | null {
     return this.d.store.lastChange(name)
   }
@@ -254,8 +264,9 @@ export class Engine {
    * Decide `command` inside the queue: commit its changes, then start its effects. A smoke check
    * starts here and runs outside the queue; its result is queued as a `smoke-result` command.
    * `fenced`: the clock's (or its smoke check's) command, written only while this replica leads.
-   * Refused because another replica changed the state first (StaleStateError, etcd), the command is
-   * decided again on the state caught up, up to DECIDE_TRIES times in all.
+   * Refused because another replica changed the state first (StaleStateError, etcd), an operator's
+   * command is decided again on the state caught up, up to DECIDE_TRIES times in all; a fenced one
+   * throws (the clock's next tick decides from the new state).
    */
   async run(command: Command, now = this.now(), fenced = false): Promise<Decision> {
     let d: Decision
@@ -266,7 +277,9 @@ export class Engine {
           if (d.changes.length > 0) await this.commit(d.changes, d.ctx, fenced)
           break
         } catch (err) {
-          if (!(err instanceof StaleStateError && tries < DECIDE_TRIES)) throw err
+          // The clock's commands are not decided again here: their preconditions (acks, the analysis
+          // verdict, a fuse's report) were checked on the state that moved; the next tick checks anew.
+          if (!(err instanceof StaleStateError && tries < DECIDE_TRIES && !fenced)) throw err
         }
       }
     } catch (err) {

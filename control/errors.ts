@@ -40,6 +40,11 @@ export const CONTROL_ERRORS = {
     message: 'the state could not be written (a full disk or an I/O error); nothing changed, retry later',
   },
   internal: { status: 500, message: 'unexpected error; see the control log' },
+  forward_loop: {
+    status: 508,
+    message:
+      "this replica was sent a call it forwarded itself: the leader's store.etcd.advertise leads back here; set every replica's to its own address",
+  },
   shutting_down: { status: 503, message: 'control is shutting down; retry in a moment' },
 } as const
 

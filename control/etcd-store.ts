@@ -77,9 +77,9 @@ type AuditLine = RemoteEntry
 
 /** A write etcd did not confirm: nothing of it was acknowledged; 503 with Retry-After (engine.ts). */
 export class EtcdWriteError extends StoreWriteError {
-  constructor(cause: unknown, endpoints: readonly string[]) {
+  constructor(cause: unknown, endpoints: readonly string[], what = 'confirm the write') {
     super(cause)
-    this.message = `etcd (${endpoints.join(',')}) did not confirm the write (${reason(cause)}); retry later`
+    this.message = `etcd (${endpoints.join(',')}) did not ${what} (${reason(cause)}); retry later`
   }
 }
 
@@ -116,9 +116,11 @@ export class EtcdStore implements ControlStore {
   /** The newest mod revision the watch has brought (taken or not). */
   #seen = 0
   readonly #catchUps = new Set<{ readonly rev: number; readonly done: () => void }>()
+  readonly #replica: string | undefined
 
-  private constructor(client: Etcd3, settings: EtcdSettings, log: Logger, snap: Snapshot) {
+  private constructor(client: Etcd3, settings: EtcdSettings, log: Logger, snap: Snapshot, replica?: string) {
     this.client = client
+    this.#replica = replica
     this.settings = settings
     this.log = log
     this.keys = keysOf(settings.prefix)
@@ -132,11 +134,12 @@ export class EtcdStore implements ControlStore {
   }
 
   /** Connect, read and check everything under the prefix, and follow it. StoreError: refuse the start. */
-  static async open(settings: EtcdSettings, log: Logger): Promise<EtcdStore> {
+  /** `replica`: this control replica's id, written into every audit entry it makes. */
+  static async open(settings: EtcdSettings, log: Logger, replica?: string): Promise<EtcdStore> {
     const client = connect(settings)
     try {
       const snap = await readSnapshot(client, settings)
-      const store = new EtcdStore(client, settings, log, snap)
+      const store = new EtcdStore(client, settings, log, snap, replica)
       await store.#watch(snap.revision + 1)
       return store
     } catch (err) {
@@ -240,6 +243,19 @@ export class EtcdStore implements ControlStore {
     }
   }
 
+  /** A quorum read of `meta`'s mod revision, then wait for the watch to bring it (both within WRITE_MS). */
+  async current(): Promise<void> {
+    let mod: number
+    try {
+      const res = await this.client.kv.range({ key: this.keys.meta }, { deadline: Date.now() + WRITE_MS })
+      mod = Number(res.kvs[0]?.mod_revision ?? 0)
+    } catch (err) {
+      this.observer?.storageFailed('etcd')
+      throw new EtcdWriteError(err, this.settings.endpoints, 'read the current state')
+    }
+    await this.#caughtUp(mod)
+  }
+
   lastChange(route: string): AuditEntry | null {
     return this.last.get(route) ?? null
   }
@@ -340,7 +356,13 @@ export class EtcdStore implements ControlStore {
 
   #entries(drafts: readonly AuditDraft[], now = Date.now()): AuditEntry[] {
     const time = new Date(now).toISOString()
-    return drafts.map((d, i) => ({ seq: this.total + i + 1, time, ...d }))
+    const replica = this.#replica
+    return drafts.map((d, i) => ({
+      seq: this.total + i + 1,
+      time,
+      ...d,
+      ...(replica !== undefined && { replica }),
+    }))
   }
 
   /** Entries past the last seq seen, in order (a watch event may have brought some already). */
@@ -397,11 +419,17 @@ export class EtcdStore implements ControlStore {
     while (!this.closed) {
       try {
         const snap = await readSnapshot(this.client, this.settings)
+        const before = { revision: this.state.revision, seq: this.total }
         this.state = snap.state
         this.metaMod = snap.metaMod
         this.mods.clear()
         for (const [name, mod] of snap.mods) this.mods.set(name, mod)
         this.#remember(snap.entries)
+        // What the lost stretch of the watch held: published as its events would have been (proxies'
+        // watches wake, /v1/events has the audit entries).
+        const fresh = snap.entries.filter((e) => e.seq > before.seq)
+        if (fresh.length > 0 || snap.state.revision !== before.revision)
+          this.remote?.(fresh, snap.state.revision)
         this.#seen = Math.max(this.#seen, snap.revision)
         for (const c of this.#catchUps) if (this.#seen >= c.rev) c.done()
         await this.#watch(snap.revision + 1)

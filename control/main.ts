@@ -49,6 +49,8 @@ export async function runControl(argv: string[]): Promise<void> {
   // Read before the store is opened (and locked): a build without the page's files fails here, cleanly.
   const ui = readUi()
   let store: ControlStore
+  // This process as a control replica (etcd): its audit entries and its election candidacy name it.
+  const replica = replicaId()
   try {
     if (setup.exportFile !== null) {
       const done = await exportStateDir(stateDir, setup.exportFile, log)
@@ -69,7 +71,7 @@ export async function runControl(argv: string[]): Promise<void> {
       log.info({ stateDir, ...recovery }, 'state rebuilt from the audit')
       return
     }
-    store = etcd === null ? await Store.open(stateDir, log) : await EtcdStore.open(etcd, log)
+    store = etcd === null ? await Store.open(stateDir, log) : await EtcdStore.open(etcd, log, replica)
   } catch (err) {
     if (err instanceof StoreError) throw new ControlUsageError(err.message)
     throw err
@@ -89,7 +91,7 @@ export async function runControl(argv: string[]): Promise<void> {
   const lead: Leadership =
     etcd === null
       ? SOLE
-      : new EtcdLeadership(connect(etcd), etcd.prefix, etcd.leaseTtl, replicaId(), log, {
+      : new EtcdLeadership(connect(etcd), etcd.prefix, etcd.leaseTtl, replica, log, {
           elected: () => clock.elected(),
           deposed: () => {},
         })
@@ -127,7 +129,7 @@ export async function runControl(argv: string[]): Promise<void> {
   const handler = createApi({
     engine,
     lead,
-    ...(etcd !== null && { feed: new LeaderFeed(lead, log) }),
+    ...(etcd !== null && { feed: new LeaderFeed(lead, log, (id) => proxies.get(id) !== undefined) }),
     link,
     proxies,
     events,

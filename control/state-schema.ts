@@ -320,6 +320,7 @@ const auditLine: Field<AuditEntry & { record?: RouteRecord | null }> = obj(
     rollback: str('Why an automatic rollback was made'),
     proxy: str('Which proxy'),
     count: count('Refusals it stands for'),
+    replica: str('The control replica that wrote it (etcd)'),
     // Checked only where it is used (the last change at start, each route's last on --recover).
     record: anything('The route as the change left it') as Field<RouteRecord | null>,
   }),

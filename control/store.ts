@@ -89,6 +89,8 @@ export interface AuditEntry {
   readonly proxy?: string
   /** A refusal entry that stands for this many refusals of its key in one interval (control/denials.ts). */
   readonly count?: number
+  /** etcd: the control replica that wrote it (leader.ts replicaId). */
+  readonly replica?: string
 }
 
 export type AuditDraft = Omit<AuditEntry, 'seq' | 'time'>

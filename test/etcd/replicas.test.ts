@@ -315,6 +315,33 @@ describe('control replicas on one etcd prefix', () => {
     await p1.stop()
   })
 
+  it('a forwarded call is never forwarded again, and one that comes back to its sender is refused', async () => {
+    const [leader, a] = await replicas()
+    const me = (await a!.api('GET', '/v1/control')).json.replica as string
+    const register = (id: string, headers: Record<string, string>, appliedRevision = 0) =>
+      a!.api('POST', '/v1/proxies/register', {
+        token: TOKENS.proxy,
+        headers,
+        body: { id, routes: [announced('shop', 0)], appliedRevision },
+      })
+    const loop = await register('edge-loop', { 'x-veer-forwarded-by': me })
+    expect([loop.status, loop.json.error]).toEqual([508, 'forward_loop'])
+    expect((await register('edge-fwd', { 'x-veer-forwarded-by': 'another-replica' })).status).toBe(200)
+    // A proxy ahead of every replica (etcd restored from an older snapshot, say): after a quorum read
+    // this replica answers with what etcd has, as the state dir's control does.
+    const ahead = await register('edge-direct', {}, 1_000_000)
+    expect([ahead.status, ahead.json.revision]).toEqual([
+      200,
+      (await a!.api('GET', '/v1/routes')).json.revision,
+    ])
+    // The marker: the call registered directly reaches the leader; the forwarded one never does.
+    const ids = async () =>
+      ((await leader!.api('GET', '/v1/proxies')).json.proxies as { id: string }[]).map((p) => p.id)
+    await until(async () => (await ids()).includes('edge-direct'))
+    expect(await ids()).not.toContain('edge-fwd')
+    expect(await ids()).not.toContain('edge-loop')
+  })
+
   it('a write to a follower is applied and seen by proxies and /v1/events of another replica', async () => {
     const [leader, a, b] = await replicas()
     const proxy = new FakeProxy(b!, 'edge-1', [announced('shop', 0)])
@@ -332,6 +359,8 @@ describe('control replicas on one etcd prefix', () => {
     )
     expect(frame!.data.state.weights).toEqual({ stable: 58, canary: 42 })
     expect(frame!.id).toBe(String(set.json.revision))
+    // The audit says which replica wrote it.
+    expect(frame!.data.replica).toBe((await a!.api('GET', '/v1/control')).json.replica)
     await events.close()
   })
 

@@ -43,6 +43,22 @@ describe('store.etcd in the control config', () => {
       'store.etcd.leaseTtl must be a whole number from 1 to 60 (got 0)',
       'store.etcd.advertise must be an http:// or https:// URL such as http://10.0.0.5:9900 (got "c1:9900")',
     ])
+    // Listening on any address, the replica's own address must be said; an unspecified one is no one's.
+    expect(issues({ listen: '0.0.0.0:9900', store: { etcd: { endpoints: ['http://a:1'] } } })).toEqual([
+      'store.etcd.advertise must be given when listen is 0.0.0.0 (any address): the URL the other replicas reach this one at, such as https://veer-control-0.veer-control:9900',
+    ])
+    expect(
+      issues({ store: { etcd: { endpoints: ['http://a:1'], advertise: 'http://0.0.0.0:9900' } } }),
+    ).toEqual([
+      'store.etcd.advertise names no one replica (http://0.0.0.0:9900); give the address the other replicas reach this one at',
+    ])
+    expect(
+      issues({
+        listen: '0.0.0.0:9900',
+        store: { etcd: { endpoints: ['http://a:1'], advertise: 'https://c-0.c:9900' } },
+      }),
+    ).toEqual([])
+    expect(issues({ listen: '0.0.0.0:9900' })).toEqual([])
     expect(issues({ stateDir: '/x', store: { etcd: { endpoints: ['http://a:1'] } } })).toEqual([
       'stateDir and --etcd (store.etcd) are two stores; give one of them',
     ])
