@@ -121,7 +121,7 @@ export type RouteWeights = Infer<typeof routeWeights>
 /** RouteWeights while it is being built, before it is handed on (or frozen). */
 export type RouteWeightsDraft = { -readonly [K in keyof RouteWeights]: RouteWeights[K] }
 
-const announcedRoute = obj(
+export const announcedRoute = obj(
   'AnnouncedRoute: one route of the proxy’s config',
   {
     name: str('Route name'),

@@ -38,7 +38,7 @@ export interface ApiDeps {
   readonly engine: Engine
   /** Who leads (GET /v1/control); absent: a single control. */
   readonly lead?: Leadership
-  /** A follower hands its proxies' calls on to the leader (feed.ts); absent: a single control. */
+  /** A follower hands its proxies' reports on to the leader (feed.ts); absent: a single control. */
   readonly feed?: LeaderFeed
   readonly link: ProxyLink
   readonly proxies: ProxyRegistry
@@ -116,8 +116,8 @@ function intParam(url: URL, name: string, min: number, max: number, fallback: nu
 }
 
 /**
- * Where a proxy's call goes on to (a follower's feed), or nowhere: a call another replica forwarded is
- * never forwarded again, and one this replica forwarded itself has looped back (forward_loop).
+ * Where a proxy's report goes on to (a follower's feed), or nowhere: a report another replica forwarded
+ * is never forwarded again, and one this replica forwarded itself has looped back (forward_loop).
  */
 function feedOf(d: ApiDeps, c: Call): LeaderFeed | undefined {
   const by = c.req.headers[FORWARDED_BY]
@@ -348,13 +348,11 @@ const ENDPOINTS: readonly Endpoint[] = [
       POST: {
         access: 'wire',
         handle: async (d, c) => {
-          const feed = feedOf(d, c)
           const req = parseRegister(await readJson(c.req))
           // A proxy ahead of this replica: it moved here from one whose etcd watch was further on. Catch
           // up with etcd first (503 when it cannot be read), so it is never answered older weights.
           if (req.appliedRevision > d.engine.state.revision) await d.engine.catchUp()
           const answer = await d.link.register(req, c.who)
-          feed?.register(req, c.req.headers.authorization!)
           sendJson(c.res, 200, answer)
         },
       },
@@ -387,11 +385,9 @@ const ENDPOINTS: readonly Endpoint[] = [
       POST: {
         access: 'wire',
         handle: async (d, c) => {
-          const feed = feedOf(d, c)
           const p = proxyOf(d, c.params[0]!)
           const ack = parseAck(await readJson(c.req))
           d.link.ack(p, ack)
-          feed?.ack(p.id, ack)
           c.res.writeHead(204).end()
         },
       },
@@ -407,7 +403,7 @@ const ENDPOINTS: readonly Endpoint[] = [
           const p = proxyOf(d, c.params[0]!)
           const report = parseReport(await readJson(c.req))
           d.link.report(p, report)
-          feed?.report(p.id, report)
+          feed?.report(p.id, report, c.req.headers.authorization!)
           c.res.writeHead(204).end()
         },
       },

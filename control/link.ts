@@ -264,6 +264,7 @@ export class ProxyLink {
       p.lastError = a.error.slice(0, 1000)
       this.log.warn({ proxy: p.id, revision: a.revision, error: p.lastError }, 'proxy refused a revision')
     }
+    this.proxies.acked(p)
     this.events.publish('proxy', {
       kind: a.error === null ? 'ack' : 'nack',
       id: p.id,

@@ -27,6 +27,7 @@ import { exportStateDir, importIntoEtcd } from './migrate.ts'
 import { Notifier, redact } from './notify.ts'
 import { PrometheusBook } from './prometheus.ts'
 import { ProxyRegistry } from './proxies.ts'
+import { EtcdProxyBook } from './proxy-book.ts'
 import { StatsFeed } from './stats.ts'
 import { type Inspection, Store, StoreError } from './store.ts'
 import { loadUi } from './ui.ts'
@@ -121,6 +122,20 @@ export async function runControl(argv: string[]): Promise<void> {
     graceMs: setup.graceMs,
     lead,
   })
+  // Every replica knows every proxy, from their records in etcd (control/proxy-book.ts).
+  const book =
+    etcd === null
+      ? null
+      : new EtcdProxyBook(connect(etcd), etcd.prefix, replica, etcd.leaseTtl, proxies, log, (id, rec) => {
+          events.publish('proxy', {
+            kind: rec === null ? 'gone' : 'record',
+            id,
+            replica: rec?.replica ?? null,
+            appliedRevision: rec?.appliedRevision ?? null,
+          })
+          clock.tick()
+        })
+  void book?.start()
   metrics.watchRoutes(() => engine.state, proxies, engine.now)
   metrics.watchLead(lead)
   const stats = new StatsFeed({ engine, events, proxies, analysis })
@@ -129,7 +144,7 @@ export async function runControl(argv: string[]): Promise<void> {
   const handler = createApi({
     engine,
     lead,
-    ...(etcd !== null && { feed: new LeaderFeed(lead, log, (id) => proxies.get(id) !== undefined) }),
+    ...(etcd !== null && { feed: new LeaderFeed(lead, log) }),
     link,
     proxies,
     events,
@@ -160,6 +175,8 @@ export async function runControl(argv: string[]): Promise<void> {
     )
   }
   const ticker = setInterval(() => clock.tick(), setup.tickMs)
+  // This replica's proxies that stopped (or started) being live: their etcd records say so.
+  const sweeper = book === null ? null : setInterval(() => proxies.sweep(engine.now()), 1000)
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
   const url = `${setup.tls ? 'https' : 'http'}://${host}:${address.port}`
   if (lead instanceof EtcdLeadership) lead.start(etcd?.advertise ?? url)
@@ -177,6 +194,7 @@ export async function runControl(argv: string[]): Promise<void> {
     if (closing) return
     closing = true
     clearInterval(ticker)
+    if (sweeper !== null) clearInterval(sweeper)
     proxies.closeAll()
     stats.close()
     events.close()
@@ -185,6 +203,7 @@ export async function runControl(argv: string[]): Promise<void> {
     server.closeIdleConnections()
     await denials.close().catch(() => {})
     await engine.idle()
+    await book?.close()
     await lead.close()
     await store.close()
     server.closeAllConnections()

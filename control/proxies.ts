@@ -1,10 +1,14 @@
 /**
  * The proxies connected over the wire protocol (config/wire.ts): what each serves, the revision it has
- * applied, when it was last heard from, and its pending long-poll watches. Kept in memory only: after a
+ * applied, when it was last heard from, and its pending long-poll watches. Kept in memory: after a
  * control restart proxies register again (their watch gets 404 unknown_proxy, or a refused connection).
+ * With several replicas (etcd) every replica also holds the proxies of the others, as their records in
+ * etcd say (control/proxy-book.ts): `replica` names the one a proxy talks to, which alone writes its
+ * record and says whether it is live.
  */
 import type { AnnouncedRoute, ReportRequest } from '../config/wire.ts'
 import { pairOf, type Releases, samePair, servedPair } from './release.ts'
+import type { ProxyRecord } from './state-schema.ts'
 
 export interface ProxyEntry {
   readonly id: string
@@ -19,6 +23,10 @@ export interface ProxyEntry {
   lastReportAt: number | null
   lastReport: ReportRequest | null
   watching: number
+  /** The replica it talks to, from its etcd record; null: this one. */
+  replica: string | null
+  /** Another replica's proxy: live as that replica last said. This one's: live as last written. */
+  live: boolean
 }
 
 export interface ProxyView {
@@ -32,6 +40,8 @@ export interface ProxyView {
   lastReportAt: string | null
   live: boolean
   watching: boolean
+  /** etcd: the control replica it talks to (null: the one answering). */
+  replica: string | null
 }
 
 interface Watcher {
@@ -47,6 +57,12 @@ export class ProxyRegistry {
   private readonly proxies = new Map<string, ProxyEntry>()
   private readonly watchers = new Set<Watcher>()
   readonly liveMs: number
+  /**
+   * Told of every change of one of this replica's proxies that its etcd record must show (registered,
+   * acked, refused, live or not), and of one forgotten (`null` record). Null: no etcd.
+   */
+  changed: ((p: ProxyEntry) => void) | null = null
+  forgotten: ((id: string) => void) | null = null
 
   constructor(liveMs: number) {
     this.liveMs = liveMs
@@ -68,6 +84,9 @@ export class ProxyRegistry {
       old.lastError = null
       old.registeredAt = now
       old.lastSeen = now
+      old.replica = null
+      old.live = true
+      this.changed?.(old)
       return old
     }
     const entry: ProxyEntry = {
@@ -81,10 +100,74 @@ export class ProxyRegistry {
       lastReportAt: null,
       lastReport: null,
       watching: 0,
+      replica: null,
+      live: true,
     }
     this.proxies.set(id, entry)
+    this.changed?.(entry)
     this.forget(now)
     return entry
+  }
+
+  /** This replica's own proxies (not the others' records). */
+  own(): ProxyEntry[] {
+    return [...this.proxies.values()].filter((p) => p.replica === null)
+  }
+
+  /** One of this replica's proxies acked or refused a revision (link.ts changed its entry). */
+  acked(p: ProxyEntry): void {
+    if (p.replica === null) this.changed?.(p)
+  }
+
+  /**
+   * A proxy's record in etcd, as another replica wrote it (null: the record is gone). A proxy of this
+   * replica that another replica now writes has moved there: it is that replica's from now on.
+   */
+  takeRecord(id: string, rec: ProxyRecord | null, me: string): boolean {
+    const p = this.proxies.get(id)
+    if (rec === null) {
+      if (p === undefined || p.replica === null) return false
+      this.proxies.delete(id)
+      return true
+    }
+    if (rec.replica === me) return false
+    if (p === undefined) {
+      this.proxies.set(id, {
+        id,
+        who: rec.who,
+        routes: rec.routes,
+        appliedRevision: rec.appliedRevision,
+        lastError: rec.lastError,
+        registeredAt: rec.registeredAt,
+        lastSeen: Date.now(),
+        lastReportAt: null,
+        lastReport: null,
+        watching: 0,
+        replica: rec.replica,
+        live: rec.live,
+      })
+      return true
+    }
+    p.who = rec.who
+    p.routes = rec.routes
+    p.appliedRevision = rec.appliedRevision
+    p.lastError = rec.lastError
+    p.registeredAt = rec.registeredAt
+    p.replica = rec.replica
+    p.live = rec.live
+    return true
+  }
+
+  /** This replica's proxies whose liveness changed since their records last said: written again. */
+  sweep(now: number): void {
+    for (const p of this.proxies.values()) {
+      if (p.replica !== null) continue
+      const live = this.isLive(p, now)
+      if (live === p.live) continue
+      p.live = live
+      this.changed?.(p)
+    }
+    this.forget(now)
   }
 
   get(id: string): ProxyEntry | undefined {
@@ -92,6 +175,7 @@ export class ProxyRegistry {
   }
 
   isLive(p: ProxyEntry, now: number): boolean {
+    if (p.replica !== null) return p.live
     return p.watching > 0 || now - p.lastSeen <= this.liveMs
   }
 
@@ -190,6 +274,7 @@ export class ProxyRegistry {
       lastReportAt: p.lastReportAt === null ? null : new Date(p.lastReportAt).toISOString(),
       live: this.isLive(p, now),
       watching: p.watching > 0,
+      replica: p.replica,
     }))
   }
 
@@ -203,8 +288,12 @@ export class ProxyRegistry {
     return out
   }
 
+  /** This replica's proxies not heard from for FORGET_MS (another's go when their record does). */
   private forget(now: number): void {
     for (const [id, p] of this.proxies)
-      if (p.watching === 0 && now - p.lastSeen > FORGET_MS) this.proxies.delete(id)
+      if (p.replica === null && p.watching === 0 && now - p.lastSeen > FORGET_MS) {
+        this.proxies.delete(id)
+        this.forgotten?.(id)
+      }
   }
 }

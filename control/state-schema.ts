@@ -13,6 +13,7 @@ import {
   bool,
   check,
   type Field,
+  type Infer,
   type Issue,
   int,
   isRouteName,
@@ -24,7 +25,7 @@ import {
   routeKey,
   str,
 } from '../config/schema-kit.ts'
-import type { ReleasePair, Upstream } from '../config/wire.ts'
+import { announcedRoute, type ReleasePair, type Upstream } from '../config/wire.ts'
 import type { AnalysisSettings } from '../proxy/analysis/judge.ts'
 import type { PromCheck, PrometheusAnalysis } from './promql.ts'
 import type { InconclusivePolicy, Plan, Rollout, SmokeCheck, Step } from './rollout.ts'
@@ -326,6 +327,28 @@ const auditLine: Field<AuditEntry & { record?: RouteRecord | null }> = obj(
   }),
   { required: ['seq', 'time', 'who', 'role', 'action'] },
 )
+
+/**
+ * A proxy as etcd holds it (`proxies/<id>`, on its replica's lease): written by the replica the proxy
+ * talks to when it registers, acks or NACKs, and when it stops or starts being live; every replica's
+ * registry reads it (control/proxy-book.ts).
+ */
+const proxyRecord = obj(
+  'A proxy in etcd',
+  {
+    id: str('Proxy id'),
+    who: str('Name of the token it authenticated with'),
+    routes: list('Routes it announced', announcedRoute),
+    appliedRevision: count('Revision it applied'),
+    lastError: orNull(str('Its NACK of the last revision it refused', { minLength: 0 })),
+    registeredAt: epochMs('Registered'),
+    replica: str('The control replica it talks to'),
+    live: bool('Whether that replica has heard from it within the live window'),
+  },
+  { required: ['id', 'who', 'routes', 'appliedRevision', 'lastError', 'registeredAt', 'replica', 'live'] },
+)
+export type ProxyRecord = Infer<typeof proxyRecord>
+export const checkProxyRecord = (v: unknown) => problemsOf(proxyRecord, v)
 
 /** The problems of a value by `field`, each as `PATH: MESSAGE`; the value as parsed when there are none. */
 function problemsOf<T>(field: Field<T>, value: unknown, path = ''): { value: T } | { problems: string[] } {

@@ -315,31 +315,46 @@ describe('control replicas on one etcd prefix', () => {
     await p1.stop()
   })
 
-  it('a forwarded call is never forwarded again, and one that comes back to its sender is refused', async () => {
-    const [leader, a] = await replicas()
-    const me = (await a!.api('GET', '/v1/control')).json.replica as string
-    const register = (id: string, headers: Record<string, string>, appliedRevision = 0) =>
-      a!.api('POST', '/v1/proxies/register', {
-        token: TOKENS.proxy,
-        headers,
-        body: { id, routes: [announced('shop', 0)], appliedRevision },
-      })
-    const loop = await register('edge-loop', { 'x-veer-forwarded-by': me })
+  it('every replica knows every proxy from etcd: who it talks to, what it applied, whether it is live', async () => {
+    const [leader, a, b] = await replicas()
+    const idOf = async (c: ControlProcess) => (await c.api('GET', '/v1/control')).json.replica as string
+    const [aId, leaderId] = [await idOf(a!), await idOf(leader!)]
+    const proxy = new FakeProxy(a!, 'edge-a', [announced('shop', 0)])
+    const reg = await proxy.register()
+    expect(await proxy.ack(reg.revision)).toBe(204)
+    const seen = async (c: ControlProcess) =>
+      (
+        (await c.api('GET', '/v1/proxies')).json.proxies as {
+          id: string
+          replica: string | null
+          appliedRevision: number
+        }[]
+      ).find((p) => p.id === 'edge-a')
+    for (const c of [leader!, b!])
+      expect(await until(() => seen(c))).toMatchObject({ replica: aId, live: true, routes: ['shop'] })
+    expect(await seen(a!)).toMatchObject({ replica: null })
+    // An ack taken by a follower reaches the leader's registry through etcd.
+    const polling = proxy.watch(reg.revision)
+    const set = await b!.api('PUT', '/v1/routes/shop/weights', { body: { canary: 7 } })
+    expect((await polling)?.revision).toBe(set.json.revision)
+    expect(await proxy.ack(set.json.revision)).toBe(204)
+    await until(async () => (await seen(leader!))?.appliedRevision === set.json.revision)
+    // A proxy that moves to another replica is that replica's from then on, everywhere.
+    await new FakeProxy(b!, 'edge-a', [announced('shop', 7)]).register(set.json.revision)
+    const bId = await idOf(b!)
+    for (const c of [leader!, a!]) await until(async () => (await seen(c))?.replica === bId)
+    // A report forwarded to the replica that forwarded it has looped: refused, nothing taken.
+    const loop = await a!.api('POST', '/v1/proxies/edge-a/report', {
+      token: TOKENS.proxy,
+      headers: { 'x-veer-forwarded-by': aId },
+      body: { revision: set.json.revision, intervalMs: 250, routes: {} },
+    })
     expect([loop.status, loop.json.error]).toEqual([508, 'forward_loop'])
-    expect((await register('edge-fwd', { 'x-veer-forwarded-by': 'another-replica' })).status).toBe(200)
+    expect(leaderId).not.toBe(aId)
     // A proxy ahead of every replica (etcd restored from an older snapshot, say): after a quorum read
-    // this replica answers with what etcd has, as the state dir's control does.
-    const ahead = await register('edge-direct', {}, 1_000_000)
-    expect([ahead.status, ahead.json.revision]).toEqual([
-      200,
-      (await a!.api('GET', '/v1/routes')).json.revision,
-    ])
-    // The marker: the call registered directly reaches the leader; the forwarded one never does.
-    const ids = async () =>
-      ((await leader!.api('GET', '/v1/proxies')).json.proxies as { id: string }[]).map((p) => p.id)
-    await until(async () => (await ids()).includes('edge-direct'))
-    expect(await ids()).not.toContain('edge-fwd')
-    expect(await ids()).not.toContain('edge-loop')
+    // the replica answers with what etcd has, as the state dir's control does.
+    const ahead = await new FakeProxy(a!, 'edge-ahead', [announced('shop', 7)]).register(1_000_000)
+    expect(ahead.revision).toBe((await a!.api('GET', '/v1/routes')).json.revision)
   })
 
   it('a write to a follower is applied and seen by proxies and /v1/events of another replica', async () => {
