@@ -109,6 +109,11 @@ export class ProxyRegistry {
     return entry
   }
 
+  /** The ids of other replicas' proxies (their etcd records). */
+  others(): string[] {
+    return [...this.proxies.values()].filter((p) => p.replica !== null).map((p) => p.id)
+  }
+
   /** This replica's own proxies (not the others' records). */
   own(): ProxyEntry[] {
     return [...this.proxies.values()].filter((p) => p.replica === null)

@@ -70,6 +70,9 @@ export class EtcdProxyBook {
       try {
         const res = await this.#client.getAll().prefix(this.#dir).exec()
         for (const kv of res.kvs) this.#take('Put', kv)
+        // Read again after a lost watch: records that went meanwhile go here too.
+        const there = new Set(res.kvs.map((kv) => kv.key.toString().slice(this.#dir.length)))
+        for (const id of this.#registry.others()) if (!there.has(id)) this.#take('Delete', null, id)
         const watcher = await this.#client
           .watch()
           .prefix(this.#dir)
@@ -105,10 +108,9 @@ export class EtcdProxyBook {
     this.#client.close()
   }
 
-  /** A record seen on the watch (or the first read). */
-  #take(type: string, kv: IKeyValue): void {
-    const id = kv.key.toString().slice(this.#dir.length)
-    if (type === 'Delete') {
+  /** A record seen on the watch (or the first read); a Delete may name just the id. */
+  #take(type: string, kv: IKeyValue | null, id = kv!.key.toString().slice(this.#dir.length)): void {
+    if (type === 'Delete' || kv === null) {
       this.#mine.delete(id)
       if (this.#registry.takeRecord(id, null, this.#replica)) this.#changed(id, null)
       return
