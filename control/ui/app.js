@@ -75,7 +75,16 @@ async function start() {
 async function load() {
   const { routes: list } = await api('GET', '/v1/routes')
   for (const v of list) update(v)
-  await Promise.all([...list.map((v) => loadAudit(v.name)), loadProxies()])
+  await Promise.all([...list.map((v) => loadAudit(v.name)), loadProxies(), loadControl()])
+}
+
+/** Replicated control (etcd): which replica this page talks to, and who leads. */
+async function loadControl() {
+  const c = await api('GET', '/v1/control')
+  const el = $('replica')
+  el.hidden = c.role === 'single'
+  const leads = c.role === 'leader' ? 'leader' : `follower; leader ${c.leader?.id ?? 'none elected'}`
+  el.textContent = `replica ${c.replica} (${leads})`
 }
 
 // ---- the event stream ----------------------------------------------------------------------------
@@ -161,7 +170,7 @@ function onEvent(event, data) {
     if (proxiesDue === null)
       proxiesDue = setTimeout(() => {
         proxiesDue = null
-        loadProxies().catch((err) => console.warn(err.message))
+        Promise.all([loadProxies(), loadControl()]).catch((err) => console.warn(err.message))
       }, 1000)
   }
 }
@@ -392,6 +401,7 @@ async function loadProxies() {
         p.live ? 'yes' : 'no',
         p.lastError ?? '—',
         p.lastReportAt ?? '—',
+        p.replica ?? 'this one',
       ]
       for (const c of cells) tr.append(Object.assign(document.createElement('td'), { textContent: c }))
       return tr

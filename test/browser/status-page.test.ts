@@ -218,6 +218,8 @@ describe('the status page', () => {
     await shows(page, 'weights', /^stable 100% · canary 0%$/)
     await shows(page, 'now-rps', /^stable [1-9]\d*\.\d/)
     expect(await page.locator('#who').textContent()).toBe('dashboard (read)')
+    // One control on a state dir: no replica to name.
+    expect(await page.locator('#replica').isHidden()).toBe(true)
     expect(await page.locator('button[data-act]').count()).toBe(0)
     expect(await page.locator('.actions').count()).toBe(0)
     // Even when asked by hand, with the token the page holds.
