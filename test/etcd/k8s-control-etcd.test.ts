@@ -175,7 +175,8 @@ describe('overlays/control-etcd: the StatefulSet of control, its three pods on a
       expect((await r.control.api('GET', probe.path, { token: null })).status).toBe(200)
     }
     let views: Obj[] = []
-    const leader = await until(async () => {
+    // until() returns only a truthy value (or throws).
+    const leader: Replica = (await until(async () => {
       views = await Promise.all(replicas.map(async (r) => (await r.control.api('GET', '/v1/control')).json))
       const id = views[0]?.leader?.id
       if (id === undefined || !views.every((v) => v.leader?.id === id)) return null
@@ -183,7 +184,7 @@ describe('overlays/control-etcd: the StatefulSet of control, its three pods on a
       return leading.length === 1 ? replicas[views.indexOf(leading[0]!)]! : null
     }).catch((err) => {
       throw new Error(`${err.message}: the replicas say ${JSON.stringify(views)}`)
-    })
+    }))!
     expect(views.map((v) => v.role).sort()).toEqual(['follower', 'follower', 'leader'])
     expect(views.every((v) => v.leader.url === leader.advertise)).toBe(true)
     const [a, b] = replicas.filter((r) => r !== leader)
@@ -200,11 +201,11 @@ describe('overlays/control-etcd: the StatefulSet of control, its three pods on a
     expect(await proxy.ack(set.json.revision)).toBe(204)
     // Follower a fed the leader its proxy at the leader's advertise URL (HTTPS, the CA of
     // NODE_EXTRA_CA_CERTS): the leader knows the proxy it never talked to, in sync with the new weight.
-    const seen = await until(async () => {
+    const seen: Obj = (await until(async () => {
       const { proxies } = (await leader.control.api('GET', '/v1/proxies')).json
       const p = (proxies as Obj[]).find((x) => x.id === 'edge-1')
       return p?.appliedRevision === set.json.revision ? p : null
-    })
+    }))!
     expect([seen.routes, seen.live]).toEqual([['shop'], true])
     for (const r of replicas)
       expect(r.control.logs.filter((l) => l.msg === 'cannot feed the leader its proxies')).toEqual([])
