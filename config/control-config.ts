@@ -161,7 +161,9 @@ export function validateControlConfig(raw: unknown): ControlLoad {
   // names every replica at once, and a follower would send its proxies' calls to itself.
   const listen = parsed?.listen as { host: string } | undefined
   if (etcd !== undefined && listen !== undefined) {
-    if (etcd.advertise === undefined && UNSPECIFIED.has(listen.host))
+    // (An advertise given but not a URL has its own issue already.)
+    const givenAdvertise = (given.store?.etcd as { advertise?: unknown } | null | undefined)?.advertise
+    if (givenAdvertise === undefined && UNSPECIFIED.has(listen.host))
       issues.push({
         path: 'store.etcd.advertise',
         message: `must be given when listen is ${listen.host} (any address): the URL the other replicas reach this one at, such as https://veer-control-0.veer-control:9900`,

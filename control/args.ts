@@ -18,6 +18,8 @@ started with --control URL register their routes and follow its weights.
   --state-dir DIR        where state.json and audit.log live (default ./veer-state)
   --etcd URL[,URL…]      keep the state and audit in etcd instead (http://, https:// or unix:/// client
                          URLs; prefix and TLS: store.etcd in --config); not with --state-dir
+  --advertise URL        with --etcd: the URL the other replicas reach this one's API at
+                         (store.etcd.advertise; needed when --listen is 0.0.0.0)
   --token-file FILE      tokens, one "TOKEN ROLE NAME" a line (ROLE: read, operator, proxy), or a bare
                          TOKEN (operator "default"); re-read on SIGHUP. VEER_TOKEN adds operator "env"
                          (a VEER_TOKEN the file also lists: the file's line holds)
@@ -46,6 +48,7 @@ export const CONTROL_OPTIONS = {
   recover: { type: 'boolean' },
   'dry-run': { type: 'boolean' },
   etcd: { type: 'string' },
+  advertise: { type: 'string' },
   export: { type: 'string' },
   import: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
@@ -109,12 +112,15 @@ export async function parseControlArgs(
   if (values.listen !== undefined) overrides.listen = values.listen
   if (values['state-dir'] !== undefined) overrides.stateDir = values['state-dir']
   if (values['token-file'] !== undefined) overrides.tokenFile = values['token-file']
-  if (values.etcd !== undefined)
+  if (values.etcd !== undefined || values.advertise !== undefined)
     overrides.store = {
       etcd: {
-        endpoints: String(values.etcd)
-          .split(',')
-          .filter((u) => u !== ''),
+        ...(values.etcd !== undefined && {
+          endpoints: String(values.etcd)
+            .split(',')
+            .filter((u) => u !== ''),
+        }),
+        ...(values.advertise !== undefined && { advertise: values.advertise }),
       },
     }
   const envHooks = (env.VEER_WEBHOOKS ?? '').split(/[\s,]+/).filter((u) => u !== '')
@@ -126,6 +132,15 @@ export async function parseControlArgs(
   const configPath = typeof values.config === 'string' ? values.config : null
   const loaded = await loadControlConfig(configPath, overrides)
   if (!loaded.ok) {
+    // --advertise without etcd (no --etcd, no store.etcd in the file): its endpoints are missing.
+    if (
+      values.advertise !== undefined &&
+      values.etcd === undefined &&
+      loaded.issues.some((i) => i.path === 'store.etcd.endpoints' && i.message.startsWith('is required'))
+    )
+      throw new ControlUsageError(
+        "--advertise is this replica's address for the other replicas on etcd; give it with --etcd URL",
+      )
     const flag: Record<string, string> = {
       listen: '--listen',
       stateDir: '--state-dir',
@@ -137,7 +152,9 @@ export async function parseControlArgs(
         ? '--webhook'
         : values.etcd !== undefined && path.startsWith('store.etcd.endpoints')
           ? '--etcd'
-          : path)
+          : values.advertise !== undefined && path === 'store.etcd.advertise'
+            ? '--advertise'
+            : path)
     throw new ControlUsageError(loaded.issues.map((i) => `${named(i.path)} ${i.message}`).join('\n'))
   }
   const config = loaded.config

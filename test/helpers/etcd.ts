@@ -43,8 +43,11 @@ export interface EtcdCluster {
   close(): Promise<void>
 }
 
-/** A port that was free a moment ago (only for TLS, see above). */
-function freePort(): Promise<number> {
+/**
+ * A port on 127.0.0.1 that was free a moment ago, for a server that must be told its port before it
+ * listens (etcd's TLS client URL above, a control replica's advertise URL).
+ */
+export function freePort(): Promise<number> {
   return new Promise((ok, fail) => {
     const s = createServer()
     s.once('error', fail)

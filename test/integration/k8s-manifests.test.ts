@@ -7,6 +7,7 @@
  * for the namespaces and mounts (CI runs as root).
  */
 import { execFileSync } from 'node:child_process'
+import { X509Certificate } from 'node:crypto'
 import {
   chmodSync,
   cpSync,
@@ -20,6 +21,7 @@ import {
 } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { basename, join, posix } from 'node:path'
+import { checkServerIdentity } from 'node:tls'
 import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1'
 import { Deployment, StatefulSet } from 'kubernetes-models/apps/v1'
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1'
@@ -44,6 +46,8 @@ const ROOT = new URL('../../', import.meta.url).pathname
 const K8S = join(ROOT, 'deploy/k8s')
 const OVERLAYS = readdirSync(join(K8S, 'overlays')).sort()
 const PROXY_OVERLAYS = ['gateway', 'sidecar']
+/** Control as replicas on etcd, with the gateway following every replica. */
+const REPLICATED = 'control-etcd'
 
 /** The per-kind classes whose validate() checks an object against its schema. */
 // biome-ignore lint/suspicious/noExplicitAny: each class takes its own kind's shape; a rendered object is checked by validate()
@@ -95,8 +99,14 @@ const workloads = () => [...all('Deployment'), ...all('StatefulSet')]
 const isVeer = (c: Obj) => /\/veer:/.test(c.image)
 const veerContainers = (w: Obj) => (w.spec.template.spec.containers as Obj[]).filter(isVeer)
 const proxyWorkloads = () => workloads().filter((w) => veerContainers(w).some((c) => c.args?.[0] === 'proxy'))
-const controlSet = () => one('control', 'StatefulSet')
-const controlContainer = () => veerContainers(controlSet()).find((c) => c.args[0] === 'control')!
+const controlSet = (overlay = 'control') =>
+  one(overlay, 'StatefulSet', overlay === 'control' ? undefined : 'veer-control')
+const controlContainer = (overlay = 'control') =>
+  veerContainers(controlSet(overlay)).find((c) => c.args[0] === 'control')!
+/** The pod names a StatefulSet gives and the DNS names its (headless) Service gives them. */
+const podNames = (sts: Obj) =>
+  Array.from({ length: sts.spec.replicas }, (_, i) => `${sts.metadata.name}-${i}`)
+const podHosts = (sts: Obj) => podNames(sts).map((n) => `${n}.${sts.spec.serviceName}`)
 
 /** The mount a path lies under (the longest mountPath that contains it) and its volume. */
 function mountOf(w: Obj, c: Obj, path: string): { mount: Obj; volume: Obj | null; claim: boolean } {
@@ -177,7 +187,7 @@ afterAll(() => rmSync(secretsDir, { recursive: true, force: true }))
 
 describe('rendered manifests', () => {
   it('every overlay renders and every object, and what the Secrets script creates, fits its schema', () => {
-    expect(OVERLAYS).toEqual(['control', 'gateway', 'monitoring', 'sidecar'])
+    expect(OVERLAYS).toEqual(['control', 'control-etcd', 'gateway', 'monitoring', 'sidecar'])
     const objects = [...[...rendered.values()].flat(), ...[...made.values()].map((m) => m.object)]
     for (const o of objects) {
       const model = MODELS[`${o.apiVersion}/${o.kind}`]
@@ -211,20 +221,38 @@ describe('rendered manifests', () => {
       .map((l) => l.trim().split(/\s+/))
       .filter((f) => f[1] === 'proxy')
       .map((f) => f[0])
+    // control-etcd runs the gateway too (following every replica).
     expect(
       proxyWorkloads()
         .map((w) => w.metadata.name)
         .sort(),
-    ).toEqual(['gateway-veer', 'shop-veer'])
-    for (const overlay of PROXY_OVERLAYS) {
+    ).toEqual(['gateway-veer', 'gateway-veer', 'shop-veer'])
+    const replicated = controlSet(REPLICATED)
+    const rc = controlContainer(REPLICATED)
+    for (const overlay of [...PROXY_OVERLAYS, REPLICATED]) {
       const w = one(overlay, 'Deployment')
+      // The proxy overlays dial the one control's Service; control-etcd's gateway each replica's name.
+      const [sts, c0, hosts] =
+        overlay === REPLICATED
+          ? [replicated, rc, podHosts(replicated)]
+          : [controlSet(), cc, [service.metadata.name]]
+      const svc = overlay === REPLICATED ? one(REPLICATED, 'Service', 'veer-control') : service
       for (const c of veerContainers(w)) {
-        const url = new URL(flag(c.args, '--control')!)
-        expect(url.protocol).toBe('https:')
-        expect(url.hostname).toBe(service.metadata.name)
-        const port = (service.spec.ports as Obj[]).find((p) => p.port === Number(url.port))
-        expect(port, `Service veer-control has port ${url.port}`).toBeDefined()
-        expect(portNumber(cc, port!.targetPort)).toBe(Number(flag(cc.args, '--listen')!.split(':')[1]))
+        const urls = flag(c.args, '--control')!
+          .split(',')
+          .map((u) => new URL(u))
+        expect(urls.map((u) => u.hostname)).toEqual(hosts)
+        for (const url of urls) {
+          expect(url.protocol).toBe('https:')
+          const port = (svc.spec.ports as Obj[]).find((p) => p.port === Number(url.port))
+          expect(port, `Service veer-control has port ${url.port}`).toBeDefined()
+          expect(portNumber(c0, port!.targetPort)).toBe(Number(flag(c0.args, '--listen')!.split(':')[1]))
+          // The name a proxy dials is one control's certificate holds, as Node's TLS client checks it.
+          expect(
+            checkServerIdentity(url.hostname, new X509Certificate(cert).toLegacyObject()),
+          ).toBeUndefined()
+        }
+        expect(selects({ matchLabels: svc.spec.selector }, sts.spec.template.metadata.labels)).toBe(true)
         const tokenFile = flag(c.args, '--token-file')!
         expect(
           mountOf(w, c, tokenFile).volume?.secret,
@@ -251,6 +279,71 @@ describe('rendered manifests', () => {
     expect(flag(c.args, '--listen')).toMatch(/^0\.0\.0\.0:\d+$/)
   })
 
+  it('control-etcd: three replicas on the etcd members, each advertising its own name, no volume, a budget', () => {
+    const sts = controlSet(REPLICATED)
+    const c = controlContainer(REPLICATED)
+    const spec = sts.spec.template.spec
+    expect(sts.spec.replicas).toBe(3)
+    expect(sts.spec.volumeClaimTemplates).toBeUndefined()
+    expect(flag(c.args, '--state-dir')).toBeUndefined()
+    expect(((c.volumeMounts ?? []) as Obj[]).every((m) => m.readOnly === true)).toBe(true)
+    expect(flag(c.args, '--listen')).toMatch(/^0\.0\.0\.0:\d+$/)
+    for (const f of ['--tls-cert', '--tls-key', '--token-file'])
+      expect(mountOf(sts, c, flag(c.args, f)!).volume?.secret, `${f} is a Secret's file`).toBeDefined()
+    // The headless Service the replicas' names come from.
+    const service = one(REPLICATED, 'Service', sts.spec.serviceName)
+    expect(service.spec.clusterIP).toBe('None')
+    // --advertise: this pod's own name under that Service, on the port it listens on, over its TLS.
+    const env = (name: string) => ((c.env ?? []) as Obj[]).find((e) => e.name === name)
+    expect(env('POD_NAME')?.valueFrom).toEqual({ fieldRef: { fieldPath: 'metadata.name' } })
+    const port = flag(c.args, '--listen')!.split(':')[1]
+    expect(flag(c.args, '--advertise')).toBe(`https://$(POD_NAME).${sts.spec.serviceName}:${port}`)
+    // The replicas call each other over HTTPS: they trust control's certificate, which names each one.
+    const cert = fileAt(REPLICATED, sts, c, flag(c.args, '--tls-cert')!)
+    expect(fileAt(REPLICATED, sts, c, env('NODE_EXTRA_CA_CERTS')!.value).equals(cert)).toBe(true)
+    for (const host of podHosts(sts))
+      expect(checkServerIdentity(host, new X509Certificate(cert).toLegacyObject()), host).toBeUndefined()
+    // --etcd: every member of the etcd StatefulSet, by its name under its Service, on its client port.
+    const etcd = one(REPLICATED, 'StatefulSet', 'veer-etcd')
+    const member = (etcd.spec.template.spec.containers as Obj[])[0]!
+    expect(member.image).toMatch(/^quay\.io\/coreos\/etcd:v3\.5\.\d+$/)
+    const etcdArg = (name: string) =>
+      (member.args as string[]).find((a) => a.startsWith(`${name}=`))?.slice(name.length + 1)
+    const client = portNumber(member, 'client')
+    expect(flag(c.args, '--etcd')!.split(',')).toEqual(podHosts(etcd).map((h) => `http://${h}:${client}`))
+    expect(one(REPLICATED, 'Service', etcd.spec.serviceName).spec.clusterIP).toBe('None')
+    // The members' peer flags agree with each other and with the pods the StatefulSet makes.
+    const peer = portNumber(member, 'peer')
+    expect(etcdArg('--initial-cluster')).toBe(
+      podNames(etcd)
+        .map((n, i) => `${n}=http://${podHosts(etcd)[i]}:${peer}`)
+        .join(','),
+    )
+    expect(etcdArg('--name')).toBe('$(POD_NAME)')
+    expect(etcdArg('--initial-advertise-peer-urls')).toBe(
+      `http://$(POD_NAME).${etcd.spec.serviceName}:${peer}`,
+    )
+    expect(etcdArg('--advertise-client-urls')).toBe(`http://$(POD_NAME).${etcd.spec.serviceName}:${client}`)
+    expect(etcdArg('--initial-cluster-state')).toBe('new')
+    const data = etcdArg('--data-dir')!
+    expect(mountOf(etcd, member, data).claim).toBe(true)
+    for (const w of [sts, etcd]) {
+      const labels = w.spec.template.metadata.labels
+      // Both start their pods at once: an etcd member waits for the others to have a quorum.
+      expect(w.spec.podManagementPolicy).toBe('Parallel')
+      const away =
+        w.spec.template.spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution
+      expect(away.map((t: Obj) => [t.topologyKey, selects(t.labelSelector, labels)])).toEqual([
+        ['kubernetes.io/hostname', true],
+      ])
+      const pdb = rendered
+        .get(REPLICATED)!
+        .filter((o) => o.kind === 'PodDisruptionBudget' && selects(o.spec.selector, labels))
+      expect(pdb.map((p) => p.spec.minAvailable)).toEqual([2])
+    }
+    expect(spec.automountServiceAccountToken).toBe(false)
+  })
+
   it('veer containers run non-root without capabilities under a read-only root; only volumes are writable', () => {
     const dockerfile = readFileSync(join(ROOT, 'deploy/Dockerfile'), 'utf8')
     expect(dockerfile).toMatch(/^USER node$/m) // uid 1000 in the node images
@@ -267,6 +360,12 @@ describe('rendered manifests', () => {
         ])
         if (!isVeer(c)) continue
         expect([sc.readOnlyRootFilesystem, sc.runAsUser], c.name).toEqual([true, 1000])
+        // Control on etcd writes no file: no state dir, nothing writable.
+        if (c.args[0] === 'control' && flag(c.args, '--etcd') !== undefined) {
+          expect(flag(c.args, '--state-dir')).toBeUndefined()
+          for (const m of c.volumeMounts as Obj[]) expect(m.readOnly, m.mountPath).toBe(true)
+          continue
+        }
         const stateDir = flag(c.args, '--state-dir')
         expect(
           stateDir,
@@ -333,6 +432,17 @@ describe('rendered manifests', () => {
         for (const r of policies[0]!.spec.ingress as Obj[]) expect(r.ports?.length).toBeGreaterThan(0)
       }
     }
+    // etcd's ports only from control and the members.
+    const etcdLabels = one(REPLICATED, 'StatefulSet', 'veer-etcd').spec.template.metadata.labels
+    const etcdPolicy = rendered
+      .get(REPLICATED)!
+      .find((o) => o.kind === 'NetworkPolicy' && selects(o.spec.podSelector, etcdLabels))!
+    const from = (port: number) =>
+      (etcdPolicy.spec.ingress as Obj[])
+        .filter((r) => r.ports.some((p: Obj) => p.port === port))
+        .flatMap((r) => r.from.map((peer: Obj) => peer.podSelector.matchLabels['app.kubernetes.io/name']))
+        .sort()
+    expect([from(2379), from(2380)]).toEqual([['veer-control', 'veer-etcd'], ['veer-etcd']])
     const monitoring = one('monitoring', 'NetworkPolicy')
     for (const r of monitoring.spec.ingress as Obj[])
       for (const peer of r.from) expect(Object.keys(peer)).toEqual(['namespaceSelector'])
@@ -353,10 +463,15 @@ describe('rendered manifests', () => {
       if (s.spec.type === 'LoadBalancer')
         expect((s.spec.ports as Obj[]).map((p) => p.targetPort)).toEqual(['http'])
     }
-    for (const d of all('Deployment')) {
-      const pdb = all('PodDisruptionBudget').filter((p) =>
-        selects(p.spec.selector, d.spec.template.metadata.labels),
-      )
+    // Every Deployment, and every StatefulSet of more than one replica (one cannot be kept available).
+    for (const d of [...all('Deployment'), ...all('StatefulSet').filter((s) => s.spec.replicas > 1)]) {
+      const overlay = [...rendered].find(([, objs]) => objs.includes(d))![0]
+      const pdb = rendered
+        .get(overlay)!
+        .filter(
+          (p) =>
+            p.kind === 'PodDisruptionBudget' && selects(p.spec.selector, d.spec.template.metadata.labels),
+        )
       expect(pdb, `${d.metadata.name} has a PodDisruptionBudget`).toHaveLength(1)
       // A budget that allows no eviction blocks node drains.
       expect(
@@ -383,7 +498,7 @@ describe('rendered manifests', () => {
         .filter((s) => selects(all('ServiceMonitor')[0]!.spec.selector, s.metadata.labels ?? {}))
         .map((s) => s.metadata.name)
         .sort(),
-    ).toEqual(['gateway-veer-admin', 'shop-veer-admin'])
+    ).toEqual(['gateway-veer-admin', 'gateway-veer-admin', 'shop-veer-admin']) // control-etcd's gateway too
   })
 
   it('the READMEs name the overlays that exist and no file that does not', () => {

@@ -2,6 +2,7 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { loadControlConfig, validateControlConfig } from '../../config/control-config.ts'
+import { ControlUsageError, parseControlArgs } from '../../control/args.ts'
 import { tempDir } from '../helpers/control.ts'
 
 const issues = (raw: unknown) => {
@@ -77,5 +78,65 @@ describe('store.etcd in the control config', () => {
       leaseTtl: 5,
       tls: { ca: 'ca.pem' },
     })
+  })
+})
+
+describe('veer control --advertise', () => {
+  const env = { VEER_TOKEN: 'op-token-0123456789abcdef' }
+  const parse = async (argv: string[]) => {
+    const r = await parseControlArgs(argv, env)
+    if (r === 'help') throw new Error('help')
+    return r.config.store.etcd
+  }
+  const refusal = (argv: string[]) =>
+    parseControlArgs(argv, env).then(
+      () => 'started',
+      (err: Error) => (err instanceof ControlUsageError ? err.message : `not a usage error: ${err}`),
+    )
+  const pod = ['--listen', '0.0.0.0:9900', '--etcd', 'http://e-0.e:2379,http://e-1.e:2379']
+
+  it('sets store.etcd.advertise (trailing / dropped), which a replica on 0.0.0.0 needs', async () => {
+    expect(await parse([...pod, '--advertise', 'https://veer-control-1.veer-control:9900/'])).toEqual({
+      endpoints: ['http://e-0.e:2379', 'http://e-1.e:2379'],
+      prefix: '/veer/',
+      leaseTtl: 5,
+      tls: null,
+      advertise: 'https://veer-control-1.veer-control:9900',
+    })
+    expect(await refusal(pod)).toMatch(/^store\.etcd\.advertise must be given when listen is 0\.0\.0\.0/)
+  })
+
+  it("wins over the file's store.etcd.advertise; with the file's endpoints it needs no --etcd", async () => {
+    const file = join(tempDir(), 'control.yaml')
+    writeFileSync(
+      file,
+      'store:\n  etcd:\n    endpoints: [http://file:2379]\n    advertise: http://from-file:9900\n    prefix: /p/\n',
+    )
+    expect(await parse(['--config', file, '--advertise', 'http://flag:9900'])).toMatchObject({
+      endpoints: ['http://file:2379'],
+      prefix: '/p/',
+      advertise: 'http://flag:9900',
+    })
+    expect(await parse(['--config', file])).toMatchObject({ advertise: 'http://from-file:9900' })
+    expect(await parse(['--config', file, '--etcd', 'http://flag:2379'])).toMatchObject({
+      endpoints: ['http://flag:2379'],
+      advertise: 'http://from-file:9900',
+    })
+  })
+
+  it('is refused in one line without etcd, with a URL that is not one, or naming no one replica', async () => {
+    expect(await refusal(['--advertise', 'http://c-0.c:9900'])).toBe(
+      "--advertise is this replica's address for the other replicas on etcd; give it with --etcd URL",
+    )
+    expect(await refusal(['--state-dir', '/tmp/x', '--advertise', 'http://c-0.c:9900'])).toBe(
+      "--advertise is this replica's address for the other replicas on etcd; give it with --etcd URL",
+    )
+    expect(await refusal([...pod, '--advertise', 'c-0.c:9900'])).toBe(
+      '--advertise must be an http:// or https:// URL such as http://10.0.0.5:9900 (got "c-0.c:9900")',
+    )
+    expect(await refusal([...pod, '--advertise', 'http://0.0.0.0:9900'])).toBe(
+      '--advertise names no one replica (http://0.0.0.0:9900); give the address the other replicas reach this one at',
+    )
+    expect(await refusal([...pod, '--advertise'])).toMatch(/--advertise/)
   })
 })
