@@ -620,8 +620,9 @@ function sendBody(call: Call, stream: TaggedStream): void {
     call.body = readable
     stream.on('drain', onStreamDrain)
     readable.on('data', onBodyData)
-    readable.once('end', onBodyEnd)
-    readable.once('error', onBodyError)
+    // Plain listeners, not `once` wrappers: dropBody removes them.
+    readable.on('end', onBodyEnd)
+    readable.on('error', onBodyError)
     return
   }
   void writeIterable(call, body as unknown as AsyncIterable<Buffer>)
