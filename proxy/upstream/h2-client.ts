@@ -476,7 +476,7 @@ export class H2Pool implements UpstreamDispatcher {
   drain(conn: Conn | null): void {
     const queue = this.#queue
     while (queue.length > 0) {
-      const c = conn !== null && conn.open && conn.active < conn.limit ? conn : this.#pick()
+      const c = conn?.open && conn.active < conn.limit ? conn : this.#pick()
       if (c === null) return
       send(queue.shift()!, c)
     }
@@ -614,7 +614,9 @@ function sendBody(call: Call, stream: TaggedStream): void {
   if (typeof (body as Readable).on === 'function') {
     const readable = body as TaggedBody
     if (readable.destroyed || readable.readableEnded) {
-      return call.fail(new CodedError('the request body was already read', 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH'))
+      return call.fail(
+        new CodedError('the request body was already read', 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH'),
+      )
     }
     readable[kCall] = call
     call.body = readable

@@ -10,8 +10,8 @@
  * `h2c://` through node:http2 sessions (h2-client.ts), which cost less CPU per call than undici's.
  */
 import { Pool } from 'undici'
-import { H2Pool, type UpstreamDispatcher } from './h2-client.ts'
 import type { TimeoutsConfig, UpstreamConfig } from '../../config/types.ts'
+import { H2Pool, type UpstreamDispatcher } from './h2-client.ts'
 
 export interface PoolSettings {
   readonly connections: number
