@@ -257,8 +257,9 @@ export class Http2Exchange extends Exchange {
   override dispatchOptions(): Dispatcher.DispatchOptions {
     const options = super.dispatchOptions()
     const body = this.body
-    // undici's HTTP/1.1 client writes a Readable with plain listeners: only its HTTP/2 one pipes it.
-    if (body instanceof StreamBody && body.unread && this.backend.upstream.protocol !== 'http/1.1') {
+    // undici's HTTP/1.1 client writes a Readable with plain listeners, and so does veer's own for h2c://
+    // (upstream/h2-client.ts): only undici's HTTP/2 one (an https:// upstream's h2) pipes it.
+    if (body instanceof StreamBody && body.unread && this.backend.upstream.protocol === 'tls') {
       this.#chunks = new SourceChunks(this.stream, body)
       // undici's types leave out the async iterables its dispatch takes.
       options.body = this.#chunks as unknown as Readable

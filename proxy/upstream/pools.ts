@@ -5,11 +5,13 @@
  *
  * The URL scheme picks the protocol: `http://` HTTP/1.1, `https://` TLS with ALPN h2 then http/1.1
  * (verified against the system CAs or the upstream's `ca`), `h2c://` cleartext HTTP/2. An HTTP/2 pool
- * multiplexes up to `streams` requests on each of its `connections`; on GOAWAY undici lets the
- * connection's streams finish and opens a new connection for the next ones.
+ * multiplexes up to `streams` requests on each of its `connections`; on GOAWAY the connection's streams
+ * finish and a new connection takes the next ones. `http://` and `https://` go through undici's Pool;
+ * `h2c://` through node:http2 sessions (h2-client.ts), which cost less CPU per call than undici's.
  */
 import { Pool } from 'undici'
 import type { TimeoutsConfig, UpstreamConfig } from '../../config/types.ts'
+import { H2Pool, type UpstreamDispatcher } from './h2-client.ts'
 
 export interface PoolSettings {
   readonly connections: number
@@ -31,7 +33,7 @@ export class Upstream {
   readonly host: string
   /** `tls`: h2 or http/1.1, as the upstream's ALPN answer picks per connection. */
   readonly protocol: UpstreamProtocol
-  readonly pool: Pool
+  readonly pool: UpstreamDispatcher
   readonly limit: number
   inflight = 0
   failures = 0
@@ -50,7 +52,18 @@ export class Upstream {
     this.limit =
       settings.connections * (this.protocol === 'http/1.1' ? 1 : settings.streams) + settings.maxPending
     const t = settings.timeouts
-    const options: Pool.Options & { useH2c: boolean } = {
+    if (h2c) {
+      this.pool = new H2Pool(url.host, {
+        connections: settings.connections,
+        streams: settings.streams,
+        connectTimeout: t.connect,
+        headersTimeout: t.headers,
+        bodyTimeout: t.body,
+        idleTimeout: t.idle,
+      })
+      return
+    }
+    const options: Pool.Options = {
       connections: settings.connections,
       pipelining: 1,
       connectTimeout: t.connect,
@@ -59,8 +72,6 @@ export class Upstream {
       keepAliveTimeout: t.idle,
       keepAliveMaxTimeout: Math.max(t.idle, 600_000),
       allowH2: this.protocol !== 'http/1.1',
-      // The Pool reads useH2c at its top level (to build its connector), not from h2Options.
-      useH2c: h2c,
       ...(this.protocol === 'http/1.1' ? {} : { h2Options: { maxConcurrentStreams: settings.streams } }),
       ...(this.protocol === 'tls'
         ? {
@@ -73,7 +84,7 @@ export class Upstream {
           }
         : {}),
     }
-    this.pool = new Pool(h2c ? `http://${url.host}` : target.url, options)
+    this.pool = new Pool(target.url, options)
   }
 
   isEjected(): boolean {

@@ -103,6 +103,66 @@ describe('h2c:// upstreams', () => {
     expect(await next.text()).toBe('fast /after')
     expect(up.sessions).toHaveLength(2)
   })
+  it('a session that got GOAWAY takes no new stream: the next request opens a new one while it drains', async () => {
+    let release: (() => void) | null = null
+    const handler: H2Handler = (req, res) => {
+      req.resume()
+      if (req.url === '/slow') {
+        release = () => res.end('slow done')
+        return
+      }
+      res.end(`fast ${req.url}`)
+    }
+    const up = await h2Upstream('stable', { handler })
+    const veer = await bed.proxy({ stable: { url: up.url }, connections: 1 })
+    const slow = fetch(`${veer.url}/slow`)
+    await waitUntil(() => release !== null, 'the slow request at the upstream')
+    let goaway = false
+    up.sessions[0]!.close()
+    up.sessions[0]!.on('close', () => (goaway = true))
+    // Answered on a second session while the first still carries the slow stream.
+    const during = await fetch(`${veer.url}/during`)
+    expect([during.status, await during.text()]).toEqual([200, 'fast /during'])
+    expect(up.sessions).toHaveLength(2)
+    expect(goaway).toBe(false)
+    release!()
+    const first = await slow
+    expect([first.status, await first.text()]).toEqual([200, 'slow done'])
+  })
+
+  it('keeps to the upstream\u2019s SETTINGS_MAX_CONCURRENT_STREAMS: the rest wait for a free stream', async () => {
+    let open = 0
+    let most = 0
+    const waiting: (() => void)[] = []
+    const handler: H2Handler = (req, res) => {
+      open++
+      most = Math.max(most, open)
+      req.resume()
+      waiting.push(() => {
+        open--
+        res.end(`ok ${req.url}`)
+      })
+    }
+    const up = await h2Upstream('stable', { handler })
+    up.server.updateSettings({ maxConcurrentStreams: 2 })
+    const veer = await bed.proxy({ stable: { url: up.url }, connections: 1 })
+    // One first, so the session and its SETTINGS are there before the rest.
+    const warm = fetch(`${veer.url}/warm`)
+    await waitUntil(() => waiting.length === 1, 'the first request at the upstream')
+    waiting.shift()!()
+    expect((await warm).status).toBe(200)
+    const all = Array.from({ length: 6 }, (_, i) => fetch(`${veer.url}/n${i}`))
+    for (let answered = 0; answered < 6; answered++) {
+      await waitUntil(() => waiting.length > 0, 'a request at the upstream')
+      expect(open).toBeLessThanOrEqual(2)
+      waiting.shift()!()
+    }
+    const answers = await Promise.all(all)
+    expect(answers.map((r) => r.status)).toEqual([200, 200, 200, 200, 200, 200])
+    expect(most).toBe(2)
+    expect(up.sessions).toHaveLength(1)
+  })
+
   it('an upload the upstream answers early (413, body unread) or the client resets: the session carries on', async () => {
     const aborted: string[] = []
     const handler: H2Handler = (req, res) => {
