@@ -100,9 +100,16 @@ export async function started(
   }
 }
 
-export async function startNodeProxy(name: string, ctx: Context, script: string): Promise<Running> {
+/** `node SCRIPT STABLE_URL PORT ...extra` on the proxy core. */
+export async function startNodeProxy(
+  name: string,
+  ctx: Context,
+  script: string,
+  extra: readonly string[] = [],
+): Promise<Running> {
   const port = await freePort()
-  const proc = startProcess(name, node, [join(ctx.root, script), loopback(ctx.stablePort), String(port)], {
+  const args = [join(ctx.root, script), loopback(ctx.stablePort), String(port), ...extra]
+  const proc = startProcess(name, node, args, {
     core: PROXY_CORE,
     logPath: join(ctx.tmpDir, `${name}.log`),
     cwd: ctx.root,
@@ -302,6 +309,18 @@ export const subjects: readonly Subject[] = [
     sticky: false,
     unavailable: () => null,
     start: (ctx) => startNodeProxy('undici-minimal', ctx, 'bench/baselines/undici-minimal.ts'),
+  },
+  {
+    name: 'undici-twice',
+    about:
+      'undici-minimal that also sends every request to the shadow upstream (a 64-connection Pool), ' +
+      'fire-and-forget, its answer dumped; the client answered from stable: a second exchange alone, ' +
+      'the yardstick of veer-shadow’s cost',
+    sticky: false,
+    needs: ['shadow-upstream'],
+    unavailable: () => null,
+    start: (ctx) =>
+      startNodeProxy('undici-twice', ctx, 'bench/baselines/undici-twice.ts', [loopback(ctx.shadowPort!)]),
   },
   {
     name: 'nginx',
