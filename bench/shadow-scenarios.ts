@@ -61,7 +61,8 @@ const settings = {
   slowShadowMs: SLOW_MS,
   /**
    * After the load, how long to wait for shadow requests still in flight before reading the counters:
-   * veer's shadow pool defaults to 64 in flight over 16 connections, so a 3 s shadow needs 4 × 3 s.
+   * veer's shadow pool defaults to 64 in flight over 64 connections, so a 3 s shadow needs 3 s; a
+   * configured pool with fewer connections than copies in flight needs more (16 of 64: 4 × 3 s).
    */
   shadowDrainMs: 5 * SLOW_MS,
   pinning: '',

@@ -244,7 +244,7 @@ export const subjects: readonly Subject[] = [
   }),
   veerSubject(
     'veer-shadow',
-    'veer, every request mirrored (100%) to a 3rd upstream and compared; the shadow pool is sized for the load (connections 64, maxInflight 256: at the default 16 about half the copies are dropped at full load)',
+    'veer, every request mirrored (100%) to a 3rd upstream and compared; the shadow pool is sized for the load (connections 64, maxInflight 256: room for wrk’s 50 connections, whose copies can trail their primaries, with no drop)',
     {
       needs: ['shadow-upstream'],
       config: (ctx, port, admin) =>
