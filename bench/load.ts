@@ -177,6 +177,49 @@ async function nodeThroughput(target: Target, opts: ThroughputOptions): Promise<
   return { tool: 'node', requests: ok, seconds, rps: ok / seconds, errors }
 }
 
+export interface CountResult {
+  /** requests answered 2xx */
+  ok: number
+  /** socket errors, timeouts and non-2xx answers */
+  errors: number
+  seconds: number
+}
+
+/**
+ * Closed loop of exactly `requests` GETs from `clients` clients (one connection each, opened cold as a
+ * client's first request goes): each answer sends that client's next request. For counting what a
+ * proxy does with a known number of requests (e.g. how many of them reached its shadow).
+ */
+export async function closedLoop(
+  target: Target,
+  opts: { requests: number; clients: number },
+): Promise<CountResult> {
+  assertLoopback(target.origin)
+  const pool = new Pool(target.origin, { connections: opts.clients, pipelining: 1 })
+  const headers = headerSets(target)
+  let next = 0
+  let ok = 0
+  let errors = 0
+  const start = performance.now()
+  const client = async (): Promise<void> => {
+    while (next < opts.requests) {
+      const h = headers[next++ % headers.length]!
+      const status = await new Promise<number>((resolve) =>
+        pool.dispatch(
+          { path: target.path, method: 'GET', headers: h, headersTimeout: 10_000, bodyTimeout: 10_000 },
+          new Once((s, err) => resolve(err === null ? s : 0)),
+        ),
+      )
+      if (status >= 200 && status < 300) ok++
+      else errors++
+    }
+  }
+  await Promise.all(Array.from({ length: opts.clients }, client))
+  const seconds = (performance.now() - start) / 1000
+  await pool.destroy()
+  return { ok, errors, seconds }
+}
+
 // ---------- fixed rate, open loop ----------
 
 export interface FixedRateOptions {

@@ -52,6 +52,31 @@ export function paired<R extends { round: number }>(
   return out
 }
 
+/**
+ * `(f(a) − f(aBase)) ÷ (f(b) − f(bBase))` for every round all four measured, round by round: what a
+ * feature adds to one subject against what a yardstick adds to another (e.g. veer's shadow over plain
+ * veer, against a second exchange over the minimal proxy). A round where a figure is not finite or the
+ * yardstick's excess is not positive (noise swallowed it: the ratio would mean nothing) is left out.
+ */
+export function pairedExcess<R extends { round: number }>(
+  a: readonly R[],
+  aBase: readonly R[],
+  b: readonly R[],
+  bBase: readonly R[],
+  f: (r: R) => number,
+): number[] {
+  const out: number[] = []
+  for (const ra of a) {
+    const at = (rs: readonly R[]) => rs.find((r) => r.round === ra.round)
+    const [ra0, rb, rb0] = [at(aBase), at(b), at(bBase)]
+    if (ra0 === undefined || rb === undefined || rb0 === undefined) continue
+    const num = f(ra) - f(ra0)
+    const den = f(rb) - f(rb0)
+    if (Number.isFinite(num) && Number.isFinite(den) && den > 0) out.push(num / den)
+  }
+  return out
+}
+
 export interface Goal {
   /** the figure must be at most (`≤`) or at least (`≥`) `value` */
   op: '≤' | '≥'

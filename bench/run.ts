@@ -6,7 +6,7 @@
 // their min–max, and a goal's verdict is refused when that spread crosses it (targets.ts). With
 // `--upstream both` (the default) the whole set runs behind the Node upstream, then behind nginx.
 // It prints figures and never asserts. A published run (the defaults) takes ~30 min per upstream for
-// all 10 subjects.
+// all 11 subjects.
 
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -96,7 +96,7 @@ if (upstreamKinds === null) {
 const quick = args.quick
 // Whole seconds (wrk). A subject's round: a warm-up and a measured phase per body size, the latency
 // phase (+0.5 s lead-in), and about 2 s to start, probe and stop: ~36.5 s at the defaults, so
-// 10 subjects × 5 rounds ≈ 30 min per upstream.
+// 11 subjects × 5 rounds ≈ 33 min per upstream.
 const phaseSeconds = quick ? 2 : positiveInt(process.env.BENCH_SECONDS, PUBLISHED.phaseSeconds, 60)
 const warmupSeconds = quick ? 1 : positiveInt(process.env.BENCH_WARMUP, PUBLISHED.warmupSeconds, 60)
 if (args.rounds !== undefined && !/^[1-9]\d?$/.test(args.rounds)) {

@@ -1,16 +1,20 @@
-// Shadow mirroring under a fixed load:  node bench/shadow-scenarios.ts [--quick]
-// One run, one stable upstream, veer started four times: no shadow; --shadow to a healthy upstream; to
-// a slow one (answers after 3 s); to a dead one (a port nothing listens on). Each gets a fixed 1,000 req/s
-// open loop (latency from each request's scheduled send time) and the primary's p50/p99/max are put next
-// to veer's own shadow counters (GET /v1/stats) and its RSS. Rounds are interleaved, medians reported.
-// Env: BENCH_ROUNDS (default 3), BENCH_SECONDS (measured seconds per scenario, default 10).
+// Shadow mirroring under load:  node bench/shadow-scenarios.ts [--quick] [--only a,b]
+// One run, one stable upstream, veer started once per scenario: no shadow; --shadow to a healthy upstream;
+// to a slow one (answers after 3 s); to a dead one (a port nothing listens on). Each gets a fixed
+// 1,000 req/s open loop (latency from each request's scheduled send time) and the primary's p50/p99/max
+// are put next to veer's own shadow counters (GET /v1/stats) and its RSS. One more, `20 clients`, sends
+// a fixed number of requests from 20 closed-loop clients as fast as they go to the healthy shadow with the
+// default shadow settings (a shadow that keeps up): its delivery is issue 18's goal (≥ 99.9%).
+// Rounds are interleaved, medians reported.
+// Env: BENCH_ROUNDS (default 3), BENCH_SECONDS (measured seconds per scenario, default 10),
+// BENCH_REQUESTS (requests of the `20 clients` scenario per round, default 20,000).
 
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
 import { positiveInt, startHarness } from './harness.ts'
-import { fixedRate, type LatencyResult } from './load.ts'
+import { type CountResult, closedLoop, fixedRate, type LatencyResult } from './load.ts'
 import { describeMachine } from './machine.ts'
 import { checkAnswers } from './probe.ts'
 import { freePort, logTail, pinHarness, rssKiB, stopAll, stopProcess } from './proc.ts'
@@ -29,13 +33,16 @@ import {
 const { values: args } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
+    only: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 })
 if (args.help) {
-  console.log(`usage: node bench/shadow-scenarios.ts [--quick]
-  --quick     one short round (3 s per scenario) for smoke testing
-  env BENCH_ROUNDS (default 3), BENCH_SECONDS (measured seconds per scenario, default 10)`)
+  console.log(`usage: node bench/shadow-scenarios.ts [--quick] [--only a,b]
+  --quick     one short round (3 s per scenario, 2,000 requests for \`20 clients\`) for smoke testing
+  --only      comma-separated scenarios: none, healthy, slow, dead, 20-clients (default all)
+  env BENCH_ROUNDS (default 3), BENCH_SECONDS (measured seconds per scenario, default 10),
+  BENCH_REQUESTS (requests per round of the 20-clients scenario, default 20,000)`)
   process.exit(0)
 }
 
@@ -47,11 +54,15 @@ const settings = {
   rounds: quick ? 1 : positiveInt(process.env.BENCH_ROUNDS, 3, 20),
   seconds: quick ? 3 : positiveInt(process.env.BENCH_SECONDS, 10, 120),
   rate: 1000,
+  /** the closed-loop scenario: this many requests per round from this many clients */
+  closedRequests: quick ? 2000 : positiveInt(process.env.BENCH_REQUESTS, 20_000, 1_000_000),
+  closedClients: 20,
   leadInSeconds: 0.5,
   slowShadowMs: SLOW_MS,
   /**
    * After the load, how long to wait for shadow requests still in flight before reading the counters:
-   * veer's shadow pool defaults to 64 in flight over 16 connections, so a 3 s shadow needs 4 × 3 s.
+   * veer's shadow pool defaults to 64 in flight over 64 connections, so a 3 s shadow needs 3 s; a
+   * configured pool with fewer connections than copies in flight needs more (16 of 64: 4 × 3 s).
    */
   shadowDrainMs: 5 * SLOW_MS,
   pinning: '',
@@ -69,29 +80,54 @@ const slow = await startUpstream(root, tmpDir, 'shadow-slow', 'stable', SLOW_MS)
 
 interface Scenario {
   name: string
+  /** its --only name */
+  key: string
   about: string
+  /** closed loop (settings.closedRequests from settings.closedClients) instead of the fixed rate */
+  closed?: boolean
   /** the shadow's port, or null for no shadow; called once per round (the dead port is fresh each time) */
   shadowPort: (() => Promise<number>) | null
 }
 
-const scenarios: readonly Scenario[] = [
-  { name: 'no shadow', about: 'veer forwarding to stable, no --shadow', shadowPort: null },
+const allScenarios: readonly Scenario[] = [
+  { name: 'no shadow', key: 'none', about: 'veer forwarding to stable, no --shadow', shadowPort: null },
   {
     name: 'healthy shadow',
+    key: 'healthy',
     about: '--shadow to a second fast upstream answering as stable does',
     shadowPort: async () => healthy.port,
   },
   {
     name: 'slow shadow',
+    key: 'slow',
     about: `--shadow to an upstream answering every request after ${SLOW_MS / 1000} s`,
     shadowPort: async () => slow.port,
   },
   {
     name: 'dead shadow',
+    key: 'dead',
     about: '--shadow to a loopback port nothing listens on (connection refused)',
     shadowPort: freePort,
   },
+  {
+    name: '20 clients',
+    key: '20-clients',
+    closed: true,
+    about:
+      `${settings.closedRequests.toLocaleString('en-US')} GET / from ${settings.closedClients} closed-loop ` +
+      'clients as fast as they go (each opens its connection cold), --shadow to the healthy upstream with ' +
+      'the default shadow settings: a shadow that keeps up',
+    shadowPort: async () => healthy.port,
+  },
 ]
+const wanted = args.only === undefined ? null : new Set(args.only.split(',').map((x) => x.trim()))
+for (const k of wanted ?? []) {
+  if (!allScenarios.some((s) => s.key === k)) {
+    console.error(`--only: no scenario ${k}; expected some of ${allScenarios.map((s) => s.key).join(', ')}`)
+    process.exit(2)
+  }
+}
+const scenarios = allScenarios.filter((s) => wanted === null || wanted.has(s.key))
 
 interface Shadow {
   sent: number
@@ -102,7 +138,10 @@ interface Shadow {
 
 interface Round {
   round: number
-  latency: LatencyResult
+  /** the fixed-rate scenarios' latency; null for the closed loop */
+  latency: LatencyResult | null
+  /** the closed loop's count; null for the fixed-rate scenarios */
+  closed: CountResult | null
   /** user requests veer answered from stable over the phase (veer_requests_total, lead-in included) */
   requests: number
   shadow: Shadow | null
@@ -124,6 +163,8 @@ interface ScenarioResult {
     p99Ms: number
     maxMs: number
     deliveryRate: number | null
+    /** the lowest round's delivery */
+    worstDeliveryRate: number | null
     rssBeforeMiB: number
     rssAfterMiB: number
     requests: number
@@ -148,6 +189,17 @@ async function shadowInflight(running: Running): Promise<number> {
     routes?: Array<{ shadow?: { inflight?: number } | null }>
   }
   return stats.routes?.[0]?.shadow?.inflight ?? 0
+}
+
+/** Waits (at most `ms`) for no shadow request to be in flight; returns how many still are. */
+async function drainShadow(running: Running, ms: number): Promise<number> {
+  let inflight = await shadowInflight(running)
+  const deadline = performance.now() + ms
+  while (inflight > 0 && performance.now() < deadline) {
+    await sleep(100)
+    inflight = await shadowInflight(running)
+  }
+  return inflight
 }
 
 function shadowOf(c: Record<string, number>): Shadow {
@@ -180,23 +232,28 @@ async function measure(scenario: Scenario, round: number): Promise<Round> {
     const origin = `http://127.0.0.1:${running.port}`
     const problem = await checkAnswers(origin, null)
     if (problem !== null) throw new Error(`preflight: ${problem}`)
+    // The preflight's own copies end before the counters are read, so none is counted in the phase.
+    if (shadowPort !== null) await drainShadow(running, settings.shadowDrainMs)
     const requests0 = await stableRequests(running)
     const shadow0 = shadowOf(await shadowCounters(running))
     const rss0 = rssKiB(proc.pid)
 
-    const latency = await fixedRate(
-      { origin, path: '/' },
-      { rate: settings.rate, seconds: settings.seconds, leadInSeconds: settings.leadInSeconds },
-    )
+    const latency = scenario.closed
+      ? null
+      : await fixedRate(
+          { origin, path: '/' },
+          { rate: settings.rate, seconds: settings.seconds, leadInSeconds: settings.leadInSeconds },
+        )
+    const closed = scenario.closed
+      ? await closedLoop(
+          { origin, path: '/' },
+          { requests: settings.closedRequests, clients: settings.closedClients },
+        )
+      : null
     const rss1 = rssKiB(proc.pid)
 
     // Shadow answers can come up to SLOW_MS after the last request: wait for them (bounded).
-    let inflight = shadowPort === null ? 0 : await shadowInflight(running)
-    const deadline = performance.now() + settings.shadowDrainMs
-    while (inflight > 0 && performance.now() < deadline) {
-      await sleep(100)
-      inflight = await shadowInflight(running)
-    }
+    const inflight = shadowPort === null ? 0 : await drainShadow(running, settings.shadowDrainMs)
     const requests = (await stableRequests(running)) - requests0
     const s1 = shadowOf(await shadowCounters(running))
     if (proc.exitedWith !== null) throw new Error(`veer exited (${proc.exitedWith}): ${logTail(proc)}`)
@@ -212,6 +269,7 @@ async function measure(scenario: Scenario, round: number): Promise<Round> {
     return {
       round,
       latency,
+      closed,
       requests,
       shadow,
       deliveryRate: shadow === null ? null : shadow.compared / Math.max(1, requests),
@@ -242,11 +300,13 @@ for (let round = 1; round <= settings.rounds && !interrupted(); round++) {
       const r = await measure(scenario, round)
       res.rounds.push(r)
       const s = r.shadow
+      const l = r.latency
       log(
         `[round ${round}/${settings.rounds}] ${scenario.name.padEnd(15)} ` +
-          `p50 ${r.latency.p50Ms.toFixed(2)} ms p99 ${r.latency.p99Ms.toFixed(2)} ms ` +
-          `max ${r.latency.maxMs.toFixed(1)} ms · errors ${r.latency.errors + r.latency.timedOut} · ` +
-          `${r.requests} req` +
+          (l === null
+            ? `${Math.round(r.closed!.ok / r.closed!.seconds)} req/s`
+            : `p50 ${l.p50Ms.toFixed(2)} ms p99 ${l.p99Ms.toFixed(2)} ms max ${l.maxMs.toFixed(1)} ms`) +
+          ` · errors ${primaryErrors(r)} · ${r.requests} req` +
           (s === null
             ? ''
             : ` · shadow sent ${s.sent} dropped ${s.dropped} errors ${s.errors} compared ${s.compared} ` +
@@ -264,16 +324,21 @@ for (let round = 1; round <= settings.rounds && !interrupted(); round++) {
 }
 await stopAll()
 
+function primaryErrors(r: Round): number {
+  return r.latency === null ? r.closed!.errors : r.latency.errors + r.latency.timedOut
+}
+
 for (const r of results) {
-  r.errors = r.rounds.reduce((a, x) => a + x.latency.errors + x.latency.timedOut, 0)
+  r.errors = r.rounds.reduce((a, x) => a + primaryErrors(x), 0)
   if (r.rounds.length === 0) continue
   const m = (f: (x: Round) => number) => median(r.rounds.map(f))
   const withShadow = r.rounds.every((x) => x.shadow !== null)
   r.medians = {
-    p50Ms: m((x) => x.latency.p50Ms),
-    p99Ms: m((x) => x.latency.p99Ms),
-    maxMs: m((x) => x.latency.maxMs),
+    p50Ms: m((x) => x.latency?.p50Ms ?? Number.NaN),
+    p99Ms: m((x) => x.latency?.p99Ms ?? Number.NaN),
+    maxMs: m((x) => x.latency?.maxMs ?? Number.NaN),
     deliveryRate: withShadow ? m((x) => x.deliveryRate!) : null,
+    worstDeliveryRate: withShadow ? Math.min(...r.rounds.map((x) => x.deliveryRate!)) : null,
     rssBeforeMiB: m((x) => x.rssBeforeMiB),
     rssAfterMiB: m((x) => x.rssAfterMiB),
     requests: m((x) => x.requests),
@@ -292,9 +357,12 @@ const wallSeconds = (performance.now() - startedAt) / 1000
 const date = new Date().toISOString()
 
 function renderMarkdown(): string {
-  const fmt = (n: number, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : '∞')
+  const fmt = (n: number, digits = 2) =>
+    Number.isNaN(n) ? '—' : Number.isFinite(n) ? n.toFixed(digits) : '∞'
   const int = (n: number) => Math.round(n).toLocaleString('en-US')
-  const base = results[0]?.medians?.p99Ms ?? Number.NaN
+  const percent = (x: number) => `${(100 * x).toFixed(x >= 0.99 ? 2 : 1)}%`
+  const noShadow = results.find((r) => r.name === 'no shadow')
+  const base = noShadow?.medians?.p99Ms ?? Number.NaN
   const lines = [
     '# veer shadow mirroring: primary latency and shadow delivery',
     '',
@@ -303,7 +371,9 @@ function renderMarkdown(): string {
     `Medians of ${settings.rounds} round(s), scenarios interleaved within each round; veer started fresh for ` +
       `every scenario and round. Load: Node open-loop generator at a fixed ${int(settings.rate)} req/s of GET / ` +
       `(~100 B answers) for ${settings.seconds} s after an unrecorded ${settings.leadInSeconds} s lead-in, ` +
-      'latency from each request’s scheduled send time (no coordinated omission). Pinning: ' +
+      'latency from each request’s scheduled send time (no coordinated omission); `20 clients` instead sends ' +
+      `${int(settings.closedRequests)} requests from ${settings.closedClients} closed-loop clients (no latency ` +
+      'figures). Pinning: ' +
       `${settings.pinning}.`,
     '',
     '| scenario | p50 ms | p99 ms | p99 vs no shadow | max ms | errors | requests | shadow sent | dropped | shadow errors | compared | delivery | RSS before MiB | RSS after MiB |',
@@ -316,12 +386,21 @@ function renderMarkdown(): string {
       continue
     }
     const s = m.shadow
-    const delta = r === results[0] ? '—' : `${m.p99Ms - base >= 0 ? '+' : ''}${fmt(m.p99Ms - base)} ms`
+    const delta =
+      r === noShadow || Number.isNaN(m.p99Ms - base)
+        ? '—'
+        : `${m.p99Ms - base >= 0 ? '+' : ''}${fmt(m.p99Ms - base)} ms`
+    const delivery =
+      m.deliveryRate === null
+        ? '—'
+        : r.rounds.length > 1
+          ? `${percent(m.deliveryRate)} (worst ${percent(m.worstDeliveryRate!)})`
+          : percent(m.deliveryRate)
     lines.push(
       `| ${r.name} | ${fmt(m.p50Ms)} | ${fmt(m.p99Ms)} | ${delta} | ${fmt(m.maxMs, 1)} | ${r.errors} | ` +
         `${int(m.requests)} | ${s === null ? '—' : int(s.sent)} | ${s === null ? '—' : int(s.dropped)} | ` +
         `${s === null ? '—' : int(s.errors)} | ${s === null ? '—' : int(s.compared)} | ` +
-        `${m.deliveryRate === null ? '—' : `${(100 * m.deliveryRate).toFixed(1)}%`} | ` +
+        `${delivery} | ` +
         `${fmt(m.rssBeforeMiB, 1)} | ${fmt(m.rssAfterMiB, 1)} |`,
     )
   }
@@ -331,7 +410,8 @@ function renderMarkdown(): string {
       'answered from stable over the phase (`veer_requests_total{version="stable"}`, lead-in included). ' +
       'Shadow columns: differences of `GET /v1/stats` `routes[0].shadow` over the phase, read once no shadow ' +
       `request is in flight (waiting at most ${settings.shadowDrainMs / 1000} s). delivery = compared / ` +
-      'requests: the share of user requests whose shadow answer arrived and was compared with the primary’s. ' +
+      'requests: the share of user requests whose shadow answer arrived and was compared with the primary’s ' +
+      '(median over the rounds; with more than one, the worst round beside it). ' +
       'RSS: veer’s resident set right before and right after the load.',
     '',
     'Scenarios:',

@@ -100,9 +100,16 @@ export async function started(
   }
 }
 
-export async function startNodeProxy(name: string, ctx: Context, script: string): Promise<Running> {
+/** `node SCRIPT STABLE_URL PORT ...extra` on the proxy core. */
+export async function startNodeProxy(
+  name: string,
+  ctx: Context,
+  script: string,
+  extra: readonly string[] = [],
+): Promise<Running> {
   const port = await freePort()
-  const proc = startProcess(name, node, [join(ctx.root, script), loopback(ctx.stablePort), String(port)], {
+  const args = [join(ctx.root, script), loopback(ctx.stablePort), String(port), ...extra]
+  const proc = startProcess(name, node, args, {
     core: PROXY_CORE,
     logPath: join(ctx.tmpDir, `${name}.log`),
     cwd: ctx.root,
@@ -237,7 +244,7 @@ export const subjects: readonly Subject[] = [
   }),
   veerSubject(
     'veer-shadow',
-    'veer, every request mirrored (100%) to a 3rd upstream and compared; the shadow pool is sized for the load (connections 64, maxInflight 256: at the default 16 about half the copies are dropped at full load)',
+    'veer, every request mirrored (100%) to a 3rd upstream and compared; the shadow pool is sized for the load (connections 64, maxInflight 256: room for wrk’s 50 connections, whose copies can trail their primaries, with no drop)',
     {
       needs: ['shadow-upstream'],
       config: (ctx, port, admin) =>
@@ -302,6 +309,18 @@ export const subjects: readonly Subject[] = [
     sticky: false,
     unavailable: () => null,
     start: (ctx) => startNodeProxy('undici-minimal', ctx, 'bench/baselines/undici-minimal.ts'),
+  },
+  {
+    name: 'undici-twice',
+    about:
+      'undici-minimal that also sends every request to the shadow upstream (a 64-connection Pool), ' +
+      'fire-and-forget, its answer dumped; the client answered from stable: a second exchange alone, ' +
+      'the yardstick of veer-shadow’s cost',
+    sticky: false,
+    needs: ['shadow-upstream'],
+    unavailable: () => null,
+    start: (ctx) =>
+      startNodeProxy('undici-twice', ctx, 'bench/baselines/undici-twice.ts', [loopback(ctx.shadowPort!)]),
   },
   {
     name: 'nginx',

@@ -2,7 +2,7 @@
 // is paired within a round (subject ÷ baseline measured in the same round), then the median of those
 // ratios taken, with their min–max beside it; a goal's verdict is refused when that spread crosses it.
 // Printed, never asserted. CPU µs per request comes first: it is steadier than req/s on a shared VM.
-import { type Goal, paired, type Spread, spread, verdict } from './paired.ts'
+import { type Goal, paired, pairedExcess, type Spread, spread, verdict } from './paired.ts'
 import type { RoundResult, SubjectResult, UpstreamKind } from './results.ts'
 
 export interface TargetCheck {
@@ -24,6 +24,8 @@ export const GOAL_SUBJECT = 'veer-canary-sticky'
 /** The goals hold on this upstream (an outside harness's setup); on the other they are printed as info. */
 export const GOAL_UPSTREAM: UpstreamKind = 'nginx'
 export const FLOOR = 'undici-minimal'
+/** The floor that also sends every request to the shadow upstream, fire-and-forget. */
+export const TWICE = 'undici-twice'
 
 export const GOALS = {
   /** CPU per request ≤ 1.15× the minimal undici proxy's */
@@ -34,6 +36,8 @@ export const GOALS = {
   rpsVsHttpProxy3: { op: '≥', value: 2 },
   /** p99 at the fixed rate ≤ the minimal undici proxy's + 0.3 ms */
   p99VsFloorMs: { op: '≤', value: 0.3 },
+  /** 100% shadow's CPU µs/req over plain veer ≤ 1.1× a second exchange's over undici-minimal (undici-twice) */
+  shadowVsSecondExchange: { op: '≤', value: 1.1 },
 } as const satisfies Record<string, Goal>
 
 const times = (x: number) => `${x.toFixed(2)}×`
@@ -115,6 +119,7 @@ export function checkTargets(
 
   line('veer', 'http-proxy-3', 'veer ÷ http-proxy-3, CPU µs/req', cpu)
   line('veer', 'fastify-http-proxy', 'veer ÷ fastify-http-proxy, req/s ~100 B', rps)
+  shadowCost(rounds, upstream, out)
   const cost = (name: string, label: string, note = '') => {
     const minusOne = (x: number) => pct(x - 1)
     line(name, 'veer', `${label}: CPU µs/req vs veer`, cpu, { fmt: minusOne, note })
@@ -127,6 +132,35 @@ export function checkTargets(
   line('veer', 'nginx', 'veer ÷ nginx, CPU µs/req', cpu)
   line('veer', 'direct', `veer − direct, p99 @${rateText}/s`, p99, { how: 'difference', fmt: ms })
   return out
+}
+
+/**
+ * Issue 18's shadow goal: (veer-shadow − veer) ÷ (undici-twice − undici-minimal), CPU µs/req, the four
+ * taken within each round; the median of those with their min–max, and a verdict on the goal upstream.
+ */
+function shadowCost(
+  rounds: (name: string) => readonly RoundResult[] | null,
+  upstream: UpstreamKind,
+  out: TargetCheck[],
+): void {
+  const goal = GOALS.shadowVsSecondExchange
+  const names = ['veer-shadow', 'veer', TWICE, FLOOR] as const
+  const target = `100% shadow cost ÷ a second exchange's, CPU µs/req`
+  const goalText = `${goal.op} ${times(goal.value)}`
+  const [a, a0, b, b0] = names.map(rounds)
+  const note = `(veer-shadow − veer) ÷ (${TWICE} − ${FLOOR}), per round`
+  if (a == null || a0 == null || b == null || b0 == null) {
+    out.push({ target, goal: goalText, measured: '—', pass: null, note: `needs ${names.join(', ')}` })
+    return
+  }
+  const s = spread(pairedExcess(a, a0, b, b0, cpu))
+  const v = verdict(s, goal)
+  const check: TargetCheck = { target, goal: goalText, ...formatSpread(s, times), pass: null, note }
+  if (upstream === GOAL_UPSTREAM) {
+    check.verdict = v
+    check.pass = v === 'meets goal' ? true : v === 'misses goal' ? false : null
+  } else check.verdict = `info (the goal is on the ${GOAL_UPSTREAM} upstream)`
+  out.push(check)
 }
 
 /** How much of the traffic the shadow really got: veer drops (never queues) past its shadow limits. */

@@ -63,7 +63,12 @@ const shadow = obj(
       64 * 1024 * 1024,
       1024 * 1024,
     ),
-    connections: int('Most connections to the shadow upstream', 1, 1024, 16),
+    connections: int(
+      'Most connections to the shadow upstream (opened as needed). Keep it at maxInflight or at least the concurrent requests mirrored: copies waiting for a connection fall behind the primary and are dropped past maxInflight',
+      1,
+      1024,
+      64,
+    ),
     maxInflight: int('Most shadow requests in flight; more are dropped, never queued', 1, 100_000, 64),
     timeouts: obj('Shadow timeouts (short: a slow shadow only loses its own requests)', {
       connect: duration('Time to connect to the shadow', 1, 60 * SECOND, 500),

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { smallBody } from '../../bench/nginx.ts'
-import { paired, roundOrder, spread, verdict } from '../../bench/paired.ts'
+import { paired, pairedExcess, roundOrder, spread, verdict } from '../../bench/paired.ts'
 import type { RoundResult, SubjectResult } from '../../bench/results.ts'
 import { median } from '../../bench/stats.ts'
 import { checkTargets, GOAL_SUBJECT } from '../../bench/targets.ts'
@@ -54,6 +54,30 @@ describe('paired', () => {
     expect(median(paired(veer, floor, cpu))).toBeCloseTo(1.2)
     // the ratio of the medians (66 ÷ 60) says something else
     expect(median(veer.map(cpu)) / median(floor.map(cpu))).not.toBeCloseTo(1.2)
+  })
+})
+
+describe('pairedExcess', () => {
+  const cpu = (r: RoundResult) => r.cpuUsPerReq
+
+  it('divides what one subject adds over its base by what another adds over its own, round by round', () => {
+    // round 1: (110 − 60) ÷ (95 − 50) = 50/45; round 2: (130 − 70) ÷ (110 − 60) = 1.2
+    const shadow = [round(1, 110, 0), round(2, 130, 0)]
+    const veer = [round(1, 60, 0), round(2, 70, 0)]
+    const twice = [round(1, 95, 0), round(2, 110, 0)]
+    const floor = [round(1, 50, 0), round(2, 60, 0)]
+    const r = pairedExcess(shadow, veer, twice, floor, cpu)
+    expect(r).toHaveLength(2)
+    expect(r[0]).toBeCloseTo(50 / 45)
+    expect(r[1]).toBeCloseTo(1.2)
+  })
+
+  it('leaves out a round any of the four lacks, and one whose yardstick added nothing', () => {
+    const shadow = [round(1, 110, 0), round(2, 130, 0), round(3, 120, 0)]
+    const veer = [round(1, 60, 0), round(2, 70, 0), round(3, 60, 0)]
+    const twice = [round(1, 50, 0), round(3, 100, 0)] // round 1: no more than the floor
+    const floor = [round(1, 50, 0), round(2, 60, 0), round(3, 50, 0)]
+    expect(pairedExcess(shadow, veer, twice, floor, cpu)).toEqual([1.2])
   })
 })
 
@@ -128,6 +152,27 @@ describe('checkTargets', () => {
     expect(cpu.measured).toBe('1.10×')
     expect(cpu.verdict).toBe('info (the goal is on the nginx upstream)')
     expect(cpu.pass).toBeNull()
+  })
+
+  it("judges the shadow's cost against a second exchange's, paired per round", () => {
+    // (veer-shadow − veer) ÷ (undici-twice − undici-minimal): 1.0, 1.05, 1.1 — all within 1.1
+    const four = [
+      subject('veer-shadow', [round(1, 100, 0), round(2, 103, 0), round(3, 104, 0)]),
+      subject('veer', [round(1, 60, 0), round(2, 61, 0), round(3, 60, 0)]),
+      subject('undici-twice', [round(1, 90, 0), round(2, 90, 0), round(3, 90, 0)]),
+      subject('undici-minimal', [round(1, 50, 0), round(2, 50, 0), round(3, 50, 0)]),
+    ]
+    const target = "100% shadow cost ÷ a second exchange's, CPU µs/req"
+    const nginx = checkTargets(four, 'nginx', 2000).find((t) => t.target === target)!
+    expect(nginx.measured).toBe('1.05×')
+    expect(nginx.spread).toBe('1.00× – 1.10× (3)')
+    expect(nginx.verdict).toBe('meets goal')
+    expect(nginx.pass).toBe(true)
+    const node = checkTargets(four, 'node', 2000).find((t) => t.target === target)!
+    expect(node.verdict).toBe('info (the goal is on the nginx upstream)')
+    const without = checkTargets(four.slice(0, 3), 'nginx', 2000).find((t) => t.target === target)!
+    expect(without.measured).toBe('—')
+    expect(without.note).toMatch(/needs .*undici-minimal/)
   })
 
   it('lists a goal whose subjects did not run as not measurable', () => {
