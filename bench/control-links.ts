@@ -250,10 +250,12 @@ class SimProxy {
     }
     this.#reporting = true
     const body = `{"revision":${this.seen},"intervalMs":${REPORT_MS},"routes":${ROUTES_JSON}}`
+    const sent = performance.now()
     f.call('POST', `/v1/proxies/${this.id}/report`, body)
       .then((r) => {
         if (r.status === 204) f.counts.reports204++
         else f.counts.reportsOther++
+        f.reportMs?.push(performance.now() - sent)
       })
       .catch(() => {
         if (!f.stopped) f.counts.reportsFailed++
@@ -266,6 +268,8 @@ class SimProxy {
 class Fleet {
   readonly proxies: SimProxy[]
   readonly counts = zeroCounts()
+  /** Round trips of the reports answered while this is set (the idle window). */
+  reportMs: number[] | null = null
   stopped = false
   registered = 0
   readonly #watchPool: Pool
@@ -415,7 +419,23 @@ interface Row {
   leaderRssMiB: number | null
   /** Report answers per second during the idle window, and counts over the whole run. */
   idleReportsPerS: number
+  /** Round trip of a report during the idle window, ms. */
+  reportMs: { p50: number; p99: number; max: number }
   counts: Counts
+  /** Per control process: how many of its log lines said what (warnings and errors first). */
+  logs?: { role: string; lines: Record<string, number> }[]
+}
+
+/** What a control logged, counted by level and message: a warning it kept repeating explains a slow row. */
+function logSummary(c: ControlProcess, role: string): { role: string; lines: Record<string, number> } {
+  const lines: Record<string, number> = {}
+  for (const l of c.logs) {
+    const why = Number(l.level) >= 40 && l.reason !== undefined ? ` (${String(l.reason)})` : ''
+    const key = `${l.level} ${String(l.msg)}${why}`
+    lines[key] = (lines[key] ?? 0) + 1
+  }
+  const sorted = Object.entries(lines).sort(([a], [b]) => b.localeCompare(a))
+  return { role, lines: Object.fromEntries(sorted) }
 }
 
 /** Control (or the two replicas) for `store`: where the proxies link, and where operators write and read. */
@@ -478,6 +498,7 @@ async function measure(store: Store, n: number, etcd: EtcdCluster | null): Promi
     rssAnonMiB: Number.NaN,
     leaderRssMiB: null,
     idleReportsPerS: Number.NaN,
+    reportMs: { p50: Number.NaN, p99: Number.NaN, max: Number.NaN },
     counts: fleet.counts,
   }
   try {
@@ -486,18 +507,20 @@ async function measure(store: Store, n: number, etcd: EtcdCluster | null): Promi
     await within(fleet.allRegistered(), READY_MS, () => `${fleet.registered} of ${n} proxies registered`)
     row.registeredMs = performance.now() - t0
     // Every proxy has a watch pending on the replica it links to, and the leader knows them all.
+    let watching = 0
+    let known = 0
     await poll(
       async () => {
         const r = await link.api('GET', '/v1/proxies')
-        const watching = (r.json?.proxies ?? []).filter((p: { watching: boolean }) => p.watching).length
+        watching = (r.json?.proxies ?? []).filter((p: { watching: boolean }) => p.watching).length
         if (watching < n) return null
-        if (leader !== link && ((await leader.api('GET', '/v1/proxies')).json?.proxies ?? []).length < n)
-          return null
-        return true
+        if (leader === link) return true
+        known = ((await leader.api('GET', '/v1/proxies')).json?.proxies ?? []).length
+        return known >= n ? true : null
       },
       READY_MS,
       200,
-      () => `not all ${n} proxies were polling`,
+      () => `${watching} of ${n} proxies polling${leader === link ? '' : `, ${known} known to the leader`}`,
     )
     row.pollingMs = performance.now() - t0
     h.log(
@@ -520,6 +543,7 @@ async function measure(store: Store, n: number, etcd: EtcdCluster | null): Promi
       reports: fleet.counts.reports204 + fleet.counts.reportsOther,
       at: performance.now(),
     }
+    fleet.reportMs = []
     let rss = { rss: 0, anon: 0, file: 0 }
     let leaderRss = 0
     for (let s = 0; s < IDLE_S; s++) {
@@ -529,6 +553,13 @@ async function measure(store: Store, n: number, etcd: EtcdCluster | null): Promi
       if (pids.leader !== null) leaderRss = Math.max(leaderRss, rssParts(pids.leader).rss)
     }
     const wall = (performance.now() - cpu0.at) / 1000
+    const reportMs = fleet.reportMs.sort((a, b) => a - b)
+    fleet.reportMs = null
+    row.reportMs = {
+      p50: percentile(reportMs, 0.5),
+      p99: percentile(reportMs, 0.99),
+      max: reportMs.at(-1) ?? Number.NaN,
+    }
     const self = process.cpuUsage(cpu0.self)
     const ours = {
       link: cpuMicros(pids.link) - cpu0.link,
@@ -582,6 +613,7 @@ async function measure(store: Store, n: number, etcd: EtcdCluster | null): Promi
   } finally {
     await fleet.stop().catch((err) => h.log(`  ${(err as Error).message}`))
     await Promise.all(all.map((c) => c.stop()))
+    row.logs = all.map((c) => logSummary(c, c === leader ? 'leader' : 'link'))
     for (const c of all) {
       children.delete(c.child)
       rmSync(c.stateDir, { recursive: true, force: true })
@@ -621,8 +653,8 @@ const pct = (us: number | null) => (us === null || !Number.isFinite(us) ? '—' 
 const mib = (m: number | null) => (m === null || !Number.isFinite(m) ? '—' : m.toFixed(0))
 const m = describeMachine()
 const table = [
-  '| store | proxies | registered / polling | PUT answer p50 | delivered p50 / p99 / max | in sync p50 / p99 / max | control CPU | control RSS MiB | reports/s (204 / other / failed / skipped, whole run) | sim. proxies CPU | other load |',
-  '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  '| store | proxies | registered / polling | PUT answer p50 | delivered p50 / p99 / max | in sync p50 / p99 / max | control CPU | control RSS MiB | reports/s idle (204 / other / failed / skipped, whole run) | report round trip p50 / p99 | sim. proxies CPU | other load |',
+  '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ...rows.map((r) => {
     const c = r.counts
     const cpu =
@@ -630,7 +662,7 @@ const table = [
     const rss = r.leaderRssMiB === null ? mib(r.rssMiB) : `${mib(r.rssMiB)} + leader ${mib(r.leaderRssMiB)}`
     const etcd = r.etcdCpuUsPerS === null ? '' : ` (etcd ${pct(r.etcdCpuUsPerS)})`
     const name = r.status === 'ok' ? STORE_NAME[r.store] : `${STORE_NAME[r.store]} — FAILED: ${r.error}`
-    return `| ${name} | ${r.proxies} | ${fmt(r.registeredMs)} / ${fmt(r.pollingMs)} ms | ${fmt(median(r.putMs))} ms | ${triple(r.deliveredMs)} ms | ${triple(r.syncMs)} ms | ${cpu}${etcd} | ${rss} | ${fmt(r.idleReportsPerS)} (${c.reports204} / ${c.reportsOther} / ${c.reportsFailed} / ${c.reportsSkipped}) | ${pct(r.harnessCpuUsPerS)} | ${pct(r.otherCpuUsPerS)} |`
+    return `| ${name} | ${r.proxies} | ${fmt(r.registeredMs)} / ${fmt(r.pollingMs)} ms | ${fmt(median(r.putMs))} ms | ${triple(r.deliveredMs)} ms | ${triple(r.syncMs)} ms | ${cpu}${etcd} | ${rss} | ${fmt(r.idleReportsPerS)} (${c.reports204} / ${c.reportsOther} / ${c.reportsFailed} / ${c.reportsSkipped}) | ${fmt(r.reportMs.p50)} / ${fmt(r.reportMs.p99)} ms | ${pct(r.harnessCpuUsPerS)} | ${pct(r.otherCpuUsPerS)} |`
   }),
 ]
 const md = [
