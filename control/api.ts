@@ -40,6 +40,8 @@ export interface ApiDeps {
   readonly lead?: Leadership
   /** A follower hands its proxies' reports on to the leader (feed.ts); absent: a single control. */
   readonly feed?: LeaderFeed
+  /** etcd: whether this replica's proxy records can be kept (proxy-book.ts); absent: always. */
+  readonly registryHealthy?: () => boolean
   readonly link: ProxyLink
   readonly proxies: ProxyRegistry
   readonly events: EventHub
@@ -124,6 +126,20 @@ function feedOf(d: ApiDeps, c: Call): LeaderFeed | undefined {
   if (by === undefined) return d.feed
   if (d.lead !== undefined && by === d.lead.view().replica) throw new ApiError('forward_loop')
   return undefined
+}
+
+/**
+ * A replica cut off from etcd for longer than its lease (its proxy records may be gone, and it sees no
+ * new weights) sends its proxies elsewhere: their watch and registration get 503 and they move to the
+ * next replica (with one control URL they keep serving on their last weights and retry).
+ */
+function servesProxies(d: ApiDeps): void {
+  if (d.registryHealthy !== undefined && !d.registryHealthy())
+    throw new ApiError(
+      'storage_failed',
+      'this control replica has been cut off from etcd for longer than its lease; try another replica',
+      { 'retry-after': '5' },
+    )
 }
 
 function proxyOf(d: ApiDeps, id: string) {
@@ -348,6 +364,7 @@ const ENDPOINTS: readonly Endpoint[] = [
       POST: {
         access: 'wire',
         handle: async (d, c) => {
+          servesProxies(d)
           const req = parseRegister(await readJson(c.req))
           // A proxy ahead of this replica: it moved here from one whose etcd watch was further on. Catch
           // up with etcd first (503 when it cannot be read), so it is never answered older weights.
@@ -365,6 +382,7 @@ const ENDPOINTS: readonly Endpoint[] = [
         access: 'wire',
         handle: async (d, c) => {
           const p = proxyOf(d, c.params[0]!)
+          servesProxies(d)
           const after = intParam(c.url, 'revision', 0, Number.MAX_SAFE_INTEGER, 0)
           p.lastSeen = d.engine.now()
           const closed = new Promise<void>((resolve) => c.res.once('close', resolve))
@@ -400,7 +418,12 @@ const ENDPOINTS: readonly Endpoint[] = [
         access: 'wire',
         handle: async (d, c) => {
           const feed = feedOf(d, c)
-          const p = proxyOf(d, c.params[0]!)
+          // Forwarded by another replica: its proxy, as the records in etcd have it.
+          const id = c.params[0]!
+          const p =
+            c.req.headers[FORWARDED_BY] === undefined
+              ? proxyOf(d, id)
+              : (d.proxies.best(id, d.engine.now()) ?? proxyOf(d, id))
           const report = parseReport(await readJson(c.req))
           d.link.report(p, report)
           feed?.report(p.id, report, c.req.headers.authorization!)

@@ -427,7 +427,11 @@ export class EtcdStore implements ControlStore {
         this.#remember(snap.entries)
         // What the lost stretch of the watch held: published as its events would have been (proxies'
         // watches wake, /v1/events has the audit entries).
-        const fresh = snap.entries.filter((e) => e.seq > before.seq)
+        // (An entry read back carries no record: each versioned change is published with its route as
+        // it is now.)
+        const fresh = snap.entries
+          .filter((e) => e.seq > before.seq && e.route !== null && e.revision !== undefined)
+          .map((e) => ({ ...e, record: snap.state.routes[e.route!] ?? null }))
         if (fresh.length > 0 || snap.state.revision !== before.revision)
           this.remote?.(fresh, snap.state.revision)
         this.#seen = Math.max(this.#seen, snap.revision)

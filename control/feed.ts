@@ -56,7 +56,7 @@ export class LeaderFeed {
       : null
   }
 
-  async #send(url: string, path: string, body: string, auth: string): Promise<void> {
+  async #send(url: string, path: string, body: string, auth: string, retry = true): Promise<void> {
     try {
       const res = await request(`${url}${path}`, {
         method: 'POST',
@@ -78,6 +78,10 @@ export class LeaderFeed {
       this.#looped = false
       this.#warned = false
     } catch (err) {
+      // A kept-alive connection the leader had just closed: a report is safe to send once more.
+      const code = (err as NodeJS.ErrnoException).code
+      if (retry && (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET'))
+        return this.#send(url, path, body, auth, false)
       if (!this.#warned) {
         this.#warned = true
         this.#log.warn(

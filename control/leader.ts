@@ -114,7 +114,11 @@ export class EtcdLeadership implements Leadership {
     await this.#observer?.cancel().catch(() => {})
     if (this.#expiry !== null) clearTimeout(this.#expiry)
     // Resigning revokes the lease: the others elect a new leader at once instead of after the TTL.
-    await this.#campaign?.resign().catch(() => {})
+    // Bounded: with etcd away the lease simply runs out.
+    await Promise.race([
+      this.#campaign?.resign().catch(() => {}),
+      new Promise((r) => setTimeout(r, 1000).unref()),
+    ])
     if (led) this.#log.info({ replica: this.#me.id }, 'resigned the lead')
     this.#client.close()
   }

@@ -126,11 +126,11 @@ export async function runControl(argv: string[]): Promise<void> {
   const book =
     etcd === null
       ? null
-      : new EtcdProxyBook(connect(etcd), etcd.prefix, replica, etcd.leaseTtl, proxies, log, (id, rec) => {
+      : new EtcdProxyBook(connect(etcd), etcd.prefix, replica, etcd.leaseTtl, proxies, log, (id, by, rec) => {
           events.publish('proxy', {
             kind: rec === null ? 'gone' : 'record',
             id,
-            replica: rec?.replica ?? null,
+            replica: by,
             appliedRevision: rec?.appliedRevision ?? null,
           })
           clock.tick()
@@ -145,6 +145,7 @@ export async function runControl(argv: string[]): Promise<void> {
     engine,
     lead,
     ...(etcd !== null && { feed: new LeaderFeed(lead, log) }),
+    ...(book !== null && { registryHealthy: () => book.healthy() }),
     link,
     proxies,
     events,

@@ -3,8 +3,10 @@
  * applied, when it was last heard from, and its pending long-poll watches. Kept in memory: after a
  * control restart proxies register again (their watch gets 404 unknown_proxy, or a refused connection).
  * With several replicas (etcd) every replica also holds the proxies of the others, as their records in
- * etcd say (control/proxy-book.ts): `replica` names the one a proxy talks to, which alone writes its
- * record and says whether it is live.
+ * etcd say (control/proxy-book.ts): each replica writes only its own record of each of its proxies, and
+ * says whether it is live. A proxy that moved has a record from each replica it talked to until the
+ * old one forgets it; one stands for it (`best`): a live one first, then the one with the newest
+ * applied revision (a proxy's applied revision only grows), then the newest registration.
  */
 import type { AnnouncedRoute, ReportRequest } from '../config/wire.ts'
 import { pairOf, type Releases, samePair, servedPair } from './release.ts'
@@ -54,7 +56,10 @@ interface Watcher {
 const FORGET_MS = 10 * 60_000
 
 export class ProxyRegistry {
+  /** This replica's own proxies. */
   private readonly proxies = new Map<string, ProxyEntry>()
+  /** Other replicas' records, by proxy id, then by replica. */
+  private readonly records = new Map<string, Map<string, ProxyEntry>>()
   private readonly watchers = new Set<Watcher>()
   readonly liveMs: number
   /**
@@ -84,7 +89,6 @@ export class ProxyRegistry {
       old.lastError = null
       old.registeredAt = now
       old.lastSeen = now
-      old.replica = null
       old.live = true
       this.changed?.(old)
       return old
@@ -109,14 +113,9 @@ export class ProxyRegistry {
     return entry
   }
 
-  /** The ids of other replicas' proxies (their etcd records). */
-  others(): string[] {
-    return [...this.proxies.values()].filter((p) => p.replica !== null).map((p) => p.id)
-  }
-
   /** This replica's own proxies (not the others' records). */
   own(): ProxyEntry[] {
-    return [...this.proxies.values()].filter((p) => p.replica === null)
+    return [...this.proxies.values()]
   }
 
   /** One of this replica's proxies acked or refused a revision (link.ts changed its entry). */
@@ -124,49 +123,81 @@ export class ProxyRegistry {
     if (p.replica === null) this.changed?.(p)
   }
 
-  /**
-   * A proxy's record in etcd, as another replica wrote it (null: the record is gone). A proxy of this
-   * replica that another replica now writes has moved there: it is that replica's from now on.
-   */
-  takeRecord(id: string, rec: ProxyRecord | null, me: string): boolean {
-    const p = this.proxies.get(id)
-    if (rec === null) {
-      if (p === undefined || p.replica === null) return false
-      this.proxies.delete(id)
-      return true
-    }
-    if (rec.replica === me) return false
+  /** Another replica's record of a proxy (etcd), new or changed. */
+  takeRecord(rec: ProxyRecord, now: number): void {
+    let by = this.records.get(rec.id)
+    if (by === undefined) this.records.set(rec.id, (by = new Map()))
+    const p = by.get(rec.replica)
     if (p === undefined) {
-      this.proxies.set(id, {
-        id,
+      by.set(rec.replica, {
+        id: rec.id,
         who: rec.who,
         routes: rec.routes,
         appliedRevision: rec.appliedRevision,
         lastError: rec.lastError,
         registeredAt: rec.registeredAt,
-        lastSeen: Date.now(),
+        lastSeen: now,
         lastReportAt: null,
         lastReport: null,
         watching: 0,
         replica: rec.replica,
         live: rec.live,
       })
-      return true
+      return
     }
     p.who = rec.who
     p.routes = rec.routes
     p.appliedRevision = rec.appliedRevision
     p.lastError = rec.lastError
     p.registeredAt = rec.registeredAt
-    p.replica = rec.replica
+    p.lastSeen = now
     p.live = rec.live
+  }
+
+  /** Another replica's record of a proxy went (forgotten there, or its lease ran out); whether it was here. */
+  dropRecord(id: string, replica: string): boolean {
+    const by = this.records.get(id)
+    if (by?.delete(replica) !== true) return false
+    if (by.size === 0) this.records.delete(id)
     return true
+  }
+
+  /** [proxy id, replica] of every other replica's record. */
+  recordKeys(): [string, string][] {
+    const out: [string, string][] = []
+    for (const [id, by] of this.records) for (const replica of by.keys()) out.push([id, replica])
+    return out
+  }
+
+  /**
+   * The entry that stands for proxy `id`: live first, then the newest applied revision, then the newest
+   * registration. A report forwarded by another replica goes to it.
+   */
+  best(id: string, now: number): ProxyEntry | undefined {
+    let best = this.proxies.get(id)
+    const by = this.records.get(id)
+    if (by !== undefined)
+      for (const p of by.values()) if (best === undefined || this.#better(p, best, now)) best = p
+    return best
+  }
+
+  #better(p: ProxyEntry, than: ProxyEntry, now: number): boolean {
+    const live = this.isLive(p, now)
+    if (live !== this.isLive(than, now)) return live
+    if (p.appliedRevision !== than.appliedRevision) return p.appliedRevision > than.appliedRevision
+    // Moved with the same revision applied: the newer registration (replicas' clocks decide only this).
+    return p.registeredAt > than.registeredAt
+  }
+
+  /** One entry per proxy (best()), this replica's and the others'. */
+  private *all(now: number): Generator<ProxyEntry> {
+    for (const p of this.proxies.values()) yield this.records.has(p.id) ? this.best(p.id, now)! : p
+    for (const id of this.records.keys()) if (!this.proxies.has(id)) yield this.best(id, now)!
   }
 
   /** This replica's proxies whose liveness changed since their records last said: written again. */
   sweep(now: number): void {
     for (const p of this.proxies.values()) {
-      if (p.replica !== null) continue
       const live = this.isLive(p, now)
       if (live === p.live) continue
       p.live = live
@@ -208,7 +239,7 @@ export class ProxyRegistry {
     let applied = 0
     const lagging: string[] = []
     const stale: string[] = []
-    for (const p of this.proxies.values()) {
+    for (const p of this.all(now)) {
       if (!this.isLive(p, now) || !p.routes.some((x) => x.name === r.name)) continue
       if (!this.serves(p, r)) {
         stale.push(p.id)
@@ -223,14 +254,16 @@ export class ProxyRegistry {
 
   /** For the metrics: proxies known, live, and live with `revision` (control's current) applied. */
   counts(revision: number, now: number): { known: number; live: number; inSync: number } {
+    let known = 0
     let live = 0
     let inSync = 0
-    for (const p of this.proxies.values()) {
+    for (const p of this.all(now)) {
+      known++
       if (!this.isLive(p, now)) continue
       live++
       if (p.appliedRevision >= revision) inSync++
     }
-    return { known: this.proxies.size, live, inSync }
+    return { known, live, inSync }
   }
 
   /** Resolves with the current revision once it is above `after`, or null after `waitMs`. */
@@ -268,7 +301,7 @@ export class ProxyRegistry {
   }
 
   list(now: number): ProxyView[] {
-    return [...this.proxies.values()].map((p) => ({
+    return [...this.all(now)].map((p) => ({
       id: p.id,
       who: p.who,
       routes: p.routes.map((r) => r.name),
@@ -286,7 +319,7 @@ export class ProxyRegistry {
   /** Reports of live proxies for a route: the judge's input. */
   reports(route: string, now: number): ReportRequest['routes'][string][] {
     const out: ReportRequest['routes'][string][] = []
-    for (const p of this.proxies.values()) {
+    for (const p of this.all(now)) {
       const r = p.lastReport?.routes[route]
       if (r !== undefined && this.isLive(p, now)) out.push(r)
     }
@@ -296,7 +329,7 @@ export class ProxyRegistry {
   /** This replica's proxies not heard from for FORGET_MS (another's go when their record does). */
   private forget(now: number): void {
     for (const [id, p] of this.proxies)
-      if (p.replica === null && p.watching === 0 && now - p.lastSeen > FORGET_MS) {
+      if (p.watching === 0 && now - p.lastSeen > FORGET_MS) {
         this.proxies.delete(id)
         this.forgotten?.(id)
       }

@@ -1,46 +1,56 @@
 /**
- * The proxy registry in etcd, so that every control replica knows every proxy: `<prefix>proxies/<id>`
- * holds a proxy as the replica it talks to last wrote it (state-schema.ts `ProxyRecord`), on that
- * replica's own lease (`store.etcd.leaseTtl`), so a replica that dies takes its records with it.
+ * The proxy registry in etcd, so that every control replica knows every proxy. Each replica writes its
+ * own record of each of its proxies, `<prefix>proxies/<replica>/<proxy id>` (state-schema.ts
+ * `ProxyRecord`), on its own lease (`store.etcd.leaseTtl`): when the proxy registers, acks or refuses a
+ * revision, and when it stops or starts being live (ProxyRegistry.sweep); it deletes it when it forgets
+ * the proxy. No replica ever writes another's key, so writes are plain puts and need no compare: a
+ * write retried after a timeout only puts the newest state again, and after the lease was lost every
+ * record is put again under a new one. A replica that dies takes its records with it when its lease runs
+ * out (at once when it stops cleanly: the lease is revoked).
  *
- * Only the replica a proxy talks to writes its record: when it registers, acks or refuses a revision,
- * and when it stops or starts being live (ProxyRegistry.sweep). The first write of a proxy on this
- * replica is a plain put (the proxy is here now, wherever it was before); the later ones compare the
- * record's mod revision with the one this replica wrote: when another replica wrote it since (the proxy
- * moved there), nothing is written, and the watch hands the proxy over to that replica. Every replica follows `proxies/` with a watch and keeps the
- * others' records in its registry: the leader counts a step applied once every live proxy of any
- * replica has acked it, and a new leader knows every proxy the moment it is elected.
+ * Every replica follows `proxies/` with a watch and keeps the others' records in its registry; a proxy
+ * that moved has a record from each replica it talked to until the old one forgets it, and the registry
+ * lets the live one with the newest applied revision stand for it. So the leader counts a step applied
+ * once every live proxy of any replica has acked it, and a new leader knows every proxy at once.
  *
- * Writes never hold up a proxy's answer: they are queued per proxy (the newest state wins) and flushed
- * one batch at a time; while etcd cannot be reached they are tried again every second, and the lease is
- * granted again (and every record of this replica written again) when etcd lost it.
+ * Writes never hold up a proxy's answer: they are queued per proxy (the newest state wins), flushed a
+ * batch at a time, one write per proxy in flight; failed ones are tried again every second. A replica
+ * whose lease has not been renewed for longer than its TTL (cut off from etcd) is not `healthy()`: its
+ * records may be gone, so it sends its proxies to another replica (api.ts answers their watch and
+ * registration 503).
  */
 import type { Etcd3, IKeyValue, Lease, Watcher } from 'etcd3'
 import type { Logger } from 'pino'
 import type { ProxyEntry, ProxyRegistry } from './proxies.ts'
 import { checkProxyRecord, type ProxyRecord } from './state-schema.ts'
 
-/** A batch of record writes that etcd does not confirm in this long is tried again. */
+/** A write (a batch of them) that etcd does not confirm in this long is tried again. */
 const WRITE_MS = 3000
 const RETRY_MS = 1000
+/** Revoking the lease at shutdown waits this long at most (etcd may be away). */
+const CLOSE_MS = 1000
 
 export class EtcdProxyBook {
   readonly #client: Etcd3
   readonly #dir: string
+  readonly #mine: string
   readonly #replica: string
-  readonly #ttl: number
+  readonly #ttlMs: number
   readonly #registry: ProxyRegistry
   readonly #log: Logger
   /** Another replica's record came or changed (`rec`), or went (null). */
-  readonly #changed: (id: string, rec: ProxyRecord | null) => void
+  readonly #changed: (id: string, replica: string, rec: ProxyRecord | null) => void
   #lease: Lease | null = null
+  #granting: Promise<Lease> | null = null
   #watcher: Watcher | null = null
-  /** Records to write: the proxy as it is now (null: delete). */
+  /** Which start() is current: an older one's watcher is cancelled. */
+  #generation = 0
+  /** Records to write: the proxy as it is now (null: delete this replica's record of it). */
   readonly #pending = new Map<string, ProxyEntry | null>()
-  /** The mod revision of each record this replica wrote last (its later writes compare it). */
-  readonly #mine = new Map<string, number>()
   #flushing = false
   #retry: NodeJS.Timeout | null = null
+  /** Since when etcd has not renewed the lease or taken a write (null: it does). */
+  #cutOffSince: number | null = null
   #warned = false
   #closed = false
 
@@ -51,12 +61,13 @@ export class EtcdProxyBook {
     ttl: number,
     registry: ProxyRegistry,
     log: Logger,
-    changed: (id: string, rec: ProxyRecord | null) => void,
+    changed: (id: string, replica: string, rec: ProxyRecord | null) => void,
   ) {
     this.#client = client
     this.#dir = `${prefix}proxies/`
+    this.#mine = `${this.#dir}${replica}/`
     this.#replica = replica
-    this.#ttl = ttl
+    this.#ttlMs = ttl * 1000
     this.#registry = registry
     this.#log = log
     this.#changed = changed
@@ -64,30 +75,44 @@ export class EtcdProxyBook {
     registry.forgotten = (id) => this.#queue(id, null)
   }
 
+  /** False while this replica has been cut off from etcd for longer than its lease's TTL. */
+  healthy(now = Date.now()): boolean {
+    return this.#cutOffSince === null || now - this.#cutOffSince <= this.#ttlMs
+  }
+
   /** Read every record, then follow them. Failures are retried; the registry works meanwhile. */
   async start(): Promise<void> {
-    while (!this.#closed) {
+    const generation = ++this.#generation
+    while (!this.#closed && generation === this.#generation) {
       try {
         const res = await this.#client.getAll().prefix(this.#dir).exec()
-        for (const kv of res.kvs) this.#take('Put', kv)
+        const there = new Set<string>()
+        for (const kv of res.kvs) {
+          there.add(kv.key.toString())
+          this.#take('Put', kv)
+        }
         // Read again after a lost watch: records that went meanwhile go here too.
-        const there = new Set(res.kvs.map((kv) => kv.key.toString().slice(this.#dir.length)))
-        for (const id of this.#registry.others()) if (!there.has(id)) this.#take('Delete', null, id)
+        for (const [id, replica] of this.#registry.recordKeys())
+          if (!there.has(`${this.#dir}${replica}/${id}`) && this.#registry.dropRecord(id, replica))
+            this.#changed(id, replica, null)
         const watcher = await this.#client
           .watch()
           .prefix(this.#dir)
           .startRevision(String(Number(res.header.revision) + 1))
           .create()
+        if (this.#closed || generation !== this.#generation) {
+          await watcher.cancel().catch(() => {})
+          return
+        }
+        void this.#watcher?.cancel().catch(() => {})
         this.#watcher = watcher
         watcher.on('data', (w) => {
           for (const e of w.events) this.#take(e.type, e.kv)
         })
         // Cancelled (a compaction past where it was): read everything again.
         watcher.on('error', () => {
-          void watcher.cancel().catch(() => {})
-          if (!this.#closed) void this.start()
+          if (!this.#closed && generation === this.#generation) void this.start()
         })
-        if (this.#closed) await watcher.cancel()
         return
       } catch (err) {
         this.#log.warn(
@@ -104,15 +129,21 @@ export class EtcdProxyBook {
     if (this.#retry !== null) clearTimeout(this.#retry)
     await this.#watcher?.cancel().catch(() => {})
     // Revoked: this replica's records go at once; its proxies register with another replica.
-    await this.#lease?.revoke().catch(() => {})
+    const lease = this.#lease ?? (await this.#granting?.catch(() => null)) ?? null
+    await Promise.race([lease?.revoke().catch(() => {}), new Promise((r) => setTimeout(r, CLOSE_MS).unref())])
     this.#client.close()
   }
 
-  /** A record seen on the watch (or the first read); a Delete may name just the id. */
-  #take(type: string, kv: IKeyValue | null, id = kv!.key.toString().slice(this.#dir.length)): void {
-    if (type === 'Delete' || kv === null) {
-      this.#mine.delete(id)
-      if (this.#registry.takeRecord(id, null, this.#replica)) this.#changed(id, null)
+  /** Another replica's record seen on the watch (or the first read); this replica's own are skipped. */
+  #take(type: string, kv: IKeyValue): void {
+    const key = kv.key.toString()
+    const rest = key.slice(this.#dir.length)
+    const slash = rest.indexOf('/')
+    if (slash <= 0 || key.startsWith(this.#mine)) return
+    const replica = rest.slice(0, slash)
+    const id = rest.slice(slash + 1)
+    if (type === 'Delete') {
+      if (this.#registry.dropRecord(id, replica)) this.#changed(id, replica, null)
       return
     }
     let value: unknown
@@ -122,18 +153,15 @@ export class EtcdProxyBook {
       value = null
     }
     const checked = checkProxyRecord(value)
-    if ('problems' in checked || checked.value.id !== id) {
+    if ('problems' in checked || checked.value.id !== id || checked.value.replica !== replica) {
       this.#log.error(
-        {
-          key: kv.key.toString(),
-          problems: 'problems' in checked ? checked.problems : ['id is not the key'],
-        },
+        { key, problems: 'problems' in checked ? checked.problems : ['id or replica is not the key’s'] },
         'etcd: a proxy record that is not valid; not taken',
       )
       return
     }
-    if (checked.value.replica !== this.#replica) this.#mine.delete(id)
-    if (this.#registry.takeRecord(id, checked.value, this.#replica)) this.#changed(id, checked.value)
+    this.#registry.takeRecord(checked.value, Date.now())
+    this.#changed(id, replica, checked.value)
   }
 
   #queue(id: string, p: ProxyEntry | null): void {
@@ -142,6 +170,7 @@ export class EtcdProxyBook {
     void this.#flush()
   }
 
+  /** One batch at a time, so that no proxy has two writes in flight; what failed goes back in the queue. */
   async #flush(): Promise<void> {
     if (this.#flushing || this.#retry !== null) return
     this.#flushing = true
@@ -149,65 +178,90 @@ export class EtcdProxyBook {
       while (this.#pending.size > 0 && !this.#closed) {
         const batch = [...this.#pending]
         this.#pending.clear()
+        let failed: unknown = null
         try {
           const lease = await this.#leased()
-          await Promise.all(batch.map(([id, p]) => this.#write(lease, id, p)))
-          this.#warned = false
+          const done = await Promise.allSettled(batch.map(([id, p]) => this.#write(lease, id, p)))
+          done.forEach((d, i) => {
+            if (d.status === 'fulfilled') return
+            failed = d.reason
+            const [id, p] = batch[i]!
+            if (!this.#pending.has(id)) this.#pending.set(id, p)
+          })
         } catch (err) {
-          // Not written: back in the queue, unless a newer state came meanwhile.
+          failed = err
           for (const [id, p] of batch) if (!this.#pending.has(id)) this.#pending.set(id, p)
-          if (!this.#warned) {
-            this.#warned = true
-            this.#log.warn(
-              { reason: (err as Error).message, proxies: this.#pending.size },
-              'etcd: proxy records not written; retrying every second',
-            )
-          }
-          this.#retry = setTimeout(() => {
-            this.#retry = null
-            void this.#flush()
-          }, RETRY_MS)
-          this.#retry.unref()
-          return
         }
+        if (failed === null) {
+          this.#warned = false
+          continue
+        }
+        this.#cutOffSince ??= Date.now()
+        if (!this.#warned) {
+          this.#warned = true
+          this.#log.warn(
+            { reason: (failed as Error).message, proxies: this.#pending.size },
+            'etcd: proxy records not written; retrying every second',
+          )
+        }
+        this.#retry = setTimeout(() => {
+          this.#retry = null
+          void this.#flush()
+        }, RETRY_MS)
+        this.#retry.unref()
+        return
       }
     } finally {
       this.#flushing = false
     }
   }
 
-  async #leased(): Promise<Lease> {
-    if (this.#lease !== null) return this.#lease
-    const lease = this.#client.lease(this.#ttl, { autoKeepAlive: true })
-    await lease.grant()
+  #leased(): Promise<Lease> {
+    if (this.#lease !== null) return Promise.resolve(this.#lease)
+    this.#granting ??= this.#grant().finally(() => {
+      this.#granting = null
+    })
+    return this.#granting
+  }
+
+  async #grant(): Promise<Lease> {
+    const lease = this.#client.lease(this.#ttlMs / 1000, { autoKeepAlive: true })
     lease.on('lost', () => {
       if (this.#lease !== lease) return
       this.#lease = null
-      this.#mine.clear()
+      this.#cutOffSince ??= Date.now()
       this.#log.warn('etcd: the proxy registry lease was lost; writing this replica’s proxies again')
       // Every proxy of this replica, under a new lease (its records went with the old one).
       for (const p of this.#registry.own()) this.#queue(p.id, p)
     })
+    lease.on('keepaliveFailed', () => {
+      this.#cutOffSince ??= Date.now()
+    })
+    lease.on('keepaliveSucceeded', () => {
+      this.#cutOffSince = null
+    })
+    try {
+      await lease.grant()
+    } catch (err) {
+      void lease.release()
+      throw err
+    }
+    if (this.#closed) {
+      await lease.revoke().catch(() => {})
+      throw new Error('closed')
+    }
     this.#lease = lease
+    this.#cutOffSince = null
     return lease
   }
 
   async #write(lease: Lease, id: string, p: ProxyEntry | null): Promise<void> {
-    const key = this.#dir + id
-    const last = this.#mine.get(id)
+    const key = this.#mine + id
     const deadline = { deadline: Date.now() + WRITE_MS }
     if (p === null) {
-      if (last === undefined) return
-      await this.#client
-        .if(key, 'Mod', '==', last)
-        .then(this.#client.delete().key(key))
-        .options(deadline)
-        .commit()
-      this.#mine.delete(id)
+      await this.#client.delete().key(key).options(deadline).exec()
       return
     }
-    // Another replica's proxy now (the watch said so): not ours to write.
-    if (p.replica !== null) return
     const rec: ProxyRecord = {
       id,
       who: p.who,
@@ -218,17 +272,7 @@ export class EtcdProxyBook {
       replica: this.#replica,
       live: p.live,
     }
-    const value = JSON.stringify(rec)
-    if (last === undefined) {
-      const res = await lease.put(key).value(value).options(deadline).exec()
-      this.#mine.set(id, Number(res.header.revision))
-      return
-    }
-    const res = await this.#client
-      .if(key, 'Mod', '==', last)
-      .then(lease.put(key).value(value))
-      .options(deadline)
-      .commit()
-    if (res.succeeded) this.#mine.set(id, Number(res.header.revision))
+    await lease.put(key).value(JSON.stringify(rec)).options(deadline).exec()
+    this.#cutOffSince = null
   }
 }

@@ -72,7 +72,9 @@ describe('control on etcd', () => {
     expect(actions(audit.entries)).toEqual(['route-register', 'set-weight'])
     // The layout: meta, one key per route, one per audit entry, one per proxy (written once the proxy
     // registered, not before its answer) and the leader's election key.
-    await until(async () => (await etcd.ctl('get', '--keys-only', `${prefix}proxies/edge-1`)) !== '')
+    const replica = (await control.api('GET', '/v1/control')).json.replica
+    const proxyKey = `${prefix}proxies/${replica}/edge-1`
+    await until(async () => (await etcd.ctl('get', '--keys-only', proxyKey)) !== '')
     const keys = (await etcd.ctl('get', '--prefix', '--keys-only', prefix))
       .split('\n')
       .filter((l) => l !== '')
@@ -81,20 +83,17 @@ describe('control on etcd', () => {
       `${prefix}audit/000000000002`,
       expect.stringMatching(new RegExp(`^${prefix}election/control/[0-9a-f]+$`)),
       `${prefix}meta`,
-      `${prefix}proxies/edge-1`,
+      proxyKey,
       `${prefix}routes/shop`,
     ])
     const meta = JSON.parse(await etcd.ctl('get', '--print-value-only', `${prefix}meta`))
     expect(meta).toEqual({ formatVersion: 1, revision: set.json.revision, seq: 2 })
     const stored = JSON.parse(await etcd.ctl('get', '--print-value-only', `${prefix}routes/shop`))
     expect(stored).toMatchObject({ name: 'shop', canary: 25, version: set.json.version })
-    const proxy = JSON.parse(await etcd.ctl('get', '--print-value-only', `${prefix}proxies/edge-1`))
-    const replica = (await control.api('GET', '/v1/control')).json.replica
+    const proxy = JSON.parse(await etcd.ctl('get', '--print-value-only', proxyKey))
     expect(proxy).toMatchObject({ id: 'edge-1', who: 'edge', replica, live: true, appliedRevision: 0 })
     // On this replica's lease: stopped, it takes its proxies' records with it.
-    expect(
-      JSON.parse(await etcd.ctl('get', '-w', 'json', `${prefix}proxies/edge-1`)).kvs[0].lease,
-    ).toBeTruthy()
+    expect(JSON.parse(await etcd.ctl('get', '-w', 'json', proxyKey)).kvs[0].lease).toBeTruthy()
   })
 
   it('runs a rollout to its end, and the audit has every step once', async () => {

@@ -13,6 +13,7 @@ import {
   FakeProxy,
   runCli,
   startControl,
+  TOKENS,
   tempDir,
   until,
   writeTokenFile,
@@ -63,6 +64,13 @@ describe('losing etcd members', () => {
     const read = await control.api('GET', '/v1/routes/shop')
     expect(read.status).toBe(200)
     expect(read.json.weights.canary).toBe(20)
+    // Cut off past its lease, the replica sends its proxies elsewhere: their watch and registration 503.
+    const proxy = new FakeProxy(control, 'edge-1', [announced('shop', 0)])
+    const away = await until(async () => {
+      const r = await control.api('GET', '/v1/proxies/edge-1/watch?revision=0', { token: TOKENS.proxy })
+      return r.status === 503 ? r : null
+    }, 20_000)
+    expect(away!.json.message).toMatch(/cut off from etcd/)
 
     await Promise.all([etcd.start(0), etcd.start(1)])
     await etcd.healthy()
@@ -75,6 +83,8 @@ describe('losing etcd members', () => {
       200,
     )
     expect(ok!.json.weights.canary).toBe(40)
+    // etcd back: the replica serves its proxies again.
+    await until(async () => (await proxy.register().catch(() => null)) !== null, 20_000)
     // Every acknowledged write is in the audit, once and in order. A write answered 503 had no answer
     // from etcd, not a refusal: its proposal may still commit once the members return (README "etcd":
     // a 503 is an unknown outcome), so 30 is there at most once, between 20 and 40.

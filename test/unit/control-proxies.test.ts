@@ -1,7 +1,8 @@
 /**
  * The proxy registry with other replicas' records (etcd, control/proxy-book.ts): another replica's
- * proxy is live as its record says and is counted by sync(); this replica's proxies are written when
- * they register, ack and change liveness; one that moved to another replica is that replica's.
+ * proxy is live as its record says and is counted by sync(); a proxy with records from two replicas
+ * (it moved) is counted once, by its live record with the newest applied revision; this replica's
+ * proxies are written when they register, ack and change liveness.
  */
 import { describe, expect, it } from 'vitest'
 import { ProxyRegistry } from '../../control/proxies.ts'
@@ -14,7 +15,7 @@ const route = {
   shadow: null,
   canaryWeight: 0,
 }
-const shop = { name: 'shop', stable: route.stable, canaryUpstream: route.canary }
+const shop = { name: 'shop', stable: route.stable, canaryUpstream: route.canary } as never
 const record = (over: Partial<ProxyRecord> = {}): ProxyRecord => ({
   id: 'far',
   who: 'edge',
@@ -37,30 +38,38 @@ function registry() {
 describe('proxy registry with etcd records', () => {
   it("counts another replica's live proxies, and not those its replica calls not live", () => {
     const { r, written } = registry()
-    expect(r.takeRecord('far', record(), 'me')).toBe(true)
+    r.takeRecord(record(), 0)
     r.register('near', [route], 4, 'edge', 0)
-    expect(r.sync(shop as never, 4, 0)).toMatchObject({ live: 2, applied: 2 })
-    r.takeRecord('far', record({ live: false }), 'me')
-    expect(r.sync(shop as never, 4, 0)).toMatchObject({ live: 1, applied: 1 })
+    expect(r.sync(shop, 4, 0)).toMatchObject({ live: 2, applied: 2 })
+    expect(r.counts(4, 0)).toEqual({ known: 2, live: 2, inSync: 2 })
+    r.takeRecord(record({ live: false }), 0)
+    expect(r.sync(shop, 4, 0)).toMatchObject({ live: 1, applied: 1 })
     // Only this replica's own proxy was written; the other's record is not echoed back.
     expect(written).toEqual(['near 4 true'])
-    // Its own records coming back from etcd change nothing.
-    expect(r.takeRecord('near', record({ id: 'near', replica: 'me', appliedRevision: 1 }), 'me')).toBe(false)
-    expect(r.get('near')?.appliedRevision).toBe(4)
+    expect(r.list(0).map((p) => [p.id, p.replica])).toEqual([
+      ['near', null],
+      ['far', 'other'],
+    ])
+    expect(r.dropRecord('far', 'other')).toBe(true)
+    expect(r.dropRecord('far', 'other')).toBe(false)
+    expect(r.counts(4, 0)).toEqual({ known: 1, live: 1, inSync: 1 })
   })
 
-  it('a proxy another replica now writes has moved there; its record gone, it is gone', () => {
+  it('a proxy that moved is counted once: by its live record with the newest applied revision', () => {
     const { r } = registry()
-    r.register('p', [route], 1, 'edge', 0)
-    r.takeRecord('p', record({ id: 'p', replica: 'other', appliedRevision: 5 }), 'me')
-    expect(r.get('p')).toMatchObject({ replica: 'other', appliedRevision: 5 })
-    expect(r.own()).toEqual([])
-    expect(r.takeRecord('p', null, 'me')).toBe(true)
-    expect(r.get('p')).toBeUndefined()
-    // A record going away never removes a proxy of this replica.
-    r.register('q', [route], 1, 'edge', 0)
-    expect(r.takeRecord('q', null, 'me')).toBe(false)
-    expect(r.get('q')).toBeDefined()
+    // It was here (revision 3 applied), then moved to B, which has seen it apply 5.
+    r.register('p', [route], 3, 'edge', 0)
+    r.takeRecord(record({ id: 'p', replica: 'B', appliedRevision: 5 }), 0)
+    expect(r.counts(5, 0)).toEqual({ known: 1, live: 1, inSync: 1 })
+    expect(r.best('p', 0)).toMatchObject({ replica: 'B', appliedRevision: 5 })
+    // This replica's own record is still its own: it goes not live here, and is written so.
+    expect(r.own().map((p) => p.id)).toEqual(['p'])
+    // B says it is gone (not live) while this replica still hears from it: this one stands for it.
+    r.takeRecord(record({ id: 'p', replica: 'B', appliedRevision: 5, live: false }), 0)
+    expect(r.best('p', 0)).toMatchObject({ replica: null, appliedRevision: 3 })
+    expect(r.sync(shop, 5, 0)).toMatchObject({ live: 1, applied: 0, lagging: ['p'] })
+    // Not live anywhere: still one proxy, not live.
+    expect(r.counts(5, 5000)).toEqual({ known: 1, live: 0, inSync: 0 })
   })
 
   it('writes this replica’s proxy again when it stops and starts being live, and on ack', () => {
