@@ -12,6 +12,27 @@ if (major < 22 || (major === 22 && minor < 19)) {
   )
   process.exit(2)
 }
+// Memory defaults for `veer proxy` (README "Memory"): V8's young generation capped at 4 MiB per semi-space
+// (left alone, V8 grows it to 64 MiB per semi-space under load: ~100 MiB more RSS) and, on Linux, glibc's
+// malloc on one arena (its per-thread arenas keep ~10 MiB more at 1,000 connections). Both only take effect
+// when the process starts, so veer re-executes itself once (process.execve: same pid, same stdio) with what
+// is missing: no semi-space flag in NODE_OPTIONS or on node's command line, no MALLOC_ARENA_MAX. Setting
+// either yourself keeps yours; VEER_MEMORY_DEFAULTS=0 runs node exactly as started.
+function memoryDefaults() {
+  if (process.argv[2] !== 'proxy' || process.env.VEER_MEMORY_DEFAULTS === '0') return
+  // No execve (Windows), or a child with an IPC channel (a cluster worker inherits the primary's settings).
+  if (typeof process.execve !== 'function' || process.send !== undefined) return
+  const given = `${process.env.NODE_OPTIONS ?? ''} ${process.execArgv.join(' ')}`
+  const flags = /--(max|min)-semi-space-size|--semi-space-growth-factor/.test(given)
+    ? []
+    : ['--max-semi-space-size=4']
+  const arena = process.platform === 'linux' && process.env.MALLOC_ARENA_MAX === undefined
+  if (flags.length === 0 && !arena) return
+  const argv = [process.execPath, ...flags, ...process.execArgv, ...process.argv.slice(1)]
+  process.execve(process.execPath, argv, arena ? { ...process.env, MALLOC_ARENA_MAX: '1' } : process.env)
+}
+memoryDefaults()
+
 const built = new URL('../dist/cli/main.js', import.meta.url)
 const useBuild = process.env.VEER_SOURCE !== 'ts' && existsSync(built)
 const { main } = await import(useBuild ? built.href : '../cli/main.ts')
