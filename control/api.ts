@@ -418,12 +418,11 @@ const ENDPOINTS: readonly Endpoint[] = [
         access: 'wire',
         handle: async (d, c) => {
           const feed = feedOf(d, c)
-          // Forwarded by another replica: its proxy, as the records in etcd have it.
+          // Forwarded by another replica: that replica's record of its proxy (404 until it is here).
           const id = c.params[0]!
-          const p =
-            c.req.headers[FORWARDED_BY] === undefined
-              ? proxyOf(d, id)
-              : (d.proxies.best(id, d.engine.now()) ?? proxyOf(d, id))
+          const by = c.req.headers[FORWARDED_BY]
+          const p = typeof by === 'string' ? d.proxies.record(id, by) : proxyOf(d, id)
+          if (p === undefined) throw new ApiError('unknown_proxy')
           const report = parseReport(await readJson(c.req))
           d.link.report(p, report)
           feed?.report(p.id, report, c.req.headers.authorization!)

@@ -179,7 +179,7 @@ export class RolloutClock {
       }
     }
     if (!ro.applied) {
-      if (now - this.startedAt < this.graceMs) return false
+      if (now - this.startedAt < this.graceMs || !this.proxies.ready) return false
       const sync = this.proxies.sync(r, ro.stepRevision, now)
       if (sync.applied < sync.live) return false
       await this.engine.transition(r, { type: 'applied' }, ROLLOUT, null, now)

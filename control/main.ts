@@ -177,7 +177,23 @@ export async function runControl(argv: string[]): Promise<void> {
   }
   const ticker = setInterval(() => clock.tick(), setup.tickMs)
   // This replica's proxies that stopped (or started) being live: their etcd records say so.
-  const sweeper = book === null ? null : setInterval(() => proxies.sweep(engine.now()), 1000)
+  // Cut off from etcd, the long polls waiting here are answered at once: the proxies' next watch gets 503
+  // (api.ts) and they move to a replica that sees etcd.
+  let healthy = true
+  const sweeper =
+    book === null
+      ? null
+      : setInterval(() => {
+          proxies.sweep(engine.now())
+          const now = book.healthy()
+          if (healthy && !now) {
+            log.warn(
+              'cut off from etcd past two thirds of the lease: sending this replica’s proxies elsewhere',
+            )
+            proxies.closeAll()
+          }
+          healthy = now
+        }, 1000)
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
   const url = `${setup.tls ? 'https' : 'http'}://${host}:${address.port}`
   if (lead instanceof EtcdLeadership) lead.start(etcd?.advertise ?? url)

@@ -68,6 +68,8 @@ export class ProxyRegistry {
    */
   changed: ((p: ProxyEntry) => void) | null = null
   forgotten: ((id: string) => void) | null = null
+  /** False until every other replica's record has been read (etcd): the clock counts no step before. */
+  ready = true
 
   constructor(liveMs: number) {
     this.liveMs = liveMs
@@ -160,6 +162,11 @@ export class ProxyRegistry {
     if (by?.delete(replica) !== true) return false
     if (by.size === 0) this.records.delete(id)
     return true
+  }
+
+  /** Replica `replica`'s record of proxy `id` (a report it forwarded goes to it). */
+  record(id: string, replica: string): ProxyEntry | undefined {
+    return this.records.get(id)?.get(replica)
   }
 
   /** [proxy id, replica] of every other replica's record. */

@@ -49,8 +49,10 @@ export class EtcdProxyBook {
   readonly #pending = new Map<string, ProxyEntry | null>()
   #flushing = false
   #retry: NodeJS.Timeout | null = null
-  /** Since when etcd has not renewed the lease or taken a write (null: it does). */
-  #cutOffSince: number | null = null
+  /** When etcd last confirmed the lease (its grant or a keepalive); null: no lease now. */
+  #renewedAt: number | null = null
+  /** Since when writes have been failing (null: the last flush wrote everything). */
+  #failingSince: number | null = null
   #warned = false
   #closed = false
 
@@ -73,11 +75,18 @@ export class EtcdProxyBook {
     this.#changed = changed
     registry.changed = (p) => this.#queue(p.id, p)
     registry.forgotten = (id) => this.#queue(id, null)
+    // Until the first read of every record: a new leader must not count a step on its own proxies.
+    registry.ready = false
   }
 
-  /** False while this replica has been cut off from etcd for longer than its lease's TTL. */
+  /**
+   * False once this replica may have lost its records in etcd, or cannot write them: its lease not
+   * confirmed for two thirds of its TTL (etcd expires it at the TTL), or writes failing for as long.
+   */
   healthy(now = Date.now()): boolean {
-    return this.#cutOffSince === null || now - this.#cutOffSince <= this.#ttlMs
+    const within = (this.#ttlMs * 2) / 3
+    if (this.#renewedAt !== null && now - this.#renewedAt > within) return false
+    return this.#failingSince === null || now - this.#failingSince <= within
   }
 
   /** Read every record, then follow them. Failures are retried; the registry works meanwhile. */
@@ -85,7 +94,11 @@ export class EtcdProxyBook {
     const generation = ++this.#generation
     while (!this.#closed && generation === this.#generation) {
       try {
-        const res = await this.#client.getAll().prefix(this.#dir).exec()
+        const res = await this.#client
+          .getAll()
+          .prefix(this.#dir)
+          .options({ deadline: Date.now() + WRITE_MS })
+          .exec()
         const there = new Set<string>()
         for (const kv of res.kvs) {
           there.add(kv.key.toString())
@@ -95,6 +108,7 @@ export class EtcdProxyBook {
         for (const [id, replica] of this.#registry.recordKeys())
           if (!there.has(`${this.#dir}${replica}/${id}`) && this.#registry.dropRecord(id, replica))
             this.#changed(id, replica, null)
+        this.#registry.ready = true
         const watcher = await this.#client
           .watch()
           .prefix(this.#dir)
@@ -127,10 +141,14 @@ export class EtcdProxyBook {
   async close(): Promise<void> {
     this.#closed = true
     if (this.#retry !== null) clearTimeout(this.#retry)
-    await this.#watcher?.cancel().catch(() => {})
-    // Revoked: this replica's records go at once; its proxies register with another replica.
-    const lease = this.#lease ?? (await this.#granting?.catch(() => null)) ?? null
-    await Promise.race([lease?.revoke().catch(() => {}), new Promise((r) => setTimeout(r, CLOSE_MS).unref())])
+    // Revoked: this replica's records go at once; its proxies register with another replica. Bounded:
+    // with etcd away, the lease simply runs out.
+    const closing = (async () => {
+      await this.#watcher?.cancel().catch(() => {})
+      const lease = this.#lease ?? (await this.#granting?.catch(() => null)) ?? null
+      await lease?.revoke().catch(() => {})
+    })()
+    await Promise.race([closing, new Promise((r) => setTimeout(r, CLOSE_MS).unref())])
     this.#client.close()
   }
 
@@ -194,9 +212,10 @@ export class EtcdProxyBook {
         }
         if (failed === null) {
           this.#warned = false
+          this.#failingSince = null
           continue
         }
-        this.#cutOffSince ??= Date.now()
+        this.#failingSince ??= Date.now()
         if (!this.#warned) {
           this.#warned = true
           this.#log.warn(
@@ -225,20 +244,20 @@ export class EtcdProxyBook {
   }
 
   async #grant(): Promise<Lease> {
-    const lease = this.#client.lease(this.#ttlMs / 1000, { autoKeepAlive: true })
+    const lease = this.#client.lease(this.#ttlMs / 1000, {
+      autoKeepAlive: true,
+      deadline: Date.now() + WRITE_MS,
+    } as Parameters<Etcd3['lease']>[1])
     lease.on('lost', () => {
       if (this.#lease !== lease) return
       this.#lease = null
-      this.#cutOffSince ??= Date.now()
+      this.#renewedAt = null
       this.#log.warn('etcd: the proxy registry lease was lost; writing this replica’s proxies again')
       // Every proxy of this replica, under a new lease (its records went with the old one).
       for (const p of this.#registry.own()) this.#queue(p.id, p)
     })
-    lease.on('keepaliveFailed', () => {
-      this.#cutOffSince ??= Date.now()
-    })
     lease.on('keepaliveSucceeded', () => {
-      this.#cutOffSince = null
+      if (this.#lease === lease) this.#renewedAt = Date.now()
     })
     try {
       await lease.grant()
@@ -251,7 +270,7 @@ export class EtcdProxyBook {
       throw new Error('closed')
     }
     this.#lease = lease
-    this.#cutOffSince = null
+    this.#renewedAt = Date.now()
     return lease
   }
 
@@ -273,6 +292,5 @@ export class EtcdProxyBook {
       live: p.live,
     }
     await lease.put(key).value(JSON.stringify(rec)).options(deadline).exec()
-    this.#cutOffSince = null
   }
 }
