@@ -68,6 +68,20 @@ function recording(
 }
 
 /** The sum of a metric's samples whose labels include `labels`. */
+/** `n` GETs of /r/0../r/n-1 from `clients` closed-loop users, each answered 200. */
+async function closedLoop(url: string, n: number, clients: number): Promise<void> {
+  let next = 0
+  await Promise.all(
+    Array.from({ length: clients }, async () => {
+      while (next < n) {
+        const res = await request(`${url}/r/${next++}`)
+        await res.body.dump()
+        expect(res.statusCode).toBe(200)
+      }
+    }),
+  )
+}
+
 async function metric(v: VeerProcess, name: string, labels: Record<string, string>): Promise<number> {
   const text = await (await request(`${v.adminUrl}/metrics`)).body.text()
   let sum = 0
@@ -400,16 +414,7 @@ describe('shadow mirroring', () => {
     const shadow = await upstream('shadow', late)
     const v = await startProxy({ stable: { url: stable.url }, shadow: { url: shadow.url } })
     const N = 2000
-    let next = 0
-    await Promise.all(
-      Array.from({ length: 20 }, async () => {
-        while (next < N) {
-          const res = await request(`${v.url}/r/${next++}`)
-          await res.body.dump()
-          expect(res.statusCode).toBe(200)
-        }
-      }),
-    )
+    await closedLoop(v.url, N, 20)
     const stats = await settled(v)
     expect(stats.sent + stats.dropped).toBe(N)
     // The goal, 99.9%: at most 2 of 2,000 dropped (none, in practice).
@@ -433,16 +438,7 @@ describe('shadow mirroring', () => {
       shadow: { url: shadow.url, compare: { noiseSample: 0 }, timeouts: { headers: '30s' } },
     })
     const N = 200
-    let next = 0
-    await Promise.all(
-      Array.from({ length: 20 }, async () => {
-        while (next < N) {
-          const res = await request(`${v.url}/r/${next++}`)
-          await res.body.dump()
-          expect(res.statusCode).toBe(200)
-        }
-      }),
-    )
+    await closedLoop(v.url, N, 20)
     // Every user was served while the shadow answered nothing: 64 copies (maxInflight) went out, each on
     // its own connection (connections 64), and the other 136 were dropped, not queued.
     await waitUntil(() => held.length === 64, 'the 64 copies in flight to reach the shadow')
@@ -466,16 +462,7 @@ describe('shadow mirroring', () => {
       shadow: { url: shadow.url, percent: 10, compare: { noiseSample: 0 } },
     })
     const N = 1000
-    let next = 0
-    await Promise.all(
-      Array.from({ length: 20 }, async () => {
-        while (next < N) {
-          const res = await request(`${v.url}/r/${next++}`)
-          await res.body.dump()
-          expect(res.statusCode).toBe(200)
-        }
-      }),
-    )
+    await closedLoop(v.url, N, 20)
     const stats = await settled(v)
     expect(stats.dropped).toBe(0)
     expect(Math.abs(stats.sent - 100)).toBeLessThanOrEqual(1)

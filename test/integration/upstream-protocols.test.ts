@@ -32,6 +32,22 @@ async function h2Upstream(
   return u
 }
 
+/** An h2 upstream handler that holds /slow until `release()` and answers anything else at once. */
+function holdingSlow(): { handler: H2Handler; release: (() => void) | null } {
+  const held: { handler: H2Handler; release: (() => void) | null } = {
+    release: null,
+    handler: (req, res) => {
+      req.resume()
+      if (req.url === '/slow') {
+        held.release = () => res.end('slow done')
+        return
+      }
+      res.end(`fast ${req.url}`)
+    },
+  }
+  return held
+}
+
 describe('h2c:// upstreams', () => {
   it('carries HTTP/1.1 and HTTP/2 clients to a cleartext HTTP/2 upstream, multiplexed', async () => {
     const up = await h2Upstream('stable')
@@ -78,23 +94,15 @@ describe('h2c:// upstreams', () => {
   })
 
   it('after an upstream GOAWAY, the stream in flight finishes and the next request gets a new connection', async () => {
-    let release: (() => void) | null = null
-    const handler: H2Handler = (req, res) => {
-      req.resume()
-      if (req.url === '/slow') {
-        release = () => res.end('slow done')
-        return
-      }
-      res.end(`fast ${req.url}`)
-    }
-    const up = await h2Upstream('stable', { handler })
+    const slowOne = holdingSlow()
+    const up = await h2Upstream('stable', { handler: slowOne.handler })
     const veer = await bed.proxy({ stable: { url: up.url }, connections: 1 })
     const slow = fetch(`${veer.url}/slow`)
-    await waitUntil(() => release !== null, 'the slow request at the upstream')
+    await waitUntil(() => slowOne.release !== null, 'the slow request at the upstream')
     expect(up.sessions).toHaveLength(1)
     // The upstream is going away (a rolling restart): it ends its connection gracefully.
     up.sessions[0]!.close()
-    release!()
+    slowOne.release!()
     const first = await slow
     expect(first.status).toBe(200)
     expect(await first.text()).toBe('slow done')
@@ -104,19 +112,11 @@ describe('h2c:// upstreams', () => {
     expect(up.sessions).toHaveLength(2)
   })
   it('a session that got GOAWAY takes no new stream: the next request opens a new one while it drains', async () => {
-    let release: (() => void) | null = null
-    const handler: H2Handler = (req, res) => {
-      req.resume()
-      if (req.url === '/slow') {
-        release = () => res.end('slow done')
-        return
-      }
-      res.end(`fast ${req.url}`)
-    }
-    const up = await h2Upstream('stable', { handler })
+    const slowOne = holdingSlow()
+    const up = await h2Upstream('stable', { handler: slowOne.handler })
     const veer = await bed.proxy({ stable: { url: up.url }, connections: 1 })
     const slow = fetch(`${veer.url}/slow`)
-    await waitUntil(() => release !== null, 'the slow request at the upstream')
+    await waitUntil(() => slowOne.release !== null, 'the slow request at the upstream')
     let goaway = false
     up.sessions[0]!.close()
     up.sessions[0]!.on('close', () => (goaway = true))
@@ -125,7 +125,7 @@ describe('h2c:// upstreams', () => {
     expect([during.status, await during.text()]).toEqual([200, 'fast /during'])
     expect(up.sessions).toHaveLength(2)
     expect(goaway).toBe(false)
-    release!()
+    slowOne.release!()
     const first = await slow
     expect([first.status, await first.text()]).toEqual([200, 'slow done'])
   })
