@@ -11,7 +11,7 @@ import { ACTIONS_HINT, parseActions, parseTime, TIME_HINT } from './audit-query.
 import { type Access, allows, type FailureLimiter, type Identity, type Tokens } from './auth.ts'
 import type { Denials } from './denials.ts'
 import type { Engine } from './engine.ts'
-import { ApiError } from './errors.ts'
+import { ApiError, storageFailed } from './errors.ts'
 import type { EventHub } from './events.ts'
 import { FORWARDED_BY, type LeaderFeed } from './feed.ts'
 import { readJson, sendError, sendJson } from './http.ts'
@@ -135,10 +135,8 @@ function feedOf(d: ApiDeps, c: Call): LeaderFeed | undefined {
  */
 function servesProxies(d: ApiDeps): void {
   if (d.registryHealthy !== undefined && !d.registryHealthy())
-    throw new ApiError(
-      'storage_failed',
+    throw storageFailed(
       'this control replica has been cut off from etcd for longer than its lease; try another replica',
-      { 'retry-after': '5' },
     )
 }
 

@@ -31,7 +31,7 @@ import {
   routeOf,
   without,
 } from './decide.ts'
-import { ApiError } from './errors.ts'
+import { ApiError, storageFailed } from './errors.ts'
 import type { EventHub } from './events.ts'
 import type { Notifier } from './notify.ts'
 import type { ProxyRegistry } from './proxies.ts'
@@ -125,7 +125,7 @@ export class Engine {
       await this.d.store.current?.()
     } catch (err) {
       if (!(err instanceof StoreWriteError)) throw err
-      throw new ApiError('storage_failed', err.message, { 'retry-after': '5' })
+      throw storageFailed(err.message)
     }
   }
 
@@ -377,7 +377,7 @@ export class Engine {
         { code: err.code },
         'state write failed and was undone; writes get 503 until it succeeds',
       )
-      return new ApiError('storage_failed', err.message, { 'retry-after': '5' })
+      return storageFailed(err.message)
     }
     this.d.fatal(err)
     return new ApiError('storage_failed')

@@ -50,6 +50,11 @@ export const CONTROL_ERRORS = {
 
 export type ControlErrorCode = keyof typeof CONTROL_ERRORS
 
+/** The state could not be written or read in time (a full disk, etcd away): 503, retry in 5 s. */
+export function storageFailed(message: string): ApiError {
+  return new ApiError('storage_failed', message, { 'retry-after': '5' })
+}
+
 /** A refusal with a stable code; `message` says what was wrong and how to fix it. */
 export class ApiError extends Error {
   readonly code: ControlErrorCode
