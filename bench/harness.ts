@@ -73,11 +73,15 @@ export async function runRounds<S extends { readonly name: string }, R>(
   results: readonly Measured<R>[],
   measure: (subject: S, round: number) => Promise<R>,
   line: (r: R) => string,
+  /** Runs first in each round, with the round's subjects still available, in their order (run.ts --slices). */
+  prepareRound?: (order: readonly S[], round: number) => Promise<void>,
 ): Promise<void> {
   const { log, interrupted } = harness
   const width = Math.max(...subjects.map((s) => s.name.length)) + 1
+  const available = (s: S) => results.find((r) => r.name === s.name)?.status !== 'unavailable'
   for (const s of results) if (s.status === 'unavailable') log(`${s.name}: unavailable (${s.reason})`)
   for (let round = 1; round <= rounds && !interrupted(); round++) {
+    if (prepareRound !== undefined) await prepareRound(roundOrder(subjects, round).filter(available), round)
     for (const subject of roundOrder(subjects, round)) {
       const res = results.find((r) => r.name === subject.name)!
       if (res.status === 'unavailable') continue

@@ -196,7 +196,11 @@ export function renderMarkdown(report: Report): string {
     `${settings.rounds} round(s) per upstream${rough}; subjects forward in odd rounds, reversed in even ones, ` +
       'each started fresh every round. ' +
       `Max throughput: ${settings.loadTool}, ${settings.connections} connections, ` +
-      `${settings.warmupSeconds} s warm-up then ${settings.throughputSeconds} s measured, for each body size. ` +
+      `${settings.warmupSeconds} s warm-up then ${settings.throughputSeconds} s measured, for each body size` +
+      ((settings.slices ?? 1) < 2
+        ? '. '
+        : ` (the ~100 B headline: every subject of a round started and warmed up first, then measured in ` +
+          `${settings.slices} slices taken in turn, so each pair spans the same stretch of time). `) +
       `Latency: Node open-loop generator at a fixed ${int(settings.rate)} req/s for ${settings.latencySeconds} s ` +
       '(after an unrecorded 0.5 s lead-in), measured from each request\u2019s scheduled send time ' +
       '(no coordinated omission).',

@@ -57,6 +57,8 @@ export interface Settings {
   /** at least a published run's rounds, warm-up and phases (see run.ts) */
   publishable: boolean
   throughputSeconds: number
+  /** the ~100 B phase in this many slices taken in turn across the round's subjects (1: one phase each) */
+  slices?: number
   latencySeconds: number
   warmupSeconds: number
   connections: number

@@ -12,7 +12,7 @@ import { chmodSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { positiveInt, runRounds, startHarness } from './harness.ts'
-import { fixedRate, maxThroughput, type Target } from './load.ts'
+import { fixedRate, maxThroughput, type Target, type ThroughputResult } from './load.ts'
 import { describeMachine } from './machine.ts'
 import { writeNginxUpstreamConfig } from './nginx.ts'
 import { type OtlpSink, startOtlpSink } from './otlp-sink.ts'
@@ -65,6 +65,7 @@ const { values: args } = parseArgs({
     only: { type: 'string' },
     upstream: { type: 'string', default: 'both' },
     rounds: { type: 'string' },
+    slices: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 })
@@ -77,6 +78,9 @@ if (args.help) {
   --install   apt-get install wrk and nginx when missing (otherwise a Node load generator is used,
               and the nginx subject and upstream are reported unavailable)
   --no-wrk    use the Node load generator even when wrk is there
+  --slices N  start and warm up a round's subjects together, then measure the ~100 B headline in N
+              slices taken in turn (A B C, A B C, …), so every pair spans the same stretch of time
+              (default 3; 1: each subject's round alone, one phase after the other)
   --only      comma-separated subjects: ${subjects.map((s) => s.name).join(', ')}
   env BENCH_SECONDS (per measuring phase, default ${PUBLISHED.phaseSeconds}), BENCH_WARMUP (per body size, default ${PUBLISHED.warmupSeconds});
   figures are marked publishable only at ≥ ${PUBLISHED.rounds} rounds, ≥ ${PUBLISHED.warmupSeconds} s warm-ups and ≥ ${PUBLISHED.phaseSeconds} s phases`)
@@ -104,11 +108,19 @@ if (args.rounds !== undefined && !/^[1-9]\d?$/.test(args.rounds)) {
   process.exit(2)
 }
 const rounds = quick ? 1 : positiveInt(args.rounds ?? process.env.BENCH_ROUNDS, PUBLISHED.rounds, 99)
+if (args.slices !== undefined && !/^[1-9]$/.test(args.slices)) {
+  console.error(`--slices: expected a whole number from 1 to 9, got ${JSON.stringify(args.slices)}`)
+  process.exit(2)
+}
+const slices = quick ? 1 : Number(args.slices ?? 3)
+// wrk takes whole seconds: each slice a share of the measured phase, at least a second.
+const sliceSeconds = Math.max(1, Math.round(phaseSeconds / slices))
 const settingsBase = {
   rounds,
   quick,
   upstreams: upstreamKinds,
   throughputSeconds: phaseSeconds,
+  slices,
   latencySeconds: phaseSeconds,
   warmupSeconds,
   connections: 50,
@@ -212,80 +224,184 @@ async function startUpstreams(kind: UpstreamKind): Promise<Upstreams> {
   }
 }
 
-async function measure(up: Upstreams, ctx: Context, subject: Subject, round: number): Promise<RoundResult> {
-  const upstreamCpu = () => up.procs.reduce((sum, p) => sum + cpuMicros(p.pid), 0)
+/** A subject started and warmed up on ~100 B, its headline phase measured so far (in one or more slices). */
+interface Prepared {
+  subject: Subject
+  running: Awaited<ReturnType<Subject['start']>>
+  ctx: Context
+  /** whose CPU and RSS the row shows: the proxy, or the upstream for `direct` */
+  measured: Managed
+  target: (path: string) => Target
+  canaryObs: RoundResult['canary']
+  observed0: Record<string, number> | null
+  small: ThroughputResult
+  cpuSmall: number
+  upstreamCpuSmall: number
+  wall0: number
+  machine0: { busy: number; steal: number }
+  ours0: number
+}
+
+/** The subjects' processes now running: the benchmark's own CPU, told apart from other load on the machine. */
+const live = new Set<Managed>()
+const upstreamCpu = (up: Upstreams) => up.procs.reduce((sum, p) => sum + cpuMicros(p.pid), 0)
+const ours = (up: Upstreams) =>
+  selfAndReapedMicros() + upstreamCpu(up) + [...live].reduce((sum, p) => sum + cpuMicros(p.pid), 0)
+const tp = () => ({ connections: settings.connections, useWrk: wrk.available, tmpDir })
+
+async function observe(
+  p: Pick<Prepared, 'subject' | 'running' | 'ctx'>,
+): Promise<Record<string, number> | null> {
+  if (p.subject.observe === undefined) return null
+  try {
+    return await p.subject.observe(p.running, p.ctx)
+  } catch (err) {
+    log(`${p.subject.name}: observe failed (${(err as Error).message}); its counters are left out`)
+    return null
+  }
+}
+
+/** Start a subject, check its answers, warm it up on ~100 B. */
+async function prepare(up: Upstreams, ctx: Context, subject: Subject): Promise<Prepared> {
   const running = await subject.start(ctx)
+  if (running.proc !== null) live.add(running.proc)
   try {
     const origin = `http://127.0.0.1:${running.port}`
     const problem = await checkAnswers(origin, subject.sticky ? STICKY_HEADER : null)
     if (problem !== null) throw new Unavailable(`preflight: ${problem}`)
     const canaryObs = subject.sticky ? await observeCanary(origin, STICKY_HEADER, 200) : undefined
-    const observe = async (): Promise<Record<string, number> | null> => {
-      if (subject.observe === undefined) return null
-      try {
-        return await subject.observe(running, ctx)
-      } catch (err) {
-        log(`${subject.name}: observe failed (${(err as Error).message}); its counters are left out`)
-        return null
-      }
-    }
-    const observed0 = await observe()
-
+    const observed0 = await observe({ subject, running, ctx })
     const target = (path: string): Target => ({
       origin,
       path,
       sticky: subject.sticky ? { header: STICKY_HEADER, users: 1000 } : undefined,
     })
-    const tp = { connections: settings.connections, useWrk: wrk.available, tmpDir }
-    // Everything the benchmark itself runs, to tell it apart from other load on the machine.
-    const ours = () =>
-      selfAndReapedMicros() + upstreamCpu() + (running.proc === null ? 0 : cpuMicros(running.proc.pid))
     const wall0 = performance.now()
     const machine0 = machineMicros()
-    const ours0 = ours()
-
-    // `direct` has no proxy: its CPU/RSS columns show the upstream's own figures.
-    const measured = running.proc ?? up.stable
+    const ours0 = ours(up)
     // Each body size is warmed up on its own before it is measured (JIT, pools, buffers settle).
-    await maxThroughput(target('/'), { ...tp, seconds: settings.warmupSeconds })
-    const cpu0 = cpuMicros(measured.pid)
-    const up0 = upstreamCpu()
-    const small = await maxThroughput(target('/'), { ...tp, seconds: settings.throughputSeconds })
-    const cpu1 = cpuMicros(measured.pid)
-    const up1 = upstreamCpu()
-    await maxThroughput(target('/16k'), { ...tp, seconds: settings.warmupSeconds })
+    await maxThroughput(target('/'), { ...tp(), seconds: settings.warmupSeconds })
+    return {
+      subject,
+      running,
+      ctx,
+      measured: running.proc ?? up.stable,
+      target,
+      canaryObs,
+      observed0,
+      small: { tool: wrk.available ? 'wrk' : 'node', requests: 0, seconds: 0, rps: 0, errors: 0 },
+      cpuSmall: 0,
+      upstreamCpuSmall: 0,
+      wall0,
+      machine0,
+      ours0,
+    }
+  } catch (err) {
+    await stop(running)
+    throw err
+  }
+}
+
+async function stop(running: Prepared['running']): Promise<void> {
+  if (running.proc === null) return
+  live.delete(running.proc)
+  await stopProcess(running.proc)
+}
+
+/** Measure `seconds` more of the ~100 B headline phase, added to what earlier slices measured. */
+async function slice(up: Upstreams, p: Prepared, seconds: number): Promise<void> {
+  const cpu0 = cpuMicros(p.measured.pid)
+  const up0 = upstreamCpu(up)
+  const r = await maxThroughput(p.target('/'), { ...tp(), seconds })
+  p.cpuSmall += cpuMicros(p.measured.pid) - cpu0
+  p.upstreamCpuSmall += upstreamCpu(up) - up0
+  const s = p.small
+  s.requests += r.requests
+  s.seconds += r.seconds
+  s.errors += r.errors
+  s.rps = s.requests / Math.max(s.seconds, 1e-9)
+}
+
+/** The rest of the subject's round (16 KiB, latency), then stop it. */
+async function finish(up: Upstreams, p: Prepared, round: number): Promise<RoundResult> {
+  try {
+    const { measured, target } = p
+    await maxThroughput(target('/16k'), { ...tp(), seconds: settings.warmupSeconds })
     const cpu2 = cpuMicros(measured.pid)
-    const big = await maxThroughput(target('/16k'), { ...tp, seconds: settings.throughputSeconds })
+    const big = await maxThroughput(target('/16k'), { ...tp(), seconds: settings.throughputSeconds })
     const cpu3 = cpuMicros(measured.pid)
     const latency = await fixedRate(target('/'), { rate: settings.rate, seconds: settings.latencySeconds })
     const rssMiB = rssKiB(measured.pid) / 1024
-    const observed1 = await observe()
+    const observed1 = await observe(p)
     const machine1 = machineMicros()
-    const wallUs = (performance.now() - wall0) * 1000
-    const otherCpuPct = (100 * Math.max(0, machine1.busy - machine0.busy - (ours() - ours0))) / wallUs
-    const stealPct = (100 * (machine1.steal - machine0.steal)) / wallUs
-
-    if (running.proc !== null && running.proc.exitedWith !== null) {
-      throw new Unavailable(`exited (${running.proc.exitedWith}) during the round: ${logTail(running.proc)}`)
+    const wallUs = (performance.now() - p.wall0) * 1000
+    const otherCpuPct = (100 * Math.max(0, machine1.busy - p.machine0.busy - (ours(up) - p.ours0))) / wallUs
+    const stealPct = (100 * (machine1.steal - p.machine0.steal)) / wallUs
+    const proc = p.running.proc
+    if (proc !== null && proc.exitedWith !== null) {
+      throw new Unavailable(`exited (${proc.exitedWith}) during the round: ${logTail(proc)}`)
     }
-    const served = Math.max(1, small.requests)
+    const served = Math.max(1, p.small.requests)
     return {
       round,
-      small,
+      small: p.small,
       big,
       latency,
-      cpuUsPerReq: (cpu1 - cpu0) / served,
+      cpuUsPerReq: p.cpuSmall / served,
       cpuUsPerReqBig: (cpu3 - cpu2) / Math.max(1, big.requests),
-      upstreamCpuUsPerReq: (up1 - up0) / served,
+      upstreamCpuUsPerReq: p.upstreamCpuSmall / served,
       rssMiB,
       otherCpuPct,
       stealPct,
-      ...(canaryObs === undefined ? {} : { canary: canaryObs }),
-      ...(observed0 === null || observed1 === null ? {} : { observed: difference(observed1, observed0) }),
+      ...(p.canaryObs === undefined ? {} : { canary: p.canaryObs }),
+      ...(p.observed0 === null || observed1 === null ? {} : { observed: difference(observed1, p.observed0) }),
     }
   } finally {
-    if (running.proc !== null) await stopProcess(running.proc)
+    await stop(p.running)
   }
+}
+
+/**
+ * With --slices N (N ≥ 2) a round starts and warms up every subject first, then measures the ~100 B
+ * headline in N slices taken in turn (A B C, A B C, …), so every subject's figure spans the same stretch
+ * of the round and a slow minute of the VM falls on all of them; 16 KiB and latency follow one subject
+ * at a time. Without it each subject runs its whole round alone (measure below).
+ */
+const prepared = new Map<string, Prepared | Error>()
+async function prepareRound(up: Upstreams, ctx: Context, order: readonly Subject[]): Promise<void> {
+  prepared.clear()
+  for (const s of order) prepared.set(s.name, await prepare(up, ctx, s).catch((err: Error) => err))
+  const ready = order.flatMap((s) => {
+    const p = prepared.get(s.name)
+    return p instanceof Error || p === undefined ? [] : [p]
+  })
+  for (let k = 0; k < slices; k++) {
+    for (const p of ready) {
+      if (prepared.get(p.subject.name) !== p) continue
+      try {
+        await slice(up, p, sliceSeconds)
+      } catch (err) {
+        prepared.set(p.subject.name, err as Error)
+        await stop(p.running)
+      }
+    }
+  }
+}
+
+async function measure(up: Upstreams, ctx: Context, subject: Subject, round: number): Promise<RoundResult> {
+  if (slices < 2) {
+    const p = await prepare(up, ctx, subject)
+    await slice(up, p, settings.throughputSeconds).catch(async (err) => {
+      await stop(p.running)
+      throw err
+    })
+    return finish(up, p, round)
+  }
+  const p = prepared.get(subject.name)
+  prepared.delete(subject.name)
+  if (p === undefined) throw new Error(`${subject.name} was not prepared for round ${round}`)
+  if (p instanceof Error) throw p
+  return finish(up, p, round)
 }
 
 function difference(after: Record<string, number>, before: Record<string, number>): Record<string, number> {
@@ -337,6 +453,7 @@ for (const kind of upstreamKinds) {
     results,
     (s, round) => measure(up, ctx, s, round),
     roundLine,
+    slices < 2 ? undefined : (order) => prepareRound(up, ctx, order),
   )
   for (const p of up.procs) await stopProcess(p)
   // A subject that failed in a later round still reports the rounds it completed.
