@@ -258,6 +258,14 @@ function onClientDrain(this: Tagged): void {
 export class HttpExchange extends Exchange {
   readonly req: IncomingMessage
   readonly res: ServerResponse
+  /** Body bytes still to come by the upstream's Content-Length; -1 when it gave none. */
+  #rest = -1
+  /**
+   * The body's last chunk by Content-Length, held for `end`: `res.end(chunk)` writes the head and the
+   * body in one corked write(2), where `write` then `end` would cork until the next tick (Node's write
+   * schedules an uncork per response). undici ends the answer in the same parse that gave the last byte.
+   */
+  #last: Buffer | null = null
   get protocol(): string {
     return this.req.httpVersionMinor === 0 ? PROTOCOL.http10 : PROTOCOL.http11
   }
@@ -328,18 +336,39 @@ export class HttpExchange extends Exchange {
     }
   }
 
+  override onResponseStart(
+    controller: Controller,
+    statusCode: number,
+    fields: UpstreamFields,
+    statusMessage?: string,
+  ): void {
+    const length = fields['content-length']
+    if (typeof length === 'string' && this.method !== 'HEAD') this.#rest = Number(length)
+    super.onResponseStart(controller, statusCode, fields, statusMessage)
+  }
+
   protected write(chunk: Buffer): boolean {
+    const rest = this.#rest
+    if (rest === chunk.length) {
+      this.#rest = 0
+      this.#last = chunk
+      return true
+    }
+    if (rest > 0) this.#rest = rest - chunk.length
     if (this.res.write(chunk)) return true
     this.res.once('drain', onClientDrain)
     return false
   }
 
   protected end(trailers: UpstreamFields): void {
+    const last = this.#last
     for (const _ in trailers) {
+      if (last !== null) this.res.write(last)
       this.res.addTrailers(trailers as Record<string, string>)
-      break
+      return void this.res.end()
     }
-    this.res.end()
+    if (last !== null) this.res.end(last)
+    else this.res.end()
   }
 
   protected fail(code: ProxyErrorCode): void {
