@@ -129,14 +129,14 @@ function feedOf(d: ApiDeps, c: Call): LeaderFeed | undefined {
 }
 
 /**
- * A replica cut off from etcd for longer than its lease (its proxy records may be gone, and it sees no
+ * A replica cut off from etcd for 2/3 of its lease or more (its proxy records may soon be gone, and it sees no
  * new weights) sends its proxies elsewhere: their watch and registration get 503 and they move to the
  * next replica (with one control URL they keep serving on their last weights and retry).
  */
 function servesProxies(d: ApiDeps): void {
   if (d.registryHealthy !== undefined && !d.registryHealthy())
     throw storageFailed(
-      'this control replica has been cut off from etcd for longer than its lease; try another replica',
+      'this control replica has been cut off from etcd for 2/3 of its lease or more; try another replica',
     )
 }
 
