@@ -87,11 +87,6 @@ function compileShadow(
   log: boolean,
 ): ShadowTarget {
   const sh = rc.shadow!
-  const counter = states.metrics.shadow
-  const bound = (outcome: string) => {
-    const child = counter.labels(rc.name, outcome)
-    return () => child.inc()
-  }
   // Its own small pool (distinct settings make a distinct pool even for a shared origin): a slow or
   // dead shadow fills only this one, and nothing queues behind it (maxPending 0; maxInflight drops).
   const upstream = states.pools.get(sh, {
@@ -125,13 +120,6 @@ function compileShadow(
     }),
     ignore: new FieldFilter(sh.compare.ignore),
     redact: new Set(sh.compare.redact.map((h) => h.toLowerCase())),
-    outcomes: {
-      sent: bound('sent'),
-      dropped: bound('dropped'),
-      error: bound('error'),
-      match: bound('match'),
-      mismatch: bound('mismatch'),
-    },
   })
 }
 

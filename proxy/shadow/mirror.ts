@@ -61,14 +61,6 @@ export interface ShadowTarget {
   readonly lineFields: string
   readonly ignore: FieldFilter
   readonly redact: ReadonlySet<string>
-  /** Counter children of veer_shadow_requests_total for this route. */
-  readonly outcomes: {
-    sent: () => void
-    dropped: () => void
-    error: () => void
-    match: () => void
-    mismatch: () => void
-  }
 }
 
 /** What a mirror needs from the proxy. */
@@ -366,7 +358,6 @@ export class Mirror {
     if (this.grpc && t.upstream.inflight >= t.config.maxInflight) return this.#notSent()
     t.upstream.inflight++
     t.stats.sent++
-    t.outcomes.sent()
     this.#shadowStart = performance.now()
     t.upstream.pool.dispatch(
       {
@@ -395,7 +386,6 @@ export class Mirror {
     this.#dispatched = true
     const t = this.target
     t.stats.dropped++
-    t.outcomes.dropped()
     // Admitted as a half-open probe, it ends that probe telling nothing.
     t.upstream.probing = false
     this.shadow.done = true
@@ -430,11 +420,9 @@ export class Mirror {
       // The proxy cut it (its body copy went past maxBodyBytes, or the primary stopped reading it): not
       // the shadow's failure, so it stays out of the shadow's error counts and analysis window.
       t.stats.dropped++
-      t.outcomes.dropped()
       this.host.shadowFinished(this, 0, 'dropped', seconds)
     } else {
       t.stats.errors++
-      t.outcomes.error()
       // A failed call's code (UNAVAILABLE, DEADLINE_EXCEEDED) is the shadow's, for its line too.
       if (this.grpc) this.shadow.grpc = grpcCodeFor(classifyUpstreamError(err))
       this.#record(0, seconds, this.shadow.grpc)
@@ -514,7 +502,6 @@ export class Mirror {
     if (this.grpc && (this.primary.frames!.messages > 1 || this.shadow.frames!.messages > 1)) {
       // The primary's answer was a stream: the call was not unary after all, so it is not compared.
       stats.dropped++
-      t.outcomes.dropped()
       this.host.shadowFinished(this, this.shadow.status, 'dropped', this.#shadowSeconds)
       return
     }
@@ -528,7 +515,6 @@ export class Mirror {
     const mismatch = result.differences.length > 0
     stats.countComparison(pathPattern(this.path), mismatch)
     if (mismatch) {
-      t.outcomes.mismatch()
       stats.keepDiff(
         {
           time: new Date().toISOString(),
@@ -551,7 +537,7 @@ export class Mirror {
         },
         compare.maxDiffs,
       )
-    } else t.outcomes.match()
+    }
     this.host.shadowFinished(this, this.shadow.status, mismatch ? 'mismatch' : 'match', this.#shadowSeconds)
   }
 
@@ -598,7 +584,6 @@ export function startMirror(
     !t.upstream.admit()
   ) {
     t.stats.dropped++
-    t.outcomes.dropped()
     return null
   }
   const headers = upstreamHeaders.slice()
