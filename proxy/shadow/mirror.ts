@@ -29,7 +29,7 @@ import type { Backend, VersionState } from '../routes/table.ts'
 import type { WeylSequence } from '../split/weighted.ts'
 import type { Tracing } from '../tracing.ts'
 import type { Upstream } from '../upstream/pools.ts'
-import { type Answer, compareAnswers, type FieldFilter, pathPattern } from './compare.ts'
+import { type Answer, compareAnswers, type FieldFilter, type FieldSet, pathPattern } from './compare.ts'
 import type { ShadowStats } from './stats.ts'
 
 type Controller = Dispatcher.DispatchController
@@ -60,6 +60,10 @@ export interface ShadowTarget {
   /** The shadow line's fixed fields (pid, route, version, release, upstream), serialised once. */
   readonly lineFields: string
   readonly ignore: FieldFilter
+  /** `ignore`, or learned to be noisy (stats.noise): what a shadow's differences leave out. */
+  readonly ignoreOrNoise: FieldSet
+  /** The headers an answer is compared with: compare.headers and content-type (JSON or not). */
+  readonly answerHeaders: readonly string[]
   readonly redact: ReadonlySet<string>
 }
 
@@ -72,7 +76,8 @@ export interface MirrorHost {
 
 class Capture {
   status = 0
-  headers: Record<string, string> = Object.create(null)
+  #raw: readonly (Buffer | string)[] | null = null
+  #headers: Record<string, string> | null = null
   chunks: Buffer[] = []
   size = 0
   overflow = false
@@ -83,18 +88,17 @@ class Capture {
   /** A gRPC answer's messages as they stream; null for other requests. */
   frames: GrpcFrames | null = null
 
+  /** The raw header list is kept as it is: most answers match, and only a diff sample shows them all. */
   start(status: number, raw: readonly (Buffer | string)[] | null): void {
     this.status = status
-    // No prototype: a header named `__proto__` or `constructor` is a field like any other.
-    const h: Record<string, string> = Object.create(null)
-    if (raw) {
-      for (let i = 0; i < raw.length; i += 2) {
-        const name = raw[i]!.toString('latin1').toLowerCase()
-        const value = raw[i + 1]!.toString('latin1')
-        h[name] = h[name] === undefined ? value : `${h[name]}, ${value}`
-      }
-    }
-    this.headers = h
+    this.#raw = raw
+    this.#headers = null
+  }
+
+  /** Every header, lower-cased (for a diff sample). */
+  get headers(): Record<string, string> {
+    this.#headers ??= headerRecord(this.#raw, null)
+    return this.#headers
   }
 
   data(chunk: Buffer, limit: number): void {
@@ -106,11 +110,13 @@ class Capture {
     } else this.chunks.push(chunk)
   }
 
-  answer(): Answer {
-    const body = this.overflow ? null : Buffer.concat(this.chunks)
+  /** The answer to compare, with only the headers `names` (those compared, and content-type). */
+  answer(names: readonly string[]): Answer {
+    const c = this.chunks
+    const body = this.overflow ? null : c.length === 1 ? c[0]! : Buffer.concat(c, this.size)
     return {
       status: this.status,
-      headers: this.headers,
+      headers: headerRecord(this.#raw, names),
       // A gRPC answer's message is compared without its prefix, so `+json` messages are JSON.
       body: body !== null && this.frames !== null ? grpcPayload(body) : body,
       grpc: this.grpc,
@@ -123,6 +129,30 @@ class Capture {
     if (g !== undefined) this.grpc = grpcStatusOf(g)
     else if (this.grpc === -1 && this.status === 200) this.grpc = UNKNOWN
   }
+}
+
+/**
+ * Lower-cased header name → value (repeated fields joined with ", ") of a raw header list: every header
+ * when `names` is null, else only those in `names` (lower case; a name of another length is not even
+ * decoded). No prototype: a header named `__proto__` or `constructor` is a field like any other.
+ */
+function headerRecord(raw: readonly (Buffer | string)[] | null, names: readonly string[] | null) {
+  const h: Record<string, string> = Object.create(null)
+  if (raw === null) return h
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i]!
+    if (names !== null && !hasLength(names, n.length)) continue
+    const name = n.toString('latin1').toLowerCase()
+    if (names !== null && !names.includes(name)) continue
+    const value = raw[i + 1]!.toString('latin1')
+    h[name] = h[name] === undefined ? value : `${h[name]}, ${value}`
+  }
+  return h
+}
+
+function hasLength(names: readonly string[], length: number): boolean {
+  for (const want of names) if (want.length === length) return true
+  return false
 }
 
 /**
@@ -492,10 +522,10 @@ export class Mirror {
     const t = this.target
     const stats = t.stats
     const compare = t.config.compare
-    const primary = this.primary.ok ? this.primary.answer() : null
+    const primary = this.primary.ok ? this.primary.answer(t.answerHeaders) : null
     if (primary !== null && this.secondary?.ok) {
       stats.noiseChecks.compared++
-      const same = compareAnswers(primary, this.secondary.answer(), compare.headers, t.ignore)
+      const same = compareAnswers(primary, this.secondary.answer(t.answerHeaders), compare.headers, t.ignore)
       for (const d of same.differences) stats.learnNoise(d.field)
     }
     if (!this.shadow.ok) return // its failure was counted and logged when it ended
@@ -509,9 +539,12 @@ export class Mirror {
       this.host.shadowFinished(this, this.shadow.status, 'answered', this.#shadowSeconds)
       return
     }
-    const result = compareAnswers(primary, this.shadow.answer(), compare.headers, {
-      has: (field: string) => t.ignore.has(field) || stats.noise.has(field),
-    } as FieldFilter)
+    const result = compareAnswers(
+      primary,
+      this.shadow.answer(t.answerHeaders),
+      compare.headers,
+      t.ignoreOrNoise,
+    )
     const mismatch = result.differences.length > 0
     stats.countComparison(pathPattern(this.path), mismatch)
     if (mismatch) {
