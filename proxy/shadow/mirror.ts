@@ -76,8 +76,8 @@ export interface MirrorHost {
 
 class Capture {
   status = 0
-  #raw: readonly (Buffer | string)[] | null = null
-  #headers: Record<string, string> | null = null
+  /** The answer's header fields as the client parsed them (lower-case names; a repeated one a list). */
+  #fields: UpstreamFields = NO_FIELDS
   chunks: Buffer[] = []
   size = 0
   overflow = false
@@ -88,17 +88,18 @@ class Capture {
   /** A gRPC answer's messages as they stream; null for other requests. */
   frames: GrpcFrames | null = null
 
-  /** The raw header list is kept as it is: most answers match, and only a diff sample shows them all. */
-  start(status: number, raw: readonly (Buffer | string)[] | null): void {
+  /**
+   * The fields undici (or the HTTP/2 client) already parsed are kept as they are: most answers match,
+   * so only the compared headers are read, and all of them only for a diff sample.
+   */
+  start(status: number, fields: UpstreamFields): void {
     this.status = status
-    this.#raw = raw
-    this.#headers = null
+    this.#fields = fields
   }
 
-  /** Every header, lower-cased (for a diff sample). */
+  /** Every header (for a diff sample). */
   get headers(): Record<string, string> {
-    this.#headers ??= headerRecord(this.#raw, null)
-    return this.#headers
+    return headerRecord(this.#fields, Object.keys(this.#fields))
   }
 
   data(chunk: Buffer, limit: number): void {
@@ -116,7 +117,7 @@ class Capture {
     const body = this.overflow ? null : c.length === 1 ? c[0]! : Buffer.concat(c, this.size)
     return {
       status: this.status,
-      headers: headerRecord(this.#raw, names),
+      headers: headerRecord(this.#fields, names),
       // A gRPC answer's message is compared without its prefix, so `+json` messages are JSON.
       body: body !== null && this.frames !== null ? grpcPayload(body) : body,
       grpc: this.grpc,
@@ -131,28 +132,19 @@ class Capture {
   }
 }
 
+const NO_FIELDS: UpstreamFields = Object.freeze(Object.create(null))
+
 /**
- * Lower-cased header name → value (repeated fields joined with ", ") of a raw header list: every header
- * when `names` is null, else only those in `names` (lower case; a name of another length is not even
- * decoded). No prototype: a header named `__proto__` or `constructor` is a field like any other.
+ * Header name → value of `names` in `fields` (repeated fields joined with ", "); own fields only, and no
+ * prototype: a header named `__proto__` or `constructor` is a field like any other.
  */
-function headerRecord(raw: readonly (Buffer | string)[] | null, names: readonly string[] | null) {
+function headerRecord(fields: UpstreamFields, names: readonly string[]): Record<string, string> {
   const h: Record<string, string> = Object.create(null)
-  if (raw === null) return h
-  for (let i = 0; i < raw.length; i += 2) {
-    const n = raw[i]!
-    if (names !== null && !hasLength(names, n.length)) continue
-    const name = n.toString('latin1').toLowerCase()
-    if (names !== null && !names.includes(name)) continue
-    const value = raw[i + 1]!.toString('latin1')
-    h[name] = h[name] === undefined ? value : `${h[name]}, ${value}`
+  for (const name of names) {
+    const v = Object.hasOwn(fields, name) ? fields[name] : undefined
+    if (v !== undefined) h[name] = typeof v === 'string' ? v : v.join(', ')
   }
   return h
-}
-
-function hasLength(names: readonly string[], length: number): boolean {
-  for (const want of names) if (want.length === length) return true
-  return false
 }
 
 /**
@@ -249,7 +241,7 @@ class ShadowHandler implements Dispatcher.DispatchHandler {
   onResponseStart(controller: Controller, status: number, fields: UpstreamFields): void {
     if (status < 200) return
     const capture = this.#capture
-    capture.start(status, controller.rawHeaders as Buffer[] | null)
+    capture.start(status, fields)
     // A trailers-only answer has its grpc-status in the head.
     if (capture.frames !== null && fields['grpc-status'] !== undefined)
       capture.grpc = grpcStatusOf(fields['grpc-status'])
@@ -491,8 +483,8 @@ export class Mirror {
   }
 
   // The primary's answer, fed by the exchange that serves the user.
-  primaryStart(status: number, raw: readonly (Buffer | string)[] | null): void {
-    this.primary.start(status, raw)
+  primaryStart(status: number, fields: UpstreamFields): void {
+    this.primary.start(status, fields)
   }
 
   primaryData(chunk: Buffer): void {
