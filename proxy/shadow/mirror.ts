@@ -238,7 +238,7 @@ class ShadowHandler implements Dispatcher.DispatchHandler {
 
   onRequestStart(): void {}
 
-  onResponseStart(controller: Controller, status: number, fields: UpstreamFields): void {
+  onResponseStart(_c: Controller, status: number, fields: UpstreamFields): void {
     if (status < 200) return
     const capture = this.#capture
     capture.start(status, fields)
