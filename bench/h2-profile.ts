@@ -6,9 +6,10 @@
 // µs per request and its ratio to the floor, medians over the rounds. With --profile every subject runs
 // under --cpu-prof and the top self-time functions and files are printed too (profiling inflates the
 // CPU figures: compare those runs with each other only). Loopback only, bounded by --seconds.
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { basename, join, resolve } from 'node:path'
+import { writeFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
+import { printTop, profilesIn, sumProfiles } from './cpu-profile.ts'
 import { h2load } from './h2load.ts'
 import { positiveInt, startHarness } from './harness.ts'
 import {
@@ -182,46 +183,6 @@ async function measure(s: Subject, round: number): Promise<Measured> {
   }
 }
 
-interface Node {
-  id: number
-  callFrame: { functionName: string; url: string; lineNumber: number }
-  hitCount?: number
-}
-
-/** Self time by function and by file over the whole profile, in µs. */
-function selfTimes(file: string): { total: number; byFn: Map<string, number>; byFile: Map<string, number> } {
-  const p = JSON.parse(readFileSync(file, 'utf8')) as {
-    nodes: Node[]
-    samples: number[]
-    timeDeltas: number[]
-  }
-  const nodes = new Map(p.nodes.map((n) => [n.id, n]))
-  const byFn = new Map<string, number>()
-  const byFile = new Map<string, number>()
-  let total = 0
-  for (let i = 0; i < p.samples.length; i++) {
-    const n = nodes.get(p.samples[i]!)!
-    const dt = p.timeDeltas[i + 1] ?? 0
-    const f = n.callFrame
-    if (f.functionName === '(idle)') continue
-    total += dt
-    const where = f.url === '' ? '' : shortUrl(f.url)
-    const fn = `${f.functionName || '(anonymous)'} ${where}${where === '' ? '' : `:${f.lineNumber + 1}`}`
-    byFn.set(fn, (byFn.get(fn) ?? 0) + dt)
-    const key = where === '' ? f.functionName : where
-    byFile.set(key, (byFile.get(key) ?? 0) + dt)
-  }
-  return { total, byFn, byFile }
-}
-
-function shortUrl(url: string): string {
-  const u = url.replace(/^file:\/\//, '')
-  const nm = u.lastIndexOf('node_modules/')
-  if (nm !== -1) return u.slice(nm + 'node_modules/'.length)
-  if (u.startsWith(root)) return u.slice(root.length + 1)
-  return u.startsWith('node:') ? u : basename(u)
-}
-
 const results = new Map<string, Measured[]>(chosen.map((s) => [s.name, []]))
 for (let round = 1; round <= rounds; round++) {
   for (const s of chosen) {
@@ -249,27 +210,9 @@ for (const [name, ms] of results) {
 if (args.profile) {
   for (const [name, ms] of results) {
     // The profiles of all rounds, summed.
-    const byFn = new Map<string, number>()
-    const byFile = new Map<string, number>()
-    let total = 0
-    for (const m of ms) {
-      for (const f of readdirSync(m.profile!).filter((x) => x.endsWith('.cpuprofile'))) {
-        const t = selfTimes(join(m.profile!, f))
-        total += t.total
-        for (const [k, v] of t.byFn) byFn.set(k, (byFn.get(k) ?? 0) + v)
-        for (const [k, v] of t.byFile) byFile.set(k, (byFile.get(k) ?? 0) + v)
-      }
-    }
-    const print = (title: string, map: Map<string, number>, n: number) => {
-      console.log(
-        `\n${name}: ${title} (of ${(total / 1e6).toFixed(1)} s sampled, warm-up and start included)`,
-      )
-      for (const [k, v] of [...map].sort((a, b) => b[1] - a[1]).slice(0, n)) {
-        console.log(`  ${((100 * v) / total).toFixed(1).padStart(5)}%  ${k}`)
-      }
-    }
-    print('top self time by function', byFn, top)
-    print('self time by file', byFile, Math.min(top, 20))
+    const t = sumProfiles(ms.flatMap((m) => profilesIn(m.profile!)))
+    printTop(`${name}: top self time by function`, t.byFn, t.total, top)
+    printTop(`${name}: self time by file`, t.byFile, t.total, Math.min(top, 20))
   }
 }
 process.exit(0)

@@ -49,14 +49,28 @@ type Value = { labels: Record<string, string | number>; value: number; metricNam
 const REQUESTS_HELP =
   'Requests proxied, by route, version and status code (code="error" when no response came back), and grpc_code for gRPC calls'
 const DURATION_HELP = 'Time from request start to response end, seconds'
+const SHADOW_HELP = 'Shadow (mirrored) requests by outcome: sent, dropped, error, match, mismatch'
+
+/**
+ * A route's shadow counts (shadow/stats.ts ShadowStats), read when /metrics is scraped: a copy counts
+ * itself with `++` on plain fields, not with a bound prom-client child that hashes its labels per `inc`.
+ */
+export interface ShadowOutcomes {
+  readonly sent: number
+  readonly dropped: number
+  readonly errors: number
+  /** match + mismatch */
+  readonly compared: number
+  readonly mismatches: number
+}
 
 export class ProxyMetrics {
   readonly registry = new client.Registry()
   readonly weight: Gauge<'route' | 'version'>
   readonly releaseInfo: Gauge<'route' | 'version' | 'release'>
-  readonly shadow: Counter<'route' | 'outcome'>
   readonly rollbacks: Counter<'route' | 'reason'>
   readonly #versions: VersionMetrics[] = []
+  readonly #shadows: { route: string; counts: ShadowOutcomes }[] = []
 
   constructor() {
     const registers = [this.registry]
@@ -156,12 +170,34 @@ export class ProxyMetrics {
       aggregator: 'first',
       registers,
     })
-    this.shadow = new client.Counter({
+    const shadows = this.#shadows
+    this.registry.registerMetric({
       name: 'veer_shadow_requests_total',
-      help: 'Shadow (mirrored) requests by outcome: sent, dropped, error, match, mismatch',
-      labelNames: ['route', 'outcome'],
-      registers,
-    })
+      help: SHADOW_HELP,
+      type: 'counter',
+      aggregator: 'sum',
+      get: () => {
+        const values: Value[] = []
+        for (const { route, counts: c } of shadows) {
+          // A series appears with its first count, as a prom-client counter's does.
+          const add = (outcome: string, value: number) => {
+            if (value > 0) values.push({ labels: { route, outcome }, value })
+          }
+          add('sent', c.sent)
+          add('dropped', c.dropped)
+          add('error', c.errors)
+          add('match', c.compared - c.mismatches)
+          add('mismatch', c.mismatches)
+        }
+        return {
+          name: 'veer_shadow_requests_total',
+          help: SHADOW_HELP,
+          type: 'counter',
+          values,
+          aggregator: 'sum',
+        }
+      },
+    } as unknown as client.Metric)
     this.rollbacks = new client.Counter({
       name: 'veer_rollbacks_total',
       help: "Automatic rollbacks applied to a route by reason: this proxy's fuse, or control's (the failed check, inconclusive, fuse, smoke)",
@@ -180,5 +216,10 @@ export class ProxyMetrics {
     const v = new VersionMetrics(route, version)
     this.#versions.push(v)
     return v
+  }
+
+  /** Called once per route with a shadow (states.ts keeps `counts` across snapshots). */
+  bindShadow(route: string, counts: ShadowOutcomes): void {
+    this.#shadows.push({ route, counts })
   }
 }

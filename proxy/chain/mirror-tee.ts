@@ -3,13 +3,12 @@
  * decides, tees the body and compares), sent right after the primary so the primary is never second in
  * line, and fed the primary's answer as it streams to the client.
  */
-import type { Dispatcher } from 'undici'
 import { pathOf, type RequestHead } from '../listen/headers.ts'
 import { type LineSink, requestLine } from '../log.ts'
 import { type Mirror, type MirrorHost, startMirror } from '../shadow/mirror.ts'
 import type { Exchange } from './exchange.ts'
 import { GRPC_CODE_FIELD } from './grpc.ts'
-import type { ChainHandler } from './handler.ts'
+import type { ChainHandler, UpstreamFields } from './handler.ts'
 import type { PassiveHealth } from './health.ts'
 
 export class MirrorTee implements ChainHandler, MirrorHost {
@@ -38,11 +37,8 @@ export class MirrorTee implements ChainHandler, MirrorHost {
     ex.mirror?.send()
   }
 
-  onHead(ex: Exchange, status: number): boolean {
-    ex.mirror?.primaryStart(
-      status,
-      (ex.controller as Dispatcher.DispatchController).rawHeaders as Buffer[] | null,
-    )
+  onHead(ex: Exchange, status: number, fields: UpstreamFields): boolean {
+    ex.mirror?.primaryStart(status, fields)
     return true
   }
 

@@ -87,11 +87,8 @@ function compileShadow(
   log: boolean,
 ): ShadowTarget {
   const sh = rc.shadow!
-  const counter = states.metrics.shadow
-  const bound = (outcome: string) => {
-    const child = counter.labels(rc.name, outcome)
-    return () => child.inc()
-  }
+  const stats = states.shadowStats(rc.name)
+  const ignore = new FieldFilter(sh.compare.ignore)
   // Its own small pool (distinct settings make a distinct pool even for a shared origin): a slow or
   // dead shadow fills only this one, and nothing queues behind it (maxPending 0; maxInflight drops).
   const upstream = states.pools.get(sh, {
@@ -114,7 +111,7 @@ function compileShadow(
     preserveHost: rc.preserveHost,
     state: states.version(rc.name, 'shadow'),
     errorStatus,
-    stats: states.shadowStats(rc.name),
+    stats,
     log: log ? states.log : null,
     lineFields: jsonFields({
       pid: process.pid,
@@ -123,15 +120,10 @@ function compileShadow(
       release: sh.release,
       upstream: upstream.origin,
     }),
-    ignore: new FieldFilter(sh.compare.ignore),
+    ignore,
+    ignoreOrNoise: { has: (field: string) => ignore.has(field) || stats.noise.has(field) },
+    answerHeaders: [...new Set([...sh.compare.headers, 'content-type'])],
     redact: new Set(sh.compare.redact.map((h) => h.toLowerCase())),
-    outcomes: {
-      sent: bound('sent'),
-      dropped: bound('dropped'),
-      error: bound('error'),
-      match: bound('match'),
-      mismatch: bound('mismatch'),
-    },
   })
 }
 

@@ -74,6 +74,7 @@ export class RouteStates {
     if (!stats) {
       stats = new ShadowStats()
       this.#shadowStats.set(route, stats)
+      this.metrics.bindShadow(route, stats)
     }
     return stats
   }

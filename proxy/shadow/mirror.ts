@@ -29,7 +29,7 @@ import type { Backend, VersionState } from '../routes/table.ts'
 import type { WeylSequence } from '../split/weighted.ts'
 import type { Tracing } from '../tracing.ts'
 import type { Upstream } from '../upstream/pools.ts'
-import { type Answer, compareAnswers, type FieldFilter, pathPattern } from './compare.ts'
+import { type Answer, compareAnswers, type FieldFilter, type FieldSet, pathPattern } from './compare.ts'
 import type { ShadowStats } from './stats.ts'
 
 type Controller = Dispatcher.DispatchController
@@ -60,15 +60,11 @@ export interface ShadowTarget {
   /** The shadow line's fixed fields (pid, route, version, release, upstream), serialised once. */
   readonly lineFields: string
   readonly ignore: FieldFilter
+  /** `ignore`, or learned to be noisy (stats.noise): what a shadow's differences leave out. */
+  readonly ignoreOrNoise: FieldSet
+  /** The headers an answer is compared with: compare.headers and content-type (JSON or not). */
+  readonly answerHeaders: readonly string[]
   readonly redact: ReadonlySet<string>
-  /** Counter children of veer_shadow_requests_total for this route. */
-  readonly outcomes: {
-    sent: () => void
-    dropped: () => void
-    error: () => void
-    match: () => void
-    mismatch: () => void
-  }
 }
 
 /** What a mirror needs from the proxy. */
@@ -80,7 +76,8 @@ export interface MirrorHost {
 
 class Capture {
   status = 0
-  headers: Record<string, string> = Object.create(null)
+  /** The answer's header fields as the client parsed them (lower-case names; a repeated one a list). */
+  #fields: UpstreamFields = NO_FIELDS
   chunks: Buffer[] = []
   size = 0
   overflow = false
@@ -91,18 +88,18 @@ class Capture {
   /** A gRPC answer's messages as they stream; null for other requests. */
   frames: GrpcFrames | null = null
 
-  start(status: number, raw: readonly (Buffer | string)[] | null): void {
+  /**
+   * The fields undici (or the HTTP/2 client) already parsed are kept as they are: most answers match,
+   * so only the compared headers are read, and all of them only for a diff sample.
+   */
+  start(status: number, fields: UpstreamFields): void {
     this.status = status
-    // No prototype: a header named `__proto__` or `constructor` is a field like any other.
-    const h: Record<string, string> = Object.create(null)
-    if (raw) {
-      for (let i = 0; i < raw.length; i += 2) {
-        const name = raw[i]!.toString('latin1').toLowerCase()
-        const value = raw[i + 1]!.toString('latin1')
-        h[name] = h[name] === undefined ? value : `${h[name]}, ${value}`
-      }
-    }
-    this.headers = h
+    this.#fields = fields
+  }
+
+  /** Every header (for a diff sample). */
+  get headers(): Record<string, string> {
+    return headerRecord(this.#fields, Object.keys(this.#fields))
   }
 
   data(chunk: Buffer, limit: number): void {
@@ -114,11 +111,13 @@ class Capture {
     } else this.chunks.push(chunk)
   }
 
-  answer(): Answer {
-    const body = this.overflow ? null : Buffer.concat(this.chunks)
+  /** The answer to compare, with only the headers `names` (those compared, and content-type). */
+  answer(names: readonly string[]): Answer {
+    const c = this.chunks
+    const body = this.overflow ? null : c.length === 1 ? c[0]! : Buffer.concat(c, this.size)
     return {
       status: this.status,
-      headers: this.headers,
+      headers: headerRecord(this.#fields, names),
       // A gRPC answer's message is compared without its prefix, so `+json` messages are JSON.
       body: body !== null && this.frames !== null ? grpcPayload(body) : body,
       grpc: this.grpc,
@@ -131,6 +130,21 @@ class Capture {
     if (g !== undefined) this.grpc = grpcStatusOf(g)
     else if (this.grpc === -1 && this.status === 200) this.grpc = UNKNOWN
   }
+}
+
+const NO_FIELDS: UpstreamFields = Object.freeze(Object.create(null))
+
+/**
+ * Header name → value of `names` in `fields` (repeated fields joined with ", "); own fields only, and no
+ * prototype: a header named `__proto__` or `constructor` is a field like any other.
+ */
+function headerRecord(fields: UpstreamFields, names: readonly string[]): Record<string, string> {
+  const h: Record<string, string> = Object.create(null)
+  for (const name of names) {
+    const v = Object.hasOwn(fields, name) ? fields[name] : undefined
+    if (v !== undefined) h[name] = typeof v === 'string' ? v : v.join(', ')
+  }
+  return h
 }
 
 /**
@@ -224,10 +238,10 @@ class ShadowHandler implements Dispatcher.DispatchHandler {
 
   onRequestStart(): void {}
 
-  onResponseStart(controller: Controller, status: number, fields: UpstreamFields): void {
+  onResponseStart(_c: Controller, status: number, fields: UpstreamFields): void {
     if (status < 200) return
     const capture = this.#capture
-    capture.start(status, controller.rawHeaders as Buffer[] | null)
+    capture.start(status, fields)
     // A trailers-only answer has its grpc-status in the head.
     if (capture.frames !== null && fields['grpc-status'] !== undefined)
       capture.grpc = grpcStatusOf(fields['grpc-status'])
@@ -366,7 +380,6 @@ export class Mirror {
     if (this.grpc && t.upstream.inflight >= t.config.maxInflight) return this.#notSent()
     t.upstream.inflight++
     t.stats.sent++
-    t.outcomes.sent()
     this.#shadowStart = performance.now()
     t.upstream.pool.dispatch(
       {
@@ -395,7 +408,6 @@ export class Mirror {
     this.#dispatched = true
     const t = this.target
     t.stats.dropped++
-    t.outcomes.dropped()
     // Admitted as a half-open probe, it ends that probe telling nothing.
     t.upstream.probing = false
     this.shadow.done = true
@@ -430,11 +442,9 @@ export class Mirror {
       // The proxy cut it (its body copy went past maxBodyBytes, or the primary stopped reading it): not
       // the shadow's failure, so it stays out of the shadow's error counts and analysis window.
       t.stats.dropped++
-      t.outcomes.dropped()
       this.host.shadowFinished(this, 0, 'dropped', seconds)
     } else {
       t.stats.errors++
-      t.outcomes.error()
       // A failed call's code (UNAVAILABLE, DEADLINE_EXCEEDED) is the shadow's, for its line too.
       if (this.grpc) this.shadow.grpc = grpcCodeFor(classifyUpstreamError(err))
       this.#record(0, seconds, this.shadow.grpc)
@@ -473,8 +483,8 @@ export class Mirror {
   }
 
   // The primary's answer, fed by the exchange that serves the user.
-  primaryStart(status: number, raw: readonly (Buffer | string)[] | null): void {
-    this.primary.start(status, raw)
+  primaryStart(status: number, fields: UpstreamFields): void {
+    this.primary.start(status, fields)
   }
 
   primaryData(chunk: Buffer): void {
@@ -504,17 +514,16 @@ export class Mirror {
     const t = this.target
     const stats = t.stats
     const compare = t.config.compare
-    const primary = this.primary.ok ? this.primary.answer() : null
+    const primary = this.primary.ok ? this.primary.answer(t.answerHeaders) : null
     if (primary !== null && this.secondary?.ok) {
       stats.noiseChecks.compared++
-      const same = compareAnswers(primary, this.secondary.answer(), compare.headers, t.ignore)
+      const same = compareAnswers(primary, this.secondary.answer(t.answerHeaders), compare.headers, t.ignore)
       for (const d of same.differences) stats.learnNoise(d.field)
     }
     if (!this.shadow.ok) return // its failure was counted and logged when it ended
     if (this.grpc && (this.primary.frames!.messages > 1 || this.shadow.frames!.messages > 1)) {
       // The primary's answer was a stream: the call was not unary after all, so it is not compared.
       stats.dropped++
-      t.outcomes.dropped()
       this.host.shadowFinished(this, this.shadow.status, 'dropped', this.#shadowSeconds)
       return
     }
@@ -522,13 +531,15 @@ export class Mirror {
       this.host.shadowFinished(this, this.shadow.status, 'answered', this.#shadowSeconds)
       return
     }
-    const result = compareAnswers(primary, this.shadow.answer(), compare.headers, {
-      has: (field: string) => t.ignore.has(field) || stats.noise.has(field),
-    } as FieldFilter)
+    const result = compareAnswers(
+      primary,
+      this.shadow.answer(t.answerHeaders),
+      compare.headers,
+      t.ignoreOrNoise,
+    )
     const mismatch = result.differences.length > 0
     stats.countComparison(pathPattern(this.path), mismatch)
     if (mismatch) {
-      t.outcomes.mismatch()
       stats.keepDiff(
         {
           time: new Date().toISOString(),
@@ -551,7 +562,7 @@ export class Mirror {
         },
         compare.maxDiffs,
       )
-    } else t.outcomes.match()
+    }
     this.host.shadowFinished(this, this.shadow.status, mismatch ? 'mismatch' : 'match', this.#shadowSeconds)
   }
 
@@ -598,7 +609,6 @@ export function startMirror(
     !t.upstream.admit()
   ) {
     t.stats.dropped++
-    t.outcomes.dropped()
     return null
   }
   const headers = upstreamHeaders.slice()

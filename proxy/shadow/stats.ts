@@ -1,6 +1,7 @@
 /**
  * Per-route shadow bookkeeping that outlives config snapshots: outcome counts, mismatch rates by path
  * pattern, learned noisy fields, a bounded ring of recent diff samples, and the shadow's error-line limiter.
+ * Its counts are also veer_shadow_requests_total (metrics.ts reads them when /metrics is scraped).
  */
 import { LogLimiter } from '../log.ts'
 import type { Difference } from './compare.ts'
