@@ -14,7 +14,7 @@ import { PROXY_HELP, parseProxyArgs } from './args.ts'
 import { answerPrimary, runPrimary, tellStarted } from './cluster.ts'
 import { watchConfigFile } from './config-watch.ts'
 import { KnownGoodFile, openKnownGood } from './control/cache.ts'
-import { ControlLink } from './control/link.ts'
+import type { ControlLink } from './control/link.ts'
 import { RollbackLedger } from './control/rollbacks.ts'
 import { sameWeights, withWeights } from './control/weights.ts'
 import { ProxyServer } from './listen/server.ts'
@@ -171,9 +171,11 @@ export async function startProxy(
   const rollbacks = new RollbackLedger(lastKnown?.known?.routes ?? null)
   const first = compile(generation, lastKnown?.config ?? config, fuses, states)
   const proxy = new ProxyServer(first, states, tls)
-  const link =
+  // The link (and all of undici, which its `pool.request` needs) is loaded only with --control: without it
+  // the proxy starts 4.9 MiB of anonymous memory smaller (README "Memory").
+  const link: ControlLink | null =
     control &&
-    new ControlLink({
+    new (await import('./control/link.ts')).ControlLink({
       url: control.url,
       token: control.token,
       cache: lastKnown!.cache,

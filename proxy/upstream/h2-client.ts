@@ -25,7 +25,8 @@ import {
   type Settings,
 } from 'node:http2'
 import type { Readable } from 'node:stream'
-import { type Dispatcher, Pool } from 'undici'
+import type { Dispatcher } from 'undici'
+import { Pool } from './undici-pool.ts'
 
 export interface H2Settings {
   readonly connections: number

@@ -9,9 +9,10 @@
  * finish and a new connection takes the next ones. `http://` and `https://` go through undici's Pool;
  * `h2c://` through node:http2 sessions (h2-client.ts), which cost less CPU per call than undici's.
  */
-import { Pool } from 'undici'
+
 import type { TimeoutsConfig, UpstreamConfig } from '../../config/types.ts'
 import { H2Pool, type UpstreamDispatcher } from './h2-client.ts'
+import { Pool } from './undici-pool.ts'
 
 export interface PoolSettings {
   readonly connections: number
