@@ -306,12 +306,13 @@ export class Http2Exchange extends Exchange {
   }
 
   protected answer(status: number, _message: string | undefined, fields: string[]): void {
-    // HTTP/2 has no reason phrase.
-    const headers = fieldObject(fields)
-    headers[':status'] = status
+    // HTTP/2 has no reason phrase. The flat list goes to respond() as it is (Node >= 24 takes raw
+    // header lists: names lower-cased, a repeated name sent once per value, pseudo-fields first, as
+    // for an object): no header object of ours, and none of node:http2's copy of it.
+    fields.push(':status', String(status))
     // A gRPC answer whose head carries grpc-status is trailers-only: it ends with its head, no body,
     // no trailers (a client would read an empty trailing HEADERS as a missing status).
-    this.stream.respond(headers, this.grpc >= 0 ? END : RESPOND)
+    this.stream.respond(fields as unknown as OutgoingHttpHeaders, this.grpc >= 0 ? END : RESPOND)
   }
 
   protected override interim(status: number, fields: string[]): void {
@@ -333,8 +334,10 @@ export class Http2Exchange extends Exchange {
   }
 
   protected end(trailers: UpstreamFields): void {
+    // A header object already (node:http2's or undici's: lower-case names, a list for a repeated one);
+    // sendTrailers copies it and skips undefined values.
     for (const _ in trailers) {
-      this.trailers = fieldObject(flatten(trailers))
+      this.trailers = trailers as OutgoingHttpHeaders
       break
     }
     // A HEAD, 204 or 304 answer ended the stream with its headers.
@@ -348,15 +351,4 @@ export class Http2Exchange extends Exchange {
       sendGrpcError(this.stream, code, this.decorate([], false))
     } else sendErrorOnStream(this.stream, code, this.decorate([], false))
   }
-}
-
-function flatten(fields: UpstreamFields): string[] {
-  const out: string[] = []
-  for (const name in fields) {
-    const value = fields[name]
-    if (value === undefined) continue
-    if (typeof value === 'string') out.push(name, value)
-    else for (const v of value) out.push(name, v)
-  }
-  return out
 }
