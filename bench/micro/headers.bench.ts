@@ -4,7 +4,7 @@ import { test } from 'vitest'
 import { type ForwardingPolicy, RequestHead, responseHeaders } from '../../proxy/listen/headers.ts'
 import { BATCH, nsPerOp, sink } from './report.ts'
 
-const policy: ForwardingPolicy = { trustedHops: 0, via: '1.1 veer', overrideHeader: 'x-veer-version' }
+const policy: ForwardingPolicy = { trustedHops: 0, via: true, overrideHeader: 'x-veer-version' }
 const trusting: ForwardingPolicy = { ...policy, trustedHops: 1 }
 
 /** Node's rawHeaders for a browser's API call: 10 fields, names as the client cased them. */
@@ -59,7 +59,7 @@ test('header sanitising', async ({ bench }) => {
       for (let i = 0; i < BATCH; i++) {
         const head = new RequestHead()
         head.parse(requests[i & 63]!, policy)
-        head.addForwarding(policy, '127.0.0.1', 'IPv4', 'http')
+        head.addForwarding(policy, '127.0.0.1', 'IPv4', 'http', '1.1')
         sink.o = head
       }
     }),
@@ -67,7 +67,7 @@ test('header sanitising', async ({ bench }) => {
       for (let i = 0; i < BATCH; i++) {
         const head = new RequestHead()
         head.parse(lbRequests[i & 63]!, trusting)
-        head.addForwarding(trusting, '10.1.2.3', 'IPv4', 'http')
+        head.addForwarding(trusting, '10.1.2.3', 'IPv4', 'http', '1.1')
         sink.o = head
       }
     }),

@@ -151,7 +151,7 @@ export abstract class Exchange implements Dispatcher.DispatchHandler {
   /** Adds the proxy's own response fields: Via, the version header, and Connection: close when `close`. */
   decorate(out: string[], close: boolean): string[] {
     const a = this.route.answer
-    if (a.via !== null) appendVia(out, a.via)
+    if (a.via) appendVia(out, this.backend.upstream.via)
     if (a.versionHeader !== '') out.push(a.versionHeader, this.backend.version)
     if (close) out.push('connection', 'close')
     return out

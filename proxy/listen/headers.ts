@@ -48,9 +48,20 @@ export function connectionTokens(value: string): Set<string> | null {
   return tokens
 }
 
+/** The protocol version a message came in with, as Via's received-protocol writes it (RFC 9110 7.6.3). */
+export type ReceivedProtocol = '1.0' | '1.1' | '2'
+
+/** veer's Via hop for a message received with each protocol version. */
+export const VIA_HOP: Readonly<Record<ReceivedProtocol, string>> = byName({
+  '1.0': '1.0 veer',
+  '1.1': '1.1 veer',
+  '2': '2 veer',
+})
+
 export interface ForwardingPolicy {
   readonly trustedHops: number
-  readonly via: string | null
+  /** Add veer's Via hop (config `via`). */
+  readonly via: boolean
   /** Lower-cased override header name, or null. */
   readonly overrideHeader: string | null
 }
@@ -192,9 +203,17 @@ export class RequestHead {
     this.tracestateAt = kept.indexOf('tracestate')
   }
 
-  /** Append the forwarding fields; `peer` is the client socket's address, `host` the request's Host. */
-  /** `scheme`: how the client reached veer, http or https. */
-  addForwarding(policy: ForwardingPolicy, peer: string, family: string, scheme: string): void {
+  /**
+   * Append the forwarding fields; `peer` is the client socket's address, `host` the request's Host,
+   * `scheme` how the client reached veer (http or https), `received` the version of its request.
+   */
+  addForwarding(
+    policy: ForwardingPolicy,
+    peer: string,
+    family: string,
+    scheme: string,
+    received: ReceivedProtocol,
+  ): void {
     const out = this.headers
     const hops = policy.trustedHops
     // Proto and host are single values: the nearest trusted proxy's is the last entry of the list.
@@ -210,8 +229,10 @@ export class RequestHead {
       'forwarded',
       hops > 0 && this.forwarded ? `${lastEntries(this.forwarded, hops)}, ${element}` : element,
     )
-    if (policy.via !== null)
-      out.push('via', this.via === undefined ? policy.via : `${this.via}, ${policy.via}`)
+    if (policy.via) {
+      const hop = VIA_HOP[received]
+      out.push('via', this.via === undefined ? hop : `${this.via}, ${hop}`)
+    }
   }
 }
 

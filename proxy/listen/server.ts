@@ -26,7 +26,7 @@ import type { Backend, CompiledRoute, RouteTable } from '../routes/table.ts'
 import { matchesCanary } from '../split/match.ts'
 import { pickBackend } from '../split/pick.ts'
 import { cookieValue } from '../split/sticky.ts'
-import { pathOf, RequestHead } from './headers.ts'
+import { pathOf, type ReceivedProtocol, RequestHead } from './headers.ts'
 import { Listener } from './listener.ts'
 import { normalizePath } from './path.ts'
 import { sendError, sendErrorOnSocket, sendErrorOnStream, sendGrpcError } from './respond.ts'
@@ -170,15 +170,7 @@ export class ProxyServer implements ExchangeHost {
     const head = new RequestHead()
     const path = headers[':path']
     const socket = session.socket
-    const refused = this.#admit(
-      head,
-      path ?? '',
-      raw,
-      PSEUDO_FIELDS,
-      true,
-      socket.remoteAddress,
-      socket.remoteFamily,
-    )
+    const refused = this.#admit(head, path ?? '', raw, '2', socket.remoteAddress, socket.remoteFamily)
     if (refused !== null) return this.#rejectStream(stream, refused, headers)
     const route = this.#route!
     const backend = this.#backend!
@@ -214,26 +206,26 @@ export class ProxyServer implements ExchangeHost {
    * The steps every request takes before its chain: parse the head into `head`, refuse what no upstream
    * should see, match a route, pick a version, check its upstream has room, and add the forwarding
    * fields. Null when the request may pass (then `#route` and `#backend` hold the choice).
-   * `pseudo`: fields the protocol adds that do not count against maxHeaders (HTTP/2's).
-   * `needsHost`: HTTP/1.1 and HTTP/2 must name the host; HTTP/1.0 need not.
+   * `received`: the request's HTTP version. HTTP/1.1 and HTTP/2 must name the host, HTTP/1.0 need not;
+   * HTTP/2's pseudo-header fields do not count against maxHeaders.
    */
   #admit(
     head: RequestHead,
     url: string,
     raw: string[],
-    pseudo: number,
-    needsHost: boolean,
+    received: ReceivedProtocol,
     peer: string | undefined,
     family: string | undefined,
   ): ProxyErrorCode | null {
     const table = this.#table
     if (url.charCodeAt(0) !== 47 /* / */) return 'bad_request_target'
+    const pseudo = received === '2' ? PSEUDO_FIELDS : 0
     if (raw.length > (table.edge.maxHeaderFields + pseudo) * 2) return 'too_many_headers'
     const target = table.edge.normalizePath ? normalizePath(url) : url
     head.target = target
     head.parse(raw, table.edge.policy)
     if (head.hostCount > 1) return 'duplicate_host'
-    if (head.hostCount === 0 && needsHost) return 'missing_host'
+    if (head.hostCount === 0 && received !== '1.0') return 'missing_host'
     if (head.otherCoding) return 'unsupported_transfer_coding'
     const route = table.match(head.host, target)
     if (route === null) return 'no_route'
@@ -246,7 +238,7 @@ export class ProxyServer implements ExchangeHost {
       backend.state.metrics.record(0, 0)
       return 'upstream_overloaded'
     }
-    head.addForwarding(table.edge.policy, peer ?? '', family ?? 'IPv4', this.#scheme)
+    head.addForwarding(table.edge.policy, peer ?? '', family ?? 'IPv4', this.#scheme, received)
     head.setHost(route.preserveHost ? head.host : upstream.host)
     this.#route = route
     this.#backend = backend
@@ -256,15 +248,8 @@ export class ProxyServer implements ExchangeHost {
   /** `#admit` for an HTTP/1.x request (a plain one or an upgrade). */
   #admitMessage(head: RequestHead, req: IncomingMessage): ProxyErrorCode | null {
     const socket = req.socket
-    return this.#admit(
-      head,
-      req.url!,
-      req.rawHeaders,
-      0,
-      req.httpVersionMinor === 1,
-      socket.remoteAddress,
-      socket.remoteFamily,
-    )
+    const received = req.httpVersionMinor === 1 ? '1.1' : '1.0'
+    return this.#admit(head, req.url!, req.rawHeaders, received, socket.remoteAddress, socket.remoteFamily)
   }
 
   #reject(res: ServerResponse, code: ProxyErrorCode): void {

@@ -28,8 +28,6 @@ import {
   RouteTable,
 } from './table.ts'
 
-const VIA = '1.1 veer'
-
 /**
  * The statuses a route counts as errors, as a table indexed by status (0..599): one array read per
  * request. `codes` are validated by config/load.ts: `503` or a class `5xx`.
@@ -138,7 +136,7 @@ export function compile(
   const handlers = handlersFor(config, states)
   const linesOn = config.log.access && states.log.isLevelEnabled('info')
   const answer: AnswerFields = Object.freeze({
-    via: config.via ? VIA : null,
+    via: config.via,
     versionHeader: config.versionHeader,
   })
   const edge: EdgeSettings = Object.freeze({

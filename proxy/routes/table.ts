@@ -83,8 +83,8 @@ export interface CompiledRoute {
 
 /** What the proxy adds to an answer. */
 export interface AnswerFields {
-  /** The Via hop (`1.1 veer`), or null (config `via: false`). */
-  readonly via: string | null
+  /** Add veer's Via hop (config `via`), with the version the upstream answered in (`Upstream.via`). */
+  readonly via: boolean
   /** config versionHeader: the version that answered, as this response field; '' for none. */
   readonly versionHeader: string
 }

@@ -10,9 +10,11 @@
  * `h2c://` through node:http2 sessions (h2-client.ts), which cost less CPU per call than undici's.
  */
 
+import type { TLSSocket } from 'node:tls'
 import type { TimeoutsConfig, UpstreamConfig } from '../../config/types.ts'
+import { VIA_HOP } from '../listen/headers.ts'
 import { H2Pool, type UpstreamDispatcher } from './h2-client.ts'
-import { Pool } from './undici-pool.ts'
+import { buildConnector, Pool } from './undici-pool.ts'
 
 export interface PoolSettings {
   readonly connections: number
@@ -34,6 +36,11 @@ export class Upstream {
   readonly host: string
   /** `tls`: h2 or http/1.1, as the upstream's ALPN answer picks per connection. */
   readonly protocol: UpstreamProtocol
+  /**
+   * veer's Via hop on this upstream's answers, with the version they come in (RFC 9110 7.6.3): `2 veer`
+   * from h2c://, `1.1 veer` from http://; from https:// as the latest connection's ALPN answer picked.
+   */
+  via: string
   readonly pool: UpstreamDispatcher
   readonly limit: number
   inflight = 0
@@ -50,6 +57,7 @@ export class Upstream {
     this.host = url.host
     const h2c = url.protocol === 'h2c:'
     this.protocol = h2c ? 'h2' : url.protocol === 'https:' ? 'tls' : 'http/1.1'
+    this.via = VIA_HOP[h2c ? '2' : '1.1']
     this.limit =
       settings.connections * (this.protocol === 'http/1.1' ? 1 : settings.streams) + settings.maxPending
     const t = settings.timeouts
@@ -76,16 +84,30 @@ export class Upstream {
       ...(this.protocol === 'http/1.1' ? {} : { h2Options: { maxConcurrentStreams: settings.streams } }),
       ...(this.protocol === 'tls'
         ? {
-            connect: {
+            connect: this.#alpnConnector({
+              allowH2: true,
               preferH2: true,
               rejectUnauthorized: true,
+              timeout: t.connect,
               ...(ca === undefined ? {} : { ca }),
               ...(target.serverName === undefined ? {} : { servername: target.serverName }),
-            },
+            }),
           }
         : {}),
     }
     this.pool = new Pool(target.url, options)
+  }
+
+  /** undici's TLS connector, noting each connection's ALPN answer for the Via hop. */
+  #alpnConnector(options: buildConnector.BuildOptions): buildConnector.connector {
+    const connect = buildConnector(options)
+    return (opts, callback) =>
+      connect(opts, (...args) => {
+        // A failed connect calls back with the error alone.
+        const socket = args[1] as TLSSocket | null | undefined
+        if (socket) this.via = VIA_HOP[socket.alpnProtocol === 'h2' ? '2' : '1.1']
+        callback(...args)
+      })
   }
 
   isEjected(): boolean {

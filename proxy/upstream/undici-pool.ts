@@ -10,8 +10,17 @@
 import { createRequire } from 'node:module'
 import type * as undici from 'undici'
 
-export const Pool: typeof undici.Pool = createRequire(import.meta.url)('undici/lib/dispatcher/pool.js')
+const require = createRequire(import.meta.url)
+
+export const Pool: typeof undici.Pool = require('undici/lib/dispatcher/pool.js')
 export type Pool = undici.Pool
 export declare namespace Pool {
   export type Options = undici.Pool.Options
+}
+
+/** undici's connector (Pool's `connect` option as a function), from the module Pool itself loads. */
+export const buildConnector: typeof undici.buildConnector = require('undici/lib/core/connect.js')
+export declare namespace buildConnector {
+  export type BuildOptions = undici.buildConnector.BuildOptions
+  export type connector = undici.buildConnector.connector
 }

@@ -179,6 +179,18 @@ describe('forwarding fields with trustedHops 0', () => {
     expect(echo.headers.via).toBe('1.1 veer')
     expect(res.headers.via).toBe('1.1 veer')
   })
+
+  it("writes the request's own version in its Via hop: an HTTP/1.0 request gets 1.0 veer", async () => {
+    const stable = await upstream('stable')
+    veer = await startProxy({ stable: { url: stable.url } })
+    const res = await rawRequest(veer.port, 'GET /one-zero HTTP/1.0\r\nHost: app.test\r\n\r\n')
+    expect(res.status).toBe(200)
+    const echo = JSON.parse(res.body.toString()) as Echo
+    expect(echo.url).toBe('/one-zero')
+    expect(echo.headers.via).toBe('1.0 veer')
+    // The answer came from the upstream over HTTP/1.1.
+    expect(res.headers.via).toBe('1.1 veer')
+  })
 })
 
 describe('forwarding fields with trustedHops 1', () => {

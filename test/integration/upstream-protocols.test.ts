@@ -61,6 +61,9 @@ describe('h2c:// upstreams', () => {
       // The client's Host is the upstream's :authority.
       expect(seen.headers[':authority']).toBe(`127.0.0.1:${veer.port}`)
       expect(seen.headers['x-forwarded-proto']).toBe('http')
+      // Via names the version each hop received (RFC 9110 7.6.3): HTTP/1.1 from the client, HTTP/2 back.
+      expect(seen.headers.via).toBe('1.1 veer')
+      expect(res.headers.get('via')).toBe('2 veer')
     }
     // 30 requests at once on at most `connections` HTTP/2 connections, not one each.
     expect(up.sessions.length).toBeGreaterThanOrEqual(1)
@@ -71,6 +74,8 @@ describe('h2c:// upstreams', () => {
     session.close()
     expect(a.status).toBe(200)
     expect(JSON.parse(a.body).httpVersion).toBe('2.0')
+    expect(JSON.parse(a.body).headers.via).toBe('2 veer')
+    expect(a.headers.via).toBe('2 veer')
   })
 
   it('passes response trailers from an HTTP/2 upstream to an HTTP/2 client', async () => {
@@ -224,11 +229,14 @@ describe('https:// upstreams', () => {
     })
     const toStable = await fetch(`${veer.url}/s`)
     expect(toStable.status).toBe(200)
+    expect(toStable.headers.get('via')).toBe('1.1 veer')
     expect(await toStable.json()).toEqual({ httpVersion: '1.1', host: `127.0.0.1:${veer.port}` })
     const toCanary = await fetch(`${veer.url}/c`, {
       headers: { host: 'shop.example', 'x-veer-version': 'canary' },
     })
     expect(toCanary.status).toBe(200)
+    // ALPN picked h2 on this connection: the answer came in over HTTP/2.
+    expect(toCanary.headers.get('via')).toBe('2 veer')
     const seen = (await toCanary.json()) as {
       httpVersion: string
       url: string
