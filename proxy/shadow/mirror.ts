@@ -78,7 +78,9 @@ class Capture {
   status = 0
   /** The answer's header fields as the client parsed them (lower-case names; a repeated one a list). */
   #fields: UpstreamFields = NO_FIELDS
-  chunks: Buffer[] = []
+  /** The body kept to be compared: its one chunk (most answers), or all its chunks once a second came. */
+  #first: Buffer | null = null
+  #chunks: Buffer[] | null = null
   size = 0
   overflow = false
   done = false
@@ -107,14 +109,38 @@ class Capture {
     this.size += chunk.length
     if (this.size > limit) {
       this.overflow = true
-      this.chunks = []
-    } else this.chunks.push(chunk)
+      this.#first = null
+      this.#chunks = null
+    } else if (this.#first === null) this.#first = chunk
+    else (this.#chunks ??= [this.#first]).push(chunk)
+  }
+
+  /** The whole body, or null when it was larger than the comparison limit. */
+  body(): Buffer | null {
+    if (this.overflow) return null
+    if (this.#chunks !== null) {
+      this.#first = Buffer.concat(this.#chunks, this.size)
+      this.#chunks = null
+    }
+    return this.#first ?? EMPTY
+  }
+
+  /**
+   * Whether `other` is the same answer as far as compareAnswers looks (status, grpc-status, the headers
+   * `names`, the body when both were kept): then it would find no difference. Most copies match, and this
+   * tells so without building the two answers and the comparison.
+   */
+  matches(other: Capture, names: readonly string[]): boolean {
+    if (this.status !== other.status || this.grpc !== other.grpc) return false
+    for (const name of names) if (!sameField(this.#fields, other.#fields, name)) return false
+    const a = this.body()
+    const b = other.body()
+    return a === null || b === null || a.equals(b)
   }
 
   /** The answer to compare, with only the headers `names` (those compared, and content-type). */
   answer(names: readonly string[]): Answer {
-    const c = this.chunks
-    const body = this.overflow ? null : c.length === 1 ? c[0]! : Buffer.concat(c, this.size)
+    const body = this.body()
     return {
       status: this.status,
       headers: headerRecord(this.#fields, names),
@@ -133,6 +159,16 @@ class Capture {
 }
 
 const NO_FIELDS: UpstreamFields = Object.freeze(Object.create(null))
+const EMPTY = Buffer.alloc(0)
+
+/** A field as headerRecord reads it, in two answers: own fields only, a repeated one joined. */
+function sameField(a: UpstreamFields, b: UpstreamFields, name: string): boolean {
+  const va = Object.hasOwn(a, name) ? a[name] : undefined
+  const vb = Object.hasOwn(b, name) ? b[name] : undefined
+  if (va === vb) return true
+  if (va === undefined || vb === undefined) return false
+  return (typeof va === 'string' ? va : va.join(', ')) === (typeof vb === 'string' ? vb : vb.join(', '))
+}
 
 /**
  * Header name → value of `names` in `fields` (repeated fields joined with ", "); own fields only, and no
@@ -514,30 +550,36 @@ export class Mirror {
     const t = this.target
     const stats = t.stats
     const compare = t.config.compare
-    const primary = this.primary.ok ? this.primary.answer(t.answerHeaders) : null
-    if (primary !== null && this.secondary?.ok) {
+    const primary = this.primary
+    const secondary = this.secondary
+    if (primary.ok && secondary?.ok) {
       stats.noiseChecks.compared++
-      const same = compareAnswers(primary, this.secondary.answer(t.answerHeaders), compare.headers, t.ignore)
-      for (const d of same.differences) stats.learnNoise(d.field)
+      if (!primary.matches(secondary, compare.headers)) {
+        const a = primary.answer(t.answerHeaders)
+        const same = compareAnswers(a, secondary.answer(t.answerHeaders), compare.headers, t.ignore)
+        for (const d of same.differences) stats.learnNoise(d.field)
+      }
     }
     if (!this.shadow.ok) return // its failure was counted and logged when it ended
-    if (this.grpc && (this.primary.frames!.messages > 1 || this.shadow.frames!.messages > 1)) {
+    if (this.grpc && (primary.frames!.messages > 1 || this.shadow.frames!.messages > 1)) {
       // The primary's answer was a stream: the call was not unary after all, so it is not compared.
       stats.dropped++
       this.host.shadowFinished(this, this.shadow.status, 'dropped', this.#shadowSeconds)
       return
     }
-    if (primary === null || !compare.enabled) {
+    if (!primary.ok || !compare.enabled) {
       this.host.shadowFinished(this, this.shadow.status, 'answered', this.#shadowSeconds)
       return
     }
-    const result = compareAnswers(
-      primary,
-      this.shadow.answer(t.answerHeaders),
-      compare.headers,
-      t.ignoreOrNoise,
-    )
-    const mismatch = result.differences.length > 0
+    const result = primary.matches(this.shadow, compare.headers)
+      ? null
+      : compareAnswers(
+          primary.answer(t.answerHeaders),
+          this.shadow.answer(t.answerHeaders),
+          compare.headers,
+          t.ignoreOrNoise,
+        )
+    const mismatch = result !== null && result.differences.length > 0
     stats.countComparison(pathPattern(this.path), mismatch)
     if (mismatch) {
       stats.keepDiff(
@@ -549,8 +591,8 @@ export class Mirror {
           request: this.#redacted(pairs(this.headers)),
           primary: {
             version: this.primaryBackend.version,
-            status: this.primary.status,
-            headers: this.#redacted(this.primary.headers),
+            status: primary.status,
+            headers: this.#redacted(primary.headers),
           },
           shadow: {
             release: t.config.release,

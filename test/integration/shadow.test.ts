@@ -701,6 +701,46 @@ describe('shadow mirroring', () => {
     expect(Object.getOwnPropertyDescriptor(diff!.primary.headers, '__proto__')?.value).toBe('a')
   })
 
+  it('compares answers of many chunks whole: a match, a last byte that differs, a compared header that differs', async () => {
+    // 256 KiB reaches the proxy in several reads, so each answer is kept as several chunks.
+    const body = Buffer.alloc(256 * 1024, 'a')
+    const tail = Buffer.from(body)
+    tail[tail.length - 1] = 98 // b
+    const answering =
+      (shadow: boolean): Handler =>
+      (req, res) => {
+        req.resume()
+        req.on('end', () => {
+          res.writeHead(200, {
+            'content-type': 'application/octet-stream',
+            'x-build': shadow && req.url === '/header' ? 'new' : 'old',
+          })
+          res.end(shadow && req.url === '/tail' ? tail : body)
+        })
+      }
+    const stable = await upstream('stable', answering(false))
+    const shadow = await upstream('shadow', answering(true))
+    const v = await startProxy({
+      stable: { url: stable.url },
+      shadow: { url: shadow.url, compare: { headers: ['x-build'], noiseSample: 0 } },
+    })
+    for (const path of ['/same', '/tail', '/header']) {
+      const res = await request(`${v.url}${path}`)
+      expect((await res.body.arrayBuffer()).byteLength).toBe(body.length)
+      // One at a time, so the diffs come in this order.
+      await settled(v)
+    }
+    expect(await settled(v)).toMatchObject({ sent: 3, compared: 3, mismatches: 2 })
+    const diffs = (await (await request(`${v.adminUrl}/v1/shadow/diffs`)).body.json()) as {
+      routes: Record<string, { path: string; differences: { field: string; primary: unknown }[] }[]>
+    }
+    expect(diffs.routes.default!.map((d) => [d.path, d.differences.map((x) => x.field)])).toEqual([
+      ['/tail', ['body']],
+      ['/header', ['header:x-build']],
+    ])
+    expect(diffs.routes.default![0]!.differences[0]!.primary).toMatch(/\(262144 bytes\)$/)
+  })
+
   it('mirrors only the listed methods and path prefixes', async () => {
     const stable = await upstream('stable')
     const shadow = await upstream('shadow')
