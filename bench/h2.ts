@@ -9,7 +9,7 @@
 // min–max, and the goal's verdict is refused when that spread crosses it (targets.ts, as bench/run.ts).
 // Prints figures and writes bench/results/h2.md and .json; never asserts. A published run (the defaults,
 // 5 rounds) takes ~2.5 min per subject: ~8 min for node-h2-proxy,undici-h2-proxy,veer-h2c, ~13 min for
-// all 5; ~30 s with --quick.
+// all 5; under a minute with --quick.
 
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { connect, type IncomingHttpHeaders, type IncomingHttpStatusHeader } from 'node:http2'
