@@ -19,7 +19,7 @@ import { type H2loadResult, h2load } from './h2load.ts'
 import { writeHaproxyConfig } from './haproxy.ts'
 import { positiveInt, runRounds, startHarness } from './harness.ts'
 import { describeMachine, type Machine } from './machine.ts'
-import { PUBLISHED, publishable, spread } from './paired.ts'
+import { PUBLISHED, publishable } from './paired.ts'
 import {
   cpuMicros,
   freePort,
@@ -36,7 +36,7 @@ import {
   stopProcess,
   waitReady,
 } from './proc.ts'
-import { fixed, int, ms, noiseNote, pairedCell, roughNote, row, targetsTable } from './report.ts'
+import { fixed, int, ms, noiseNote, pairedCell, roughNote, row, spreadCell, targetsTable } from './report.ts'
 import { median } from './stats.ts'
 import {
   type Context,
@@ -47,7 +47,7 @@ import {
   startVeer,
   Unavailable,
 } from './subjects.ts'
-import { type Fmt, pairedCheck, type TargetCheck, times } from './targets.ts'
+import { pairedCheck, type TargetCheck, times } from './targets.ts'
 import { findH2load, findHaproxy } from './tools.ts'
 
 const FLOOR = 'node-h2-proxy'
@@ -544,11 +544,6 @@ function mainTable(subjects: readonly H2SubjectResult[]): string[] {
     'errors',
   ]
   const lines = [row(head), row(head.map((_, i) => (i === 0 ? '---' : '---:')))]
-  /** median (min–max) of the subject's own rounds */
-  const own = (s: H2SubjectResult, f: (r: H2Round) => number, fmt: Fmt) => {
-    const x = spread(s.rounds.map(f))
-    return x.n < 2 ? fmt(x.median) : `${fmt(x.median)} (${fmt(x.min)}–${fmt(x.max)})`
-  }
   for (const s of subjects) {
     const m = s.medians
     if (m === null) {
@@ -557,7 +552,7 @@ function mainTable(subjects: readonly H2SubjectResult[]): string[] {
       continue
     }
     const cells = WORKLOADS.flatMap(([, rps, cpu], i) => [
-      own(s, cpu, fixed),
+      spreadCell(s.rounds.map(cpu), fixed),
       pairedCell(s, floor, cpu),
       int(i === 0 ? m.getRps : m.grpcRps),
       pairedCell(s, floor, rps),

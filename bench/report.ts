@@ -28,6 +28,12 @@ export function pairedCell<R extends { round: number }>(
     : `${x.median.toFixed(2)}× (${x.min.toFixed(2)}–${x.max.toFixed(2)})`
 }
 
+/** `median (min–max)` of one subject's figures over its rounds; the median alone from fewer than 2. */
+export function spreadCell(values: readonly number[], fmt: (x: number) => string): string {
+  const x = spread(values)
+  return x.n < 2 ? fmt(x.median) : `${fmt(x.median)} (${fmt(x.min)}–${fmt(x.max)})`
+}
+
 /** What the heading says of a run shorter than a published one (harness.ts PUBLISHED), or ''. */
 export function roughNote(settings: { quick: boolean; publishable: boolean }): string {
   if (settings.quick) return ' (--quick smoke run: figures are rough)'
@@ -71,13 +77,12 @@ function mainTable(run: UpstreamRun, settings: Settings): string[] {
       continue
     }
     const own = (x: string) => (s.name === 'direct' ? `(${x})` : x)
-    const cpuSpread = spread(s.rounds.map(cpu))
     lines.push(
       row([
         s.name,
-        s.name === 'direct' || cpuSpread.n < 2
-          ? own(fixed(cpuSpread.median))
-          : `${fixed(cpuSpread.median)} (${fixed(cpuSpread.min)}–${fixed(cpuSpread.max)})`,
+        s.name === 'direct'
+          ? own(fixed(spread(s.rounds.map(cpu)).median))
+          : spreadCell(s.rounds.map(cpu), fixed),
         s.name === 'direct' ? '' : pairedCell(s, floor, cpu),
         int(m.rpsSmall),
         s.name === 'direct' ? '' : pairedCell(s, floor, rps),

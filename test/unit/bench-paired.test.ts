@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { smallBody } from '../../bench/nginx.ts'
 import { paired, pairedExcess, publishable, roundOrder, spread, verdict } from '../../bench/paired.ts'
-import { pairedCell, roughNote } from '../../bench/report.ts'
+import { pairedCell, roughNote, spreadCell } from '../../bench/report.ts'
 import type { RoundResult, SubjectResult } from '../../bench/results.ts'
 import { median } from '../../bench/stats.ts'
 import { checkTargets, GOAL_SUBJECT, pairedCheck } from '../../bench/targets.ts'
@@ -227,6 +227,14 @@ describe('pairedCell', () => {
     expect(pairedCell({ rounds: [h2(1, 60)] }, b, f)).toBe('1.20×')
     expect(pairedCell(a, a, f)).toBe('1.00×')
     expect(pairedCell(a, undefined, f)).toBe('—')
+  })
+})
+
+describe('spreadCell', () => {
+  it("gives one subject's median (min–max) over its rounds, the median alone from one round", () => {
+    const f = (x: number) => x.toFixed(1)
+    expect(spreadCell([47.2, 62.8, 47.1], f)).toBe('47.2 (47.1–62.8)')
+    expect(spreadCell([47.2], f)).toBe('47.2')
   })
 })
 
