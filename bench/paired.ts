@@ -83,6 +83,24 @@ export interface Goal {
   value: number
 }
 
+/** What a published run uses at least (issue 18): shorter runs say their figures are rough. */
+export const PUBLISHED = { rounds: 5, warmupSeconds: 8, phaseSeconds: 6 } as const
+
+/** Whether a run's settings reach a published run's (and it is no --quick smoke run). */
+export function publishable(
+  quick: boolean,
+  rounds: number,
+  warmupSeconds: number,
+  phaseSeconds: number,
+): boolean {
+  return (
+    !quick &&
+    rounds >= PUBLISHED.rounds &&
+    warmupSeconds >= PUBLISHED.warmupSeconds &&
+    phaseSeconds >= PUBLISHED.phaseSeconds
+  )
+}
+
 /** A verdict needs this many paired rounds; fewer give no spread worth the name. */
 export const MIN_VERDICT_ROUNDS = 3
 

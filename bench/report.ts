@@ -1,6 +1,6 @@
 // Markdown rendering of a benchmark report, one section per upstream: CPU µs/req first, ratios paired
 // within rounds with their min–max, the issue's goals and their verdicts, per-round figures, notes.
-import { paired, spread } from './paired.ts'
+import { PUBLISHED, paired, spread } from './paired.ts'
 import type { Report, RoundResult, Settings, SubjectResult, UpstreamRun } from './results.ts'
 import { FLOOR, GOAL_SUBJECT, GOAL_UPSTREAM, type TargetCheck } from './targets.ts'
 
@@ -14,11 +14,11 @@ export function row(cells: readonly string[]): string {
   return `| ${cells.join(' | ')} |`
 }
 
-/** `median× (min–max)` of `subject ÷ other` paired per round, or '—'. */
-function pairedCell(
-  s: SubjectResult,
-  other: SubjectResult | undefined,
-  f: (r: RoundResult) => number,
+/** `median× (min–max)` of `subject ÷ other` paired per round, or '—' (`1.00×` for the subject itself). */
+export function pairedCell<R extends { round: number }>(
+  s: { rounds: readonly R[] },
+  other: { rounds: readonly R[] } | undefined,
+  f: (r: R) => number,
 ): string {
   if (other === undefined || other === s) return other === s ? '1.00×' : '—'
   const x = spread(paired(s.rounds, other.rounds, f))
@@ -26,6 +26,20 @@ function pairedCell(
   return x.n === 1
     ? `${x.median.toFixed(2)}×`
     : `${x.median.toFixed(2)}× (${x.min.toFixed(2)}–${x.max.toFixed(2)})`
+}
+
+/** `median (min–max)` of one subject's figures over its rounds; the median alone from fewer than 2. */
+export function spreadCell(values: readonly number[], fmt: (x: number) => string): string {
+  const x = spread(values)
+  return x.n < 2 ? fmt(x.median) : `${fmt(x.median)} (${fmt(x.min)}–${fmt(x.max)})`
+}
+
+/** What the heading says of a run shorter than a published one (harness.ts PUBLISHED), or ''. */
+export function roughNote(settings: { quick: boolean; publishable: boolean }): string {
+  if (settings.quick) return ' (--quick smoke run: figures are rough)'
+  if (settings.publishable) return ''
+  const p = PUBLISHED
+  return ` (shorter than a published run — ${p.rounds} rounds, ${p.warmupSeconds} s warm-ups, ${p.phaseSeconds} s phases: figures are rough)`
 }
 
 function mainTable(run: UpstreamRun, settings: Settings): string[] {
@@ -63,13 +77,12 @@ function mainTable(run: UpstreamRun, settings: Settings): string[] {
       continue
     }
     const own = (x: string) => (s.name === 'direct' ? `(${x})` : x)
-    const cpuSpread = spread(s.rounds.map(cpu))
     lines.push(
       row([
         s.name,
-        s.name === 'direct' || cpuSpread.n < 2
-          ? own(fixed(cpuSpread.median))
-          : `${fixed(cpuSpread.median)} (${fixed(cpuSpread.min)}–${fixed(cpuSpread.max)})`,
+        s.name === 'direct'
+          ? own(fixed(spread(s.rounds.map(cpu)).median))
+          : spreadCell(s.rounds.map(cpu), fixed),
         s.name === 'direct' ? '' : pairedCell(s, floor, cpu),
         int(m.rpsSmall),
         s.name === 'direct' ? '' : pairedCell(s, floor, rps),
@@ -182,11 +195,7 @@ function canaryNotes(subjects: readonly SubjectResult[]): string[] {
 
 export function renderMarkdown(report: Report): string {
   const { machine, settings } = report
-  const rough = settings.quick
-    ? ' (--quick smoke run: figures are rough)'
-    : settings.publishable
-      ? ''
-      : ' (shorter than a published run — 5 rounds, 8 s warm-ups, 6 s phases: figures are rough)'
+  const rough = roughNote(settings)
   const lines = [
     '# veer benchmark',
     '',

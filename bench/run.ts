@@ -16,6 +16,7 @@ import { fixedRate, maxThroughput, type Target, type ThroughputResult } from './
 import { describeMachine } from './machine.ts'
 import { writeNginxUpstreamConfig } from './nginx.ts'
 import { type OtlpSink, startOtlpSink } from './otlp-sink.ts'
+import { PUBLISHED, publishable } from './paired.ts'
 import { checkAnswers, observeCanary } from './probe.ts'
 import {
   cpuMicros,
@@ -53,9 +54,6 @@ import {
 } from './subjects.ts'
 import { checkTargets } from './targets.ts'
 import { findNginx, findWrk } from './tools.ts'
-
-/** What a published run uses at least (issue 18): shorter runs say their figures are rough. */
-const PUBLISHED = { rounds: 5, warmupSeconds: 8, phaseSeconds: 6 }
 
 const { values: args } = parseArgs({
   options: {
@@ -125,11 +123,7 @@ const settingsBase = {
   warmupSeconds,
   connections: 50,
   rate: 2000,
-  publishable:
-    !quick &&
-    rounds >= PUBLISHED.rounds &&
-    phaseSeconds >= PUBLISHED.phaseSeconds &&
-    warmupSeconds >= PUBLISHED.warmupSeconds,
+  publishable: publishable(quick, rounds, warmupSeconds, phaseSeconds),
 }
 
 const wanted = args.only === undefined ? null : new Set(args.only.split(',').map((s) => s.trim()))

@@ -40,11 +40,11 @@ export const GOALS = {
   shadowVsSecondExchange: { op: '≤', value: 1.1 },
 } as const satisfies Record<string, Goal>
 
-const times = (x: number) => `${x.toFixed(2)}×`
+export type Fmt = (x: number) => string
+export const times: Fmt = (x) => `${x.toFixed(2)}×`
 const pct = (x: number) => `${x < 0 ? '−' : '+'}${Math.abs(x * 100).toFixed(1)}%`
 const ms = (x: number) => `${x < 0 ? '−' : '+'}${Math.abs(x).toFixed(2)} ms`
 
-type Fmt = (x: number) => string
 const cpu = (r: RoundResult) => r.cpuUsPerReq
 const rps = (r: RoundResult) => r.small.rps
 const p99 = (r: RoundResult) => r.latency.p99Ms
@@ -55,6 +55,62 @@ export function formatSpread(s: Spread, fmt: Fmt): { measured: string; spread: s
   return { measured: fmt(s.median), spread: `${fmt(s.min)} – ${fmt(s.max)} (${s.n})` }
 }
 
+export interface CheckOptions {
+  fmt?: Fmt
+  goal?: Goal
+  note?: string
+  /** with a goal: print this instead of the verdict (the goal is judged elsewhere), pass left null */
+  offGoal?: string
+}
+
+const goalText = (goal: Goal | undefined, fmt: Fmt) =>
+  goal === undefined ? '(info)' : `${goal.op} ${fmt(goal.value)}`
+
+/** A target line from paired figures already taken: median, min–max and, with a goal, the verdict. */
+export function spreadCheck(target: string, s: Spread, opts: CheckOptions = {}): TargetCheck {
+  const fmt = opts.fmt ?? times
+  const check: TargetCheck = {
+    target,
+    goal: goalText(opts.goal, fmt),
+    ...formatSpread(s, fmt),
+    pass: null,
+    note: opts.note ?? '',
+  }
+  if (opts.goal === undefined) return check
+  if (opts.offGoal !== undefined) {
+    check.verdict = opts.offGoal
+    return check
+  }
+  const v = verdict(s, opts.goal)
+  check.verdict = v
+  check.pass = v === 'meets goal' ? true : v === 'misses goal' ? false : null
+  return check
+}
+
+/**
+ * `a` against `b` (their rounds; null: the subject did not run), paired per round, as a target line.
+ * When one did not run: a goal's line saying what it `needs`, or null for an informational one.
+ */
+export function pairedCheck<R extends { round: number }>(
+  a: readonly R[] | null,
+  b: readonly R[] | null,
+  target: string,
+  figure: (r: R) => number,
+  opts: CheckOptions & { how?: 'ratio' | 'difference'; needs: string },
+): TargetCheck | null {
+  if (a === null || b === null) {
+    if (opts.goal === undefined) return null
+    return {
+      target,
+      goal: goalText(opts.goal, opts.fmt ?? times),
+      measured: '—',
+      pass: null,
+      note: opts.needs,
+    }
+  }
+  return spreadCheck(target, spread(paired(a, b, figure, opts.how)), opts)
+}
+
 export function checkTargets(
   subjects: readonly SubjectResult[],
   upstream: UpstreamKind,
@@ -63,6 +119,8 @@ export function checkTargets(
   const rounds = (name: string) => subjects.find((s) => s.name === name)?.rounds ?? null
   const out: TargetCheck[] = []
 
+  const offGoal =
+    upstream === GOAL_UPSTREAM ? undefined : `info (the goal is on the ${GOAL_UPSTREAM} upstream)`
   /** One line: `a` against `b`, paired per round; with a goal, a verdict (on the goal's upstream). */
   const line = (
     a: string,
@@ -71,34 +129,12 @@ export function checkTargets(
     figure: (r: RoundResult) => number,
     opts: { how?: 'ratio' | 'difference'; fmt?: Fmt; goal?: Goal; note?: string } = {},
   ) => {
-    const how = opts.how ?? 'ratio'
-    const fmt = opts.fmt ?? times
-    const goalText = opts.goal === undefined ? '(info)' : `${opts.goal.op} ${fmt(opts.goal.value)}`
-    const ra = rounds(a)
-    const rb = rounds(b)
-    if (ra === null || rb === null) {
-      if (opts.goal !== undefined)
-        out.push({ target, goal: goalText, measured: '—', pass: null, note: `needs ${a} and ${b}` })
-      return
-    }
-    const s = spread(paired(ra, rb, figure, how))
-    const check: TargetCheck = {
-      target,
-      goal: goalText,
-      ...formatSpread(s, fmt),
-      pass: null,
-      note: opts.note ?? '',
-    }
-    if (opts.goal !== undefined) {
-      const v = verdict(s, opts.goal)
-      if (upstream === GOAL_UPSTREAM) {
-        check.verdict = v
-        check.pass = v === 'meets goal' ? true : v === 'misses goal' ? false : null
-      } else {
-        check.verdict = `info (the goal is on the ${GOAL_UPSTREAM} upstream)`
-      }
-    }
-    out.push(check)
+    const check = pairedCheck(rounds(a), rounds(b), target, figure, {
+      ...opts,
+      offGoal,
+      needs: `needs ${a} and ${b}`,
+    })
+    if (check !== null) out.push(check)
   }
 
   const rateText = rate.toLocaleString('en-US')
@@ -119,7 +155,7 @@ export function checkTargets(
 
   line('veer', 'http-proxy-3', 'veer ÷ http-proxy-3, CPU µs/req', cpu)
   line('veer', 'fastify-http-proxy', 'veer ÷ fastify-http-proxy, req/s ~100 B', rps)
-  shadowCost(rounds, upstream, out)
+  shadowCost(rounds, offGoal, out)
   const cost = (name: string, label: string, note = '') => {
     const minusOne = (x: number) => pct(x - 1)
     line(name, 'veer', `${label}: CPU µs/req vs veer`, cpu, { fmt: minusOne, note })
@@ -140,27 +176,25 @@ export function checkTargets(
  */
 function shadowCost(
   rounds: (name: string) => readonly RoundResult[] | null,
-  upstream: UpstreamKind,
+  offGoal: string | undefined,
   out: TargetCheck[],
 ): void {
   const goal = GOALS.shadowVsSecondExchange
   const names = ['veer-shadow', 'veer', TWICE, FLOOR] as const
   const target = `100% shadow cost ÷ a second exchange's, CPU µs/req`
-  const goalText = `${goal.op} ${times(goal.value)}`
   const [a, a0, b, b0] = names.map(rounds)
   const note = `(veer-shadow − veer) ÷ (${TWICE} − ${FLOOR}), per round`
   if (a == null || a0 == null || b == null || b0 == null) {
-    out.push({ target, goal: goalText, measured: '—', pass: null, note: `needs ${names.join(', ')}` })
+    out.push({
+      target,
+      goal: goalText(goal, times),
+      measured: '—',
+      pass: null,
+      note: `needs ${names.join(', ')}`,
+    })
     return
   }
-  const s = spread(pairedExcess(a, a0, b, b0, cpu))
-  const v = verdict(s, goal)
-  const check: TargetCheck = { target, goal: goalText, ...formatSpread(s, times), pass: null, note }
-  if (upstream === GOAL_UPSTREAM) {
-    check.verdict = v
-    check.pass = v === 'meets goal' ? true : v === 'misses goal' ? false : null
-  } else check.verdict = `info (the goal is on the ${GOAL_UPSTREAM} upstream)`
-  out.push(check)
+  out.push(spreadCheck(target, spread(pairedExcess(a, a0, b, b0, cpu)), { goal, note, offGoal }))
 }
 
 /** How much of the traffic the shadow really got: veer drops (never queues) past its shadow limits. */

@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest'
 import { smallBody } from '../../bench/nginx.ts'
-import { paired, pairedExcess, roundOrder, spread, verdict } from '../../bench/paired.ts'
+import { paired, pairedExcess, publishable, roundOrder, spread, verdict } from '../../bench/paired.ts'
+import { pairedCell, roughNote, spreadCell } from '../../bench/report.ts'
 import type { RoundResult, SubjectResult } from '../../bench/results.ts'
 import { median } from '../../bench/stats.ts'
-import { checkTargets, GOAL_SUBJECT } from '../../bench/targets.ts'
+import { checkTargets, GOAL_SUBJECT, pairedCheck } from '../../bench/targets.ts'
 
 /** A round with the figures the comparisons read; the rest is irrelevant here. */
 function round(n: number, cpu: number, rps: number, p99 = 1): RoundResult {
@@ -178,6 +179,82 @@ describe('checkTargets', () => {
   it('lists a goal whose subjects did not run as not measurable', () => {
     const t = new Map(checkTargets(subjects.slice(0, 1), 'nginx', 2000).map((x) => [x.target, x]))
     expect(t.get(`${GOAL_SUBJECT} ÷ undici-minimal, CPU µs/req`)!.measured).toBe('—')
+  })
+})
+
+describe("pairedCheck (any bench's rounds, e.g. bench/h2.ts)", () => {
+  // The shape bench/h2.ts records: two workloads per round.
+  const h2 = (n: number, getRps: number) => ({ round: n, get: { rps: getRps } })
+  const getRps = (r: ReturnType<typeof h2>) => r.get.rps
+  const goal = { op: '≥', value: 0.85 } as const
+  // the slow first rounds of a JIT warming up: 15k, 17k against a steady floor, then 23.6k
+  const veer = [h2(1, 15_000), h2(2, 17_000), h2(3, 23_600)]
+  const floor = [h2(1, 20_000), h2(2, 20_000), h2(3, 20_000)]
+
+  it('prints the median of the paired ratios with their min–max, and no verdict across the goal', () => {
+    const c = pairedCheck(veer, floor, 'GET', getRps, { goal, needs: '' })!
+    expect(c.goal).toBe('≥ 0.85×')
+    expect(c.measured).toBe('0.85×')
+    expect(c.spread).toBe('0.75× – 1.18× (3)')
+    expect(c.verdict).toBe('undecided (spread crosses the goal)')
+    expect(c.pass).toBeNull()
+  })
+
+  it('judges when every round is on one side, and prints offGoal instead when told to', () => {
+    const steady = [h2(1, 16_000), h2(2, 15_000), h2(3, 16_500)]
+    const c = pairedCheck(steady, floor, 'GET', getRps, { goal, needs: '' })!
+    expect([c.verdict, c.pass]).toEqual(['misses goal', false])
+    const info = pairedCheck(steady, floor, 'GET', getRps, { goal, needs: '', offGoal: 'info (elsewhere)' })!
+    expect([info.verdict, info.pass, info.measured]).toEqual(['info (elsewhere)', null, '0.80×'])
+  })
+
+  it('says what a goal needs when a subject did not run; an info line is left out', () => {
+    const c = pairedCheck(veer, null, 'GET', getRps, { goal, needs: 'needs a and b' })!
+    expect([c.measured, c.goal, c.note, c.pass]).toEqual(['—', '≥ 0.85×', 'needs a and b', null])
+    expect(pairedCheck(veer, null, 'GET', getRps, { needs: '' })).toBeNull()
+    expect(pairedCheck(veer, floor, 'GET', getRps, { needs: '' })!.goal).toBe('(info)')
+  })
+})
+
+describe('pairedCell', () => {
+  const h2 = (n: number, cpu: number) => ({ round: n, cpu })
+  const f = (r: { cpu: number }) => r.cpu
+
+  it('gives median× (min–max) of the paired ratios, one figure from one round, 1.00× against itself', () => {
+    const a = { rounds: [h2(1, 60), h2(2, 120), h2(3, 66)] }
+    const b = { rounds: [h2(1, 50), h2(2, 100), h2(3, 60)] }
+    expect(pairedCell(a, b, f)).toBe('1.20× (1.10–1.20)')
+    expect(pairedCell({ rounds: [h2(1, 60)] }, b, f)).toBe('1.20×')
+    expect(pairedCell(a, a, f)).toBe('1.00×')
+    expect(pairedCell(a, undefined, f)).toBe('—')
+  })
+})
+
+describe('spreadCell', () => {
+  it("gives one subject's median (min–max) over its rounds, the median alone from one round", () => {
+    const f = (x: number) => x.toFixed(1)
+    expect(spreadCell([47.2, 62.8, 47.1], f)).toBe('47.2 (47.1–62.8)')
+    expect(spreadCell([47.2], f)).toBe('47.2')
+  })
+})
+
+describe('publishable and roughNote', () => {
+  it('calls a run publishable only at 5 rounds, 8 s warm-ups and 6 s phases, and no --quick', () => {
+    expect(publishable(false, 5, 8, 6)).toBe(true)
+    expect(publishable(true, 5, 8, 6)).toBe(false)
+    expect([publishable(false, 4, 8, 6), publishable(false, 5, 7, 6), publishable(false, 5, 8, 5)]).toEqual([
+      false,
+      false,
+      false,
+    ])
+  })
+
+  it('says why figures are rough', () => {
+    expect(roughNote({ quick: false, publishable: true })).toBe('')
+    expect(roughNote({ quick: true, publishable: false })).toMatch(/--quick/)
+    expect(roughNote({ quick: false, publishable: false })).toBe(
+      ' (shorter than a published run — 5 rounds, 8 s warm-ups, 6 s phases: figures are rough)',
+    )
   })
 })
 
