@@ -14,6 +14,7 @@ import { Readable } from 'node:stream'
 import { request } from 'undici'
 import { describe, expect, it } from 'vitest'
 import { testBed, waitUntil } from '../helpers/bed.ts'
+import { startH2Upstream } from '../helpers/h2-upstream.ts'
 import { settled, shadowStats } from '../helpers/shadow.ts'
 import { deadPort, type Handler } from '../helpers/upstream.ts'
 import type { VeerProcess } from '../helpers/veer.ts'
@@ -739,6 +740,40 @@ describe('shadow mirroring', () => {
       ['/header', ['header:x-build']],
     ])
     expect(diffs.routes.default![0]!.differences[0]!.primary).toMatch(/\(262144 bytes\)$/)
+  })
+
+  it("compares the headers of h2c:// answers as any other's", async () => {
+    const answering = (shadow: boolean) =>
+      startH2Upstream(shadow ? 'shadow' : 'stable', {
+        handler: (req, res) => {
+          req.resume()
+          req.on('end', () => {
+            res.writeHead(200, { 'x-build': shadow && req.url === '/header' ? 'new' : 'old' })
+            res.end('same body')
+          })
+        },
+      })
+    const [stable, shadow] = await Promise.all([answering(false), answering(true)])
+    try {
+      const v = await startProxy({
+        stable: { url: stable.url },
+        shadow: { url: shadow.url, compare: { headers: ['x-build'], noiseSample: 0 } },
+      })
+      for (const path of ['/same', '/header']) {
+        const res = await request(`${v.url}${path}`)
+        expect(await res.body.text()).toBe('same body')
+        await settled(v)
+      }
+      expect(await settled(v)).toMatchObject({ sent: 2, compared: 2, mismatches: 1 })
+      const diffs = (await (await request(`${v.adminUrl}/v1/shadow/diffs`)).body.json()) as {
+        routes: Record<string, { path: string; differences: unknown[] }[]>
+      }
+      expect(diffs.routes.default!.map((d) => [d.path, d.differences])).toEqual([
+        ['/header', [{ field: 'header:x-build', primary: 'old', shadow: 'new' }]],
+      ])
+    } finally {
+      await Promise.all([stable.close(), shadow.close()])
+    }
   })
 
   it('mirrors only the listed methods and path prefixes', async () => {
