@@ -148,10 +148,13 @@ export abstract class Exchange implements Dispatcher.DispatchHandler {
   /** A new exchange for the same client answer, from another backend (the fallback to stable). */
   abstract again(backend: Backend): Exchange
 
-  /** Adds the proxy's own response fields: Via, the version header, and Connection: close when `close`. */
-  decorate(out: string[], close: boolean): string[] {
+  /**
+   * Adds the proxy's own response fields: Via (`via`: veer's hop with the version the answer came in),
+   * the version header, and Connection: close when `close`.
+   */
+  decorate(out: string[], close: boolean, via = this.backend.upstream.via): string[] {
     const a = this.route.answer
-    if (a.via) appendVia(out, this.backend.upstream.via)
+    if (a.via) appendVia(out, via)
     if (a.versionHeader !== '') out.push(a.versionHeader, this.backend.version)
     if (close) out.push('connection', 'close')
     return out

@@ -9,7 +9,7 @@ import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import type { ProxyErrorCode } from '../errors.ts'
-import { type RequestHead, responseHeaders } from '../listen/headers.ts'
+import { type RequestHead, responseHeaders, VIA_HOP } from '../listen/headers.ts'
 import { endSocket, sendErrorOnSocket } from '../listen/respond.ts'
 import type { Backend, CompiledRoute } from '../routes/table.ts'
 import { Exchange, type ExchangeHost, PROTOCOL } from './exchange.ts'
@@ -109,8 +109,9 @@ export class UpgradeExchange extends Exchange {
       for (let i = 0; i < raw.length; i += 2)
         fields.push(raw[i]!.toString('latin1'), raw[i + 1]!.toString('latin1'))
     }
-    // A 101's Connection: upgrade must stand alone, even while draining.
-    this.decorate(fields, false)
+    // A 101's Connection: upgrade must stand alone, even while draining. Its Via names the version this
+    // tunnel's answer came in, whatever the pool's latest connection negotiated.
+    this.decorate(fields, false, VIA_HOP[h2 ? '2' : '1.1'])
     client.write(rawHead(101, 'Switching Protocols', fields))
     if (this.#first.length > 0) upstream.write(this.#first)
     upstream.on('error', () => client.destroy())

@@ -116,6 +116,7 @@ describe('WebSocket upgrade', () => {
     expect(res.headers.connection?.toLowerCase()).toContain('upgrade')
     expect(res.headers['sec-websocket-accept']).toBe('s3pPLMBiTxaQ9kYGzzhZRbK+xOo=')
     expect(res.headers['x-veer-version']).toBe('stable')
+    expect(res.headers.via).toBe('1.1 veer')
 
     // The upstream got a proper upgrade request with the client's fields and the forwarding fields.
     expect(ws.upgrades).toHaveLength(1)
@@ -340,6 +341,8 @@ describe('WebSocket upgrade to an HTTP/2 upstream (RFC 8441)', () => {
     // RFC 6455's own example: this key's accept is s3pPLMBiTxaQ9kYGzzhZRbK+xOo=.
     expect(res.headers['sec-websocket-accept']).toBe('s3pPLMBiTxaQ9kYGzzhZRbK+xOo=')
     expect(res.headers['sec-websocket-protocol']).toBe('chat')
+    // The upstream's answer came in over HTTP/2.
+    expect(res.headers.via).toBe('2 veer')
     expect(h2.streams).toHaveLength(1)
     expect(h2.streams[0]).toMatchObject({
       ':method': 'CONNECT',
