@@ -29,7 +29,14 @@ import type { Backend, VersionState } from '../routes/table.ts'
 import type { WeylSequence } from '../split/weighted.ts'
 import type { Tracing } from '../tracing.ts'
 import type { Upstream } from '../upstream/pools.ts'
-import { type Answer, compareAnswers, type FieldFilter, type FieldSet, pathPattern } from './compare.ts'
+import {
+  type Answer,
+  type Comparison,
+  compareAnswers,
+  type FieldFilter,
+  type FieldSet,
+  pathPattern,
+} from './compare.ts'
 import type { ShadowStats } from './stats.ts'
 
 type Controller = Dispatcher.DispatchController
@@ -132,7 +139,8 @@ class Capture {
    */
   matches(other: Capture, names: readonly string[]): boolean {
     if (this.status !== other.status || this.grpc !== other.grpc) return false
-    for (const name of names) if (!sameField(this.#fields, other.#fields, name)) return false
+    for (const name of names)
+      if (fieldValue(this.#fields, name) !== fieldValue(other.#fields, name)) return false
     const a = this.body()
     const b = other.body()
     return a === null || b === null || a.equals(b)
@@ -161,26 +169,33 @@ class Capture {
 const NO_FIELDS: UpstreamFields = Object.freeze(Object.create(null))
 const EMPTY = Buffer.alloc(0)
 
-/** A field as headerRecord reads it, in two answers: own fields only, a repeated one joined. */
-function sameField(a: UpstreamFields, b: UpstreamFields, name: string): boolean {
-  const va = Object.hasOwn(a, name) ? a[name] : undefined
-  const vb = Object.hasOwn(b, name) ? b[name] : undefined
-  if (va === vb) return true
-  if (va === undefined || vb === undefined) return false
-  return (typeof va === 'string' ? va : va.join(', ')) === (typeof vb === 'string' ? vb : vb.join(', '))
+/**
+ * A field's value as an answer is compared with it: own fields only (a header named `__proto__` or
+ * `constructor` is a field like any other), a repeated one joined with ", ".
+ */
+function fieldValue(fields: UpstreamFields, name: string): string | undefined {
+  const v = Object.hasOwn(fields, name) ? fields[name] : undefined
+  return v === undefined || typeof v === 'string' ? v : v.join(', ')
 }
 
-/**
- * Header name → value of `names` in `fields` (repeated fields joined with ", "); own fields only, and no
- * prototype: a header named `__proto__` or `constructor` is a field like any other.
- */
+/** Header name → value (fieldValue) of `names` in `fields`, in an object with no prototype. */
 function headerRecord(fields: UpstreamFields, names: readonly string[]): Record<string, string> {
   const h: Record<string, string> = Object.create(null)
   for (const name of names) {
-    const v = Object.hasOwn(fields, name) ? fields[name] : undefined
-    if (v !== undefined) h[name] = typeof v === 'string' ? v : v.join(', ')
+    const v = fieldValue(fields, name)
+    if (v !== undefined) h[name] = v
   }
   return h
+}
+
+/**
+ * compareAnswers on two captured answers, `ignore` left out; null when they match (most copies do),
+ * told without building the answers.
+ */
+function compareCaptures(t: ShadowTarget, a: Capture, b: Capture, ignore: FieldSet): Comparison | null {
+  const names = t.config.compare.headers
+  if (a.matches(b, names)) return null
+  return compareAnswers(a.answer(t.answerHeaders), b.answer(t.answerHeaders), names, ignore)
 }
 
 /**
@@ -554,11 +569,8 @@ export class Mirror {
     const secondary = this.secondary
     if (primary.ok && secondary?.ok) {
       stats.noiseChecks.compared++
-      if (!primary.matches(secondary, compare.headers)) {
-        const a = primary.answer(t.answerHeaders)
-        const same = compareAnswers(a, secondary.answer(t.answerHeaders), compare.headers, t.ignore)
-        for (const d of same.differences) stats.learnNoise(d.field)
-      }
+      const noise = compareCaptures(t, primary, secondary, t.ignore)
+      if (noise !== null) for (const d of noise.differences) stats.learnNoise(d.field)
     }
     if (!this.shadow.ok) return // its failure was counted and logged when it ended
     if (this.grpc && (primary.frames!.messages > 1 || this.shadow.frames!.messages > 1)) {
@@ -571,14 +583,7 @@ export class Mirror {
       this.host.shadowFinished(this, this.shadow.status, 'answered', this.#shadowSeconds)
       return
     }
-    const result = primary.matches(this.shadow, compare.headers)
-      ? null
-      : compareAnswers(
-          primary.answer(t.answerHeaders),
-          this.shadow.answer(t.answerHeaders),
-          compare.headers,
-          t.ignoreOrNoise,
-        )
+    const result = compareCaptures(t, primary, this.shadow, t.ignoreOrNoise)
     const mismatch = result !== null && result.differences.length > 0
     stats.countComparison(pathPattern(this.path), mismatch)
     if (mismatch) {
