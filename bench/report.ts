@@ -34,7 +34,7 @@ export function spreadCell(values: readonly number[], fmt: (x: number) => string
   return x.n < 2 ? fmt(x.median) : `${fmt(x.median)} (${fmt(x.min)}–${fmt(x.max)})`
 }
 
-/** What the heading says of a run shorter than a published one (harness.ts PUBLISHED), or ''. */
+/** What the heading says of a run shorter than a published one (paired.ts PUBLISHED), or ''. */
 export function roughNote(settings: { quick: boolean; publishable: boolean }): string {
   if (settings.quick) return ' (--quick smoke run: figures are rough)'
   if (settings.publishable) return ''
