@@ -18,7 +18,7 @@ import { parseArgs } from 'node:util'
 import { type H2loadResult, h2load } from './h2load.ts'
 import { writeHaproxyConfig } from './haproxy.ts'
 import { positiveInt, runRounds, startHarness } from './harness.ts'
-import { describeMachine, type Machine } from './machine.ts'
+import { describeMachine, type Machine, machineLine } from './machine.ts'
 import { PUBLISHED, publishable } from './paired.ts'
 import {
   cpuMicros,
@@ -621,8 +621,7 @@ function renderMarkdown(r: {
   const lines = [
     '# veer HTTP/2 benchmark',
     '',
-    `${r.date} · ${r.machine.nproc} cores · ${r.machine.cpuModel} · ${r.machine.memGiB} GiB · ` +
-      `Linux ${r.machine.kernel} · Node ${r.machine.node}`,
+    machineLine(r.date, r.machine),
     '',
     `${settings.rounds} round(s)${roughNote(settings)}, ` +
       'subjects forward in odd rounds, reversed in even ones, each started fresh every round. ' +

@@ -28,3 +28,8 @@ export function describeMachine(): Machine {
     node: process.version,
   }
 }
+
+/** The line under a report's title: `DATE · N cores · CPU · N GiB · Linux … · Node …`. */
+export function machineLine(date: string, m: Machine): string {
+  return `${date} · ${m.nproc} cores · ${m.cpuModel} · ${m.memGiB} GiB · Linux ${m.kernel} · Node ${m.node}`
+}

@@ -1,5 +1,6 @@
 // Markdown rendering of a benchmark report, one section per upstream: CPU µs/req first, ratios paired
 // within rounds with their min–max, the issue's goals and their verdicts, per-round figures, notes.
+import { machineLine } from './machine.ts'
 import { PUBLISHED, paired, spread } from './paired.ts'
 import type { Report, RoundResult, Settings, SubjectResult, UpstreamRun } from './results.ts'
 import { FLOOR, GOAL_SUBJECT, GOAL_UPSTREAM, type TargetCheck } from './targets.ts'
@@ -199,8 +200,7 @@ export function renderMarkdown(report: Report): string {
   const lines = [
     '# veer benchmark',
     '',
-    `${report.date} · ${machine.nproc} cores · ${machine.cpuModel} · ${machine.memGiB} GiB · ` +
-      `Linux ${machine.kernel} · Node ${machine.node}`,
+    machineLine(report.date, machine),
     '',
     `${settings.rounds} round(s) per upstream${rough}; subjects forward in odd rounds, reversed in even ones, ` +
       'each started fresh every round. ' +

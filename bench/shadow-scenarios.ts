@@ -15,7 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
 import { positiveInt, startHarness } from './harness.ts'
 import { type CountResult, closedLoop, fixedRate, type LatencyResult } from './load.ts'
-import { describeMachine } from './machine.ts'
+import { describeMachine, machineLine } from './machine.ts'
 import { checkAnswers } from './probe.ts'
 import { freePort, logTail, pinHarness, rssKiB, stopAll, stopProcess } from './proc.ts'
 import { median } from './stats.ts'
@@ -366,7 +366,7 @@ function renderMarkdown(): string {
   const lines = [
     '# veer shadow mirroring: primary latency and shadow delivery',
     '',
-    `${date} · ${machine.nproc} cores · ${machine.cpuModel} · ${machine.memGiB} GiB · Linux ${machine.kernel} · Node ${machine.node}`,
+    machineLine(date, machine),
     '',
     `Medians of ${settings.rounds} round(s), scenarios interleaved within each round; veer started fresh for ` +
       `every scenario and round. Load: Node open-loop generator at a fixed ${int(settings.rate)} req/s of GET / ` +

@@ -37,7 +37,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
 import { positiveInt, startHarness } from './harness.ts'
 import { fixedRate, parseWrk } from './load.ts'
-import { describeMachine } from './machine.ts'
+import { describeMachine, machineLine } from './machine.ts'
 import { roundOrder, type Spread } from './paired.ts'
 import { checkAnswers } from './probe.ts'
 import {
@@ -668,7 +668,7 @@ const cols = (s: Sample, veer: boolean) =>
 const lines = [
   `# veer memory soak${settings.label === '' ? '' : `: ${settings.label}`}`,
   '',
-  `${report.date} · ${machine.nproc} cores · ${machine.cpuModel} · ${machine.memGiB} GiB · Linux ${machine.kernel} · Node ${machine.node}`,
+  machineLine(report.date, machine),
   '',
   `Load: ${summaries[0]?.rounds[0]?.load.tool ?? settings.load}, ${settings.rate.toLocaleString('en-US')} req/s of GET / (100 B answers) ` +
     `for ${seconds} s per subject, ${settings.rounds} round(s), subjects in alternating order (${settings.subjects.join(', ')}). ` +
