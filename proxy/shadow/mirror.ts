@@ -658,7 +658,7 @@ export function startMirror(
     t.stats.dropped++
     return null
   }
-  const headers = upstreamHeaders.slice()
+  const headers = markedCopy(upstreamHeaders, t.header)
   if (!t.preserveHost || cfg.hostSuffix !== '') {
     for (let i = 0; i < headers.length; i += 2) {
       if (headers[i] !== 'host') continue
@@ -666,7 +666,6 @@ export function startMirror(
       headers[i + 1] = cfg.hostSuffix === '' ? host : withHostSuffix(host, cfg.hostSuffix)
     }
   }
-  if (t.header !== null) headers.push(t.header, '1')
   const mirror = new Mirror(host, t, t.route, method, path, backend, headers, grpc ? ex : null)
   if (hasBody) mirror.teeBody(ex.body as Readable)
   const safe = !hasBody && (method === 'GET' || method === 'HEAD')
@@ -678,11 +677,16 @@ export function startMirror(
     t.noiseThreshold !== 0 &&
     backend.upstream.inflight < backend.upstream.limit &&
     t.noiseSequence.next() < t.noiseThreshold
-      ? upstreamHeaders.slice()
+      ? markedCopy(upstreamHeaders, t.header)
       : null
-  if (secondary !== null && t.header !== null) secondary.push(t.header, '1')
   mirror.secondaryHeaders = secondary
   return mirror
+}
+
+/** A copy's head: the primary's fields and the shadow marker, in one array of its final size (a push after
+ * slice() would copy it again into a bigger one). */
+function markedCopy(headers: readonly string[], marker: string | null): string[] {
+  return marker === null ? headers.slice() : headers.concat(marker, '1')
 }
 
 function contentLength(headers: readonly string[]): number {
