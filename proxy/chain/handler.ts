@@ -59,6 +59,9 @@ export class Chain {
     Object.freeze(this)
   }
 
+  // Indexed loops, here and below: a for-of allocates an iterator and a result per step wherever V8 runs
+  // the caller unoptimised (bench/alloc.ts charged ~190 B/request to them).
+
   /** Run the request hooks from `from`, then send the request upstream. */
   request(ex: Exchange, head: RequestHead, from = 0): void {
     const list = this.#request
@@ -72,28 +75,30 @@ export class Chain {
   send(ex: Exchange): void {
     ex.backend.upstream.pool.dispatch(ex.dispatchOptions(), ex)
     const list = this.#sent
-    if (list !== null) for (const h of list) h.onSent!(ex)
+    if (list !== null) for (let i = 0; i < list.length; i++) list[i]!.onSent!(ex)
   }
 
   head(ex: Exchange, status: number, fields: UpstreamFields): boolean {
     const list = this.#head
-    if (list !== null) for (const h of list) if (!h.onHead!(ex, status, fields)) return false
+    if (list !== null)
+      for (let i = 0; i < list.length; i++) if (!list[i]!.onHead!(ex, status, fields)) return false
     return true
   }
 
   data(ex: Exchange, chunk: Buffer): void {
     const list = this.#data
-    if (list !== null) for (const h of list) h.onData!(ex, chunk)
+    if (list !== null) for (let i = 0; i < list.length; i++) list[i]!.onData!(ex, chunk)
   }
 
   error(ex: Exchange, err: Error, code: ProxyErrorCode): boolean {
     const list = this.#error
-    if (list !== null) for (const h of list) if (!h.onError!(ex, err, code)) return false
+    if (list !== null)
+      for (let i = 0; i < list.length; i++) if (!list[i]!.onError!(ex, err, code)) return false
     return true
   }
 
   done(ex: Exchange): void {
     const list = this.#done
-    if (list !== null) for (const h of list) h.onDone!(ex)
+    if (list !== null) for (let i = 0; i < list.length; i++) list[i]!.onDone!(ex)
   }
 }

@@ -139,8 +139,8 @@ class Capture {
    */
   matches(other: Capture, names: readonly string[]): boolean {
     if (this.status !== other.status || this.grpc !== other.grpc) return false
-    for (const name of names)
-      if (fieldValue(this.#fields, name) !== fieldValue(other.#fields, name)) return false
+    for (let i = 0; i < names.length; i++)
+      if (fieldValue(this.#fields, names[i]!) !== fieldValue(other.#fields, names[i]!)) return false
     const a = this.body()
     const b = other.body()
     return a === null || b === null || a.equals(b)
