@@ -1,20 +1,25 @@
-// Bytes allocated per request, and where:  node bench/alloc.ts [--only a,b] [--requests N] [--top N] [--out NAME]
-// Every allocation, not only what stays live, is what costs a proxy its garbage collection (a third of its
-// busy time in CPU profiles under load). Each subject of bench/run.ts (the same processes, flags and Node
-// upstreams) runs with bench/alloc-sampler.ts preloaded: V8's sampling heap profiler, keeping the samples
-// of objects already collected. Per subject: a warm-up of --warmup requests, then --requests requests
-// (closed loop, 50 clients, the sticky header when the subject routes on it), each window's profile dumped
-// by SIGUSR2. It prints KB allocated per request (V8's estimate from the samples, which it scales by
-// their size), the ratio to undici-minimal's and, for each subject, the top allocating functions (self)
-// and — for veer — the veer function nearest each allocation on the stack (so bytes Node allocates for
-// veer's calls, a header object or a Buffer, are charged to the veer code that asked for them). Writes
-// bench/results/NAME.md and .json (default alloc). Figures are bytes, not time: they hold on a busy
-// machine, so this is the bench to compare a change's allocations before and after (BENCH_BASE=DIR
-// for the veer-base subject). Loopback only, bounded by --requests.
+// Bytes allocated per request, and where:  node bench/alloc.ts [--workload http1|grpc] [--only a,b]
+//   [--requests N] [--warmup N] [--top N] [--out NAME] [--profiles DIR]    (--help)
+// Every allocation, not only what stays live, is what costs a proxy its garbage collection (a quarter to a
+// third of its busy time in CPU profiles under load). Each subject runs as the CPU benches run it (the
+// same processes and flags: bench/run.ts's subjects and Node upstream for http1, bench/h2.ts's node-h2-proxy
+// and veer-h2c in front of bench/h2-upstream.ts for grpc) with bench/alloc-sampler.ts preloaded: V8's
+// sampling heap profiler, keeping the samples of objects already collected. Per subject: --warmup
+// requests, then --requests measured ones (http1: closed loop, 50 clients, the sticky header when the
+// subject routes on it; grpc: h2load -c16 -m10 -n, the unary call of bench/h2.ts), each window's profile
+// dumped by SIGUSR2. It prints KB allocated per request (V8's estimate from the samples, which it scales by
+// their size), the ratio to the floor (undici-minimal; node-h2-proxy for grpc) and, per subject, the top
+// allocating functions (self) and — for veer — the veer function nearest each allocation on the stack (so
+// bytes Node allocates for veer's calls, a header object or a Buffer, are charged to the veer code that
+// asked for them). Writes bench/results/NAME.md and .json (default alloc, alloc-grpc). Figures are bytes,
+// not time: they hold on a busy machine (±3% between runs), so this is the bench to compare a change's
+// allocations before and after (BENCH_BASE=DIR for the http1 veer-base subject). Loopback only, bounded.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
+import { GRPC_HEADERS, GRPC_PATH, startH2Upstream, writeGrpcBody } from './h2-pieces.ts'
+import { h2load } from './h2load.ts'
 import { positiveInt, startHarness } from './harness.ts'
 import { closedLoop } from './load.ts'
 import { describeMachine, machineLine } from './machine.ts'
@@ -25,47 +30,67 @@ import {
   type Running,
   STICKY_HEADER,
   shadowCounters,
+  startNodeProxy,
   startUpstream,
+  startVeer,
   subjects,
 } from './subjects.ts'
+import { findH2load } from './tools.ts'
+
+const HTTP1 = ['undici-minimal', 'veer', 'veer-canary-sticky', 'undici-twice', 'veer-shadow']
+const GRPC = ['node-h2-proxy', 'veer-h2c']
 
 const { values: args } = parseArgs({
   options: {
-    only: { type: 'string', default: 'undici-minimal,veer,veer-canary-sticky,undici-twice,veer-shadow' },
+    workload: { type: 'string', default: 'http1' },
+    only: { type: 'string' },
     requests: { type: 'string' },
     warmup: { type: 'string' },
     top: { type: 'string' },
-    out: { type: 'string', default: 'alloc' },
+    out: { type: 'string' },
     profiles: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 })
 if (args.help) {
-  console.log(`usage: node bench/alloc.ts [--only a,b] [--requests N] [--warmup N] [--top N] [--out NAME]
-  --only      subjects of bench/run.ts (default undici-minimal,veer,veer-canary-sticky,undici-twice,veer-shadow)
+  console.log(`usage: node bench/alloc.ts [--workload http1|grpc] [--only a,b] [--requests N] [--warmup N] [--top N] [--out NAME]
+  --workload  http1 (default): GET / through bench/run.ts's subjects; grpc: bench/h2.ts's unary call
+              through node-h2-proxy and veer-h2c, with h2load
+  --only      subjects (http1 default: ${HTTP1.join(',')}; grpc: ${GRPC.join(',')})
   --requests  measured requests per subject (default 20000)
   --warmup    requests before the measured window (default 5000)
   --top       rows of each subject's allocation tables (default 15)
-  --out       results name: bench/results/NAME.md and .json (default alloc)
+  --out       results name: bench/results/NAME.md and .json (default alloc, or alloc-grpc)
   --profiles  also keep each subject's measured profile as DIR/SUBJECT.heapprofile (Chrome DevTools,
               Memory tab, loads it: the call tree of every allocation)`)
   process.exit(0)
 }
 
-const FLOOR = 'undici-minimal'
+if (args.workload !== 'http1' && args.workload !== 'grpc') {
+  console.error(`--workload: expected http1 or grpc, got ${JSON.stringify(args.workload)}`)
+  process.exit(2)
+}
+const grpc = args.workload === 'grpc'
+const FLOOR = grpc ? 'node-h2-proxy' : 'undici-minimal'
 const CLIENTS = 50
 const requests = positiveInt(args.requests, 20_000, 1_000_000)
 const warmup = positiveInt(args.warmup, 5_000, 1_000_000)
 const top = positiveInt(args.top, 15, 200)
-const names = args.only.split(',').map((s) => s.trim())
-const chosen = names.map((n) => {
-  const s = subjects.find((x) => x.name === n)
-  if (s === undefined || s.name === 'direct') {
-    console.error(`--only: no proxy subject ${JSON.stringify(n)} (bench/subjects.ts lists them)`)
+const out = args.out ?? (grpc ? 'alloc-grpc' : 'alloc')
+const names = (args.only?.split(',') ?? (grpc ? GRPC : HTTP1)).map((s) => s.trim())
+for (const n of names) {
+  const known = grpc ? GRPC.includes(n) : n !== 'direct' && subjects.some((x) => x.name === n)
+  if (!known) {
+    console.error(
+      `--only: no ${args.workload} subject ${JSON.stringify(n)} (${grpc ? GRPC.join(', ') : 'bench/subjects.ts lists them'})`,
+    )
     process.exit(2)
   }
-  return s
-})
+}
+if (grpc && !(await findH2load()).available) {
+  console.error('--workload grpc needs h2load (apt-get install nghttp2-client)')
+  process.exit(1)
+}
 
 const h = startHarness('veer-alloc', 30)
 const sampler = join(h.root, 'bench/alloc-sampler.ts')
@@ -119,6 +144,117 @@ function tally(root: ProfileNode): Tally {
   return t
 }
 
+// ---------- the subjects ----------
+
+interface Load {
+  ok: number
+  errors: number
+}
+
+/** What a subject is measured with: how to start it, load it, and know its work is done. */
+interface AllocSubject {
+  name: string
+  about: string
+  start(): Promise<Running>
+  load(running: Running, n: number): Promise<Load>
+  /** resolves once work the load set going has ended (veer-shadow: its copies) */
+  settled?(running: Running): Promise<void>
+}
+
+/** veer-shadow: wait until every copy sent has its answer compared (or failed), so none is cut off. */
+async function shadowSettled(running: Running): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const c = await shadowCounters(running)
+    if ((c['shadow compared'] ?? 0) + (c['shadow errors'] ?? 0) >= (c['shadow sent'] ?? 0)) return
+    await sleep(50)
+  }
+}
+
+async function http1Subjects(): Promise<AllocSubject[]> {
+  const chosen = names.map((n) => subjects.find((x) => x.name === n)!)
+  const stable = await startUpstream(h.root, h.tmpDir, 'stable')
+  const canary = await startUpstream(h.root, h.tmpDir, 'canary')
+  const shadow = chosen.some((s) => s.needs?.includes('shadow-upstream'))
+    ? await startUpstream(h.root, h.tmpDir, 'shadow', 'stable')
+    : null
+  const ctx: Context = {
+    root: h.root,
+    tmpDir: h.tmpDir,
+    stablePort: stable.port,
+    canaryPort: canary.port,
+    shadowPort: shadow?.port ?? null,
+    otlp: null,
+    nginx: null,
+  }
+  const out: AllocSubject[] = []
+  for (const s of chosen) {
+    const why = s.unavailable(ctx)
+    if (why !== null) {
+      h.log(`${s.name}: unavailable (${why})`)
+      continue
+    }
+    out.push({
+      name: s.name,
+      about: s.about,
+      start: () => s.start(ctx),
+      load: (running, n) =>
+        closedLoop(
+          {
+            origin: `http://127.0.0.1:${running.port}`,
+            path: '/',
+            ...(s.sticky ? { sticky: { header: STICKY_HEADER, users: 1000 } } : {}),
+          },
+          { requests: n, clients: CLIENTS },
+        ),
+      ...(s.name === 'veer-shadow' ? { settled: shadowSettled } : {}),
+    })
+  }
+  return out
+}
+
+async function grpcSubjects(): Promise<AllocSubject[]> {
+  const upstream = await startH2Upstream(h.root, h.tmpDir)
+  const dataFile = writeGrpcBody(h.tmpDir)
+  const ctx: Context = {
+    root: h.root,
+    tmpDir: h.tmpDir,
+    stablePort: upstream.port,
+    canaryPort: upstream.port,
+    shadowPort: null,
+    otlp: null,
+    nginx: null,
+  }
+  const load = async (running: Running, n: number): Promise<Load> => {
+    const r = await h2load({
+      url: `http://127.0.0.1:${running.port}${GRPC_PATH}`,
+      seconds: 120,
+      requests: n,
+      clients: 16,
+      streams: 10,
+      headers: GRPC_HEADERS,
+      dataFile,
+    })
+    return { ok: r.requests - r.errors, errors: r.errors }
+  }
+  const all: AllocSubject[] = [
+    {
+      name: 'node-h2-proxy',
+      about:
+        'node:http2 h2c server forwarding every stream over one node:http2 client session (the Node floor)',
+      start: () => startNodeProxy('node-h2-proxy', ctx, 'bench/baselines/node-h2-proxy.ts'),
+      load,
+    },
+    {
+      name: 'veer-h2c',
+      about: 'veer proxy --stable h2c://… (quick-start flags: metrics, analysis window, access log on)',
+      start: () =>
+        startVeer('veer-h2c', ctx, { flags: () => ['--stable', `h2c://127.0.0.1:${upstream.port}`] }),
+      load,
+    },
+  ]
+  return names.map((n) => all.find((s) => s.name === n)!)
+}
+
 // ---------- a subject ----------
 
 interface Measured {
@@ -140,31 +276,17 @@ async function waitFile(path: string, running: Running): Promise<void> {
   throw new Error(`no allocation profile at ${path} after 30 s`)
 }
 
-/** veer-shadow: wait until every copy sent has its answer compared (or failed), so none is cut off. */
-async function shadowSettled(running: Running): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    const c = await shadowCounters(running)
-    if ((c['shadow compared'] ?? 0) + (c['shadow errors'] ?? 0) >= (c['shadow sent'] ?? 0)) return
-    await sleep(50)
-  }
-}
-
-async function measure(ctx: Context, s: (typeof chosen)[number]): Promise<Measured> {
-  const profile = join(ctx.tmpDir, `${s.name}.alloc`)
+async function measure(s: AllocSubject): Promise<Measured> {
+  const profile = join(h.tmpDir, `${s.name}.alloc`)
   process.env.ALLOC_PROFILE = profile
-  const running = await s.start(ctx)
+  const running = await s.start()
   try {
-    const target = {
-      origin: `http://127.0.0.1:${running.port}`,
-      path: '/',
-      ...(s.sticky ? { sticky: { header: STICKY_HEADER, users: 1000 } } : {}),
-    }
-    await closedLoop(target, { requests: warmup, clients: CLIENTS })
-    if (s.name === 'veer-shadow') await shadowSettled(running)
+    await s.load(running, warmup)
+    await s.settled?.(running)
     running.proc!.child.kill('SIGUSR2')
     await waitFile(`${profile}.1.json`, running)
-    const r = await closedLoop(target, { requests, clients: CLIENTS })
-    if (s.name === 'veer-shadow') await shadowSettled(running)
+    const r = await s.load(running, requests)
+    await s.settled?.(running)
     running.proc!.child.kill('SIGUSR2')
     await waitFile(`${profile}.2.json`, running)
     const text = readFileSync(`${profile}.2.json`, 'utf8')
@@ -172,8 +294,7 @@ async function measure(ctx: Context, s: (typeof chosen)[number]): Promise<Measur
       mkdirSync(args.profiles, { recursive: true })
       writeFileSync(join(args.profiles, `${s.name}.heapprofile`), text)
     }
-    const p = JSON.parse(text) as { head: ProfileNode }
-    const t = tally(p.head)
+    const t = tally((JSON.parse(text) as { head: ProfileNode }).head)
     const perReq = (m: Map<string, number>) =>
       [...m]
         .sort((a, b) => b[1] - a[1])
@@ -198,29 +319,8 @@ async function measure(ctx: Context, s: (typeof chosen)[number]): Promise<Measur
 
 // ---------- the run ----------
 
-const stable = await startUpstream(h.root, h.tmpDir, 'stable')
-const canary = await startUpstream(h.root, h.tmpDir, 'canary')
-const shadow = chosen.some((s) => s.needs?.includes('shadow-upstream'))
-  ? await startUpstream(h.root, h.tmpDir, 'shadow', 'stable')
-  : null
-const ctx: Context = {
-  root: h.root,
-  tmpDir: h.tmpDir,
-  stablePort: stable.port,
-  canaryPort: canary.port,
-  shadowPort: shadow?.port ?? null,
-  otlp: null,
-  nginx: null,
-}
 const results: Measured[] = []
-for (const s of chosen) {
-  const why = s.unavailable(ctx)
-  if (why !== null) {
-    h.log(`${s.name}: unavailable (${why})`)
-    continue
-  }
-  results.push(await measure(ctx, s))
-}
+for (const s of grpc ? await grpcSubjects() : await http1Subjects()) results.push(await measure(s))
 await stopAll()
 
 const floor = results.find((r) => r.name === FLOOR)?.bytesPerRequest
@@ -231,9 +331,11 @@ const lines = [
   '',
   machineLine(new Date().toISOString(), machine),
   '',
-  `Command: \`node bench/alloc.ts --only ${names.join(',')} --requests ${requests} --warmup ${warmup}\`. ` +
+  `Command: \`node bench/alloc.ts --workload ${args.workload} --only ${names.join(',')} --requests ${requests} --warmup ${warmup}\`. ` +
     `Each subject fresh, ${warmup.toLocaleString('en-US')} warm-up requests, then ${requests.toLocaleString('en-US')} ` +
-    `measured (closed loop, ${CLIENTS} clients, GET / answered ~100 B by bench/upstream.ts). KB: V8's sampling heap ` +
+    (grpc
+      ? `measured (h2load -c16 -m10, bench/h2.ts's gRPC unary call to bench/h2-upstream.ts). KB: V8's sampling heap `
+      : `measured (closed loop, ${CLIENTS} clients, GET / answered ~100 B by bench/upstream.ts). KB: V8's sampling heap `) +
     'profiler with collected objects kept (every allocation, estimated from 8 KiB-interval samples), divided by the requests answered.',
   '',
   row(['subject', 'KB allocated / request', `÷ ${FLOOR}`, 'requests', 'errors']),
@@ -266,11 +368,11 @@ for (const r of results) {
   lines.push('')
 }
 const md = lines.join('\n')
-writeFileSync(join(h.resultsDir, `${args.out}.md`), md)
+writeFileSync(join(h.resultsDir, `${out}.md`), md)
 writeFileSync(
-  join(h.resultsDir, `${args.out}.json`),
+  join(h.resultsDir, `${out}.json`),
   JSON.stringify({ machine, requests, warmup, results }, null, 2),
 )
 console.log(md)
-h.log(`wrote bench/results/${args.out}.md and .json`)
+h.log(`wrote bench/results/${out}.md and .json`)
 process.exit(0)

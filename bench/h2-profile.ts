@@ -6,22 +6,13 @@
 // µs per request and its ratio to the floor, medians over the rounds. With --profile every subject runs
 // under --cpu-prof and the top self-time functions and files are printed too (profiling inflates the
 // CPU figures: compare those runs with each other only). Loopback only, bounded by --seconds.
-import { writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { printTop, profilesIn, sumProfiles } from './cpu-profile.ts'
+import { GRPC_HEADERS, startH2Upstream, writeGrpcBody } from './h2-pieces.ts'
 import { h2load } from './h2load.ts'
 import { positiveInt, startHarness } from './harness.ts'
-import {
-  cpuMicros,
-  freePort,
-  LOAD_CORE,
-  PROXY_CORE,
-  pinHarness,
-  startProcess,
-  stopProcess,
-  waitReady,
-} from './proc.ts'
+import { cpuMicros, freePort, PROXY_CORE, pinHarness, startProcess, stopProcess, waitReady } from './proc.ts'
 import { median } from './stats.ts'
 import { findH2load } from './tools.ts'
 
@@ -60,16 +51,9 @@ if (!(await findH2load()).available) {
 }
 log(`pinning: ${pinHarness('the proxy').description}`)
 
-const upPort = await freePort()
-const upstream = startProcess('h2-upstream', node, [join(root, 'bench/h2-upstream.ts'), String(upPort)], {
-  core: LOAD_CORE,
-  logPath: join(tmpDir, 'h2-upstream.log'),
-})
-await waitReady(upstream, upPort, 10_000)
-
-const grpcMessage = Buffer.from('bench request 16')
-const bodyFile = join(tmpDir, 'grpc-request.bin')
-writeFileSync(bodyFile, Buffer.concat([Buffer.from([0, 0, 0, 0, grpcMessage.length]), grpcMessage]))
+const upstream = await startH2Upstream(root, tmpDir)
+const upPort = upstream.port
+const bodyFile = writeGrpcBody(tmpDir)
 
 interface Subject {
   name: string
@@ -140,9 +124,7 @@ const load = (url: string, secs: number) =>
     seconds: secs,
     clients: 16,
     streams: 10,
-    ...(args.workload === 'grpc'
-      ? { headers: ['content-type: application/grpc', 'te: trailers'], dataFile: bodyFile }
-      : {}),
+    ...(args.workload === 'grpc' ? { headers: GRPC_HEADERS, dataFile: bodyFile } : {}),
   })
 
 interface Measured {
@@ -194,7 +176,7 @@ for (let round = 1; round <= rounds; round++) {
     )
   }
 }
-await stopProcess(upstream)
+await stopProcess(upstream.proc)
 
 const floor = median(results.get('node-h2-proxy')?.map((m) => m.cpuUsPerReq) ?? [])
 console.log(

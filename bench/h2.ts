@@ -15,6 +15,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { connect, type IncomingHttpHeaders, type IncomingHttpStatusHeader } from 'node:http2'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
+import { GRPC_BODY, GRPC_HEADERS, GRPC_PATH, startH2Upstream, writeGrpcBody } from './h2-pieces.ts'
 import { type H2loadResult, h2load } from './h2load.ts'
 import { writeHaproxyConfig } from './haproxy.ts'
 import { positiveInt, runRounds, startHarness } from './harness.ts'
@@ -23,9 +24,7 @@ import { PUBLISHED, publishable } from './paired.ts'
 import {
   cpuMicros,
   freePort,
-  LOAD_CORE,
   logTail,
-  type Managed,
   machineMicros,
   PROXY_CORE,
   pinHarness,
@@ -34,7 +33,6 @@ import {
   startProcess,
   stopAll,
   stopProcess,
-  waitReady,
 } from './proc.ts'
 import { fixed, int, ms, noiseNote, pairedCell, roughNote, row, spreadCell, targetsTable } from './report.ts'
 import { median } from './stats.ts'
@@ -126,22 +124,7 @@ log(
 
 // ---------- the upstream ----------
 
-async function startH2Upstream(name: string): Promise<{ port: number; proc: Managed }> {
-  const port = await freePort()
-  const proc = startProcess(
-    `h2-upstream-${name}`,
-    process.execPath,
-    [join(root, 'bench/h2-upstream.ts'), String(port), name],
-    {
-      core: LOAD_CORE,
-      logPath: join(tmpDir, `h2-upstream-${name}.log`),
-    },
-  )
-  await waitReady(proc, port, 10_000)
-  return { port, proc }
-}
-
-const upstream = await startH2Upstream('stable')
+const upstream = await startH2Upstream(root, tmpDir)
 const ctx: Context = {
   root,
   tmpDir,
@@ -153,13 +136,7 @@ const ctx: Context = {
 }
 const h2cUpstream = `h2c://127.0.0.1:${upstream.port}`
 
-// A gRPC unary request body: one message frame (flag 0, 4-byte big-endian length, 16 opaque bytes).
-const grpcMessage = Buffer.from('bench request 16')
-const grpcBody = Buffer.concat([Buffer.from([0, 0, 0, 0, grpcMessage.length]), grpcMessage])
-const grpcBodyFile = join(tmpDir, 'grpc-request.bin')
-writeFileSync(grpcBodyFile, grpcBody)
-const GRPC_PATH = '/bench.Echo/Unary'
-const GRPC_HEADERS = ['content-type: application/grpc', 'te: trailers']
+const grpcBodyFile = writeGrpcBody(tmpDir)
 
 // ---------- subjects ----------
 
@@ -333,7 +310,7 @@ async function preflight(origin: string): Promise<string | null> {
     const grpc = await probe(
       origin,
       { ':method': 'POST', ':path': GRPC_PATH, 'content-type': 'application/grpc', te: 'trailers' },
-      grpcBody,
+      GRPC_BODY,
     )
     const status = grpc.trailers?.['grpc-status'] ?? grpc.head['grpc-status']
     if (grpc.head[':status'] !== 200 || status !== '0' || grpc.trailers === null || grpc.bytes === 0) {
@@ -631,7 +608,7 @@ function renderMarkdown(r: {
       `Upstream: node:http2 h2c (bench/h2-upstream.ts). Pinning: ${settings.pinning}.`,
     '',
     'Workloads: GET / answered with 100 B; gRPC unary: POST ' +
-      `${GRPC_PATH} with content-type application/grpc, te: trailers and one ${grpcBody.length}-byte framed ` +
+      `${GRPC_PATH} with content-type application/grpc, te: trailers and one ${GRPC_BODY.length}-byte framed ` +
       'message, answered 200 with a framed message and grpc-status 0 in trailers (h2load does not read ' +
       'grpc-status; the preflight of every round checks it once through the subject).',
     '',

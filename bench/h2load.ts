@@ -5,7 +5,10 @@ import { LOAD_CORE, runCapture } from './proc.ts'
 export interface H2loadOptions {
   /** http://127.0.0.1:PORT/path (loopback only) */
   url: string
+  /** how long the load runs (`-D`); with `requests`, how long it may take at most */
   seconds: number
+  /** send exactly this many requests (`-n`) instead of running for `seconds` */
+  requests?: number
   clients: number
   streams: number
   /** extra request header fields, "name: value" */
@@ -60,11 +63,13 @@ export function parseH2load(out: string): H2loadResult {
   }
 }
 
-/** One h2load run on the load core; it stops by itself after `seconds`. */
+/** One h2load run on the load core; it stops by itself after `seconds` (or its `requests`). */
 export async function h2load(opts: H2loadOptions): Promise<H2loadResult> {
   const host = new URL(opts.url).hostname
   if (host !== '127.0.0.1' && host !== 'localhost') throw new Error(`refusing to send load to ${opts.url}`)
-  const args = ['-t1', `-c${opts.clients}`, `-m${opts.streams}`, `-D${Math.max(1, Math.round(opts.seconds))}`]
+  const length =
+    opts.requests === undefined ? `-D${Math.max(1, Math.round(opts.seconds))}` : `-n${opts.requests}`
+  const args = ['-t1', `-c${opts.clients}`, `-m${opts.streams}`, length]
   for (const h of opts.headers ?? []) args.push('-H', h)
   if (opts.dataFile !== undefined) args.push('-d', opts.dataFile)
   args.push(opts.url)
