@@ -88,11 +88,12 @@ export function anonGoal(rounds: readonly SoakRound[], seconds: number): GoalChe
   }
 }
 
-/** RSS − the baseline's RSS, last-minute samples paired by their order within the same round. */
+/** RSS (or `field`) − the baseline's, last-minute samples paired by their order within the same round. */
 export function overBaseline(
   subject: readonly SoakRound[],
   baseline: readonly SoakRound[],
   seconds: number,
+  field: 'rssMiB' | 'anonMiB' = 'rssMiB',
 ): number[] {
   const out: number[] = []
   for (const r of subject) {
@@ -103,7 +104,7 @@ export function overBaseline(
     const n = Math.min(mine.length, theirs.length)
     // the last n of each, so both end at the end of the load
     for (let i = 0; i < n; i++) {
-      const d = mine[mine.length - n + i]!.rssMiB - theirs[theirs.length - n + i]!.rssMiB
+      const d = mine[mine.length - n + i]![field] - theirs[theirs.length - n + i]![field]
       if (Number.isFinite(d)) out.push(d)
     }
   }
@@ -122,6 +123,25 @@ export function overBaselineGoal(
     unit: 'MiB over node-http',
     result: verdict(figure, OVER_BASELINE_GOAL),
     how: `RSS − node-http's RSS, ${figure.n} last-minute samples paired by time into the same round's load`,
+  }
+}
+
+/**
+ * Not a goal: anonymous memory over the same bare server run with veer's memory defaults (node-http-tuned),
+ * what veer itself adds (its modules, code and per-connection state) to what node:http costs anyway.
+ */
+export function ownAnon(
+  subject: readonly SoakRound[],
+  tuned: readonly SoakRound[],
+  seconds: number,
+): GoalCheck {
+  const figure = spread(overBaseline(subject, tuned, seconds, 'anonMiB'))
+  return {
+    goal: 'anonymous memory over node-http-tuned (information)',
+    figure,
+    unit: 'MiB',
+    result: 'information',
+    how: `RssAnon − node-http-tuned's (the bare server with veer's memory defaults), ${figure.n} last-minute samples paired by time`,
   }
 }
 

@@ -3,6 +3,8 @@
 // and the container actually run):  node bench/soak.ts [--seconds N] [options]     (--help lists them)
 // Subjects, one after the other (each pinned to the proxy core, fresh process, same load, same run):
 //   node-http       bench/baselines/node-http.mjs, a bare node:http server answering 200 with 100 B
+//   node-http-tuned the same server run with veer's memory defaults (bin/memory-defaults.js: V8 flags,
+//                   MALLOC_ARENA_MAX=1), so veer's own part of its memory reads apart from node's
 //   veer            `veer proxy --listen … --admin … --stable URL`: the CLI's defaults, nothing else
 //                   (the compiled build, as `npx veer` runs it from a packed package)
 //   veer-container  the image's ENTRYPOINT + CMD (deploy/Dockerfile: `node bin/veer.js proxy --config F`)
@@ -35,6 +37,7 @@ import {
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
+import { missingMemoryDefaults } from '../bin/memory-defaults.js'
 import { positiveInt, startHarness } from './harness.ts'
 import { fixedRate, parseWrk } from './load.ts'
 import { describeMachine, machineLine } from './machine.ts'
@@ -59,14 +62,17 @@ import {
   fitPerMinute,
   type GoalCheck,
   overBaselineGoal,
+  ownAnon,
   slopeGoal,
   slopeWindow,
 } from './soak-goals.ts'
 import { getText, loopback, started, startUpstream } from './subjects.ts'
 
-const SUBJECTS = ['node-http', 'veer', 'veer-container', 'veer-ts'] as const
+const SUBJECTS = ['node-http', 'node-http-tuned', 'veer', 'veer-container', 'veer-ts'] as const
+/** The bare node:http servers: no veer goals, no admin port. */
+const isBaseline = (name: string) => name === 'node-http' || name === 'node-http-tuned'
 type SubjectName = (typeof SUBJECTS)[number]
-const DEFAULT_SUBJECTS: readonly SubjectName[] = ['node-http', 'veer', 'veer-container']
+const DEFAULT_SUBJECTS: readonly SubjectName[] = ['node-http', 'node-http-tuned', 'veer', 'veer-container']
 
 const { values: args } = parseArgs({
   options: {
@@ -95,7 +101,8 @@ if (args.help) {
   --warmup N         the "after warm-up" sample is taken N s into the load (default 30)
   --sample N         seconds between samples (default 5)
   --rounds N         measure every subject N times, in alternating order (default 1)
-  --only LIST        comma-separated subjects (default node-http,veer,veer-container; also veer-ts)
+  --only LIST        comma-separated subjects (default node-http,node-http-tuned,veer,veer-container;
+                     also veer-ts)
   --load wrk|node    wrk with think time (default when wrk is on PATH) or load.ts fixedRate
   --veer-root DIR    a compiled veer (DIR/bin/veer.js, DIR/dist) for veer and veer-container, instead
                      of the one the soak builds from this repo into its temp dir (tsc, ~1 min)
@@ -418,6 +425,11 @@ async function startSubject(
   let env: Record<string, string> = {}
   if (name === 'node-http') {
     argv = [join(root, 'bench/baselines/node-http.mjs'), String(port)]
+  } else if (name === 'node-http-tuned') {
+    // The same server with the memory defaults `veer proxy` gives itself: what is veer's own.
+    const { flags, arena } = missingMemoryDefaults('', {}, process.platform)
+    argv = [...flags, join(root, 'bench/baselines/node-http.mjs'), String(port)]
+    if (arena) env = { MALLOC_ARENA_MAX: '1' }
   } else if (name === 'veer-container') {
     const d = dockerCommand()
     const file = join(dir, 'veer.yaml')
@@ -441,7 +453,7 @@ async function startSubject(
     cwd,
     env: { ...inherited, ...env },
   })
-  const isVeer = name !== 'node-http'
+  const isVeer = !isBaseline(name)
   await started(proc, port, 20_000, isVeer ? `http://127.0.0.1:${admin}/healthz` : undefined)
   const origin = `http://127.0.0.1:${port}`
   if (isVeer) {
@@ -584,6 +596,7 @@ const nearest = (r: RoundRun, t: number): Sample | null => {
 }
 const soakRounds = (x: SubjectRuns) => x.rounds.map((r) => ({ round: r.round, samples: during(r) }))
 const baseline = runs.get('node-http')
+const tuned = runs.get('node-http-tuned')
 
 interface SubjectSummary {
   name: string
@@ -604,9 +617,10 @@ interface SubjectSummary {
 
 const summaries: SubjectSummary[] = [...runs.values()].map((x) => {
   const goals: GoalCheck[] = []
-  if (x.name !== 'node-http') {
+  if (!isBaseline(x.name)) {
     goals.push(anonGoal(soakRounds(x), seconds))
     if (baseline !== undefined) goals.push(overBaselineGoal(soakRounds(x), soakRounds(baseline), seconds))
+    if (tuned !== undefined) goals.push(ownAnon(soakRounds(x), soakRounds(tuned), seconds))
   }
   goals.push(slopeGoal(soakRounds(x), seconds, settings.warmupSeconds))
   return {
@@ -722,7 +736,7 @@ const lines = [
       ...r.marks.map((m) =>
         m.t === undefined
           ? `| ${m.label} | — | — | — | — | — | — | — | — | — | — | — |`
-          : `| ${m.label} | ${cols(m as Sample, x.name !== 'node-http')} |`,
+          : `| ${m.label} | ${cols(m as Sample, !isBaseline(x.name))} |`,
       ),
       '',
       `- Latency: p50 ${f(r.load.p50Ms, 2)} ms, p99 ${f(r.load.p99Ms, 2)} ms (${r.load.note}); ${f(r.load.rps, 0)} req/s achieved ` +

@@ -4,6 +4,7 @@
 // gets one clear line instead of a syntax error. The build idles ~27 MiB smaller than type stripping.
 // VEER_SOURCE=ts forces the TypeScript sources (tests, or editing with a stale dist/ around).
 import { existsSync } from 'node:fs'
+import { missingMemoryDefaults } from './memory-defaults.js'
 
 const [major, minor] = process.versions.node.split('.').map(Number)
 if (major < 22 || (major === 22 && minor < 19)) {
@@ -26,12 +27,7 @@ function memoryDefaults() {
   // No execve (Windows), or a child with an IPC channel (a cluster worker inherits the primary's settings).
   if (typeof process.execve !== 'function' || process.send !== undefined) return
   const given = `${process.env.NODE_OPTIONS ?? ''} ${process.execArgv.join(' ')}`
-  const flags = []
-  if (!/--(max|min)-semi-space-size|--semi-space-growth-factor/.test(given))
-    flags.push('--max-semi-space-size=4')
-  // NODE_OPTIONS cannot carry this one: only node's command line can.
-  if (!/--heap-growing-percent/.test(given)) flags.push('--heap-growing-percent=30')
-  const arena = process.platform === 'linux' && process.env.MALLOC_ARENA_MAX === undefined
+  const { flags, arena } = missingMemoryDefaults(given, process.env, process.platform)
   if (flags.length === 0 && !arena) return
   const argv = [process.execPath, ...flags, ...process.execArgv, ...process.argv.slice(1)]
   process.execve(process.execPath, argv, arena ? { ...process.env, MALLOC_ARENA_MAX: '1' } : process.env)

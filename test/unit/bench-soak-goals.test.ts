@@ -6,6 +6,7 @@ import {
   type MemSample,
   overBaseline,
   overBaselineGoal,
+  ownAnon,
   type SoakRound,
   slopeGoal,
   slopeWindow,
@@ -116,5 +117,24 @@ describe('slopeGoal', () => {
     expect(slopeGoal(one(samples(300, (t) => 100 + t / 60)), 300, 30).result).toBe('misses goal')
     const saw = samples(300, (t) => 120 + ((t / 5) % 6) * 8)
     expect(slopeGoal(one(saw), 300, 30).result).toBe('undecided (spread crosses the goal)')
+  })
+})
+
+describe('ownAnon', () => {
+  it('is anonymous memory over the tuned baseline, not RSS, and gives no verdict', () => {
+    const veer = samples(
+      300,
+      () => 120,
+      () => 61,
+    )
+    const tuned = samples(
+      300,
+      () => 90,
+      () => 40,
+    )
+    const own = ownAnon(one(veer), one(tuned), 300)
+    expect(own.figure.median).toBeCloseTo(21, 10)
+    expect(own.figure.n).toBe(12)
+    expect(own.result).toBe('information')
   })
 })
