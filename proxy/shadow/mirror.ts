@@ -660,7 +660,8 @@ export function startMirror(
   }
   const headers = markedCopy(upstreamHeaders, t.header)
   if (!t.preserveHost || cfg.hostSuffix !== '') {
-    for (let i = 0; i < headers.length; i += 2) {
+    // The primary's fields only: the marker after them is never rewritten.
+    for (let i = 0; i < upstreamHeaders.length; i += 2) {
       if (headers[i] !== 'host') continue
       const host = t.preserveHost ? headers[i + 1]! : t.upstream.host
       headers[i + 1] = cfg.hostSuffix === '' ? host : withHostSuffix(host, cfg.hostSuffix)
