@@ -147,15 +147,6 @@ function onSessionClose(this: TaggedSession): void {
 /** One request: its state, and the controller its handler is given. */
 class Call implements Dispatcher.DispatchController {
   readonly pool: H2Pool
-  /** The coarse wait (headers or body timeout, ≥ COARSE_MIN) it is in the checked list for; 0: none. */
-  wait = 0
-  /** When that wait runs out on the checker's clock; 0: counted from its next tick (armed, or a chunk came). */
-  deadline = 0
-  /** Its links in the checked list. */
-  prev: Call | null = null
-  next: Call | null = null
-  /** Its stream's own timer is armed (a timeout under COARSE_MIN). */
-  timed = false
   readonly handler: Dispatcher.DispatchHandler
   readonly options: Dispatcher.DispatchOptions
   conn: Conn | null = null
@@ -170,6 +161,15 @@ class Call implements Dispatcher.DispatchController {
   replayed = false
   trailers: IncomingHttpHeaders | null = null
   rawHeaders: IncomingHttpHeaders | null = null
+  /** The coarse wait (headers or body timeout, ≥ COARSE_MIN) it is in the checked list for; 0: none. */
+  wait = 0
+  /** When that wait runs out on the checker's clock; 0: counted from its next tick (armed, or a chunk came). */
+  deadline = 0
+  /** Its links in the checked list. */
+  prev: Call | null = null
+  next: Call | null = null
+  /** Its stream's own timer is armed (a timeout under COARSE_MIN). */
+  timed = false
 
   constructor(pool: H2Pool, options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler) {
     this.pool = pool
@@ -247,7 +247,10 @@ class Call implements Dispatcher.DispatchController {
  * stream's exact timer.
  */
 const COARSE_MIN = 1000
-/** The check's period: a coarse timeout fails the call between `wait` and `wait + 2 * TICK_MS` late. */
+/**
+ * The check's period: a coarse timeout fails the call `wait` to `wait + 2 * TICK_MS` after the wait
+ * started or its last chunk came (undici's is 500 ms; a tick walks only the calls that wait).
+ */
 const TICK_MS = 250
 /** The calls with a coarse wait, newest first (intrusive: linking allocates nothing). */
 let waiting: Call | null = null
