@@ -14,7 +14,10 @@
  * CONNECT) goes through an undici Pool kept for that alone.
  *
  * Per request: one `Call` (the handler's controller too) and the header list; listeners are module
- * functions reading the call from the stream.
+ * functions reading the call from the stream. No timer per request: a headers or body timeout of 1 s
+ * or more is a deadline on the call, which one coarse check for the process walks (as undici's
+ * util/timers.js; `Http2Stream.setTimeout` allocated a bound function and a Timeout per arming, and
+ * every data chunk refreshed it); a shorter one arms the stream's own timer, exact as before.
  */
 import {
   type ClientHttp2Session,
@@ -158,6 +161,15 @@ class Call implements Dispatcher.DispatchController {
   replayed = false
   trailers: IncomingHttpHeaders | null = null
   rawHeaders: IncomingHttpHeaders | null = null
+  /** The coarse wait (headers or body timeout, ≥ COARSE_MIN) it is in the checked list for; 0: none. */
+  wait = 0
+  /** When that wait runs out on the checker's clock; 0: counted from its next tick (armed, or a chunk came). */
+  deadline = 0
+  /** Its links in the checked list. */
+  prev: Call | null = null
+  next: Call | null = null
+  /** Its stream's own timer is armed (a timeout under COARSE_MIN). */
+  timed = false
 
   constructor(pool: H2Pool, options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler) {
     this.pool = pool
@@ -190,7 +202,7 @@ class Call implements Dispatcher.DispatchController {
     if (stream !== null) {
       stream.pause()
       // The upstream cannot send while the client is full: not its delay.
-      if (this.responded) stream.setTimeout(0)
+      if (this.responded) stopWaiting(this, stream)
     }
   }
 
@@ -199,8 +211,8 @@ class Call implements Dispatcher.DispatchController {
     this.#paused = false
     const stream = this.stream
     if (stream !== null && !this.done) {
-      const t = this.pool.settings.bodyTimeout
-      if (t > 0) stream.setTimeout(t)
+      // Before the head, the headers timeout was never stopped.
+      if (this.responded) waitFor(this, stream, this.pool.settings.bodyTimeout)
       stream.resume()
     }
   }
@@ -209,6 +221,7 @@ class Call implements Dispatcher.DispatchController {
   fail(err: Error): void {
     if (this.done) return
     this.done = true
+    if (this.wait !== 0) unlink(this)
     const stream = this.stream
     if (stream === null) this.pool.unqueue(this)
     else if (!stream.closed && !stream.destroyed) stream.close(NGHTTP2_CANCEL)
@@ -225,6 +238,116 @@ class Call implements Dispatcher.DispatchController {
     body.off('error', onBodyError)
     if (err !== null && !body.destroyed) body.destroy()
   }
+}
+
+// ---------- timeouts ----------
+
+/**
+ * Timeouts from 1 s are checked coarsely (undici's threshold); shorter ones (tests use them) keep the
+ * stream's exact timer.
+ */
+const COARSE_MIN = 1000
+/**
+ * The check's period: a coarse timeout fails the call `wait` to `wait + 2 * TICK_MS` after the wait
+ * started or its last chunk came (undici's is 500 ms; a tick walks only the calls that wait).
+ */
+const TICK_MS = 250
+/** The calls with a coarse wait, newest first (intrusive: linking allocates nothing). */
+let waiting: Call | null = null
+/** Runs while `waiting` is not empty; unref'd, so it keeps no process alive. */
+let ticker: NodeJS.Timeout | null = null
+let ticking = false
+/** The calls one tick found late; kept between ticks so a tick allocates nothing either. */
+const expired: Call[] = []
+
+/** From now on, fail the call after `ms` (0: never) without an answer head or body chunk. */
+function waitFor(call: Call, stream: TaggedStream, ms: number): void {
+  if (ms < COARSE_MIN) {
+    if (call.wait !== 0) unlink(call)
+    if (ms > 0) {
+      call.timed = true
+      stream.setTimeout(ms)
+    } else if (call.timed) {
+      call.timed = false
+      stream.setTimeout(0)
+    }
+    return
+  }
+  if (call.timed) {
+    call.timed = false
+    stream.setTimeout(0)
+  }
+  call.deadline = 0
+  if (call.wait === 0) link(call)
+  call.wait = ms
+}
+
+function stopWaiting(call: Call, stream: TaggedStream): void {
+  if (call.wait !== 0) unlink(call)
+  if (call.timed) {
+    call.timed = false
+    stream.setTimeout(0)
+  }
+}
+
+function link(call: Call): void {
+  call.next = waiting
+  if (waiting !== null) waiting.prev = call
+  waiting = call
+  if (ticking) return
+  ticking = true
+  if (ticker === null) ticker = setTimeout(onTick, TICK_MS).unref()
+  else ticker.refresh()
+}
+
+function unlink(call: Call): void {
+  const { prev, next } = call
+  if (prev === null) waiting = next
+  else prev.next = next
+  if (next !== null) next.prev = prev
+  call.prev = null
+  call.next = null
+  call.wait = 0
+}
+
+/**
+ * A deadline is set at the first tick after the wait started or its last chunk came (a chunk costs one
+ * assignment, `deadline = 0`), so it never runs out early; late calls fail after the walk, since their
+ * handlers may start or end other calls.
+ */
+function onTick(): void {
+  ticking = false
+  const now = performance.now()
+  for (let call = waiting; call !== null; ) {
+    const next = call.next
+    if (call.deadline === 0) call.deadline = now + call.wait
+    else if (now >= call.deadline) {
+      unlink(call)
+      expired.push(call)
+    }
+    call = next
+  }
+  for (let i = 0; i < expired.length; i++) timedOut(expired[i]!)
+  expired.length = 0
+  if (waiting !== null && !ticking) {
+    ticking = true
+    ticker!.refresh()
+  }
+}
+
+function timedOut(call: Call): void {
+  if (call.done) return
+  call.fail(
+    call.responded
+      ? new CodedError('the upstream sent no body data in time', 'UND_ERR_BODY_TIMEOUT')
+      : new CodedError('the upstream sent no answer head in time', 'UND_ERR_HEADERS_TIMEOUT'),
+  )
+}
+
+/** The stream's own timer (a timeout under COARSE_MIN). */
+function onTimeout(this: TaggedStream): void {
+  const call = this[kCall]
+  if (call !== undefined) timedOut(call)
 }
 
 // ---------- the request body ----------
@@ -276,8 +399,7 @@ function onResponse(this: TaggedStream, headers: IncomingHttpHeaders): void {
   delete headers[':status']
   call.responded = true
   call.rawHeaders = headers
-  const t = call.pool.settings.bodyTimeout
-  this.setTimeout(t > 0 && !call.paused ? t : 0)
+  waitFor(call, this, call.paused ? 0 : call.pool.settings.bodyTimeout)
   call.handler.onResponseStart?.(call, status, headers, '')
 }
 
@@ -293,6 +415,8 @@ function onInterim(this: TaggedStream, headers: IncomingHttpHeaders): void {
 function onData(this: TaggedStream, chunk: Buffer): void {
   const call = this[kCall]
   if (call === undefined || call.done) return
+  // The coarse check re-arms it at its next tick (a stream timer refreshes itself).
+  call.deadline = 0
   call.handler.onResponseData?.(call, chunk)
 }
 
@@ -305,23 +429,13 @@ function onEnd(this: TaggedStream): void {
   const call = this[kCall]
   if (call === undefined || call.done) return
   call.done = true
-  this.setTimeout(0)
+  stopWaiting(call, this)
   // Answered before the whole body went (a 413): the rest is not sent.
   if (call.body !== null) {
     call.dropBody(ANSWERED)
     if (!this.closed) this.close(NGHTTP2_NO_ERROR)
   }
   call.handler.onResponseEnd?.(call, call.trailers ?? EMPTY)
-}
-
-function onTimeout(this: TaggedStream): void {
-  const call = this[kCall]
-  if (call === undefined || call.done) return
-  call.fail(
-    call.responded
-      ? new CodedError('the upstream sent no body data in time', 'UND_ERR_BODY_TIMEOUT')
-      : new CodedError('the upstream sent no answer head in time', 'UND_ERR_HEADERS_TIMEOUT'),
-  )
 }
 
 function onStreamError(this: TaggedStream, err: Error): void {
@@ -360,6 +474,9 @@ function replayable(call: Call, stream: ClientHttp2Stream): boolean {
 function replay(call: Call): void {
   const stream = call.stream!
   stream[kCall] = undefined
+  // Its next stream waits anew (send); the old one's timer fires at nothing.
+  if (call.wait !== 0) unlink(call)
+  call.timed = false
   if (!stream.closed) stream.on('close', onReplayedClose)
   else {
     call.conn!.active--
@@ -587,13 +704,16 @@ function send(call: Call, conn: Conn): void {
   call.stream = stream
   stream[kCall] = call
   const headersTimeout = o.headersTimeout ?? pool.settings.headersTimeout
-  if (headersTimeout > 0) stream.setTimeout(headersTimeout)
+  const bodyTimeout = pool.settings.bodyTimeout
+  // Only a timeout under COARSE_MIN arms the stream's timer.
+  if ((headersTimeout > 0 && headersTimeout < COARSE_MIN) || (bodyTimeout > 0 && bodyTimeout < COARSE_MIN))
+    stream.on('timeout', onTimeout)
+  waitFor(call, stream, headersTimeout)
   stream.on('response', onResponse)
   stream.on('headers', onInterim)
   stream.on('data', onData)
   stream.on('trailers', onTrailers)
   stream.on('end', onEnd)
-  stream.on('timeout', onTimeout)
   stream.on('error', onStreamError)
   stream.on('close', onStreamClose)
   if (call.paused) stream.pause()
