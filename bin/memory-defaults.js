@@ -9,8 +9,9 @@ export function missingMemoryDefaults(given, env, platform) {
   const flags = []
   if (!/--(max|min)-semi-space-size|--semi-space-growth-factor/.test(given))
     flags.push('--max-semi-space-size=4')
-  // NODE_OPTIONS cannot carry this one: only node's command line can.
-  if (!/--heap-growing-percent/.test(given)) flags.push('--heap-growing-percent=30')
+  // Not V8's --heap-growing-percent=30 (a default from 2026-12-07 to 12-08): it kept the soak's anonymous
+  // memory at ~61 MiB instead of ~85, but it cost 20–40% more CPU per call under HTTP/2 and gRPC load (a
+  // full GC every ~8 MiB promoted: README "Memory").
   const arena = platform === 'linux' && env.MALLOC_ARENA_MAX === undefined
   return { flags, arena }
 }

@@ -13,15 +13,13 @@ if (major < 22 || (major === 22 && minor < 19)) {
   )
   process.exit(2)
 }
-// Memory defaults for `veer proxy` (README "Memory"): V8's young generation capped at 4 MiB per semi-space
-// (left alone, V8 grows it to 64 MiB per semi-space under load: ~100 MiB more RSS), its old generation let
-// grow by 30% of what survived the last full GC before the next (V8's own factor, up to 4×, let promoted
-// garbage pile up to twice the live heap before it was collected: 20–30 MiB of RSS never given back) and,
-// on Linux, glibc's malloc on one arena (its per-thread arenas keep ~10 MiB more at 1,000 connections). They
-// only take effect when the process starts, so veer re-executes itself once (process.execve: same pid, same
-// stdio) with what is missing: no semi-space flag in NODE_OPTIONS or on node's command line, no
-// --heap-growing-percent on node's command line, no MALLOC_ARENA_MAX. Setting any yourself keeps yours;
-// VEER_MEMORY_DEFAULTS=0 runs node exactly as started.
+// Memory defaults for `veer proxy` (README "Memory", bin/memory-defaults.js): V8's young generation capped
+// at 4 MiB per semi-space (left alone, V8 grows it to 64 MiB per semi-space under load: ~100 MiB more RSS)
+// and, on Linux, glibc's malloc on one arena (its per-thread arenas keep ~10 MiB more at 1,000
+// connections). They only take effect when the process starts, so veer re-executes itself once
+// (process.execve: same pid, same stdio) with what is missing: no semi-space flag in NODE_OPTIONS or on
+// node's command line, no MALLOC_ARENA_MAX. Setting either yourself keeps yours; VEER_MEMORY_DEFAULTS=0
+// runs node exactly as started.
 function memoryDefaults() {
   if (process.argv[2] !== 'proxy' || process.env.VEER_MEMORY_DEFAULTS === '0') return
   // No execve (Windows), or a child with an IPC channel (a cluster worker inherits the primary's settings).
