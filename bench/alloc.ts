@@ -31,7 +31,7 @@ import {
   STICKY_HEADER,
   shadowCounters,
   startNodeProxy,
-  startUpstream,
+  startNodeUpstreams,
   startVeer,
   subjects,
 } from './subjects.ts'
@@ -172,11 +172,8 @@ async function shadowSettled(running: Running): Promise<void> {
 
 async function http1Subjects(): Promise<AllocSubject[]> {
   const chosen = names.map((n) => subjects.find((x) => x.name === n)!)
-  const stable = await startUpstream(h.root, h.tmpDir, 'stable')
-  const canary = await startUpstream(h.root, h.tmpDir, 'canary')
-  const shadow = chosen.some((s) => s.needs?.includes('shadow-upstream'))
-    ? await startUpstream(h.root, h.tmpDir, 'shadow', 'stable')
-    : null
+  const withShadow = chosen.some((s) => s.needs?.includes('shadow-upstream'))
+  const { stable, canary, shadow } = await startNodeUpstreams(h.root, h.tmpDir, withShadow)
   const ctx: Context = {
     root: h.root,
     tmpDir: h.tmpDir,

@@ -48,7 +48,7 @@ import {
   type Need,
   STICKY_HEADER,
   type Subject,
-  startUpstream,
+  startNodeUpstreams,
   subjects,
   Unavailable,
 } from './subjects.ts'
@@ -175,10 +175,7 @@ interface Upstreams {
 async function startUpstreams(kind: UpstreamKind): Promise<Upstreams> {
   const withShadow = needs.has('shadow-upstream')
   if (kind === 'node') {
-    const stable = await startUpstream(root, tmpDir, 'stable')
-    const canary = await startUpstream(root, tmpDir, 'canary')
-    // The shadow upstream answers what stable answers (bodies included), so comparisons match.
-    const shadow = withShadow ? await startUpstream(root, tmpDir, 'shadow', 'stable') : null
+    const { stable, canary, shadow } = await startNodeUpstreams(root, tmpDir, withShadow)
     return {
       about: 'bench/upstream.ts (node:http), one process per upstream, on the load core',
       stablePort: stable.port,

@@ -86,6 +86,23 @@ export async function startUpstream(
   return { port, proc }
 }
 
+type Upstream = Awaited<ReturnType<typeof startUpstream>>
+
+/**
+ * The Node upstreams bench/run.ts's subjects run against: stable, canary and, when `withShadow`, a shadow
+ * that answers byte for byte what stable does (so a veer shadow's comparisons match, the common case).
+ */
+export async function startNodeUpstreams(
+  root: string,
+  tmpDir: string,
+  withShadow: boolean,
+): Promise<{ stable: Upstream; canary: Upstream; shadow: Upstream | null }> {
+  const stable = await startUpstream(root, tmpDir, 'stable')
+  const canary = await startUpstream(root, tmpDir, 'canary')
+  const shadow = withShadow ? await startUpstream(root, tmpDir, 'shadow', 'stable') : null
+  return { stable, canary, shadow }
+}
+
 export async function started(
   proc: Managed,
   port: number,
